@@ -1,0 +1,388 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tiercache import (
+    CallableEncoder,
+    ClosedError,
+    EncoderError,
+    FingerprintMismatchError,
+    InvalidContentError,
+    InvalidMetadataError,
+    InvalidTTLError,
+    InvalidVectorError,
+    TierCache,
+    UnknownModelError,
+)
+from tiercache.encoders import HashEncoder
+
+from .conftest import DIM, CountingEncoder, FakeClock, make_config
+
+
+def vec(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+def test_embed_shapes_and_dedup(cache: TierCache, encoder: CountingEncoder) -> None:
+    v = cache.embed("What is machine learning?")
+    assert v.shape == (DIM,) and v.dtype == np.float32
+    m = cache.embed_many(["a", "b", "a"])
+    assert m.shape == (3, DIM)
+    assert np.array_equal(m[0], m[2])
+    assert encoder.batches[-1] == ["a", "b"]  # "a" encoded once
+    assert cache.stats()["encoder"]["deduplicated"] == 1
+    assert cache.embed_many([]).shape == (0, DIM)
+
+
+def test_second_lookup_is_a_hit_and_encodes_nothing(cache: TierCache,
+                                                    encoder: CountingEncoder) -> None:
+    first = cache.embed_many([f"t{i}" for i in range(20)])
+    calls = encoder.texts
+    again = cache.embed_many([f"t{i}" for i in range(20)])
+    assert encoder.texts == calls
+    assert np.array_equal(first, again)
+    s = cache.stats()["tiers"]
+    assert s["hot"]["hits"] + s["warm"]["hits"] == 20
+
+
+def test_misses_are_batched(tmp_path: Path, encoder: CountingEncoder) -> None:
+    with TierCache(make_config(tmp_path), encoder=encoder) as c:  # batch_size 8
+        c.embed_many([f"x{i}" for i in range(20)])
+    assert [len(b) for b in encoder.batches] == [8, 8, 4]
+
+
+def test_returned_vectors_never_alias_the_store(cache: TierCache) -> None:
+    v = cache.embed("alias")
+    v[:] = 0
+    assert not np.all(cache.embed("alias") == 0)
+    m = cache.embed_many(["alias", "alias"])
+    m[:] = 0
+    e = cache.get("alias")
+    assert e is not None and not np.all(e.vector == 0)
+
+
+def test_set_get_exists_drop(cache: TierCache) -> None:
+    v = vec(1)
+    key = cache.set("some text", v, metadata={"src": "faq"}, ttl=3600)
+    assert isinstance(key, str) and len(key) == 32 and key == cache.key("some text")
+    e = cache.get("some text")
+    assert e is not None
+    assert e.key == key and np.array_equal(e.vector, v) and e.metadata == {"src": "faq"}
+    assert e.tier in ("hot", "warm")
+    assert cache.exists("some text")
+    assert cache.drop("some text")
+    assert not cache.exists("some text")
+    assert cache.get("some text") is None
+    assert not cache.drop("some text")
+
+
+def test_m_variants_keep_order(cache: TierCache) -> None:
+    keys = cache.mset([("a", vec(1)), {"content": "b", "vector": vec(2), "metadata": [1]},
+                       ("c", vec(3), {"x": 1}, 100)])
+    assert len(keys) == 3
+    got = cache.mget(["c", "zz", "a", "b"])
+    assert got[1] is None
+    assert [e.key for e in got if e] == [keys[2], keys[0], keys[1]]
+    assert got[3] is not None and got[3].metadata == [1]
+    assert cache.mexists(["a", "zz", "c"]) == [True, False, True]
+    assert cache.mdrop(["a", "zz", "c"]) == 2
+    assert cache.mexists(["a", "b", "c"]) == [False, True, False]
+    assert cache.mset([]) == [] and cache.mget([]) == []
+
+
+def test_bytes_content_can_be_stored_but_not_encoded_by_text_encoder(tmp_path: Path) -> None:
+    enc = CallableEncoder(lambda xs: np.ones((len(xs), DIM)), dim=DIM, name="text-only")
+    with TierCache(make_config(tmp_path), encoder=enc) as c:
+        c.set(b"\x89PNG", vec(1))
+        e = c.get(b"\x89PNG")
+        assert e is not None and np.array_equal(e.vector, vec(1))
+        assert c.get("\x89PNG") is None  # str and bytes never share a key
+        with pytest.raises(InvalidContentError):
+            c.embed(b"not cached bytes")
+
+
+def test_warm_entries_survive_reopen(tmp_path: Path) -> None:
+    enc = CountingEncoder()
+    with TierCache(make_config(tmp_path), encoder=enc) as c:
+        c.set("kept", vec(7), metadata={"m": 1})
+        c.embed("computed")
+    enc2 = CountingEncoder()
+    with TierCache(make_config(tmp_path), encoder=enc2) as c:
+        e = c.get("kept")
+        assert e is not None and e.tier == "warm" and np.array_equal(e.vector, vec(7))
+        c.embed("computed")
+        assert enc2.calls == 0
+
+
+def test_different_model_version_never_sees_old_vectors(tmp_path: Path) -> None:
+    with TierCache(make_config(tmp_path), encoder=HashEncoder(DIM, revision="1")) as c:
+        c.set("shared text", vec(1))
+    with pytest.raises(FingerprintMismatchError):
+        TierCache(make_config(tmp_path), encoder=HashEncoder(DIM, revision="2"))
+    cfg = make_config(tmp_path, warm={"on_fingerprint_mismatch": "coexist"})
+    with TierCache(cfg, encoder=HashEncoder(DIM, revision="2")) as c:
+        assert c.get("shared text") is None
+        assert not c.exists("shared text")
+    cfg = make_config(tmp_path, warm={"namespace": "v2"})
+    with TierCache(cfg, encoder=HashEncoder(DIM, revision="2")) as c:
+        assert c.get("shared text") is None
+
+
+def test_single_flight_16_threads_one_encoder_call(tmp_path: Path) -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def slow(xs: list[Any]) -> np.ndarray:
+        calls.append(len(xs))
+        gate.wait(5)
+        return np.ones((len(xs), DIM), dtype=np.float32)
+
+    enc = CallableEncoder(slow, dim=DIM, name="slow")
+    results: list[np.ndarray] = []
+    with TierCache(make_config(tmp_path), encoder=enc) as c:
+        threads = [threading.Thread(target=lambda: results.append(c.embed("same")))
+                   for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        gate.set()
+        for t in threads:
+            t.join()
+        assert calls == [1]
+        assert len(results) == 16 and all(np.array_equal(r, results[0]) for r in results)
+        assert c.stats()["encoder"]["single_flight_waits"] >= 1
+
+
+def test_encoder_error_reaches_every_waiter_and_caches_nothing(tmp_path: Path) -> None:
+    gate = threading.Event()
+    fail = [True]
+
+    def flaky(xs: list[Any]) -> np.ndarray:
+        gate.wait(5)
+        if fail[0]:
+            raise RuntimeError("GPU on fire")
+        return np.ones((len(xs), DIM), dtype=np.float32)
+
+    enc = CallableEncoder(flaky, dim=DIM, name="flaky")
+    errors: list[BaseException] = []
+
+    def worker(c: TierCache) -> None:
+        try:
+            c.embed("boom")
+        except EncoderError as exc:
+            errors.append(exc)
+
+    with TierCache(make_config(tmp_path), encoder=enc) as c:
+        threads = [threading.Thread(target=worker, args=(c,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        gate.set()
+        for t in threads:
+            t.join()
+        assert len(errors) == 8
+        assert not c.exists("boom")
+        fail[0] = False
+        assert np.array_equal(c.embed("boom"), np.ones(DIM, dtype=np.float32))  # retried
+
+
+@pytest.mark.parametrize("bad_output", [
+    lambda n: np.ones((n, DIM + 1)),
+    lambda n: np.full((n, DIM), np.nan),
+    lambda n: np.array([["x"] * DIM] * n),
+    lambda n: None,
+])
+def test_bad_encoder_output_is_encoder_error(tmp_path: Path, bad_output: Any) -> None:
+    enc = CallableEncoder(lambda xs: bad_output(len(xs)), dim=DIM, name="bad")
+    with TierCache(make_config(tmp_path), encoder=enc) as c:
+        with pytest.raises(EncoderError):
+            c.embed("x")
+        assert not c.exists("x")
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (None, InvalidContentError), (3, InvalidContentError), (["a"], InvalidContentError),
+])
+def test_bad_content_is_typed_and_changes_nothing(cache: TierCache, bad: Any, exc: type) -> None:
+    cache.set("keep", vec(1))
+    before = cache.stats()["tiers"]["warm"]["entries"]
+    with pytest.raises(exc):
+        cache.embed(bad)
+    with pytest.raises(exc):
+        cache.embed_many(["fine", bad])
+    with pytest.raises(exc):
+        cache.set(bad, vec(1))
+    with pytest.raises(exc):
+        cache.mset([("ok", vec(2)), (bad, vec(1))])
+    assert cache.stats()["tiers"]["warm"]["entries"] == before
+    assert not cache.exists("ok") and not cache.exists("fine")
+
+
+@pytest.mark.parametrize("bad", [
+    np.ones(DIM + 1, np.float32), np.ones((1, DIM), np.float32), np.ones(DIM, np.int64),
+    np.full(DIM, np.nan, np.float32), np.full(DIM, np.inf, np.float32), "not a vector",
+    np.ones(DIM, np.complex64),
+])
+def test_bad_vectors_are_typed_and_change_nothing(cache: TierCache, bad: Any) -> None:
+    with pytest.raises(InvalidVectorError):
+        cache.set("v", bad)
+    with pytest.raises(InvalidVectorError):
+        cache.mset([("w", vec(1)), ("v", bad)])
+    assert cache.mexists(["v", "w"]) == [False, False]
+
+
+def test_bad_metadata_ttl_model_are_typed(cache: TierCache) -> None:
+    with pytest.raises(InvalidMetadataError):
+        cache.set("m", vec(1), metadata={"s": {1, 2}})
+    for ttl in (-1, 0, float("nan"), float("inf"), 1e12, "1h", True):
+        with pytest.raises(InvalidTTLError):
+            cache.set("m", vec(1), ttl=ttl)  # type: ignore[arg-type]
+    with pytest.raises(UnknownModelError):
+        cache.set("m", vec(1), model="some-other-model")
+    assert not cache.exists("m")
+    cache.set("m", vec(1), model=cache.fingerprint.model)
+    assert cache.exists("m")
+
+
+def test_ttl_expiry_with_injected_clock(cache: TierCache, clock: FakeClock,
+                                        encoder: CountingEncoder) -> None:
+    cache.set("short", vec(1), ttl=10)
+    cache.set("long", vec(2))
+    clock.advance(9)
+    assert cache.exists("short") and cache.get("short") is not None
+    clock.advance(2)
+    assert not cache.exists("short")
+    assert cache.get("short") is None
+    assert cache.get("long") is not None
+    before = encoder.texts
+    cache.embed("short")  # expired: recomputed
+    assert encoder.texts == before + 1
+
+
+def test_default_ttl_applies_to_computed_vectors(tmp_path: Path, clock: FakeClock) -> None:
+    enc = CountingEncoder()
+    with TierCache(make_config(tmp_path, ttl="1m"), encoder=enc, clock=clock) as c:
+        c.embed("q")
+        clock.advance(61)
+        c.embed("q")
+        assert enc.texts == 2
+
+
+def test_hot_budget_is_held_and_demotes_to_warm(tmp_path: Path) -> None:
+    enc = CountingEncoder()
+    with TierCache(make_config(tmp_path), encoder=enc) as c:  # hot holds 64 entries
+        for i in range(500):
+            c.embed(f"k{i}")
+        s = c.stats()["tiers"]
+        assert s["hot"]["entries"] <= 64 == s["hot"]["capacity"]
+        assert s["warm"]["entries"] == 500
+        texts = enc.texts
+        m = c.embed_many([f"k{i}" for i in range(500)])
+        assert enc.texts == texts  # all served from hot or warm
+        assert np.array_equal(m[3], HashEncoder(DIM).encode(["k3"])[0])
+
+
+def test_warm_budget_is_enforced_by_eviction(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, warm={"max_bytes": "200KiB"}, hot={"enabled": False})
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc) as c:
+        cap = c.stats()["tiers"]["warm"]["capacity"]
+        for i in range(cap * 3):
+            c.embed(f"w{i}")
+            c.embed("popular")
+        s = c.stats()["tiers"]["warm"]
+        assert s["entries"] <= cap
+        assert s["evictions"]["capacity"] >= cap
+        assert c.exists("popular")  # frequency-aware: the popular key survives
+
+
+def test_warm_min_frequency_gate(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, policy={"warm_min_frequency": 2}, hot={"enabled": False})
+    with TierCache(cfg, encoder=CountingEncoder()) as c:
+        c.embed("once")
+        assert not c.exists("once")
+        c.embed("twice")
+        c.embed("twice")
+        assert c.exists("twice")
+        assert c.stats()["tiers"]["warm"]["rejections"]["min_frequency"] >= 1
+        c.set("explicit", vec(1))  # explicit writes bypass the gate
+        assert c.exists("explicit")
+
+
+def test_corrupt_record_is_a_counted_miss_and_rewritten(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, hot={"enabled": False})
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc) as c:
+        good = c.embed("victim")
+        warm = c._warm
+        assert warm is not None
+        raw = c._keys.digest("victim")
+        rec = bytearray(warm.get_many([raw])[0] or b"")
+        rec[40] ^= 0x01
+        warm.put_many([(raw, bytes(rec))])
+        assert c.get("victim") is None
+        again = c.embed("victim")
+        assert np.array_equal(again, good)
+        assert c.stats()["tiers"]["warm"]["corrupt"] >= 1
+        assert warm.get_many([raw])[0] != bytes(rec)  # rewritten
+
+
+def test_closed_cache_raises(tmp_path: Path) -> None:
+    c = TierCache(make_config(tmp_path), encoder=CountingEncoder())
+    c.close()
+    c.close()
+    with pytest.raises(ClosedError):
+        c.embed("x")
+    with pytest.raises(ClosedError):
+        c.get("x")
+
+
+def test_stats_shape(cache: TierCache) -> None:
+    cache.embed_many(["a", "b"])
+    cache.embed("a")
+    s = cache.stats()
+    for tier in ("hot", "warm"):
+        t = s["tiers"][tier]
+        for k in ("hits", "misses", "promotions", "demotions", "evictions", "rejections",
+                  "corrupt", "entries", "bytes", "latency_us"):
+            assert k in t
+        assert set(t["latency_us"]) == {"count", "p50", "p90", "p99", "max"}
+    assert s["encoder"]["calls"] == 1 and s["encoder"]["texts"] == 2
+    assert "hot" in cache.format_stats()
+
+
+def test_threads_mixed_workload_no_errors_no_wrong_vectors(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, hot={"max_bytes": 20 * (4 * DIM + 256)})
+    ref = HashEncoder(DIM)
+    errors: list[BaseException] = []
+    with TierCache(cfg, encoder=HashEncoder(DIM)) as c:
+        def work(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            try:
+                for _ in range(300):
+                    t = f"t{int(rng.integers(0, 60))}"
+                    op = rng.integers(0, 3)
+                    if op == 0:
+                        assert np.array_equal(c.embed(t), ref.encode([t])[0])
+                    elif op == 1:
+                        ts = [f"t{int(x)}" for x in rng.integers(0, 60, 5)]
+                        assert np.array_equal(c.embed_many(ts), ref.encode(ts))
+                    else:
+                        e = c.get(t)
+                        assert e is None or np.array_equal(e.vector, ref.encode([t])[0])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors
+        assert c.stats()["tiers"]["hot"]["entries"] <= 20

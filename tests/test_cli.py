@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from tiercache.cli import main
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+
+
+def write_config(tmp_path: Path) -> Path:
+    cfg = {"encoder": {"kind": "hash", "dim": 8}, "warm": {"path": str(tmp_path / "w")},
+           "hot": {"max_bytes": "16KiB"}}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_embed_writes_npy_and_prints_table(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    inp = tmp_path / "q.txt"
+    inp.write_text("a\nb\na\n\nc\n")
+    out = tmp_path / "o.npy"
+    r = CliRunner().invoke(main, ["embed", "-c", str(cfg), "-i", str(inp), "-o", str(out),
+                                  "--passes", "2"])
+    assert r.exit_code == 0, r.output
+    arr = np.load(out)
+    assert arr.shape == (4, 8) and np.array_equal(arr[0], arr[2])
+    assert re.search(r"^hot\s+\d+", r.output, re.M) and "warm" in r.output
+    assert "pass 2" in r.output
+
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "entries      3" in r.output
+
+
+def test_config_check_ok_and_bad(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    r = CliRunner().invoke(main, ["config", "check", str(cfg)])
+    assert r.exit_code == 0 and "OK" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("warm:\n  max_bytes: -5\n")
+    r = CliRunner().invoke(main, ["config", "check", str(bad)])
+    assert r.exit_code == 2 and "warm.max_bytes" in r.output
+
+
+def test_config_show_round_trips(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["config", "show", str(write_config(tmp_path))])
+    assert r.exit_code == 0
+    assert yaml.safe_load(r.output)["encoder"]["kind"] == "hash"
+
+
+def _commands(group: object, prefix: str = "") -> list[str]:
+    out = []
+    for name, cmd in getattr(group, "commands", {}).items():
+        full = f"{prefix}{name}"
+        if hasattr(cmd, "commands"):
+            out += _commands(cmd, full + " ")
+        else:
+            out.append(full)
+    return out
+
+
+def test_every_command_has_help_and_is_documented() -> None:
+    doc = DOCS.read_text()
+    for command in _commands(main):
+        r = CliRunner().invoke(main, command.split() + ["--help"])
+        assert r.exit_code == 0 and "Usage" in r.output
+        assert f"tiercache {command}" in doc, f"docs/cli.md lacks 'tiercache {command}'"

@@ -1,0 +1,784 @@
+"""TierCache: the one module that combines I/O and policy decisions.
+
+Lookup order: hot (in-process, by exact content) -> warm (LMDB, by digest) -> cold
+(the encoder). The policy engine (``tiercache.policy``) decides what is admitted to hot,
+what hot evicts (demotion: inclusive, so a clean key is simply dropped; a key that never
+reached warm is written there), whether a recomputed vector is written to warm (minimum
+frequency gate), and which warm records are evicted when the warm budget is exceeded.
+``TierCache`` executes those decisions and counts every one of them by reason.
+
+Thread-safe: one re-entrant lock guards the hot tier, the engine, single-flight state and
+counters; LMDB reads and writes and the encoder run outside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+
+from . import codec
+from .config import TierCacheConfig, default_config, load_config
+from .encoders import Encoder, check_output, encoder_from_config
+from .errors import (
+    ClosedError,
+    EncoderError,
+    InvalidContentError,
+    InvalidTTLError,
+    InvalidVectorError,
+    TierCacheError,
+    UnknownModelError,
+)
+from .keys import Content, KeyMaker, key_from_str, key_hash64, key_to_str
+from .policy import PolicyEngine
+from .stats import EncoderStats, TierStats, format_stats
+from .tiers.lmdb import LmdbTier
+from .tiers.memory import NEVER, MemoryTier, hot_capacity
+
+MAX_TTL_SECONDS = 100 * 365 * 86400.0
+_CORRUPT = object()
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored vector. ``vector`` is the caller's own copy; ``tier`` is where it was found."""
+
+    key: str
+    vector: np.ndarray
+    metadata: Any
+    tier: str
+
+
+def warm_capacity(max_bytes: int, record_len: int, page_size: int = 4096) -> int:
+    """Entries that fit a warm byte budget, from LMDB's page geometry.
+
+    A leaf node costs 8 header bytes + 16 key bytes + the record + a 2-byte pointer in a
+    page with 4080 usable bytes; B-tree pages filled by random keys average ~69% of that.
+    Records over ~2 KB go to overflow pages (whole pages each). See docs/record-format.md.
+    """
+    node = 8 + 16 + record_len + 2
+    usable = page_size - 16
+    if record_len > (usable // 2) - 2 - 8 - 16:
+        pages = math.ceil((record_len + 16) / page_size)
+        per_entry = pages * page_size + 48
+    else:
+        per_entry = math.ceil(page_size / (max(1, usable // node) * 0.69))
+    return max(1, max_bytes // per_entry)
+
+
+def _check_content(content: object, accepts: tuple[type, ...] | None = None) -> None:
+    t = type(content)
+    if t is not str and t is not bytes:
+        raise InvalidContentError(
+            f"content must be str or bytes, not {t.__name__}"
+        )
+    if accepts is not None and t not in accepts:
+        raise InvalidContentError(
+            f"the encoder takes {', '.join(a.__name__ for a in accepts)}, not {t.__name__}"
+        )
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidTTLError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise InvalidTTLError(f"ttl must be > 0 and <= {MAX_TTL_SECONDS:.0f} seconds, got {ttl}")
+    return float(ttl)
+
+
+class TierCache:
+    """A tiered embedding cache: hot RAM, warm LMDB, cold recompute.
+
+    Build with ``TierCache.from_yaml(path)``, ``TierCache(load_config(path))`` or
+    ``TierCache.default()``. ``encoder=`` overrides the configured encoder (any object
+    with the :class:`~tiercache.encoders.Encoder` protocol), ``clock=`` the wall clock used
+    for TTLs (seconds since the epoch). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        config: TierCacheConfig | None = None,
+        *,
+        encoder: Encoder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = cfg = config or default_config()
+        self.encoder: Encoder = encoder or encoder_from_config(cfg.encoder)
+        self.fingerprint = self.encoder.fingerprint
+        self.dim = int(self.encoder.dim)
+        self._accepts = tuple(self.encoder.accepts)
+        self._clock = clock
+        self._keys = KeyMaker(self.fingerprint)
+        self._codec = cfg.warm.codec
+        self._store_text = cfg.warm.store_text
+        self._default_ttl = cfg.ttl
+        self._batch = cfg.encoder.batch_size
+        hot_cap = hot_capacity(cfg.hot.max_bytes, self.dim) if cfg.hot.enabled else 0
+        self._hot = MemoryTier(self.dim, hot_cap)
+        self._lock = self._hot.lock
+        self._warm: LmdbTier | None = None
+        warm_cap = 0
+        if cfg.warm.enabled:
+            self._warm = LmdbTier(
+                cfg.warm.path,
+                fingerprint=self.fingerprint,
+                namespace=cfg.warm.namespace,
+                durability=cfg.warm.durability,
+                map_size=cfg.warm.map_size,
+                max_bytes=cfg.warm.max_bytes,
+                max_readers=cfg.warm.max_readers,
+                on_fingerprint_mismatch=cfg.warm.on_fingerprint_mismatch,
+            )
+            warm_cap = warm_capacity(cfg.warm.max_bytes, codec.record_size(self.dim, self._codec))
+        self._engine = PolicyEngine(
+            hot_capacity=hot_cap,
+            warm_capacity=warm_cap,
+            policy=cfg.policy.name,
+            params=dict(cfg.policy.params),
+            warm_min_frequency=cfg.policy.warm_min_frequency,
+            eviction_samples=cfg.policy.eviction_samples,
+            max_evictions_per_write=cfg.policy.max_evictions_per_write,
+            seed=cfg.policy.seed,
+            hasher=key_hash64,
+            access_buffer=cfg.policy.access_buffer,
+        )
+        self._inflight: dict[bytes, Future[np.ndarray]] = {}
+        self._s_hot = TierStats()
+        self._s_warm = TierStats()
+        self._s_enc = EncoderStats()
+        self._lookups = 0
+        self._closed = False
+        self._pid = os.getpid()
+
+    # -- construction helpers ----------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **kwargs: Any) -> TierCache:
+        """Build from a YAML config file (see docs/configuration.md)."""
+        return cls(load_config(path), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> TierCache:
+        """Build from the packaged default config (warm store under ./.tiercache/warm)."""
+        return cls(default_config(), **kwargs)
+
+    def __enter__(self) -> TierCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush policy buffers and close the warm store. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._engine.drain()
+        if self._warm is not None:
+            self._warm.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this TierCache is closed")
+
+    # -- keys ----------------------------------------------------------------------------
+    def key(self, content: Content) -> str:
+        """The public key (32 hex chars) of ``content`` in this cache's namespace."""
+        _check_content(content)
+        return key_to_str(self._keys.digest(content))
+
+    # -- embedding -------------------------------------------------------------------------
+    def embed(self, content: Content) -> np.ndarray:
+        """The vector of ``content`` (shape ``(dim,)``, float32, the caller's own copy).
+
+        Served from hot, else warm, else computed by the encoder (and cached per policy).
+        """
+        if self._closed:
+            raise ClosedError("this TierCache is closed")
+        t = type(content)
+        if t is str or t is bytes:
+            t0 = _perf()
+            with self._lock:
+                slot = self._hot._by_content.get(content)
+                if slot is not None and self._hot.expires[slot] > self._clock():
+                    vec: np.ndarray = self._hot.slab[slot].copy()
+                    self._engine.record_hot_hit(self._hot._key[slot])
+                    self._s_hot.hits += 1
+                    self._lookups += 1
+                    self._s_hot.latency.add(_perf() - t0)
+                    return vec
+        out: np.ndarray = self.embed_many([content])
+        return out[0]  # type: ignore[no-any-return]
+
+    def embed_many(self, contents: Sequence[Content]) -> np.ndarray:
+        """Vectors of ``contents`` as one ``(n, dim)`` float32 array, in input order.
+
+        Duplicates are looked up and encoded once; misses are encoded in batches of
+        ``encoder.batch_size``; concurrent misses of one key are computed once. An encoder
+        failure raises :class:`EncoderError` to every waiting caller and caches nothing.
+        """
+        self._check_open()
+        contents = list(contents)
+        for c in contents:
+            _check_content(c)
+        out = np.empty((len(contents), self.dim), dtype=np.float32)
+        if not contents:
+            return out
+        missing = self._lookup_into(contents, out, None)
+        if not missing:
+            return out
+        for c in missing:
+            _check_content(c, self._accepts)
+        keys = [self._keys.digest(c) for c in missing]
+        vectors = self._compute(keys, list(missing))
+        for c, k in zip(missing, keys):
+            row = vectors[k]
+            for i in missing[c]:
+                out[i] = row
+        return out
+
+    # -- lookups ---------------------------------------------------------------------------
+    def _lookup_into(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+    ) -> dict[Content, list[int]]:
+        """Fill ``out`` rows from hot and warm; return {missing content: [positions]}.
+
+        With ``found`` (a list of None of the same length), hits also produce Entries.
+        """
+        now = self._clock()
+        t0 = _perf()
+        hot = self._hot
+        missing: dict[Content, list[int]] = {}
+        warm_wanted: dict[Content, list[int]] = {}
+        expired_hot: list[bytes] = []
+        with self._lock:
+            self._lookups += len(contents)
+            idx = hot._by_content
+            hit_pos: list[int] = []
+            hit_slots: list[int] = []
+            for i, c in enumerate(contents):
+                slot = idx.get(c)
+                if slot is not None and hot.expires[slot] <= now:
+                    expired_hot.append(hot._key[slot])
+                    self._remove_hot_locked(hot._key[slot], "expired")
+                    slot = None
+                if slot is None:
+                    if c in warm_wanted:
+                        warm_wanted[c].append(i)
+                    else:
+                        warm_wanted[c] = [i]
+                    continue
+                hit_pos.append(i)
+                hit_slots.append(slot)
+                self._engine.record_hot_hit(hot._key[slot])
+            if hit_slots:
+                out[hit_pos] = hot.slab[hit_slots]
+                if found is not None:
+                    for i, s in zip(hit_pos, hit_slots):
+                        meta = hot._meta[s]
+                        found[i] = Entry(
+                            key_to_str(hot._key[s]), out[i].copy(),
+                            codec.unpack_blob(meta).get("m") if meta else None, "hot",
+                        )
+            self._s_hot.hits += len(hit_slots)
+            self._s_hot.misses += len(warm_wanted)
+            # repeats of a missing content in this batch ride on its single lookup/encode
+            self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
+            if hit_slots:
+                per = (_perf() - t0) / len(contents)
+                self._s_hot.latency.add(per)
+        if not warm_wanted:
+            return missing
+        wanted = list(warm_wanted)
+        keys = [self._keys.digest(c) for c in wanted]
+        with self._lock:
+            self._engine.record_misses(keys)
+        if self._warm is None:
+            return warm_wanted
+        t1 = _perf()
+        dim = self.dim
+
+        def decode(buf: memoryview) -> object:
+            rec = codec.decode_record(buf, dim)
+            return _CORRUPT if rec is None else rec
+
+        try:
+            records = self._warm.get_many_with(keys, decode)
+        except Exception:  # an unreadable store degrades to a miss, never an error
+            with self._lock:
+                self._s_warm.errors += 1
+            records = [None] * len(keys)
+        elapsed = _perf() - t1
+        promote: list[tuple[Content, bytes, codec.Record]] = []
+        drop: list[bytes] = []
+        with self._lock:
+            for c, k, rec in zip(wanted, keys, records):
+                if rec is None:
+                    missing[c] = warm_wanted[c]
+                    continue
+                if rec is _CORRUPT:
+                    self._s_warm.corrupt += 1
+                    missing[c] = warm_wanted[c]
+                    continue
+                assert isinstance(rec, codec.Record)
+                if rec.expires_at and rec.expires_at <= now:
+                    self._s_warm.expired += 1
+                    self._s_warm.evictions["expired"] += 1
+                    drop.append(k)
+                    missing[c] = warm_wanted[c]
+                    continue
+                rows = warm_wanted[c]
+                out[rows] = rec.vector
+                if found is not None:
+                    meta = rec.metadata()
+                    for i in rows:
+                        found[i] = Entry(key_to_str(k), rec.vector.copy(), meta, "warm")
+                promote.append((c, k, rec))
+            self._s_warm.hits += len(promote)
+            self._s_warm.misses += len(missing)
+            self._s_warm.latency.add(elapsed / max(1, len(keys)))
+            demote = self._promote_locked(promote)
+        if drop:
+            self._warm_delete(drop)
+        if demote:
+            self._warm_write(demote, forced=False)
+        return missing
+
+    def _remove_hot_locked(self, key: bytes, reason: str) -> None:
+        if self._hot.delete_key(key):
+            self._engine.remove_hot(key)
+            self._s_hot.evictions[reason] += 1
+            if reason == "expired":
+                self._s_hot.expired += 1
+
+    def _admit_hot_locked(
+        self, content: Content, key: bytes, vector: np.ndarray, expires_at: float,
+        meta: bytes | None, in_warm: bool,
+    ) -> list[tuple[bytes, bytes]]:
+        """Offer one entry to hot; returns demotion writes (key, record) for warm."""
+        hot = self._hot
+        slot = hot.slot_of_key(key)
+        if slot is not None:  # already resident: refresh in place
+            hot.put(content, key, vector, expires_at, meta, in_warm or hot.in_warm(slot))
+            return []
+        adm = self._engine.offer_hot(key)
+        demote: list[tuple[bytes, bytes]] = []
+        for evicted in adm.evicted:
+            victim = cast(bytes, evicted)
+            vslot = hot.slot_of_key(victim)
+            if vslot is None:
+                continue
+            self._s_hot.evictions["capacity"] += 1
+            self._s_hot.demotions += 1
+            if not hot.in_warm(vslot) and self._warm is not None:
+                if self._engine.warm_gate(victim):
+                    exp = float(hot.expires[vslot])
+                    demote.append((victim, codec.encode_record(
+                        hot.slab[vslot], self._codec, 0.0 if exp == NEVER else exp,
+                        hot.meta_at(vslot))))
+                else:
+                    self._s_warm.rejections["min_frequency"] += 1
+            hot.delete_key(victim)
+        if adm.admitted:
+            hot.put(content, key, vector, expires_at, meta, in_warm)
+            self._s_hot.promotions += 1
+        else:
+            self._s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def _promote_locked(
+        self, items: list[tuple[Content, bytes, codec.Record]]
+    ) -> list[tuple[bytes, bytes]]:
+        demote: list[tuple[bytes, bytes]] = []
+        if self._hot.capacity == 0:
+            return demote
+        for c, k, rec in items:
+            demote += self._admit_hot_locked(
+                c, k, rec.vector, rec.expires_at or NEVER, rec.blob, in_warm=True
+            )
+        return demote
+
+    # -- warm writes ----------------------------------------------------------------------
+    def _warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
+        """Write records to warm, evicting per policy to respect the budget.
+
+        Returns False if the write failed (counted; the caller still gets its vectors).
+        ``forced`` writes (explicit ``set``) raise instead, so an acknowledged write is
+        never silently dropped.
+        """
+        warm = self._warm
+        if warm is None or not items:
+            return False
+        try:
+            victims: list[bytes] = []
+            capacity = self._engine.warm_capacity
+            count = warm.count()
+            excess = count + len(items) - capacity
+            if excess > 0:
+                new_keys = {k for k, _ in items}
+                present = warm.exists_many(list(new_keys))
+                excess -= sum(present)
+            if excess > 0:
+                with self._lock:
+                    probes = self._engine.warm_probes(
+                        min(excess, self._engine.max_evictions_per_write)
+                        * self._engine.eviction_samples
+                    )
+                sampled = warm.sample(probes)
+                with self._lock:
+                    victims = self._engine.warm_victims(sampled, excess, protect=new_keys)
+            deleted = warm.replace_many(items, victims)
+            with self._lock:
+                self._s_warm.writes += len(items)
+                self._s_warm.evictions["capacity"] += deleted
+                for v in victims:  # the hot copy of a warm victim is no longer backed
+                    slot = self._hot.slot_of_key(v)
+                    if slot is not None:
+                        self._hot.mark_in_warm(slot, False)
+            return True
+        except Exception:
+            with self._lock:
+                self._s_warm.errors += 1
+            if forced:
+                raise
+            return False
+
+    def _warm_delete(self, keys: list[bytes]) -> int:
+        if self._warm is None or not keys:
+            return 0
+        try:
+            return self._warm.delete_many(keys)
+        except Exception:
+            with self._lock:
+                self._s_warm.errors += 1
+            return 0
+
+    # -- recompute (cold) --------------------------------------------------------------
+    def _compute(self, keys: list[bytes], contents: list[Content]) -> dict[bytes, np.ndarray]:
+        """Encode the distinct missing keys once, with single-flight across threads."""
+        owned: list[tuple[bytes, Content, Future[np.ndarray]]] = []
+        waits: list[tuple[bytes, Future[np.ndarray]]] = []
+        with self._lock:
+            for k, c in zip(keys, contents):
+                fut = self._inflight.get(k)
+                if fut is None:
+                    fut = Future()
+                    self._inflight[k] = fut
+                    owned.append((k, c, fut))
+                else:
+                    waits.append((k, fut))
+            self._s_enc.waited += len(waits)
+        results: dict[bytes, np.ndarray] = {}
+        if owned:
+            try:
+                for start in range(0, len(owned), self._batch):
+                    chunk = owned[start:start + self._batch]
+                    batch = [c for _, c, _ in chunk]
+                    t0 = _perf()
+                    try:
+                        matrix = self.encoder.encode(batch)
+                    except TierCacheError:
+                        raise
+                    except Exception as exc:
+                        raise EncoderError(f"encoder failed: {exc!r}") from exc
+                    matrix = check_output(matrix, len(batch), self.dim)
+                    dt = _perf() - t0
+                    with self._lock:
+                        s = self._s_enc
+                        s.calls += 1
+                        s.texts += len(batch)
+                        s.seconds += dt
+                        s.max_batch = max(s.max_batch, len(batch))
+                        s.latency.add(dt)
+                    self._store_computed(chunk, matrix)
+                    for i, (k, _, _) in enumerate(chunk):
+                        results[k] = matrix[i]
+            except BaseException as exc:
+                err = exc if isinstance(exc, TierCacheError) else EncoderError(repr(exc))
+                with self._lock:
+                    self._s_enc.errors += 1
+                    for k, _, fut in owned:
+                        if k not in results:
+                            self._inflight.pop(k, None)
+                            fut.set_exception(err)
+                    for k, _, fut in owned:
+                        if k in results:
+                            self._inflight.pop(k, None)
+                            fut.set_result(results[k])
+                raise err from None if err is exc else exc
+            with self._lock:
+                for k, _, fut in owned:
+                    self._inflight.pop(k, None)
+                    fut.set_result(results[k])
+        for k, fut in waits:
+            results[k] = fut.result()
+        return results
+
+    def _store_computed(
+        self, chunk: list[tuple[bytes, Content, Future[np.ndarray]]], matrix: np.ndarray
+    ) -> None:
+        now = self._clock()
+        ttl = self._default_ttl
+        expires = now + ttl if ttl else 0.0
+        blobs = [
+            codec.pack_blob(None, c) if self._store_text else None for _, c, _ in chunk
+        ]
+        warm_items: list[tuple[bytes, bytes]] = []
+        with self._lock:
+            gate = [self._warm is not None and self._engine.warm_gate(k) for k, _, _ in chunk]
+            for g in gate:
+                if self._warm is not None and not g:
+                    self._s_warm.rejections["min_frequency"] += 1
+        for i, (k, _, _) in enumerate(chunk):
+            if gate[i]:
+                warm_items.append((k, codec.encode_record(matrix[i], self._codec, expires,
+                                                          blobs[i])))
+        written = self._warm_write(warm_items, forced=False) if warm_items else False
+        if self._hot.capacity == 0:
+            return
+        demote: list[tuple[bytes, bytes]] = []
+        with self._lock:
+            for i, (k, c, _) in enumerate(chunk):
+                demote += self._admit_hot_locked(
+                    c, k, matrix[i], expires or NEVER, blobs[i], in_warm=gate[i] and written
+                )
+        if demote:
+            self._warm_write(demote, forced=False)
+
+    # -- explicit writes ------------------------------------------------------------------
+    def _validate_vector(self, vector: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(vector)
+        except Exception as exc:
+            raise InvalidVectorError(f"not an array: {exc}") from exc
+        if arr.dtype.kind != "f":
+            raise InvalidVectorError(f"vector dtype must be floating point, not {arr.dtype}")
+        if arr.shape != (self.dim,):
+            raise InvalidVectorError(f"vector shape must be ({self.dim},), not {arr.shape}")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidVectorError("vector holds NaN or infinite values")
+        return arr
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model != self.fingerprint.model:
+            raise UnknownModelError(
+                f"this cache holds vectors of {self.fingerprint.model!r}, not {model!r}"
+            )
+
+    def set(
+        self,
+        content: Content,
+        vector: Any,
+        *,
+        metadata: Any = None,
+        ttl: float | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Store ``vector`` for ``content``; returns its key.
+
+        The record is committed to warm before this returns (fsynced with durability
+        ``durable``), then hot is refreshed or offered the entry. ``ttl`` (seconds)
+        overrides the configured default. Bad input raises and changes nothing.
+        """
+        return self.mset([(content, vector, metadata, ttl)], model=model)[0]
+
+    def mset(self, items: Iterable[Any], *, ttl: float | None = None,
+             model: str | None = None) -> list[str]:
+        """Store many entries in one warm transaction; returns their keys in order.
+
+        Items are mappings with ``content`` (or ``text``), ``vector`` (or ``embedding``)
+        and optional ``metadata``/``ttl``, or tuples ``(content, vector[, metadata[, ttl]])``.
+        Every item is validated before anything is written.
+        """
+        self._check_open()
+        self._check_model(model)
+        default_ttl = _check_ttl(ttl) if ttl is not None else self._default_ttl
+        now = self._clock()
+        prepared: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
+        for item in items:
+            if isinstance(item, Mapping):
+                content = item.get("content", item.get("text"))
+                vector = item.get("vector", item.get("embedding"))
+                metadata = item.get("metadata")
+                item_ttl = item.get("ttl")
+            else:
+                parts = tuple(item)
+                if not 2 <= len(parts) <= 4:
+                    raise InvalidVectorError("items are (content, vector[, metadata[, ttl]])")
+                content, vector = parts[0], parts[1]
+                metadata = parts[2] if len(parts) > 2 else None
+                item_ttl = parts[3] if len(parts) > 3 else None
+            _check_content(content)
+            arr = self._validate_vector(vector)
+            item_ttl = _check_ttl(item_ttl)
+            life = item_ttl if item_ttl is not None else default_ttl
+            blob = codec.pack_blob(metadata, content if self._store_text else None)
+            prepared.append((content, self._keys.digest(content), arr,
+                             now + life if life else 0.0, blob))
+        if not prepared:
+            return []
+        if self._warm is not None:
+            records = [(k, codec.encode_record(v, self._codec, exp, blob))
+                       for _, k, v, exp, blob in prepared]
+            self._warm_write(records, forced=True)
+        demote: list[tuple[bytes, bytes]] = []
+        with self._lock:
+            for content, k, v, exp, blob in prepared:
+                if self._hot.slot_of_key(k) is not None or self._hot.capacity:
+                    demote += self._admit_hot_locked(content, k, v, exp or NEVER, blob,
+                                                     in_warm=self._warm is not None)
+        if demote:
+            self._warm_write(demote, forced=False)
+        return [key_to_str(k) for _, k, _, _, _ in prepared]
+
+    # -- explicit reads ------------------------------------------------------------------
+    def get(self, content: Content, *, model: str | None = None) -> Entry | None:
+        """The stored entry of ``content`` (hot, then warm), or None. Never encodes."""
+        return self.mget([content], model=model)[0]
+
+    def mget(self, contents: Sequence[Content], *, model: str | None = None
+             ) -> list[Entry | None]:
+        """Entries in input order, None where nothing is stored. Never encodes."""
+        self._check_open()
+        self._check_model(model)
+        contents = list(contents)
+        for c in contents:
+            _check_content(c)
+        found: list[Entry | None] = [None] * len(contents)
+        out = np.empty((len(contents), self.dim), dtype=np.float32)
+        if contents:
+            self._lookup_into(contents, out, found)
+        return found
+
+    def exists(self, content: Content, *, model: str | None = None) -> bool:
+        """Whether an unexpired entry is stored (no access is recorded, nothing moves)."""
+        return self.mexists([content], model=model)[0]
+
+    def mexists(self, contents: Sequence[Content], *, model: str | None = None) -> list[bool]:
+        self._check_open()
+        self._check_model(model)
+        contents = list(contents)
+        for c in contents:
+            _check_content(c)
+        now = self._clock()
+        result = [False] * len(contents)
+        rest: list[int] = []
+        with self._lock:
+            for i, c in enumerate(contents):
+                slot = self._hot.slot(c)
+                if slot is not None and self._hot.expires[slot] > now:
+                    result[i] = True
+                else:
+                    rest.append(i)
+        if rest and self._warm is not None:
+            keys = [self._keys.digest(contents[i]) for i in rest]
+            expiries = self._warm.get_many_with(keys, codec.peek_expiry)
+            for i, exp in zip(rest, expiries):
+                result[i] = exp is not None and (exp == 0.0 or exp > now)
+        return result
+
+    def drop(self, content: Content, *, model: str | None = None) -> bool:
+        """Remove ``content`` from every tier; True if anything was removed."""
+        return self.mdrop([content], model=model) > 0
+
+    def mdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
+        """Remove many; returns how many keys were removed from at least one tier."""
+        self._check_open()
+        self._check_model(model)
+        contents = list(contents)
+        for c in contents:
+            _check_content(c)
+        keys = list(dict.fromkeys(self._keys.digest(c) for c in contents))
+        removed: set[bytes] = set()
+        with self._lock:
+            for k in keys:
+                if self._hot.delete_key(k):
+                    self._engine.remove_hot(k)
+                    self._s_hot.evictions["dropped"] += 1
+                    removed.add(k)
+        if self._warm is not None:
+            present = self._warm.exists_many(keys)
+            gone = [k for k, p in zip(keys, present) if p]
+            self._warm.delete_many(gone)
+            with self._lock:
+                self._s_warm.evictions["dropped"] += len(gone)
+            removed.update(gone)
+        return len(removed)
+
+    def get_by_key(self, key: str) -> Entry | None:
+        """The warm entry stored under a public key (hot is indexed by content)."""
+        self._check_open()
+        raw = key_from_str(key)
+        if self._warm is None:
+            with self._lock:
+                slot = self._hot.slot_of_key(raw)
+                if slot is None:
+                    return None
+                meta = self._hot.meta_at(slot)
+                return Entry(key, self._hot.slab[slot].copy(),
+                             codec.unpack_blob(meta).get("m") if meta else None, "hot")
+        rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+        if rec is None or (rec.expires_at and rec.expires_at <= self._clock()):
+            return None
+        return Entry(key, rec.vector, rec.metadata(), "warm")
+
+    def clear(self) -> None:
+        """Remove every entry from hot and from this store's warm records."""
+        self._check_open()
+        with self._lock:
+            for k in list(self._hot.keys()):
+                self._remove_hot_locked(k, "dropped")
+        if self._warm is not None:
+            self._warm.clear()
+
+    # -- observability --------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters per tier (hits, misses, promotions, demotions, evictions and rejections
+        by reason, corrupt records), entries and bytes per tier, encoder calls and batch
+        sizes, and latency percentiles (microseconds) per tier."""
+        with self._lock:
+            hot = self._s_hot.to_dict()
+            hot.update(entries=len(self._hot), bytes=self._hot.bytes_used(),
+                       capacity=self._hot.capacity)
+            warm = self._s_warm.to_dict()
+            enc = self._s_enc.to_dict()
+            lookups = self._lookups
+        tiers: dict[str, Any] = {"hot": hot}
+        if self._warm is not None and not self._closed:
+            st = self._warm.stat()
+            warm.update(entries=st["entries"], bytes=st["bytes_used"],
+                        file_bytes=st["file_bytes"], capacity=self._engine.warm_capacity,
+                        path=self._warm.path)
+            tiers["warm"] = warm
+        return {
+            "lookups": lookups,
+            "tiers": tiers,
+            "encoder": enc,
+            "policy": self.config.policy.name,
+            "fingerprint": self.fingerprint.to_dict(),
+        }
+
+    def format_stats(self) -> str:
+        """``stats()`` as the fixed-width table the CLI prints."""
+        return format_stats(self.stats())
+
+    def __repr__(self) -> str:
+        return (f"TierCache(model={self.fingerprint.model!r}, dim={self.dim}, "
+                f"hot={len(self._hot)}/{self._hot.capacity}, "
+                f"warm={'off' if self._warm is None else self._warm.path})")
+
+
+__all__ = ["Entry", "TierCache", "warm_capacity"]

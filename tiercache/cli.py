@@ -1,0 +1,175 @@
+"""The ``tiercache`` command line: thin wrappers that parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from .config import TierCacheConfig, config_to_dict, default_config, load_config  # noqa: E402
+from .errors import TierCacheError  # noqa: E402
+
+
+def _config(path: str | None) -> TierCacheConfig:
+    return load_config(path) if path else default_config()
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _read_lines(path: str) -> list[str]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        return [line.rstrip("\n") for line in stream if line.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tiercache")
+def main() -> None:
+    """tiercache: tiered embedding cache (hot RAM, warm LMDB, cold encoder).
+
+    Every command takes --config FILE (YAML, see docs/configuration.md); without it the
+    packaged default config is used (warm store under ./.tiercache/warm).
+    """
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default: the packaged default config).")
+@click.option("--input", "-i", "input_path", required=True,
+              help="Text file, one query per line ('-' for stdin).")
+@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False),
+              help="Write the (n, dim) float32 matrix here as .npy.")
+@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
+              help="Texts handed to the cache per embed_many call.")
+@click.option("--passes", type=click.IntRange(1), default=1, show_default=True,
+              help="Embed the whole file this many times (pass 2+ shows the tiers at work).")
+@click.option("--json", "as_json", is_flag=True, help="Print stats as JSON instead of a table.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def embed(config_path: str | None, input_path: str, output_path: str | None, batch: int,
+          passes: int, as_json: bool, no_progress: bool) -> None:
+    """Embed every line of a text file through the cache; print a per-tier table."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .cache import TierCache
+
+    try:
+        cfg = _config(config_path)
+        texts = _read_lines(input_path)
+        with TierCache(cfg) as cache:
+            result = np.empty((len(texts), cache.dim), dtype=np.float32)
+            for p in range(1, passes + 1):
+                before = cache.stats()
+                t0 = time.perf_counter()
+                with tqdm(total=len(texts), unit="text", desc=f"pass {p}/{passes}",
+                          disable=no_progress or not sys.stderr.isatty(), file=sys.stderr) as bar:
+                    for start in range(0, len(texts), batch):
+                        chunk = texts[start:start + batch]
+                        result[start:start + len(chunk)] = cache.embed_many(chunk)
+                        bar.update(len(chunk))
+                dt = time.perf_counter() - t0
+                after = cache.stats()
+                enc = after["encoder"]["texts"] - before["encoder"]["texts"]
+                click.echo(f"\npass {p}: {len(texts)} texts in {dt:.2f} s "
+                           f"({len(texts) / dt if dt else 0:.0f} texts/s), "
+                           f"{enc} encoded")
+            stats = cache.stats()
+            if output_path:
+                np.save(output_path, result)
+                click.echo(f"wrote {result.shape} float32 to {output_path}")
+            click.echo(json.dumps(stats, indent=2, default=str) if as_json
+                       else cache.format_stats())
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default: the packaged default config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(config_path: str | None, as_json: bool) -> None:
+    """Show the warm store: entries, bytes on disk, capacity, fingerprint manifest."""
+    from .tiers.lmdb import LmdbTier
+
+    try:
+        cfg = _config(config_path)
+        if not cfg.warm.enabled:
+            _fail(TierCacheError("warm tier is disabled in this config: nothing is stored"))
+        path = Path(cfg.warm.path)
+        if not (path / "data.mdb").exists():
+            _fail(TierCacheError(f"no warm store at {path}"))
+        from .encoders import encoder_from_config
+
+        enc = encoder_from_config(cfg.encoder)
+        tier = LmdbTier(path, fingerprint=enc.fingerprint, namespace=cfg.warm.namespace,
+                        durability=cfg.warm.durability, on_fingerprint_mismatch="coexist")
+        try:
+            info: dict[str, Any] = {"path": str(path), **tier.stat(),
+                                    "manifest": tier.manifest()}
+        finally:
+            tier.close()
+        if as_json:
+            click.echo(json.dumps(info, indent=2, default=str))
+            return
+        click.echo(f"warm store   {info['path']}")
+        click.echo(f"entries      {info['entries']}")
+        click.echo(f"bytes used   {info['bytes_used']} (B-tree pages)")
+        click.echo(f"file bytes   {info['file_bytes']} (allocated on disk)")
+        if info["entries"]:
+            click.echo(f"bytes/entry  {info['bytes_used'] / info['entries']:.0f}")
+        click.echo(f"map size     {info['map_size']}")
+        for ns, fps in info["manifest"]["namespaces"].items():
+            for fp in fps:
+                click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
+                           f"dim {fp['dim']} role {fp['role']!r}")
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
+@main.group()
+def config() -> None:
+    """Check or print configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate FILE; exit 2 naming the dotted key of the first problem."""
+    from .policy import get_policy
+
+    try:
+        cfg = load_config(file)
+        get_policy(cfg.policy.name)
+    except TierCacheError as exc:
+        _fail(exc)
+    click.echo(f"{file}: OK (policy {cfg.policy.name}, hot {cfg.hot.max_bytes} B, "
+               f"warm {'off' if not cfg.warm.enabled else cfg.warm.path})")
+
+
+@config.command("show")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+def config_show(file: str | None) -> None:
+    """Print the effective config (FILE, or the packaged default) with defaults filled in."""
+    import yaml
+
+    try:
+        cfg = _config(file)
+    except TierCacheError as exc:
+        _fail(exc)
+    click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Record format: a small versioned header, raw little-endian vector bytes, optional msgpack.
+
+Layout (all little-endian)::
+
+    offset size field
+    0      1    format version (1)
+    1      1    codec id (0 float32, 1 float16, 2 int8)
+    2      1    flags (bit 0: a msgpack blob follows the vector)
+    3      1    reserved (0)
+    4      4    dim (uint32)
+    8      8    expires_at (float64 unix seconds; 0.0 = never)
+    16     4    scale (float32; int8 dequantisation scale, 1.0 otherwise)
+    20     4    checksum (CRC-32 of bytes 0..19 followed by everything after byte 24)
+    24     ...  vector: dim * itemsize bytes
+    ...    ...  msgpack map {"m": metadata, "t": source text} when flag bit 0 is set
+
+A 384-d float32 record is 24 + 1536 = 1560 bytes: small enough to live in an LMDB leaf page
+(two per 4 KiB page) rather than an overflow page; see docs/record-format.md.
+
+Never pickle, never JSON for vectors. Decoding never raises to callers: a record that is
+short, has an unknown version or codec, the wrong dim or a bad checksum decodes to ``None``
+and the cache counts it as a corrupt miss.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import InvalidMetadataError
+
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<BBBBIdfI")
+HEADER_SIZE = HEADER.size  # 24
+_PREFIX = struct.Struct("<BBBBIdf")  # the 20 bytes covered by the checksum before the body
+
+CODEC_IDS = {"float32": 0, "float16": 1, "int8": 2}
+CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+_ITEMSIZE = {0: 4, 1: 2, 2: 1}
+_DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f4"), 1: np.dtype("<f2"), 2: np.dtype("i1")}
+FLAG_BLOB = 1
+
+MAX_METADATA_BYTES = 1 << 20
+"""Largest msgpack blob (metadata + text) accepted per record, in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A decoded record. ``vector`` is a fresh float32 array owned by the caller."""
+
+    vector: np.ndarray
+    expires_at: float
+    blob: bytes | None
+
+    def metadata(self) -> Any:
+        return unpack_blob(self.blob).get("m") if self.blob else None
+
+    def text(self) -> str | bytes | None:
+        return unpack_blob(self.blob).get("t") if self.blob else None
+
+
+def record_size(dim: int, codec: str, blob_len: int = 0) -> int:
+    """Bytes of one encoded record."""
+    return HEADER_SIZE + dim * _ITEMSIZE[CODEC_IDS[codec]] + blob_len
+
+
+def pack_blob(metadata: Any = None, text: str | bytes | None = None) -> bytes | None:
+    """msgpack the optional metadata and text; ``None`` when both are absent.
+
+    Raises InvalidMetadataError when msgpack cannot hold the metadata (sets, objects,
+    integers beyond 64 bits, ...) or the blob exceeds MAX_METADATA_BYTES.
+    """
+    if metadata is None and text is None:
+        return None
+    body: dict[str, Any] = {}
+    if metadata is not None:
+        body["m"] = metadata
+    if text is not None:
+        body["t"] = text
+    try:
+        blob: bytes = msgpack.packb(body, use_bin_type=True, strict_types=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidMetadataError(f"metadata cannot be serialised with msgpack: {exc}") from exc
+    if len(blob) > MAX_METADATA_BYTES:
+        raise InvalidMetadataError(
+            f"metadata is {len(blob)} bytes once packed; the limit is {MAX_METADATA_BYTES}"
+        )
+    return blob
+
+
+def unpack_blob(blob: bytes) -> dict[str, Any]:
+    out = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    return out if isinstance(out, dict) else {}
+
+
+def _quantize(vector: np.ndarray, codec_id: int) -> tuple[bytes, float]:
+    if codec_id == 0:
+        return vector.astype("<f4", copy=False).tobytes(), 1.0
+    if codec_id == 1:
+        return vector.astype("<f2").tobytes(), 1.0
+    peak = float(np.max(np.abs(vector))) if vector.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    q = np.clip(np.rint(vector / scale), -127, 127).astype("i1")
+    return q.tobytes(), scale
+
+
+def encode_record(
+    vector: np.ndarray, codec: str = "float32", expires_at: float = 0.0, blob: bytes | None = None
+) -> bytes:
+    """Encode one validated float32 vector (shape ``(dim,)``) into record bytes."""
+    codec_id = CODEC_IDS[codec]
+    body, scale = _quantize(vector, codec_id)
+    flags = FLAG_BLOB if blob else 0
+    prefix = _PREFIX.pack(FORMAT_VERSION, codec_id, flags, 0, vector.shape[0], expires_at, scale)
+    crc = zlib.crc32(body, zlib.crc32(prefix))
+    if blob:
+        crc = zlib.crc32(blob, crc)
+        return prefix + struct.pack("<I", crc) + body + blob
+    return prefix + struct.pack("<I", crc) + body
+
+
+def encode_records(
+    matrix: np.ndarray,
+    codec: str = "float32",
+    expires_at: float = 0.0,
+    blobs: list[bytes | None] | None = None,
+) -> list[bytes]:
+    """Encode each row of a validated ``(n, dim)`` float32 matrix."""
+    return [
+        encode_record(matrix[i], codec, expires_at, blobs[i] if blobs else None)
+        for i in range(matrix.shape[0])
+    ]
+
+
+def peek_expiry(buf: bytes | memoryview) -> float | None:
+    """``expires_at`` of a record (0.0 = never) without verifying it; None if too short."""
+    if len(buf) < HEADER_SIZE:
+        return None
+    value: float = HEADER.unpack_from(buf, 0)[5]
+    return value
+
+
+def decode_record(buf: bytes | memoryview, dim: int) -> Record | None:
+    """Decode and verify; ``None`` for anything malformed, corrupt or of another dim.
+
+    Works on a buffer that is only valid inside an LMDB transaction: the vector is copied.
+    """
+    n = len(buf)
+    if n < HEADER_SIZE:
+        return None
+    version, codec_id, flags, _, rdim, expires_at, scale, crc = HEADER.unpack_from(buf, 0)
+    if version != FORMAT_VERSION or rdim != dim or codec_id not in _ITEMSIZE:
+        return None
+    body_end = HEADER_SIZE + dim * _ITEMSIZE[codec_id]
+    if n < body_end or (not flags & FLAG_BLOB and n != body_end):
+        return None
+    mv = memoryview(buf)
+    if zlib.crc32(mv[HEADER_SIZE:], zlib.crc32(mv[:20])) != crc:
+        return None
+    raw = np.frombuffer(buf, dtype=_DTYPES[codec_id], count=dim, offset=HEADER_SIZE)
+    if codec_id == 0:
+        vector = raw.astype(np.float32)  # astype always copies: detached from the buffer
+    elif codec_id == 1:
+        vector = raw.astype(np.float32)
+    else:
+        if not math.isfinite(scale):
+            return None
+        vector = raw.astype(np.float32) * np.float32(scale)
+    blob = bytes(mv[body_end:]) if flags & FLAG_BLOB else None
+    return Record(vector, expires_at, blob)

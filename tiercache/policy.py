@@ -1,0 +1,818 @@
+"""The pure policy engine: residency policies for the hot tier and the warm-tier decisions.
+
+Pure: no I/O, no wall clock, no threads, no logging. All randomness comes from
+``random.Random`` instances derived from one seed, so a run is reproducible from
+``(seed, trace)``. Nothing here is thread-safe: the owner (``TierCache`` or the simulator)
+serialises calls to a :class:`PolicyEngine`.
+
+Pieces:
+
+* :class:`Policy` and its registered implementations (``lru``, ``lfu``, ``tinylfu``,
+  ``wtinylfu``): which keys are resident in one tier, capacity counted in entries. Each
+  documents its tie-break (``tie_break``) and what happens to a key's history on eviction
+  (``history``).
+* :class:`PolicyEngine`: the only object the cache talks to. Owns the
+  :class:`~tiercache.sketch.FrequencySketch`, records accesses (hot hits through a small
+  buffer applied in vectorised batches), and answers every decision with a value
+  (:class:`Admission`, a bool, a list of victims).
+
+See docs/policies.md for the full description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .errors import ConfigError
+from .keys import key_hash64
+from .sketch import FrequencySketch
+
+__all__ = [
+    "Key",
+    "REASONS",
+    "Admission",
+    "Policy",
+    "POLICIES",
+    "register",
+    "get_policy",
+    "LRUPolicy",
+    "LFUPolicy",
+    "TinyLFUPolicy",
+    "WTinyLFUPolicy",
+    "PolicyEngine",
+    "default_hasher",
+    "DEFAULT_POLICY",
+]
+
+Key = Hashable
+"""A cache key: any hashable. The live cache uses 16-byte digests, the simulator ints."""
+
+REASONS = ("capacity", "rejected", "demoted", "expired", "dropped", "corrupt")
+"""Every reason a decision can carry; ``TierCache`` and the simulator count each."""
+
+DEFAULT_POLICY = "wtinylfu"
+
+_M64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The outcome of offering a non-resident key to a tier.
+
+    Attributes:
+        admitted: the offered key is now resident.
+        evicted: keys removed from the tier to make room (reason ``"capacity"``), oldest
+            decision first. Never contains the offered key.
+        reason: ``"rejected"`` when not admitted, else ``None``.
+    """
+
+    admitted: bool
+    evicted: tuple[Key, ...] = ()
+    reason: str | None = None
+
+
+_REJECTED = Admission(False, (), "rejected")
+_ADMITTED = Admission(True)
+
+
+# ---------------------------------------------------------------------------------------
+# Registry
+
+
+class Policy(ABC):
+    """Residency of one tier; capacity counted in entries.
+
+    A policy reads the shared frequency sketch to make admission decisions but never
+    updates it: the engine records accesses. ``on_hit`` must not read the sketch either
+    (the engine's access buffer relies on it).
+
+    Subclasses declare ``params`` (name -> default); unknown or invalid parameters raise
+    ``ConfigError("policy.params.<name>", value, reason)``.
+
+    Contract:
+        * ``len(policy) <= policy.capacity`` after every call.
+        * ``admit`` on a non-resident key returns an :class:`Admission`; capacity 0 always
+          rejects. ``admit`` on a resident key returns ``Admission(True)`` and changes
+          nothing.
+        * ``on_hit`` on a non-resident key is a no-op.
+    """
+
+    name: ClassVar[str] = ""
+    tie_break: ClassVar[str] = ""
+    history: ClassVar[str] = ""
+    params: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        sketch: FrequencySketch,
+        hasher: Callable[[Any], int],
+        rng: random.Random,
+        **params: Any,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ConfigError("policy.capacity", capacity, "must be an integer >= 0")
+        for pname, value in params.items():
+            if pname not in self.params:
+                accepted = ", ".join(sorted(self.params)) or "none"
+                raise ConfigError(
+                    f"policy.params.{pname}",
+                    value,
+                    f"unknown parameter for policy {self.name!r}; accepted: {accepted}",
+                )
+        self.capacity = capacity
+        self.sketch = sketch
+        self.hasher = hasher
+        self.rng = rng
+        merged = {**self.params, **params}
+        self._configure(merged)
+
+    def _configure(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Validate and apply ``params`` (defaults merged in); override when there are any."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, key: object) -> bool: ...
+
+    @abstractmethod
+    def on_hit(self, key: Key) -> None:
+        """Record a hit on a resident key (no-op if the key is not resident)."""
+
+    @abstractmethod
+    def admit(self, key: Key) -> Admission:
+        """Offer a non-resident key; the tier may evict others or reject it."""
+
+    @abstractmethod
+    def remove(self, key: Key) -> bool:
+        """Remove a key explicitly (dropped, expired, corrupt); True if it was resident."""
+
+    @abstractmethod
+    def keys(self) -> Iterator[Key]:
+        """Resident keys (order documented per policy)."""
+
+
+POLICIES: dict[str, type[Policy]] = {}
+"""Registered policies by name."""
+
+_P = TypeVar("_P", bound=type[Policy])
+_K = TypeVar("_K", bound=Hashable)
+
+
+def register(name: str) -> Callable[[_P], _P]:
+    """Class decorator: register a :class:`Policy` subclass under ``name``.
+
+    Sets ``cls.name``. Registering a different class under a taken name raises ValueError.
+    """
+
+    def deco(cls: _P) -> _P:
+        existing = POLICIES.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"policy name {name!r} is already registered to {existing!r}")
+        cls.name = name
+        POLICIES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_policy(name: str) -> type[Policy]:
+    """The policy class registered under ``name``; ``ConfigError("policy.name")`` if none."""
+    try:
+        return POLICIES[name]
+    except (KeyError, TypeError):
+        available = ", ".join(sorted(POLICIES))
+        raise ConfigError("policy.name", name, f"unknown policy; available: {available}") from None
+
+
+def _fraction(pname: str, value: Any, *, low_open: bool, high_open: bool) -> float:
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value  # not NaN
+        and (value > 0 if low_open else value >= 0)
+        and (value < 1 if high_open else value <= 1)
+    )
+    if not ok:
+        lo = "(0" if low_open else "[0"
+        hi = "1)" if high_open else "1]"
+        raise ConfigError(f"policy.params.{pname}", value, f"must be a number in {lo}, {hi}")
+    return float(value)
+
+
+def _jitter_threshold(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            "policy.params.jitter_threshold",
+            value,
+            "must be an integer >= 0 (values above 15 disable jitter)",
+        )
+    return value
+
+
+def _tinylfu_admit(
+    sketch: FrequencySketch,
+    hasher: Callable[[Any], int],
+    rng: random.Random,
+    jitter_threshold: int,
+    candidate: Key,
+    victim: Key,
+) -> bool:
+    """TinyLFU admission (Caffeine's ``admit``): does ``candidate`` replace ``victim``?
+
+    True iff the candidate's estimated frequency is strictly greater than the victim's
+    (ties keep the victim). A losing candidate whose frequency is ``>= jitter_threshold``
+    is admitted anyway with probability 1/128 (one ``rng.getrandbits(7)`` draw, made only
+    in that case), so a flood of keys aimed at a hot victim's counters cannot pin the
+    victim forever and lock out a warm candidate.
+    """
+    cand = sketch.frequency(hasher(candidate))
+    vict = sketch.frequency(hasher(victim))
+    if cand > vict:
+        return True
+    if cand >= jitter_threshold:
+        return rng.getrandbits(7) == 0
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Policies
+
+
+@register("lru")
+class LRUPolicy(Policy):
+    """Least recently used. Always admits; evicts the entry whose last access is oldest."""
+
+    tie_break = "none needed: recency is a total order (insert and hit both count as access)"
+    history = "none kept: an evicted key returns as a fresh most-recent entry"
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        self._data: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def on_hit(self, key: Key) -> None:
+        if key in self._data:
+            self._data.move_to_end(key)
+
+    def admit(self, key: Key) -> Admission:
+        data = self._data
+        if key in data:
+            return _ADMITTED
+        if self.capacity == 0:
+            return _REJECTED
+        evicted: tuple[Key, ...] = ()
+        if len(data) >= self.capacity:
+            victim, _ = data.popitem(last=False)
+            evicted = (victim,)
+        data[key] = None
+        return Admission(True, evicted)
+
+    def remove(self, key: Key) -> bool:
+        return self._data.pop(key, _MISSING) is not _MISSING
+
+    def keys(self) -> Iterator[Key]:
+        """Least recently used first."""
+        return iter(list(self._data))
+
+
+_MISSING = object()
+
+
+@register("lfu")
+class LFUPolicy(Policy):
+    """In-cache LFU in O(1): frequency buckets of insertion-ordered dicts.
+
+    A resident key's count starts at 1 on insert and gains 1 per hit (the sketch is not
+    used). Always admits; when full, evicts a key with the lowest count.
+    """
+
+    tie_break = (
+        "among keys with the lowest count, the least recently used (the one that entered "
+        "that count's bucket first, i.e. whose last access is oldest)"
+    )
+    history = "dropped on eviction: a re-inserted key starts again at count 1"
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        self._freq: dict[Key, int] = {}
+        self._buckets: dict[int, OrderedDict[Key, None]] = {}
+        self._min = 0  # lowest non-empty bucket; may be stale (too low) after remove()
+
+    def __len__(self) -> int:
+        return len(self._freq)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._freq
+
+    def count(self, key: Key) -> int:
+        """The resident key's hit count (0 if not resident)."""
+        return self._freq.get(key, 0)
+
+    def _unlink(self, key: Key, f: int) -> None:
+        bucket = self._buckets[f]
+        del bucket[key]
+        if not bucket:
+            del self._buckets[f]
+
+    def on_hit(self, key: Key) -> None:
+        f = self._freq.get(key)
+        if f is None:
+            return
+        self._unlink(key, f)
+        if self._min == f and f not in self._buckets:
+            self._min = f + 1
+        self._freq[key] = f + 1
+        self._buckets.setdefault(f + 1, OrderedDict())[key] = None
+
+    def admit(self, key: Key) -> Admission:
+        if key in self._freq:
+            return _ADMITTED
+        if self.capacity == 0:
+            return _REJECTED
+        evicted: tuple[Key, ...] = ()
+        if len(self._freq) >= self.capacity:
+            if self._min not in self._buckets:
+                self._min = min(self._buckets)
+            bucket = self._buckets[self._min]
+            victim, _ = bucket.popitem(last=False)
+            if not bucket:
+                del self._buckets[self._min]
+            del self._freq[victim]
+            evicted = (victim,)
+        self._freq[key] = 1
+        self._buckets.setdefault(1, OrderedDict())[key] = None
+        self._min = 1
+        return Admission(True, evicted)
+
+    def remove(self, key: Key) -> bool:
+        f = self._freq.pop(key, None)
+        if f is None:
+            return False
+        self._unlink(key, f)
+        return True
+
+    def keys(self) -> Iterator[Key]:
+        """Eviction order: lowest count first, least recently used first within a count."""
+        return iter([k for f in sorted(self._buckets) for k in self._buckets[f]])
+
+
+@register("tinylfu")
+class TinyLFUPolicy(Policy):
+    """An LRU region guarded by TinyLFU admission.
+
+    While there is room, every key is admitted. When full, the candidate competes with the
+    LRU victim: it is admitted (and the victim evicted) iff ``sketch.frequency(candidate) >
+    sketch.frequency(victim)``; otherwise it is rejected, except that a candidate with
+    frequency ``>= jitter_threshold`` is admitted anyway with probability 1/128 (Caffeine's
+    defence against hash flooding).
+
+    Params: ``jitter_threshold`` (int, default 6; above 15 disables jitter).
+    """
+
+    tie_break = (
+        "equal frequencies keep the victim (the candidate needs a strictly higher estimate); "
+        "the victim is always the least recently used entry"
+    )
+    history = (
+        "survives eviction in the frequency sketch (aged by halving), not in the policy: "
+        "a re-offered key competes with the frequency it has accumulated"
+    )
+    params: ClassVar[Mapping[str, Any]] = {"jitter_threshold": 6}
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        self.jitter_threshold = _jitter_threshold(params["jitter_threshold"])
+        self._data: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def on_hit(self, key: Key) -> None:
+        if key in self._data:
+            self._data.move_to_end(key)
+
+    def admit(self, key: Key) -> Admission:
+        data = self._data
+        if key in data:
+            return _ADMITTED
+        if self.capacity == 0:
+            return _REJECTED
+        if len(data) < self.capacity:
+            data[key] = None
+            return _ADMITTED
+        victim = next(iter(data))
+        if not _tinylfu_admit(
+            self.sketch, self.hasher, self.rng, self.jitter_threshold, key, victim
+        ):
+            return _REJECTED
+        del data[victim]
+        data[key] = None
+        return Admission(True, (victim,))
+
+    def remove(self, key: Key) -> bool:
+        return self._data.pop(key, _MISSING) is not _MISSING
+
+    def keys(self) -> Iterator[Key]:
+        """Least recently used first."""
+        return iter(list(self._data))
+
+
+@register("wtinylfu")
+class WTinyLFUPolicy(Policy):
+    """Caffeine's W-TinyLFU with a fixed window: window LRU + TinyLFU + segmented LRU main.
+
+    Sizing (capacity ``C``): the window holds ``W = min(C - 1, max(1, round(C * window)))``
+    entries when ``C >= 2`` and none when ``C <= 1``; the main region holds ``M = C - W``,
+    split into *protected* (at most ``floor(M * protected)``) and *probation* (the rest).
+
+    * A new key enters the window (most recent end) and is always admitted, unless ``W == 0``
+      (capacity 1): then it competes directly as the candidate below and may be rejected.
+    * When the window overflows, its LRU entry (the *candidate*) leaves the window. If the
+      main region has room it enters probation (MRU end). Otherwise it competes with the
+      main *victim* (probation's LRU entry, or protected's if probation is empty) under
+      TinyLFU: the candidate wins iff its sketch frequency is strictly higher (jitter as in
+      ``tinylfu``). The loser is evicted; the winner sits in probation's MRU end.
+    * A hit in the window refreshes its recency there; a hit in probation promotes the key
+      to protected's MRU end; when protected then exceeds its share, its LRU entry is
+      demoted to probation's MRU end (it stays resident). A hit in protected refreshes it.
+
+    The window size is fixed (Caffeine adapts it by hill climbing; not done here).
+
+    Params: ``window`` (fraction of capacity, in (0, 1), default 0.01), ``protected``
+    (fraction of the main region, in [0, 1], default 0.8), ``jitter_threshold`` (default 6).
+    """
+
+    tie_break = (
+        "equal frequencies keep the main victim (the window's candidate needs a strictly "
+        "higher estimate); the candidate is the window's LRU entry, the victim probation's "
+        "LRU entry (protected's LRU when probation is empty)"
+    )
+    history = (
+        "survives eviction in the frequency sketch (aged by halving), not in the policy: "
+        "a returning key re-enters the window and then competes with its accumulated frequency"
+    )
+    params: ClassVar[Mapping[str, Any]] = {
+        "window": 0.01,
+        "protected": 0.8,
+        "jitter_threshold": 6,
+    }
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        self.window_fraction = _fraction("window", params["window"], low_open=True, high_open=True)
+        self.protected_fraction = _fraction(
+            "protected", params["protected"], low_open=False, high_open=False
+        )
+        self.jitter_threshold = _jitter_threshold(params["jitter_threshold"])
+        c = self.capacity
+        if c >= 2:
+            self.window_capacity = min(c - 1, max(1, round(c * self.window_fraction)))
+        else:
+            self.window_capacity = 0
+        self.main_capacity = c - self.window_capacity
+        self.protected_capacity = int(self.main_capacity * self.protected_fraction)
+        self._window: OrderedDict[Key, None] = OrderedDict()
+        self._probation: OrderedDict[Key, None] = OrderedDict()
+        self._protected: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._window or key in self._probation or key in self._protected
+
+    def segment(self, key: Key) -> str | None:
+        """``"window"``, ``"probation"``, ``"protected"`` or None (not resident)."""
+        if key in self._window:
+            return "window"
+        if key in self._probation:
+            return "probation"
+        if key in self._protected:
+            return "protected"
+        return None
+
+    def on_hit(self, key: Key) -> None:
+        if key in self._window:
+            self._window.move_to_end(key)
+        elif key in self._probation:
+            del self._probation[key]
+            self._protected[key] = None
+            if len(self._protected) > self.protected_capacity:
+                demoted, _ = self._protected.popitem(last=False)
+                self._probation[demoted] = None
+        elif key in self._protected:
+            self._protected.move_to_end(key)
+
+    def admit(self, key: Key) -> Admission:
+        if key in self:
+            return _ADMITTED
+        if self.capacity == 0:
+            return _REJECTED
+        if self.window_capacity == 0:
+            # Capacity 1: no window; the offered key is itself the candidate.
+            if self._main_has_room():
+                self._probation[key] = None
+                return _ADMITTED
+            victim = self._main_victim()
+            if self._admit(key, victim):
+                self._evict_main(victim)
+                self._probation[key] = None
+                return Admission(True, (victim,))
+            return _REJECTED
+        self._window[key] = None
+        if len(self._window) <= self.window_capacity:
+            return _ADMITTED
+        candidate, _ = self._window.popitem(last=False)
+        if self._main_has_room():
+            self._probation[candidate] = None
+            return _ADMITTED
+        victim = self._main_victim()
+        if self._admit(candidate, victim):
+            self._evict_main(victim)
+            self._probation[candidate] = None
+            return Admission(True, (victim,))
+        return Admission(True, (candidate,))
+
+    def _admit(self, candidate: Key, victim: Key) -> bool:
+        return _tinylfu_admit(
+            self.sketch, self.hasher, self.rng, self.jitter_threshold, candidate, victim
+        )
+
+    def _main_has_room(self) -> bool:
+        return len(self._probation) + len(self._protected) < self.main_capacity
+
+    def _main_victim(self) -> Key:
+        if self._probation:
+            return next(iter(self._probation))
+        return next(iter(self._protected))
+
+    def _evict_main(self, victim: Key) -> None:
+        if self._probation.pop(victim, _MISSING) is _MISSING:
+            del self._protected[victim]
+
+    def remove(self, key: Key) -> bool:
+        for seg in (self._window, self._probation, self._protected):
+            if seg.pop(key, _MISSING) is not _MISSING:
+                return True
+        return False
+
+    def keys(self) -> Iterator[Key]:
+        """Window, then probation, then protected; least recently used first in each."""
+        return iter([*self._window, *self._probation, *self._protected])
+
+
+# ---------------------------------------------------------------------------------------
+# Engine
+
+
+def default_hasher(key: Key) -> int:
+    """The 64-bit integer the sketch sees for a key.
+
+    * ``bytes`` of 8 or more bytes (tiercache's 16-byte digests): the first 8 bytes, little
+      endian (:func:`tiercache.keys.key_hash64`); digests are uniform, so this is uniform.
+    * shorter ``bytes`` and ``str`` (UTF-8): an 8-byte blake2b digest (deterministic across
+      processes, unlike ``hash()``).
+    * ``int`` (simulator keys): the value modulo 2**64; the sketch mixes it before indexing.
+
+    Any other type raises TypeError: pass ``hasher=`` to :class:`PolicyEngine`.
+    """
+    if isinstance(key, bytes):
+        if len(key) >= 8:
+            return key_hash64(key)
+        return int.from_bytes(hashlib.blake2b(b"b" + key, digest_size=8).digest(), "little")
+    if isinstance(key, int):
+        return key & _M64
+    if isinstance(key, str):
+        data = b"s" + key.encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    raise TypeError(f"no default 64-bit hash for {type(key).__name__} keys; pass hasher=")
+
+
+def _derive_seed(seed: int, stream: int) -> int:
+    """An independent 64-bit seed for sub-stream ``stream`` (blake2b of both)."""
+    data = (seed & _M64).to_bytes(8, "little") + stream.to_bytes(8, "little")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _nonneg_int(key: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, value, f"must be an integer >= {minimum}")
+    return value
+
+
+class PolicyEngine:
+    """Every residency decision of one cache, from one seed and one frequency sketch.
+
+    The cache (or the simulator) reports accesses and asks for decisions:
+
+    * :meth:`record_hot_hit` for a lookup served by the hot tier (buffered, see below);
+    * :meth:`record_miss` / :meth:`record_misses` for lookups that missed the hot tier;
+    * :meth:`offer_hot` to place a key in the hot tier (returns an :class:`Admission`
+      whose ``evicted`` keys the cache removes from hot, reason ``"capacity"``);
+    * :meth:`remove_hot` when a hot entry is dropped, expired or found corrupt;
+    * :meth:`warm_gate` before writing a recomputed vector to the warm tier;
+    * :meth:`warm_probes` / :meth:`warm_victims` for sampled, frequency-aware warm eviction.
+
+    Access buffer: hot hits are appended to a list and applied (``sketch.increment_many``
+    then ``hot.on_hit`` for each key still resident, in order) when the list reaches
+    ``access_buffer`` entries or before any decision or sketch read. Since no decision
+    happens between a hit and its application, the outcome is identical to unbuffered
+    processing (``access_buffer=1``).
+
+    Randomness: three independent streams derived from ``seed`` (blake2b): the sketch's
+    index seed, the hot policy's rng (TinyLFU jitter) and the warm probe rng. Calling
+    :meth:`warm_probes` therefore never changes hot decisions.
+
+    Sketch size: ``sketch_capacity`` defaults to
+    ``max(hot_capacity + min(warm_capacity, 10 * hot_capacity), 1024)``: enough counters to
+    tell apart the hot set and the warm keys most likely to compete for it, with bounded
+    memory (4 bytes per counter column) when the warm tier is huge.
+
+    Not thread-safe: the caller serialises all calls (including :meth:`record_hot_hit`).
+    """
+
+    def __init__(
+        self,
+        *,
+        hot_capacity: int,
+        warm_capacity: int,
+        policy: str = DEFAULT_POLICY,
+        params: Mapping[str, Any] | None = None,
+        warm_min_frequency: int = 0,
+        eviction_samples: int = 8,
+        max_evictions_per_write: int = 64,
+        seed: int | None = None,
+        hasher: Callable[[Any], int] = default_hasher,
+        sketch_capacity: int | None = None,
+        access_buffer: int = 128,
+    ) -> None:
+        self.hot_capacity = _nonneg_int("hot_capacity", hot_capacity)
+        self.warm_capacity = _nonneg_int("warm_capacity", warm_capacity)
+        self.warm_min_frequency = _nonneg_int("policy.warm_min_frequency", warm_min_frequency)
+        self.eviction_samples = _nonneg_int("policy.eviction_samples", eviction_samples, 1)
+        self.max_evictions_per_write = _nonneg_int(
+            "policy.max_evictions_per_write", max_evictions_per_write, 1
+        )
+        self.access_buffer = _nonneg_int("policy.access_buffer", access_buffer, 1)
+        if sketch_capacity is None:
+            sketch_capacity = max(
+                self.hot_capacity + min(self.warm_capacity, 10 * self.hot_capacity), 1024
+            )
+        sketch_capacity = _nonneg_int("policy.sketch_capacity", sketch_capacity)
+        if seed is None:
+            seed = random.SystemRandom().getrandbits(64)
+        elif isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError("policy.seed", seed, "must be an integer or None")
+        self.seed: int = seed
+        self.hasher = hasher
+        self.sketch = FrequencySketch(sketch_capacity, seed=_derive_seed(seed, 1))
+        self._policy_rng = random.Random(_derive_seed(seed, 2))
+        self._probe_rng = random.Random(_derive_seed(seed, 3))
+        cls = get_policy(policy)
+        self.policy_name = cls.name
+        self.hot: Policy = cls(
+            self.hot_capacity,
+            sketch=self.sketch,
+            hasher=hasher,
+            rng=self._policy_rng,
+            **dict(params or {}),
+        )
+        self._buffer: list[Key] = []
+
+    # -- accesses -------------------------------------------------------------------------
+
+    def record_hot_hit(self, key: Key) -> None:
+        """Record a lookup served by the hot tier. O(1); drains when the buffer is full."""
+        buf = self._buffer
+        buf.append(key)
+        if len(buf) >= self.access_buffer:
+            self.drain()
+
+    def drain(self) -> None:
+        """Apply buffered hot hits in order: sketch counts, then ``hot.on_hit`` if resident."""
+        buf = self._buffer
+        if not buf:
+            return
+        self._buffer = []
+        hasher = self.hasher
+        hashes = np.fromiter((hasher(k) for k in buf), dtype=np.uint64, count=len(buf))
+        self.sketch.increment_many(hashes)
+        hot = self.hot
+        for k in buf:
+            if k in hot:
+                hot.on_hit(k)
+
+    @property
+    def pending(self) -> int:
+        """Hot hits recorded but not yet applied."""
+        return len(self._buffer)
+
+    def record_miss(self, key: Key) -> None:
+        """Record a lookup that missed the hot tier (counts in the sketch)."""
+        self.drain()
+        self.sketch.increment(self.hasher(key))
+
+    def record_misses(self, keys: Sequence[Key]) -> None:
+        """``record_miss`` for each key, in order, as one vectorised sketch update."""
+        self.drain()
+        if not keys:
+            return
+        hasher = self.hasher
+        hashes = np.fromiter((hasher(k) for k in keys), dtype=np.uint64, count=len(keys))
+        self.sketch.increment_many(hashes)
+
+    # -- hot decisions --------------------------------------------------------------------
+
+    def offer_hot(self, key: Key) -> Admission:
+        """Offer ``key`` to the hot tier. A resident key gives ``Admission(True)``.
+
+        Does not count an access: record the lookup with :meth:`record_miss` first.
+        """
+        self.drain()
+        if key in self.hot:
+            return _ADMITTED
+        return self.hot.admit(key)
+
+    def remove_hot(self, key: Key) -> bool:
+        """Forget a hot entry (dropped, expired, corrupt). True if it was resident."""
+        self.drain()
+        return self.hot.remove(key)
+
+    def hot_keys(self) -> list[Key]:
+        """Keys resident in the hot tier (after applying buffered hits)."""
+        self.drain()
+        return list(self.hot.keys())
+
+    def frequency(self, key: Key) -> int:
+        """The sketch's estimate (0..15) for ``key``, after applying buffered hits."""
+        self.drain()
+        return self.sketch.frequency(self.hasher(key))
+
+    # -- warm decisions -------------------------------------------------------------------
+
+    def warm_gate(self, key: Key, *, forced: bool = False) -> bool:
+        """May a recomputed vector for ``key`` be written to warm?
+
+        True if ``forced`` (an explicit ``set``) or the key's estimated frequency is
+        ``>= warm_min_frequency`` (inclusive; 0 admits everything). Record the lookup
+        (:meth:`record_miss`) before asking, so the current access counts.
+        """
+        if forced or self.warm_min_frequency == 0:
+            return True
+        return self.frequency(key) >= self.warm_min_frequency
+
+    def warm_probes(self, n: int) -> list[bytes]:
+        """``n`` uniformly random 16-byte probe keys (the engine's probe rng).
+
+        The cache maps each probe to the first stored key ``>=`` it (wrapping to the first
+        key), a near-uniform sample of stored keys since keys are uniform digests.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rng = self._probe_rng
+        return [rng.getrandbits(128).to_bytes(16, "little") for _ in range(n)]
+
+    def warm_victims(
+        self, sampled: Sequence[_K], excess: int, *, protect: Iterable[_K] = ()
+    ) -> list[_K]:
+        """Choose warm keys to evict from a sample.
+
+        Returns up to ``min(excess, max_evictions_per_write)`` distinct keys of ``sampled``
+        (duplicates count once) with the lowest sketch frequency, lowest first; ties keep
+        the order of first appearance in ``sampled``. Keys in ``protect`` are never chosen.
+        ``excess <= 0`` returns ``[]``.
+        """
+        self.drain()
+        k = min(excess, self.max_evictions_per_write)
+        if k <= 0 or not sampled:
+            return []
+        protected = set(protect)
+        seen: set[_K] = set()
+        cands: list[_K] = []
+        for key in sampled:
+            if key in seen or key in protected:
+                continue
+            seen.add(key)
+            cands.append(key)
+        if not cands:
+            return []
+        hasher = self.hasher
+        hashes = np.fromiter((hasher(c) for c in cands), dtype=np.uint64, count=len(cands))
+        freqs = self.sketch.frequency_many(hashes)
+        order = np.argsort(freqs, kind="stable")[:k]
+        return [cands[int(i)] for i in order]

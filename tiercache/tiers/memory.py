@@ -1,0 +1,168 @@
+"""The hot tier: an in-process slab of float32 rows, indexed by exact content.
+
+A preallocated numpy slab (``capacity x dim``; untouched pages cost nothing until used)
+plus two maps: content -> slot (so a hot hit needs no digest: Python's ``str``/``bytes``
+hash is randomised per process and equality-checked, hence exact and flood-resistant) and
+digest -> slot (so the policy engine, which speaks in digests, can name victims).
+
+The tier stores; it never evicts on its own. ``put_many`` requires free slots, which the
+engine guarantees by evicting first. Thread-safe: every method takes ``self.lock``
+(a re-entrant lock that ``TierCache`` also holds around its policy bookkeeping).
+
+No aliasing: every vector handed out is a copy; slab rows are never exposed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ..keys import Content
+
+ENTRY_OVERHEAD_BYTES = 256
+"""Bookkeeping bytes charged per hot entry on top of its row (dict slots, key, expiry)."""
+
+NEVER = float("inf")
+
+
+def hot_capacity(max_bytes: int, dim: int) -> int:
+    """Entries that fit in a byte budget: ``max_bytes // (4 * dim + ENTRY_OVERHEAD_BYTES)``."""
+    return max(0, max_bytes // (4 * dim + ENTRY_OVERHEAD_BYTES))
+
+
+class MemoryTier:
+    """Byte-budgeted in-process vector store. Capacity is fixed at construction (entries)."""
+
+    def __init__(self, dim: int, capacity: int) -> None:
+        self.dim = dim
+        self.capacity = capacity
+        self.lock = threading.RLock()
+        self.slab = np.empty((capacity, dim), dtype=np.float32)
+        self.expires = np.full(capacity, NEVER, dtype=np.float64)
+        self._by_content: dict[Content, int] = {}
+        self._by_key: dict[bytes, int] = {}
+        self._content: list[Content | None] = [None] * capacity
+        self._key: list[bytes] = [b""] * capacity
+        self._meta: list[bytes | None] = [None] * capacity
+        self._in_warm = np.zeros(capacity, dtype=bool)
+        self._free = list(range(capacity - 1, -1, -1))
+
+    # -- reads -------------------------------------------------------------------------
+    def slot(self, content: Content) -> int | None:
+        return self._by_content.get(content)
+
+    def slot_of_key(self, key: bytes) -> int | None:
+        return self._by_key.get(key)
+
+    def key_at(self, slot: int) -> bytes:
+        return self._key[slot]
+
+    def content_at(self, slot: int) -> Content | None:
+        return self._content[slot]
+
+    def meta_at(self, slot: int) -> bytes | None:
+        return self._meta[slot]
+
+    def in_warm(self, slot: int) -> bool:
+        return bool(self._in_warm[slot])
+
+    def mark_in_warm(self, slot: int, value: bool = True) -> None:
+        self._in_warm[slot] = value
+
+    def get_many(self, contents: Sequence[Content]) -> list[int | None]:
+        """Slots of ``contents`` (None where absent). Gather rows with :meth:`gather`."""
+        with self.lock:
+            get = self._by_content.get
+            return [get(c) for c in contents]
+
+    def gather(self, slots: Sequence[int]) -> np.ndarray:
+        """A new ``(len(slots), dim)`` array holding copies of those rows (one gather)."""
+        with self.lock:
+            return self.slab[np.asarray(slots, dtype=np.intp)]
+
+    # -- writes ------------------------------------------------------------------------
+    def put(
+        self,
+        content: Content,
+        key: bytes,
+        vector: np.ndarray,
+        expires_at: float = NEVER,
+        meta: bytes | None = None,
+        in_warm: bool = False,
+    ) -> int:
+        """Store or overwrite one entry; returns its slot. Raises if no slot is free."""
+        with self.lock:
+            slot = self._by_key.get(key)
+            if slot is None:
+                if not self._free:
+                    raise RuntimeError("hot tier full: the engine must evict first")
+                slot = self._free.pop()
+                self._by_key[key] = slot
+                self._by_content[content] = slot
+                self._content[slot] = content
+                self._key[slot] = key
+            self.slab[slot] = vector
+            self.expires[slot] = expires_at
+            self._meta[slot] = meta
+            self._in_warm[slot] = in_warm
+            return slot
+
+    def put_many(
+        self,
+        contents: Sequence[Content],
+        keys: Sequence[bytes],
+        matrix: np.ndarray,
+        expires_at: Sequence[float],
+        metas: Sequence[bytes | None],
+        in_warm: Sequence[bool],
+    ) -> list[int]:
+        with self.lock:
+            return [
+                self.put(contents[i], keys[i], matrix[i], expires_at[i], metas[i], in_warm[i])
+                for i in range(len(keys))
+            ]
+
+    def delete_key(self, key: bytes) -> bool:
+        with self.lock:
+            slot = self._by_key.pop(key, None)
+            if slot is None:
+                return False
+            content = self._content[slot]
+            if content is not None:
+                self._by_content.pop(content, None)
+            self._content[slot] = None
+            self._key[slot] = b""
+            self._meta[slot] = None
+            self.expires[slot] = NEVER
+            self._in_warm[slot] = False
+            self._free.append(slot)
+            return True
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        with self.lock:
+            return sum(self.delete_key(k) for k in keys)
+
+    def clear(self) -> None:
+        with self.lock:
+            for key in list(self._by_key):
+                self.delete_key(key)
+
+    # -- introspection -----------------------------------------------------------------
+    def keys(self) -> Iterator[bytes]:
+        with self.lock:
+            return iter(list(self._by_key))
+
+    def count(self) -> int:
+        return len(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def bytes_used(self) -> int:
+        """Charged bytes of the live entries (rows + per-entry overhead)."""
+        return len(self._by_key) * (4 * self.dim + ENTRY_OVERHEAD_BYTES)
+
+    def close(self) -> None:
+        self.clear()
