@@ -710,6 +710,8 @@ def test_record_misses_equals_sequential_record_miss() -> None:
     a.record_misses(keys)
     for k in keys:
         b.record_miss(k)
+    a.drain()
+    b.drain()
     assert a.sketch.resets > 0
     assert a.sketch.table.tobytes() == b.sketch.table.tobytes()
     assert a.sketch.additions == b.sketch.additions

@@ -723,18 +723,23 @@ class PolicyEngine:
         return len(self._buffer)
 
     def record_miss(self, key: Key) -> None:
-        """Record a lookup that missed the hot tier (counts in the sketch)."""
-        self.drain()
-        self.sketch.increment(self.hasher(key))
+        """Record a lookup that missed the hot tier (counts in the sketch).
+
+        Buffered like a hot hit: a missed key cannot become resident before the next
+        decision, and every decision drains first, so the outcome equals an immediate
+        sketch update (``drain`` skips ``on_hit`` for keys that are not resident).
+        """
+        buf = self._buffer
+        buf.append(key)
+        if len(buf) >= self.access_buffer:
+            self.drain()
 
     def record_misses(self, keys: Sequence[Key]) -> None:
-        """``record_miss`` for each key, in order, as one vectorised sketch update."""
-        self.drain()
-        if not keys:
-            return
-        hasher = self.hasher
-        hashes = np.fromiter((hasher(k) for k in keys), dtype=np.uint64, count=len(keys))
-        self.sketch.increment_many(hashes)
+        """``record_miss`` for each key, in order."""
+        buf = self._buffer
+        buf.extend(keys)
+        if len(buf) >= self.access_buffer:
+            self.drain()
 
     # -- hot decisions --------------------------------------------------------------------
 

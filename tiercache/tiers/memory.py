@@ -40,7 +40,7 @@ class MemoryTier:
         self.capacity = capacity
         self.lock = threading.RLock()
         self.slab = np.empty((capacity, dim), dtype=np.float32)
-        self.expires = np.full(capacity, NEVER, dtype=np.float64)
+        self.expires: list[float] = [NEVER] * capacity  # a list: scalar reads are fastest
         self._by_content: dict[Content, int] = {}
         self._by_key: dict[bytes, int] = {}
         self._content: list[Content | None] = [None] * capacity
