@@ -386,3 +386,36 @@ def test_threads_mixed_workload_no_errors_no_wrong_vectors(tmp_path: Path) -> No
             th.join()
         assert not errors
         assert c.stats()["tiers"]["hot"]["entries"] <= 20
+
+
+def test_several_processes_share_one_warm_store(tmp_path: Path) -> None:
+    """Two processes write overlapping keys concurrently; a third sees all, encodes none."""
+    import subprocess
+    import sys
+    import textwrap
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        encoder: {{kind: hash, dim: {DIM}}}
+        hot: {{max_bytes: 4KiB}}
+        warm: {{path: {tmp_path / "warm"}, durability: durable}}
+    """))
+    script = textwrap.dedent("""
+        import sys
+        from tiercache import TierCache
+        start = int(sys.argv[2])
+        with TierCache.from_yaml(sys.argv[1]) as c:
+            for i in range(start, start + 300):
+                c.embed(f"p{i}")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(cfg_path), str(s)])
+             for s in (0, 150)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    enc = CountingEncoder(role="document")  # the fingerprint kind: hash builds from YAML
+    from tiercache import load_config
+
+    with TierCache(load_config(cfg_path), encoder=enc) as c:
+        assert c.stats()["tiers"]["warm"]["entries"] == 450
+        m = c.embed_many([f"p{i}" for i in range(450)])
+        assert enc.calls == 0
+        assert np.array_equal(m, HashEncoder(DIM).encode([f"p{i}" for i in range(450)]))

@@ -264,6 +264,7 @@ def encoder_from_config(config: EncoderConfig) -> Encoder:
     if config.kind == "hash":
         if not config.dim:
             raise ConfigError("encoder.dim", config.dim, "required for kind 'hash'")
-        return HashEncoder(config.dim, name=config.name, revision=config.revision,
-                           role=config.role)
+        # hash vectors are their own space whatever encoder.name says: never let them pass
+        # for a real model's vectors in a shared store
+        return HashEncoder(config.dim, role=config.role)
     return SentenceTransformerEncoder(config)
