@@ -419,3 +419,22 @@ def test_several_processes_share_one_warm_store(tmp_path: Path) -> None:
         m = c.embed_many([f"p{i}" for i in range(450)])
         assert enc.calls == 0
         assert np.array_equal(m, HashEncoder(DIM).encode([f"p{i}" for i in range(450)]))
+
+
+def test_warm_write_failure_set_raises_embed_degrades(cache: TierCache,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmdb
+
+    from tiercache import StoreError
+
+    def broken(*a: Any, **k: Any) -> int:
+        raise lmdb.DiskError("disk full")
+
+    assert cache._warm is not None
+    monkeypatch.setattr(cache._warm, "replace_many", broken)
+    with pytest.raises(StoreError):
+        cache.set("acked?", vec(1))
+    assert cache.get("acked?") is None  # not acknowledged, not half-stored
+    v = cache.embed("computed anyway")  # a recompute still serves the caller
+    assert np.array_equal(v, HashEncoder(DIM).encode(["computed anyway"])[0])
+    assert cache.stats()["tiers"]["warm"]["errors"] >= 2

@@ -32,6 +32,7 @@ from .errors import (
     InvalidContentError,
     InvalidTTLError,
     InvalidVectorError,
+    StoreError,
     TierCacheError,
     UnknownModelError,
 )
@@ -304,12 +305,10 @@ class TierCache:
             return out
         for c in missing:
             _check_content(c, self._accepts)
-        keys = [self._keys.digest(c) for c in missing]
+        keys = [k for k, _ in missing.values()]
         vectors = self._compute(keys, list(missing))
-        for c, k in zip(missing, keys):
-            row = vectors[k]
-            for i in missing[c]:
-                out[i] = row
+        for k, rows in missing.values():
+            out[rows] = vectors[k]
         return out
 
     # -- lookups ---------------------------------------------------------------------------
@@ -318,17 +317,16 @@ class TierCache:
         contents: list[Content],
         out: np.ndarray,
         found: list[Entry | None] | None,
-    ) -> dict[Content, list[int]]:
-        """Fill ``out`` rows from hot and warm; return {missing content: [positions]}.
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """Fill ``out`` rows from hot and warm; return {missing content: (key, rows)}.
 
         With ``found`` (a list of None of the same length), hits also produce Entries.
         """
         now = self._clock()
         t0 = _perf()
         hot = self._hot
-        missing: dict[Content, list[int]] = {}
+        missing: dict[Content, tuple[bytes, list[int]]] = {}
         warm_wanted: dict[Content, list[int]] = {}
-        expired_hot: list[bytes] = []
         with self._lock:
             self._lookups += len(contents)
             idx = hot._by_content
@@ -337,7 +335,6 @@ class TierCache:
             for i, c in enumerate(contents):
                 slot = idx.get(c)
                 if slot is not None and hot.expires[slot] <= now:
-                    expired_hot.append(hot._key[slot])
                     self._remove_hot_locked(hot._key[slot], "expired")
                     slot = None
                 if slot is None:
@@ -372,7 +369,7 @@ class TierCache:
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None:
-            return warm_wanted
+            return {c: (k, warm_wanted[c]) for c, k in zip(wanted, keys)}
         t1 = _perf()
         dim = self.dim
 
@@ -392,18 +389,18 @@ class TierCache:
         with self._lock:
             for c, k, rec in zip(wanted, keys, records):
                 if rec is None:
-                    missing[c] = warm_wanted[c]
+                    missing[c] = (k, warm_wanted[c])
                     continue
                 if rec is _CORRUPT:
                     self._s_warm.corrupt += 1
-                    missing[c] = warm_wanted[c]
+                    missing[c] = (k, warm_wanted[c])
                     continue
                 assert isinstance(rec, codec.Record)
                 if rec.expires_at and rec.expires_at <= now:
                     self._s_warm.expired += 1
                     self._s_warm.evictions["expired"] += 1
                     drop.append(k)
-                    missing[c] = warm_wanted[c]
+                    missing[c] = (k, warm_wanted[c])
                     continue
                 rows = warm_wanted[c]
                 out[rows] = rec.vector
@@ -514,11 +511,13 @@ class TierCache:
                     if slot is not None:
                         self._hot.mark_in_warm(slot, False)
             return True
-        except Exception:
+        except Exception as exc:
             with self._lock:
                 self._s_warm.errors += 1
             if forced:
-                raise
+                if isinstance(exc, TierCacheError):
+                    raise
+                raise StoreError(f"warm write failed, nothing was stored: {exc!r}") from exc
             return False
 
     def _warm_delete(self, keys: list[bytes]) -> int:
