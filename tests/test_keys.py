@@ -76,3 +76,15 @@ def test_fingerprint_diff_and_dict_round_trip() -> None:
     other = dataclasses.replace(FP, revision="2")
     assert FP.diff(other) == {"revision": ("1", "2")}
     assert Fingerprint.from_dict(FP.to_dict()) == FP
+
+
+def test_vectorised_hash_agrees_with_scalar() -> None:
+    import numpy as np
+
+    from tiercache.keys import key_hash64, key_hash64_many
+
+    keys = [KeyMaker(FP).digest(str(i)) for i in range(50)]
+    assert key_hash64_many(keys).tolist() == [key_hash64(k) for k in keys]
+    odd = [b"short", keys[0]]
+    assert key_hash64_many(odd).tolist() == [key_hash64(k) for k in odd]
+    assert key_hash64_many([]).dtype == np.uint64

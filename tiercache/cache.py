@@ -36,7 +36,7 @@ from .errors import (
     TierCacheError,
     UnknownModelError,
 )
-from .keys import Content, KeyMaker, key_from_str, key_hash64, key_to_str
+from .keys import Content, KeyMaker, key_from_str, key_hash64, key_hash64_many, key_to_str
 from .policy import PolicyEngine
 from .stats import EncoderStats, TierStats, format_stats
 from .tiers.lmdb import LmdbTier
@@ -150,6 +150,7 @@ class TierCache:
             max_evictions_per_write=cfg.policy.max_evictions_per_write,
             seed=cfg.policy.seed,
             hasher=key_hash64,
+            hasher_many=key_hash64_many,
             access_buffer=cfg.policy.access_buffer,
         )
         self._inflight: dict[bytes, Future[np.ndarray]] = {}
@@ -329,25 +330,31 @@ class TierCache:
         warm_wanted: dict[Content, list[int]] = {}
         with self._lock:
             self._lookups += len(contents)
-            idx = hot._by_content
-            hit_pos: list[int] = []
-            hit_slots: list[int] = []
-            for i, c in enumerate(contents):
-                slot = idx.get(c)
-                if slot is not None and hot.expires[slot] <= now:
-                    self._remove_hot_locked(hot._key[slot], "expired")
-                    slot = None
-                if slot is None:
-                    if c in warm_wanted:
-                        warm_wanted[c].append(i)
-                    else:
-                        warm_wanted[c] = [i]
-                    continue
-                hit_pos.append(i)
-                hit_slots.append(slot)
-                self._engine.record_hot_hit(hot._key[slot])
+            slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
+            hit_slots: list[int]
+            if hot.n_expiring:  # only entries with a TTL need a clock comparison
+                expires = hot.expires
+                for i, s in enumerate(slots):
+                    if s is not None and expires[s] <= now:
+                        self._remove_hot_locked(hot._key[s], "expired")
+                        slots[i] = None
+            if None in slots:
+                hit_pos = [i for i, s in enumerate(slots) if s is not None]
+                hit_slots = cast(list[int], [slots[i] for i in hit_pos])
+                for i, c in enumerate(contents):
+                    if slots[i] is None:
+                        if c in warm_wanted:
+                            warm_wanted[c].append(i)
+                        else:
+                            warm_wanted[c] = [i]
+                if hit_slots:
+                    out[hit_pos] = hot.slab[hit_slots]
+            else:  # every lookup hit hot: one gather
+                hit_pos = list(range(len(contents)))
+                hit_slots = cast(list[int], slots)
+                out[:] = hot.slab[hit_slots]
             if hit_slots:
-                out[hit_pos] = hot.slab[hit_slots]
+                self._engine.record_hot_hits(list(map(hot._key.__getitem__, hit_slots)))
                 if found is not None:
                     for i, s in zip(hit_pos, hit_slots):
                         meta = hot._meta[s]
@@ -360,8 +367,7 @@ class TierCache:
             # repeats of a missing content in this batch ride on its single lookup/encode
             self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
             if hit_slots:
-                per = (_perf() - t0) / len(contents)
-                self._s_hot.latency.add(per)
+                self._s_hot.latency.add((_perf() - t0) / len(contents))
         if not warm_wanted:
             return missing
         wanted = list(warm_wanted)

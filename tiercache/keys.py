@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidContentError
 
@@ -136,3 +139,11 @@ def key_from_str(key: str) -> bytes:
 def key_hash64(key: bytes) -> int:
     """The 64-bit integer the frequency sketch sees for a key (its first 8 bytes)."""
     return int.from_bytes(key[:8], "little")
+
+
+def key_hash64_many(keys: Sequence[bytes]) -> np.ndarray:
+    """:func:`key_hash64` of many 16-byte keys at once, as a uint64 array."""
+    joined = b"".join(keys)
+    if len(joined) != KEY_BYTES * len(keys) or (keys and set(map(len, keys)) != {KEY_BYTES}):
+        return np.fromiter((key_hash64(k) for k in keys), dtype=np.uint64, count=len(keys))
+    return np.frombuffer(joined, dtype="<u8")[::2].astype(np.uint64)

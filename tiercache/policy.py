@@ -660,6 +660,7 @@ class PolicyEngine:
         hasher: Callable[[Any], int] = default_hasher,
         sketch_capacity: int | None = None,
         access_buffer: int = 128,
+        hasher_many: Callable[[Sequence[Any]], np.ndarray] | None = None,
     ) -> None:
         self.hot_capacity = _nonneg_int("hot_capacity", hot_capacity)
         self.warm_capacity = _nonneg_int("warm_capacity", warm_capacity)
@@ -680,6 +681,8 @@ class PolicyEngine:
             raise ConfigError("policy.seed", seed, "must be an integer or None")
         self.seed: int = seed
         self.hasher = hasher
+        # optional vectorised twin of ``hasher`` (must agree with it element-wise)
+        self.hasher_many = hasher_many
         self.sketch = FrequencySketch(sketch_capacity, seed=_derive_seed(seed, 1))
         self._policy_rng = random.Random(_derive_seed(seed, 2))
         self._probe_rng = random.Random(_derive_seed(seed, 3))
@@ -703,19 +706,31 @@ class PolicyEngine:
         if len(buf) >= self.access_buffer:
             self.drain()
 
+    def record_hot_hits(self, keys: Sequence[Key]) -> None:
+        """``record_hot_hit`` for each key, in order (one list extend)."""
+        buf = self._buffer
+        buf.extend(keys)
+        if len(buf) >= self.access_buffer:
+            self.drain()
+
     def drain(self) -> None:
-        """Apply buffered hot hits in order: sketch counts, then ``hot.on_hit`` if resident."""
+        """Apply buffered accesses in order: sketch counts, then ``hot.on_hit``.
+
+        ``on_hit`` is a no-op for keys that are not resident (buffered misses).
+        """
         buf = self._buffer
         if not buf:
             return
         self._buffer = []
-        hasher = self.hasher
-        hashes = np.fromiter((hasher(k) for k in buf), dtype=np.uint64, count=len(buf))
+        if self.hasher_many is not None:
+            hashes = self.hasher_many(buf)
+        else:
+            hasher = self.hasher
+            hashes = np.fromiter((hasher(k) for k in buf), dtype=np.uint64, count=len(buf))
         self.sketch.increment_many(hashes)
-        hot = self.hot
+        on_hit = self.hot.on_hit
         for k in buf:
-            if k in hot:
-                hot.on_hit(k)
+            on_hit(k)
 
     @property
     def pending(self) -> int:

@@ -48,6 +48,8 @@ class MemoryTier:
         self._meta: list[bytes | None] = [None] * capacity
         self._in_warm = np.zeros(capacity, dtype=bool)
         self._free = list(range(capacity - 1, -1, -1))
+        self.n_expiring = 0
+        """Live entries with a finite expiry; 0 lets readers skip expiry checks."""
 
     # -- reads -------------------------------------------------------------------------
     def slot(self, content: Content) -> int | None:
@@ -104,6 +106,7 @@ class MemoryTier:
                 self._content[slot] = content
                 self._key[slot] = key
             self.slab[slot] = vector
+            self.n_expiring += (expires_at != NEVER) - (self.expires[slot] != NEVER)
             self.expires[slot] = expires_at
             self._meta[slot] = meta
             self._in_warm[slot] = in_warm
@@ -135,6 +138,7 @@ class MemoryTier:
             self._content[slot] = None
             self._key[slot] = b""
             self._meta[slot] = None
+            self.n_expiring -= self.expires[slot] != NEVER
             self.expires[slot] = NEVER
             self._in_warm[slot] = False
             self._free.append(slot)

@@ -1,0 +1,724 @@
+"""tiercache benchmark: per-tier latency and footprint beside dict, cachetools, LMDB, diskcache.
+
+    python bench/run.py --out docs/benchmarks.md [--n 100000] [--m 20000] [--smoke]
+                        [--json PATH] [--plots DIR]
+
+Every store is wrapped in a :class:`Store` adapter with the same five operations
+(``load``, ``get``, ``get_batch``, ``set``, ``footprint``) and measured by the same code.
+Progress goes to stderr; the report is a markdown file, a JSON file and (optionally) PNG
+charts. See the "Method" section of the generated markdown for what is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import cachetools  # noqa: E402
+import diskcache  # noqa: E402
+import lmdb  # noqa: E402
+
+import tiercache  # noqa: E402
+from tiercache import TierCache, parse_config  # noqa: E402
+from tiercache.encoders import HashEncoder  # noqa: E402
+
+DIM = 384
+PAYLOAD = 4 * DIM  # bytes of one float32 vector
+SEED = 20240601
+BATCH = 1000
+LMDB_MAP = 4 * 2**30
+HOT_ENTRY = 4 * DIM + 256  # tiercache's hot budget per entry (row + bookkeeping)
+
+TARGETS = {  # name -> (limit, unit)
+    "hot_get_p50_us": (1.5, "µs"),
+    "warm_get_p50_us": (4.0, "µs"),
+    "hot_batch_p50_ms": (0.4, "ms"),
+    "warm_batch_p50_ms": (2.5, "ms"),
+    "warm_bytes_ratio": (1.3, "x payload"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass
+class Params:
+    n: int
+    m: int  # single gets per distribution
+    batches: int  # timed batch gets
+    sets: int  # timed single sets (fresh keys)
+    warmup: int  # untimed single gets before timing
+    stream_batches: int
+    stream_size: int
+
+
+@dataclass
+class Workload:
+    texts: list[str]
+    vectors: np.ndarray  # (n, DIM) float32, unit rows
+    single: dict[str, np.ndarray]  # dist -> indices into texts
+    batches: list[np.ndarray]
+    warmup: np.ndarray
+    set_texts: list[str]
+    set_vectors: np.ndarray
+
+
+def text_of(i: int) -> str:
+    return f"query number {i} about topic {i % 97}"
+
+
+def zipf_indices(rng: np.random.Generator, n: int, size: int, s: float = 1.0) -> np.ndarray:
+    """Zipf(s) over n keys (rank k drawn with probability ~ 1/k**s); ranks map to a random
+    permutation of the keys so that popular keys are spread over the key space."""
+    p = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** s
+    ranks = rng.choice(n, size=size, p=p / p.sum())
+    return rng.permutation(n)[ranks]
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def make_workload(p: Params) -> Workload:
+    rng = np.random.default_rng(SEED)
+    return Workload(
+        texts=[text_of(i) for i in range(p.n)],
+        vectors=unit_vectors(rng, p.n),
+        single={
+            "uniform": rng.integers(0, p.n, size=p.m),
+            "zipf1.0": zipf_indices(rng, p.n, p.m),
+        },
+        batches=[rng.integers(0, p.n, size=BATCH) for _ in range(p.batches)],
+        warmup=rng.integers(0, p.n, size=p.warmup),
+        set_texts=[f"fresh text {i} about topic {i % 89}" for i in range(p.sets)],
+        set_vectors=unit_vectors(rng, p.sets),
+    )
+
+
+def fresh(texts: Sequence[str], idx: Sequence[int]) -> list[str]:
+    """New str objects equal to texts[i]: a request's text arrives as a new string whose
+    hash is not cached yet, so hashing stays inside every timed call."""
+    return [texts[i].encode().decode() for i in idx]
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+Vec = np.ndarray
+
+
+@dataclass
+class Store:
+    """The common interface every store is measured through."""
+
+    name: str
+    medium: str  # "RAM" or "disk"
+    load: Callable[[Sequence[tuple[str, Vec]]], None]
+    get: Callable[[str], Vec]
+    get_batch: Callable[[list[str]], np.ndarray]
+    set: Callable[[str, Vec], None]
+    footprint: Callable[[], dict[str, int]]  # bytes in use (+ file bytes for disk stores)
+    close: Callable[[], None] = lambda: None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _tiercache(name: str, n: int, cfg: dict[str, Any], medium: str) -> Store:
+    cache = TierCache(parse_config(cfg), encoder=HashEncoder(DIM))
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for part in chunks(items, 5000):
+            cache.mset(part)
+
+    def footprint() -> dict[str, int]:
+        tiers = cache.stats()["tiers"]
+        if medium == "RAM":
+            return {}
+        warm = tiers["warm"]
+        return {"bytes": int(warm["bytes"]), "file_bytes": int(warm["file_bytes"])}
+
+    return Store(name, medium, load, cache.embed, cache.embed_many,
+                 lambda t, v: cache.set(t, v), footprint, cache.close,
+                 extra={"cache": cache})
+
+
+def tiercache_hot(n: int, tmp: Path) -> Store:
+    return _tiercache("tiercache hot", n, {
+        "encoder": {"kind": "hash", "dim": DIM},
+        "hot": {"enabled": True, "max_bytes": int(n * HOT_ENTRY * 1.1)},
+        "warm": {"enabled": False},
+        "policy": {"seed": 1},
+    }, "RAM")
+
+
+def _tiercache_warm(codec: str) -> Callable[[int, Path], Store]:
+    def make(n: int, tmp: Path) -> Store:
+        return _tiercache(f"tiercache warm {codec}", n, {
+            "encoder": {"kind": "hash", "dim": DIM},
+            "hot": {"enabled": False},
+            "warm": {"enabled": True, "path": str(tmp / f"warm-{codec}"), "codec": codec,
+                     "max_bytes": 4 * 2**30, "durability": "fast"},
+            "policy": {"seed": 1},
+        }, "disk")
+    return make
+
+
+def plain_dict(n: int, tmp: Path) -> Store:
+    d: dict[str, Vec] = {}
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for t, v in items:
+            d[t] = v.copy()
+
+    return Store("dict", "RAM", load, d.__getitem__,
+                 lambda ts: np.stack([d[t] for t in ts]),
+                 lambda t, v: d.__setitem__(t, v.copy()), dict)
+
+
+def lfu_cache(n: int, tmp: Path) -> Store:
+    c: cachetools.LFUCache[str, Vec] = cachetools.LFUCache(maxsize=n)
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for t, v in items:
+            c[t] = v.copy()
+
+    return Store("cachetools LFUCache", "RAM", load, c.__getitem__,
+                 lambda ts: np.stack([c[t] for t in ts]),
+                 lambda t, v: c.__setitem__(t, v.copy()), dict)
+
+
+def raw_lmdb(n: int, tmp: Path) -> Store:
+    path = tmp / "raw-lmdb"
+    env = lmdb.open(str(path), map_size=LMDB_MAP, sync=False, metasync=False,
+                    readahead=False, lock=True)
+
+    def key(t: str) -> bytes:
+        return hashlib.blake2b(t.encode(), digest_size=16).digest()
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for part in chunks(items, 5000):
+            with env.begin(write=True) as txn:
+                for t, v in part:
+                    txn.put(key(t), v.tobytes())
+
+    def get(t: str) -> Vec:
+        with env.begin(buffers=True) as txn:
+            return np.frombuffer(txn.get(key(t)), dtype=np.float32).copy()
+
+    def get_batch(ts: list[str]) -> np.ndarray:
+        out = np.empty((len(ts), DIM), dtype=np.float32)
+        with env.begin(buffers=True) as txn:
+            for i, t in enumerate(ts):
+                out[i] = np.frombuffer(txn.get(key(t)), dtype=np.float32)
+        return out
+
+    def set_(t: str, v: Vec) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(key(t), v.tobytes())
+
+    def footprint() -> dict[str, int]:
+        s = env.stat()
+        pages = s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+        blocks = os.stat(path / "data.mdb").st_blocks * 512
+        return {"bytes": pages * s["psize"], "file_bytes": blocks}
+
+    return Store("raw lmdb", "disk", load, get, get_batch, set_, footprint, env.close)
+
+
+def disk_cache(n: int, tmp: Path) -> Store:
+    c = diskcache.Cache(str(tmp / "diskcache"))
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for part in chunks(items, 5000):
+            with c.transact():
+                for t, v in part:
+                    c.set(t, v.tobytes())
+
+    def get(t: str) -> Vec:
+        return np.frombuffer(c.get(t), dtype=np.float32)
+
+    def footprint() -> dict[str, int]:
+        return {"bytes": int(c.volume()), "file_bytes": _du(tmp / "diskcache")}
+
+    return Store("diskcache", "disk", load, get,
+                 lambda ts: np.stack([get(t) for t in ts]),
+                 lambda t, v: c.set(t, v.tobytes()), footprint, c.close)
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+
+
+STORES: list[Callable[[int, Path], Store]] = [
+    tiercache_hot,
+    _tiercache_warm("float32"),
+    _tiercache_warm("float16"),
+    plain_dict,
+    lfu_cache,
+    raw_lmdb,
+    disk_cache,
+]
+REF_HOT = "tiercache hot"
+REF_WARM = "tiercache warm float32"
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_each(fn: Callable[[Any], Any], args: Sequence[Any]) -> np.ndarray:
+    """Nanoseconds of each ``fn(arg)``; only the call sits between the two clock reads."""
+    out = np.empty(len(args), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i, a in enumerate(args):
+        t0 = clock()
+        fn(a)
+        out[i] = clock() - t0
+    return out
+
+
+def pct(ns: np.ndarray, unit: float) -> dict[str, float]:
+    q = np.percentile(ns, [50, 90, 99]) / unit
+    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+            "max": float(ns.max() / unit), "mean": float(ns.mean() / unit), "n": int(len(ns))}
+
+
+def timer_floor_ns() -> float:
+    return float(np.median(time_each(lambda a: None, range(100_000))))
+
+
+def bench_store(make: Callable[[int, Path], Store], w: Workload, p: Params,
+                tmp: Path) -> dict[str, Any]:
+    items = list(zip(w.texts, w.vectors))
+    gc.collect()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    store = make(p.n, tmp)
+    store.load(items)
+    load_s = time.perf_counter() - t0
+    gc.collect()
+    ram = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    log(f"  {store.name}: loaded {p.n} in {load_s:.1f}s (load traced with tracemalloc)")
+    res: dict[str, Any] = {"name": store.name, "medium": store.medium, "load_s": load_s}
+    try:
+        fp = store.footprint()
+        fp = {"bytes": ram} if store.medium == "RAM" else fp
+        res["footprint"] = {k: v / p.n for k, v in fp.items()}
+
+        # correctness spot check (untimed): the stored vector comes back
+        probe = int(w.warmup[0]) if len(w.warmup) else 0
+        got = store.get(w.texts[probe])
+        if not np.allclose(got, w.vectors[probe], atol=1e-3):
+            raise AssertionError(f"{store.name} returned a wrong vector")
+
+        time_each(store.get, fresh(w.texts, w.warmup))  # warm-up
+        for b in w.batches[:3]:
+            store.get_batch(fresh(w.texts, b))
+        res["get_us"] = {}
+        for dist, idx in w.single.items():
+            gc.collect()
+            res["get_us"][dist] = pct(time_each(store.get, fresh(w.texts, idx)), 1e3)
+        log(f"  {store.name}: single get p50 "
+            + ", ".join(f"{d} {v['p50']:.2f} µs" for d, v in res["get_us"].items()))
+        gc.collect()
+        res["batch_ms"] = pct(time_each(store.get_batch,
+                                        [fresh(w.texts, b) for b in w.batches]), 1e6)
+        log(f"  {store.name}: batch({BATCH}) p50 {res['batch_ms']['p50']:.3f} ms")
+        gc.collect()
+        pairs = [(t.encode().decode(), v) for t, v in zip(w.set_texts, w.set_vectors)]
+        res["set_us"] = pct(time_each(lambda tv: store.set(*tv), pairs), 1e3)
+        log(f"  {store.name}: set p50 {res['set_us']['p50']:.2f} µs")
+        cache = store.extra.get("cache")
+        if cache is not None:
+            res["stats"] = _tier_counts(cache.stats())
+    finally:
+        store.close()
+    return res
+
+
+def _tier_counts(st: dict[str, Any]) -> dict[str, Any]:
+    tiers = st["tiers"]
+    out = {t: {k: tiers[t].get(k) for k in ("hits", "misses", "entries")} for t in tiers
+           if t in ("hot", "warm")}
+    enc = st.get("encoder") or tiers.get("encoder") or {}
+    out["encoder"] = {k: enc.get(k) for k in ("calls", "texts")}
+    return out
+
+
+def bench_stream(p: Params, tmp: Path) -> dict[str, Any]:
+    """End to end: embed_many on a stream mixing repeats and new texts."""
+    rng = np.random.default_rng(SEED + 1)
+    cfg = parse_config({
+        "encoder": {"kind": "hash", "dim": DIM},
+        "hot": {"max_bytes": 256 * HOT_ENTRY},  # tiny: 256 entries
+        "warm": {"path": str(tmp / "stream-warm")},  # defaults: float32, durable
+        "policy": {"seed": 1},
+    })
+    seen: list[str] = []
+    next_id = 0
+    lat = []
+    repeats = 0
+    with TierCache(cfg, encoder=HashEncoder(DIM)) as cache:
+        for _ in range(p.stream_batches):
+            batch, new = [], []
+            for _ in range(p.stream_size):
+                if seen and rng.random() < 0.7:
+                    batch.append(seen[int(rng.integers(0, len(seen)))].encode().decode())
+                    repeats += 1
+                else:
+                    t = f"stream text {next_id} about topic {next_id % 97}"
+                    next_id += 1
+                    batch.append(t)
+                    new.append(t)
+            seen.extend(new)  # repeats are drawn from earlier batches only
+            t0 = time.perf_counter_ns()
+            cache.embed_many(batch)
+            lat.append(time.perf_counter_ns() - t0)
+        counts = _tier_counts(cache.stats())
+    ns = np.array(lat, dtype=np.int64)
+    return {"batches": p.stream_batches, "batch_size": p.stream_size,
+            "repeat_fraction": repeats / (p.stream_batches * p.stream_size),
+            "distinct_texts": next_id, "latency_ms": pct(ns, 1e6), "tiers": counts,
+            "config": "hot 256 entries; warm float32 durable (fsync per commit); wtinylfu"}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit += " (+ uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "uncommitted"
+    return {
+        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "lmdb": lmdb.__version__, "diskcache": diskcache.__version__,
+        "cachetools": cachetools.__version__,
+        "tiercache": getattr(tiercache, "__version__", "?"),
+        "commit": commit, "source_sha256": _source_digest(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _source_digest() -> str:
+    """Digest of the tiercache sources measured (the tree may hold uncommitted edits)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(tiercache.__file__).parent.rglob("*.py")):
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{nd}f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _ratio(v: float, ref: float | None) -> str:
+    return f"{v / ref:.2f}x" if ref else "–"
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    by = {r["name"]: r for r in res["stores"]}
+    rows = []
+
+    def add(what: str, key: str, value: float | None) -> None:
+        limit, unit = TARGETS[key]
+        rows.append({"target": what, "limit": limit, "unit": unit, "value": value,
+                     "met": value is not None and value <= limit})
+
+    for dist in by[REF_HOT]["get_us"]:
+        add(f"hot single get p50 ({dist})", "hot_get_p50_us",
+            by[REF_HOT]["get_us"][dist]["p50"])
+    for name in (REF_WARM, "tiercache warm float16"):
+        for dist in by[name]["get_us"]:
+            add(f"{name.replace('tiercache ', '')} single get p50 ({dist})",
+                "warm_get_p50_us", by[name]["get_us"][dist]["p50"])
+    add(f"hot batch({BATCH}) p50", "hot_batch_p50_ms", by[REF_HOT]["batch_ms"]["p50"])
+    for name in (REF_WARM, "tiercache warm float16"):
+        add(f"{name.replace('tiercache ', '')} batch({BATCH}) p50", "warm_batch_p50_ms",
+            by[name]["batch_ms"]["p50"])
+    fp = by[REF_WARM]["footprint"]
+    add("warm float32 bytes/vector (B-tree pages)", "warm_bytes_ratio", fp["bytes"] / PAYLOAD)
+    add("warm float32 bytes/vector (data.mdb on disk)", "warm_bytes_ratio",
+        fp["file_bytes"] / PAYLOAD)
+    return rows
+
+
+def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
+    m, p = res["machine"], res["params"]
+    stores = res["stores"]
+    by = {r["name"]: r for r in stores}
+    L = [
+        "# Benchmarks",
+        "",
+        "Generated by `python bench/run.py --out docs/benchmarks.md` (`make bench`); "
+        "do not edit by hand." + (" **Smoke run: tiny sizes, numbers are not meaningful.**"
+                                  if res["smoke"] else ""),
+        "",
+        "## Machine",
+        "",
+        f"* {m['platform']}; CPU {m['cpu']}, {m['cores']} cores",
+        f"* Python {m['python']}, numpy {m['numpy']}, lmdb {m['lmdb']}, "
+        f"diskcache {m['diskcache']}, cachetools {m['cachetools']}",
+        f"* git commit: {m['commit']}; tiercache sources sha256 {m['source_sha256']}; "
+        f"date: {m['date']}",
+        f"* load average when the run started: {m['loadavg']} (a shared machine: other "
+        "processes may run beside the benchmark)",
+        f"* N = {p['n']:,} vectors of {DIM}-d float32 (payload {PAYLOAD} B); "
+        f"M = {p['m']:,} single gets per distribution; {p['batches']} batches of {BATCH}; "
+        f"{p['sets']:,} single sets",
+        "",
+        "## Method",
+        "",
+        f"* Workload: N unit-norm random vectors (numpy `default_rng({SEED})`), keys "
+        "`f\"query number {i} about topic {i%97}\"`. Lookup keys are drawn uniform and "
+        "Zipf(1.0) (rank k with probability ∝ 1/k over all N keys, ranks mapped to a random "
+        "permutation), fixed seed; the same draws for every store.",
+        "* Every lookup uses a newly built `str` equal to the stored key (as if decoded from "
+        "a request), so the string hash (and the blake2b digest, where a store uses one) is "
+        "inside the timed region.",
+        "* Each store is loaded (untimed), checked to return the right vector, then warmed up "
+        f"with {p['warmup']:,} untimed single gets and 3 untimed batches. Disk stores live in "
+        "a temporary directory on local disk and were just written, so their pages are in "
+        "the OS page cache: warm numbers are page-cache hits, not SSD reads.",
+        "* Single get / set: `time.perf_counter_ns()` immediately before and after one call "
+        "of the adapter (`cache.embed(text)` for tiercache, `d[text]` for dict/LFUCache, "
+        "read txn + get + `np.frombuffer(...).copy()` for raw LMDB, `cache.get(text)` + "
+        "`np.frombuffer` for diskcache). Nothing else is inside the timed region. "
+        f"Timer floor (empty call, median): {res['timer_floor_ns']:.0f} ns, not subtracted.",
+        f"* Batch: {p['batches']} calls each returning a ({BATCH}, {DIM}) float32 matrix of "
+        f"uniform random keys (`cache.embed_many(texts)`; `np.stack` of single gets for "
+        "dict/LFUCache/diskcache; one read txn filling a preallocated matrix for raw LMDB).",
+        f"* Set: {p['sets']:,} single sets of fresh keys (`cache.set(text, vec)`; the dict "
+        "stores copy the vector; raw LMDB one write txn per set). tiercache warm and raw LMDB "
+        "use no fsync (`durability: fast`, `sync=False`); diskcache runs with its defaults "
+        "(SQLite WAL, synchronous=NORMAL).",
+        "* Percentiles: `numpy.percentile` (linear interpolation) over all timed calls; "
+        "`gc` stays enabled (a full `gc.collect()` runs before each timed loop).",
+        "* Footprint: RAM stores: `tracemalloc` bytes still allocated after construction + "
+        "load (key strings excluded: they are shared with the workload); tiercache hot "
+        "includes its whole preallocated slab (1.1 N rows). Disk stores: B-tree/volume "
+        "bytes (tiercache `stats()['tiers']['warm']['bytes']`, LMDB `env.stat()` pages, "
+        "diskcache `volume()`) and allocated file blocks, each divided by N.",
+        "* Stores: tiercache hot = hot tier holding all N, warm disabled, `HashEncoder(384)`; "
+        "tiercache warm float32/float16 = hot disabled, LMDB warm tier, max_bytes 4 GiB; "
+        "raw LMDB = 16-byte blake2b key → raw vector bytes, map 4 GiB, same flags as "
+        "tiercache `fast`; diskcache stores raw bytes (no pickle).",
+        "",
+    ]
+    ref = {d: by[REF_HOT]["get_us"][d]["p50"] for d in by[REF_HOT]["get_us"]}
+    refw = {d: by[REF_WARM]["get_us"][d]["p50"] for d in by[REF_WARM]["get_us"]}
+    rows = []
+    for dist in ref:
+        for r in stores:
+            g = r["get_us"][dist]
+            rows.append([r["name"], dist] + [_f(g[k]) for k in ("p50", "p90", "p99", "max")]
+                        + [_ratio(g["p50"], ref[dist]), _ratio(g["p50"], refw[dist])])
+    L += ["## Single get (µs)", ""]
+    L += _table(["store", "dist", "p50", "p90", "p99", "max", "p50 vs tiercache hot",
+                 "p50 vs tiercache warm f32"], rows)
+    if "single_get" in plots:
+        L += ["", f"![single get p50/p99]({plots['single_get']})"]
+    rows = []
+    bh, bw = by[REF_HOT]["batch_ms"]["p50"], by[REF_WARM]["batch_ms"]["p50"]
+    for r in stores:
+        b = r["batch_ms"]
+        rows.append([r["name"]] + [_f(b[k], 3) for k in ("p50", "p90", "p99", "max")]
+                    + [_ratio(b["p50"], bh), _ratio(b["p50"], bw)])
+    L += ["", f"## Batch get of {BATCH} keys → ({BATCH}, {DIM}) matrix (ms)", ""]
+    L += _table(["store", "p50", "p90", "p99", "max", "p50 vs tiercache hot",
+                 "p50 vs tiercache warm f32"], rows)
+    rows = [[r["name"]] + [_f(r["set_us"][k]) for k in ("p50", "p90", "p99", "max")]
+            for r in stores]
+    L += ["", "## Single set of a fresh key (µs)", ""]
+    L += _table(["store", "p50", "p90", "p99", "max"], rows)
+    rows = []
+    for r in stores:
+        fp = r["footprint"]
+        fb = fp.get("file_bytes")
+        rows.append([r["name"], r["medium"], _f(fp["bytes"], 0), f"{fp['bytes'] / PAYLOAD:.2f}x",
+                     _f(fb, 0) if fb is not None else "–",
+                     f"{fb / PAYLOAD:.2f}x" if fb is not None else "–"])
+    L += ["", f"## Footprint per vector (payload {PAYLOAD} B)", ""]
+    L += _table(["store", "medium", "bytes/vector", "ratio to payload",
+                 "file bytes/vector", "file ratio"], rows)
+    if "footprint" in plots:
+        L += ["", f"![footprint]({plots['footprint']})"]
+    s = res["stream"]
+    t = s["tiers"]
+    L += ["", "## End to end: embed_many on a mixed stream", "",
+          f"{s['batches']} batches of {s['batch_size']} texts, "
+          f"{s['repeat_fraction']:.0%} of them repeats of earlier texts (uniform over those "
+          f"seen), {s['distinct_texts']:,} distinct texts; fresh TierCache, {s['config']}, "
+          "HashEncoder (about 10 µs a text, far cheaper than a real model).", ""]
+    L += _table(["p50 ms", "p99 ms", "max ms", "hot hits", "warm hits", "warm misses",
+                 "encoder calls", "encoded texts"],
+                [[_f(s["latency_ms"]["p50"], 3), _f(s["latency_ms"]["p99"], 3),
+                  _f(s["latency_ms"]["max"], 3), str(t["hot"]["hits"]),
+                  str(t.get("warm", {}).get("hits")), str(t.get("warm", {}).get("misses")),
+                  str(t["encoder"]["calls"]), str(t["encoder"]["texts"])]])
+    rows = [[x["target"], f"≤ {x['limit']} {x['unit']}",
+             f"{x['value']:.2f} {x['unit']}" if x["value"] is not None else "–",
+             "met" if x["met"] else "**NOT met**"] for x in res["targets"]]
+    L += ["", "## Targets", ""]
+    L += _table(["target", "limit", "measured", "status"], rows)
+    return "\n".join(L) + "\n"
+
+
+def make_plots(res: dict[str, Any], plot_dir: Path, md_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    stores = res["stores"]
+    names = [r["name"] for r in stores]
+    out: dict[str, str] = {}
+
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    dists = list(stores[0]["get_us"])
+    width = 0.8 / (2 * len(dists))
+    x = np.arange(len(names))
+    for j, dist in enumerate(dists):
+        for k, q in enumerate(("p50", "p99")):
+            off = (2 * j + k - (2 * len(dists) - 1) / 2) * width
+            ax.bar(x + off, [r["get_us"][dist][q] for r in stores], width,
+                   label=f"{q} {dist}")
+    ax.set_yscale("log")
+    ax.set_ylabel("µs per get (log)")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_title(f"Single get latency, N={res['params']['n']:,}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    path = plot_dir / "bench_single_get.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out["single_get"] = os.path.relpath(path, md_dir)
+
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    used = [r["footprint"]["bytes"] for r in stores]
+    files = [r["footprint"].get("file_bytes", 0) or 0 for r in stores]
+    ax.bar(x - 0.2, used, 0.4, label="bytes/vector (in use)")
+    ax.bar(x + 0.2, files, 0.4, label="file bytes/vector (disk stores)")
+    ax.axhline(PAYLOAD, color="k", ls="--", lw=1, label=f"payload {PAYLOAD} B")
+    ax.axhline(1.3 * PAYLOAD, color="r", ls=":", lw=1, label="target 1.3x payload")
+    ax.set_ylabel("bytes per vector")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_title("Footprint per 384-d float32 vector")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = plot_dir / "bench_footprint.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out["footprint"] = os.path.relpath(path, md_dir)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/benchmarks.md", help="markdown report")
+    ap.add_argument("--n", type=int, default=None, help="vectors (default 100000)")
+    ap.add_argument("--m", type=int, default=None, help="single gets per distribution")
+    ap.add_argument("--smoke", action="store_true", help="tiny run: N=2000, M=500, 10 batches")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    ap.add_argument("--plots", default=None,
+                    help="PNG directory (default: img/ beside --out; none with --smoke)")
+    ap.add_argument("--tmp", default=None, help="directory for the disk stores")
+    a = ap.parse_args(argv)
+
+    n = a.n or (2000 if a.smoke else 100_000)
+    m = a.m or (500 if a.smoke else 20_000)
+    p = Params(n=n, m=m, batches=10 if a.smoke else 200, sets=min(m, max(1, n // 10)),
+               warmup=min(m, 2000), stream_batches=10 if a.smoke else 50, stream_size=100)
+    out = Path(a.out).resolve()
+    plot_dir = Path(a.plots) if a.plots else (None if a.smoke else out.parent / "img")
+
+    log(f"workload: N={p.n} M={p.m} batches={p.batches} sets={p.sets}")
+    info = machine()  # before anything runs: load average, digest of the sources imported
+    w = make_workload(p)
+    tmp = Path(tempfile.mkdtemp(prefix="tiercache-bench-", dir=a.tmp))
+    t_start = time.perf_counter()
+    try:
+        res: dict[str, Any] = {"smoke": a.smoke, "params": p.__dict__, "machine": info,
+                               "timer_floor_ns": timer_floor_ns(), "stores": []}
+        for i, make in enumerate(STORES, 1):
+            log(f"store {i}/{len(STORES)}")
+            res["stores"].append(bench_store(make, w, p, tmp))
+            gc.collect()
+        log("end-to-end stream")
+        res["stream"] = bench_stream(p, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["elapsed_s"] = time.perf_counter() - t_start
+    res["targets"] = targets(res)
+
+    plots = make_plots(res, plot_dir, out.parent) if plot_dir else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(res, plots, out), encoding="utf-8")
+    jpath = Path(a.json)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    jpath.write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
+    log(f"done in {res['elapsed_s']:.0f}s: {out} {jpath}"
+        + (f" {plot_dir}" if plot_dir else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Smoke test of bench/run.py: it runs end to end and reports every store. No timing checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STORES = [
+    "tiercache hot",
+    "tiercache warm float32",
+    "tiercache warm float16",
+    "dict",
+    "cachetools LFUCache",
+    "raw lmdb",
+    "diskcache",
+]
+SECTIONS = [
+    "## Machine",
+    "## Method",
+    "## Single get (µs)",
+    "## Batch get of 1000 keys",
+    "## Single set of a fresh key (µs)",
+    "## Footprint per vector",
+    "## End to end: embed_many on a mixed stream",
+    "## Targets",
+]
+QUANTILES = ("p50", "p90", "p99", "max")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    for mod in ("diskcache", "cachetools", "lmdb"):
+        pytest.importorskip(mod)
+    tmp = tmp_path_factory.mktemp("bench")
+    md, js = tmp / "b.md", tmp / "b.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(md),
+         "--json", str(js), "--tmp", str(tmp)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "[bench" in proc.stderr  # progress on stderr
+    assert not (tmp / "img").exists()  # --smoke draws no plots unless --plots is given
+    return md.read_text(encoding="utf-8"), json.loads(js.read_text(encoding="utf-8"))
+
+
+def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
+    md, _ = smoke
+    for section in SECTIONS:
+        assert section in md, section
+    for name in STORES:
+        assert f"| {name} |" in md, name
+    assert md.count("| store | dist | p50 | p90 | p99 | max |") == 1
+    assert "met" in md.split("## Targets", 1)[1]
+
+
+def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
+    _, res = smoke
+    by = {r["name"]: r for r in res["stores"]}
+    assert sorted(by) == sorted(STORES)
+    for name, r in by.items():
+        for dist in ("uniform", "zipf1.0"):
+            assert all(isinstance(r["get_us"][dist][q], float) for q in QUANTILES), name
+        for part in ("batch_ms", "set_us"):
+            assert all(isinstance(r[part][q], float) for q in QUANTILES), (name, part)
+        assert r["footprint"]["bytes"] > 0, name
+    stream = res["stream"]
+    assert all(q in stream["latency_ms"] for q in QUANTILES)
+    assert stream["tiers"]["hot"]["hits"] + stream["tiers"]["warm"]["hits"] > 0
+    assert {t["met"] for t in res["targets"]} <= {True, False}
