@@ -3,14 +3,14 @@
 Layout (all little-endian)::
 
     offset size field
-    0      1    format version (1)
-    1      1    codec id (0 float32, 1 float16, 2 int8)
-    2      1    flags (bit 0: a msgpack blob follows the vector)
-    3      1    reserved (0)
-    4      4    dim (uint32)
-    8      8    expires_at (float64 unix seconds; 0.0 = never)
-    16     4    scale (float32; int8 dequantisation scale, 1.0 otherwise)
-    20     4    checksum (CRC-32 of bytes 0..19 followed by everything after byte 24)
+    0      4    checksum: low 32 bits of XXH3-64 over every byte after offset 4
+    4      1    format version (1)
+    5      1    codec id (0 float32, 1 float16, 2 int8)
+    6      1    flags (bit 0: a msgpack blob follows the vector)
+    7      1    reserved (0)
+    8      4    dim (uint32)
+    12     8    expires_at (float64 unix seconds; 0.0 = never)
+    20     4    scale (float32; int8 dequantisation scale, 1.0 otherwise)
     24     ...  vector: dim * itemsize bytes
     ...    ...  msgpack map {"m": metadata, "t": source text} when flag bit 0 is set
 
@@ -26,19 +26,30 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
 from .errors import InvalidMetadataError
 
 FORMAT_VERSION = 1
-HEADER = struct.Struct("<BBBBIdfI")
+HEADER = struct.Struct("<IBBBBIdf")
 HEADER_SIZE = HEADER.size  # 24
-_PREFIX = struct.Struct("<BBBBIdf")  # the 20 bytes covered by the checksum before the body
+_FIELDS = struct.Struct("<BBBBIdf")  # the 20 header bytes after the checksum
+_CHECK = struct.Struct("<I")
+_MASK32 = 0xFFFFFFFF
+
+
+def checksum(data: bytes | memoryview) -> int:
+    """The 32-bit record checksum (XXH3-64, low half): ~0.2 us per 1.5 KB record.
+
+    It detects accidental corruption (bit rot, torn or truncated writes), not tampering:
+    whoever can write the cache directory can write any record.
+    """
+    return xxh3_64_intdigest(data) & _MASK32
 
 CODEC_IDS = {"float32": 0, "float16": 1, "int8": 2}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
@@ -117,12 +128,9 @@ def encode_record(
     codec_id = CODEC_IDS[codec]
     body, scale = _quantize(vector, codec_id)
     flags = FLAG_BLOB if blob else 0
-    prefix = _PREFIX.pack(FORMAT_VERSION, codec_id, flags, 0, vector.shape[0], expires_at, scale)
-    crc = zlib.crc32(body, zlib.crc32(prefix))
-    if blob:
-        crc = zlib.crc32(blob, crc)
-        return prefix + struct.pack("<I", crc) + body + blob
-    return prefix + struct.pack("<I", crc) + body
+    fields = _FIELDS.pack(FORMAT_VERSION, codec_id, flags, 0, vector.shape[0], expires_at, scale)
+    rest = fields + body + blob if blob else fields + body
+    return _CHECK.pack(checksum(rest)) + rest
 
 
 def encode_records(
@@ -142,7 +150,7 @@ def peek_expiry(buf: bytes | memoryview) -> float | None:
     """``expires_at`` of a record (0.0 = never) without verifying it; None if too short."""
     if len(buf) < HEADER_SIZE:
         return None
-    value: float = HEADER.unpack_from(buf, 0)[5]
+    value: float = HEADER.unpack_from(buf, 0)[6]
     return value
 
 
@@ -154,14 +162,14 @@ def decode_record(buf: bytes | memoryview, dim: int) -> Record | None:
     n = len(buf)
     if n < HEADER_SIZE:
         return None
-    version, codec_id, flags, _, rdim, expires_at, scale, crc = HEADER.unpack_from(buf, 0)
+    crc, version, codec_id, flags, _, rdim, expires_at, scale = HEADER.unpack_from(buf, 0)
     if version != FORMAT_VERSION or rdim != dim or codec_id not in _ITEMSIZE:
         return None
     body_end = HEADER_SIZE + dim * _ITEMSIZE[codec_id]
     if n < body_end or (not flags & FLAG_BLOB and n != body_end):
         return None
     mv = memoryview(buf)
-    if zlib.crc32(mv[HEADER_SIZE:], zlib.crc32(mv[:20])) != crc:
+    if xxh3_64_intdigest(mv[4:]) & _MASK32 != crc:
         return None
     raw = np.frombuffer(buf, dtype=_DTYPES[codec_id], count=dim, offset=HEADER_SIZE)
     if codec_id == 0:

@@ -430,7 +430,7 @@ class PolicyConfig:
     seed: int | None = None
     """Seed of the policy's randomness (sketch hashing, sampling); ``None`` = random per
     process; >= 0."""
-    access_buffer: int = 128
+    access_buffer: int = 1024
     """Accesses buffered before they are applied to the frequency sketch in one batch; > 0."""
 
     def __post_init__(self) -> None:

@@ -659,7 +659,7 @@ class PolicyEngine:
         seed: int | None = None,
         hasher: Callable[[Any], int] = default_hasher,
         sketch_capacity: int | None = None,
-        access_buffer: int = 128,
+        access_buffer: int = 1024,
         hasher_many: Callable[[Sequence[Any]], np.ndarray] | None = None,
     ) -> None:
         self.hot_capacity = _nonneg_int("hot_capacity", hot_capacity)
