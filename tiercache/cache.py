@@ -279,7 +279,9 @@ class TierCache:
             else:
                 expired = False
                 self._s_warm.hits += 1
-                demote = self._promote_locked([(content, key, rec)])
+                demote = self._promote_locked(
+                    [(content, key, rec.vector, rec.expires_at, rec.blob)]
+                )
         if expired:
             self._warm_delete([key])
             return None
@@ -380,8 +382,7 @@ class TierCache:
         dim = self.dim
 
         def decode(buf: memoryview) -> object:
-            rec = codec.decode_record(buf, dim)
-            return _CORRUPT if rec is None else rec
+            return codec.decode_raw(buf, dim) or _CORRUPT
 
         try:
             records = self._warm.get_many_with(keys, decode)
@@ -390,35 +391,47 @@ class TierCache:
                 self._s_warm.errors += 1
             records = [None] * len(keys)
         elapsed = _perf() - t1
-        promote: list[tuple[Content, bytes, codec.Record]] = []
+        hits: list[int] = []  # indexes into wanted/keys/records
         drop: list[bytes] = []
+        corrupt = expired = 0
+        for j, rec in enumerate(records):
+            if rec is None or rec is _CORRUPT:
+                corrupt += rec is _CORRUPT
+                missing[wanted[j]] = (keys[j], warm_wanted[wanted[j]])
+            elif rec[2] and rec[2] <= now:  # type: ignore[index]
+                expired += 1
+                drop.append(keys[j])
+                missing[wanted[j]] = (keys[j], warm_wanted[wanted[j]])
+            else:
+                hits.append(j)
+        raws = cast(list[codec.RawRecord], [records[j] for j in hits])
+        matrix = codec.raw_to_matrix(raws, dim)
+        if hits:
+            rows = [warm_wanted[wanted[j]] for j in hits]
+            if all(len(r) == 1 for r in rows):
+                out[[r[0] for r in rows]] = matrix
+            else:
+                for m, r in enumerate(rows):
+                    out[r] = matrix[m]
+            if found is not None:
+                for m, j in enumerate(hits):
+                    blob = raws[m][3]
+                    meta = codec.unpack_blob(blob).get("m") if blob else None
+                    for i in warm_wanted[wanted[j]]:
+                        found[i] = Entry(key_to_str(keys[j]), matrix[m].copy(), meta, "warm")
         with self._lock:
-            for c, k, rec in zip(wanted, keys, records):
-                if rec is None:
-                    missing[c] = (k, warm_wanted[c])
-                    continue
-                if rec is _CORRUPT:
-                    self._s_warm.corrupt += 1
-                    missing[c] = (k, warm_wanted[c])
-                    continue
-                assert isinstance(rec, codec.Record)
-                if rec.expires_at and rec.expires_at <= now:
-                    self._s_warm.expired += 1
-                    self._s_warm.evictions["expired"] += 1
-                    drop.append(k)
-                    missing[c] = (k, warm_wanted[c])
-                    continue
-                rows = warm_wanted[c]
-                out[rows] = rec.vector
-                if found is not None:
-                    meta = rec.metadata()
-                    for i in rows:
-                        found[i] = Entry(key_to_str(k), rec.vector.copy(), meta, "warm")
-                promote.append((c, k, rec))
-            self._s_warm.hits += len(promote)
-            self._s_warm.misses += len(missing)
-            self._s_warm.latency.add(elapsed / max(1, len(keys)))
-            demote = self._promote_locked(promote)
+            sw = self._s_warm
+            sw.corrupt += corrupt
+            sw.expired += expired
+            if expired:
+                sw.evictions["expired"] += expired
+            sw.hits += len(hits)
+            sw.misses += len(missing)
+            sw.latency.add(elapsed / max(1, len(keys)))
+            demote = self._promote_locked(
+                [(wanted[j], keys[j], matrix[m], raws[m][2], raws[m][3])
+                 for m, j in enumerate(hits)]
+            ) if hits else []
         if drop:
             self._warm_delete(drop)
         if demote:
@@ -468,14 +481,15 @@ class TierCache:
         return demote
 
     def _promote_locked(
-        self, items: list[tuple[Content, bytes, codec.Record]]
+        self, items: list[tuple[Content, bytes, np.ndarray, float, bytes | None]]
     ) -> list[tuple[bytes, bytes]]:
+        """Offer warm hits ``(content, key, vector, expires_at, blob)`` to hot."""
         demote: list[tuple[bytes, bytes]] = []
         if self._hot.capacity == 0:
             return demote
-        for c, k, rec in items:
+        for c, k, vector, expires_at, blob in items:
             demote += self._admit_hot_locked(
-                c, k, rec.vector, rec.expires_at or NEVER, rec.blob, in_warm=True
+                c, k, vector, expires_at or NEVER, blob, in_warm=True
             )
         return demote
 
