@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,28 +193,24 @@ def _tiercache_warm(codec: str) -> Callable[[int, Path], Store]:
     return make
 
 
-def plain_dict(n: int, tmp: Path) -> Store:
-    d: dict[str, Vec] = {}
+def _mapping_store(name: str, m: MutableMapping[str, Vec]) -> Store:
+    """A RAM store over any str -> vector mapping (dict, cachetools caches)."""
 
     def load(items: Sequence[tuple[str, Vec]]) -> None:
         for t, v in items:
-            d[t] = v.copy()
+            m[t] = v.copy()
 
-    return Store("dict", "RAM", load, d.__getitem__,
-                 lambda ts: np.stack([d[t] for t in ts]),
-                 lambda t, v: d.__setitem__(t, v.copy()), dict)
+    return Store(name, "RAM", load, m.__getitem__,
+                 lambda ts: np.stack([m[t] for t in ts]),
+                 lambda t, v: m.__setitem__(t, v.copy()), dict)
+
+
+def plain_dict(n: int, tmp: Path) -> Store:
+    return _mapping_store("dict", {})
 
 
 def lfu_cache(n: int, tmp: Path) -> Store:
-    c: cachetools.LFUCache[str, Vec] = cachetools.LFUCache(maxsize=n)
-
-    def load(items: Sequence[tuple[str, Vec]]) -> None:
-        for t, v in items:
-            c[t] = v.copy()
-
-    return Store("cachetools LFUCache", "RAM", load, c.__getitem__,
-                 lambda ts: np.stack([c[t] for t in ts]),
-                 lambda t, v: c.__setitem__(t, v.copy()), dict)
+    return _mapping_store("cachetools LFUCache", cachetools.LFUCache(maxsize=n))
 
 
 def raw_lmdb(n: int, tmp: Path) -> Store:
