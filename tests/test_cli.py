@@ -71,3 +71,19 @@ def test_every_command_has_help_and_is_documented() -> None:
         r = CliRunner().invoke(main, command.split() + ["--help"])
         assert r.exit_code == 0 and "Usage" in r.output
         assert f"tiercache {command}" in doc, f"docs/cli.md lacks 'tiercache {command}'"
+
+
+def test_stats_does_not_register_a_fingerprint(tmp_path: Path) -> None:
+    from tiercache.keys import Fingerprint
+    from tiercache.tiers.lmdb import LmdbTier
+
+    cfg = write_config(tmp_path)
+    inp = tmp_path / "q.txt"
+    inp.write_text("a\n")
+    assert CliRunner().invoke(main, ["embed", "-c", str(cfg), "-i", str(inp)]).exit_code == 0
+    assert CliRunner().invoke(main, ["stats", "-c", str(cfg)]).exit_code == 0
+    t = LmdbTier(tmp_path / "w", fingerprint=Fingerprint(model="", dim=0),
+                 on_fingerprint_mismatch="inspect")
+    fps = t.manifest()["namespaces"]["default"]
+    t.close()
+    assert [fp["model"] for fp in fps] == ["tiercache/hash"]

@@ -110,11 +110,11 @@ def stats(config_path: str | None, as_json: bool) -> None:
         path = Path(cfg.warm.path)
         if not (path / "data.mdb").exists():
             _fail(TierCacheError(f"no warm store at {path}"))
-        from .encoders import encoder_from_config
+        from .keys import Fingerprint
 
-        enc = encoder_from_config(cfg.encoder)
-        tier = LmdbTier(path, fingerprint=enc.fingerprint, namespace=cfg.warm.namespace,
-                        durability=cfg.warm.durability, on_fingerprint_mismatch="coexist")
+        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                        on_fingerprint_mismatch="inspect")
         try:
             info: dict[str, Any] = {"path": str(path), **tier.stat(),
                                     "manifest": tier.manifest()}

@@ -15,13 +15,24 @@ Rules this module keeps (see docs/architecture.md):
 * the manifest (``meta`` sub-database) records the format version and, per namespace, the
   fingerprint(s) of the vectors stored, so a store is never read with another model.
 
+Packed records (``packed_record_len``; docs/record-format.md, "LMDB page geometry"): records
+of exactly that length are stored as slots (16-byte digest + record) of multi-record
+*segments* (sub-database ``segs``, 8-byte big-endian ids, appended in id order) reached
+through ``index`` (digest -> segment id, slot offset, record length). Other records stay
+one per key in ``records``. A key lives in exactly one of the two places. Segment live
+counts are in ``segmeta``; the open (partly filled) segment per record length and the
+segments waiting for relocation are in ``meta`` under ``pk:`` keys.
+
 The tier stores bytes. Which records to evict is decided by the policy engine; the tier
 only offers ``sample(probes)`` so the engine can look at random resident keys.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -35,9 +46,40 @@ from ..keys import KEY_BYTES, Fingerprint
 T = TypeVar("T")
 
 STORE_FORMAT = 1
+"""Format of a store holding plain records only (what every earlier tiercache wrote)."""
+PACKED_FORMAT = 2
+"""Format of a store that may hold packed segments. Written in the transaction that creates
+the first segment, so an older tiercache (which reads only ``records``) refuses the store
+instead of silently missing, miscounting or failing to delete packed records. A format-1
+store opens and reads unchanged; packing is additive."""
+_READABLE_FORMATS = (str(STORE_FORMAT).encode(), str(PACKED_FORMAT).encode())
+
 _RECORDS = b"records"
 _META = b"meta"
+_INDEX = b"index"
+_SEGS = b"segs"
+_SEGMETA = b"segmeta"
 _MIN_MAP = 64 * 2**20
+
+_IDX = struct.Struct("<II")  # after the 8-byte segment id: slot byte offset, record length
+_IDX_FULL = struct.Struct("<8sII")  # the whole 16-byte index value
+_SEGMETA_V = struct.Struct("<III")  # live slots, record length, slots per segment (K)
+_SEG_ID = struct.Struct(">Q")
+_PK_OPEN = b"pk:open:"  # + u32 BE record length -> open segment id
+_PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for relocation
+
+MAX_SEGMENT_SLOTS = 64
+SPARSE_FRACTION = 0.5
+"""A closed segment with fewer live slots than this fraction of K is relocated. Under
+uniform random deletes a segment spends time ~1/live at each live count, so the average
+fill of closed segments is (1 - f) / ln(1 / f): 54% for f = 1/4 (worse than plain records
+for 384-d float32), 72% for f = 1/2, at the cost of f / (1 - f) moved records per freed
+slot (1/3 and 1). See docs/record-format.md."""
+MAX_RELOCATIONS_PER_WRITE = 2
+"""Segments relocated per write transaction at least, when some are waiting; a transaction
+that frees n packed slots may relocate ``2 * n / K`` more (see relocation_budget)."""
+_MAX_PENDING = 4096
+_K_TOLERANCE = 0.01
 
 _fork_generation = 0
 
@@ -46,6 +88,44 @@ def _after_fork() -> None:
     global _fork_generation
     _fork_generation += 1
     _ENVS.clear()  # inherited handles must never be used (nor closed) in the child
+
+
+def segment_cost(slots: int, record_len: int, page_size: int = 4096) -> float:
+    """Bytes of B-tree and overflow pages one segment of ``slots`` slots costs, per slot.
+
+    A value of V bytes over the leaf limit takes ``ceil((V + 16) / page_size)`` overflow
+    pages plus a 26-byte leaf node (8 header + 8 key + 8 page number + 2 pointer); a smaller
+    value stays in leaf pages filled densely by appends (8 + 8 + V + 2 bytes a node).
+    """
+    value = slots * (KEY_BYTES + record_len)
+    node_max = ((page_size - 16) // 2 & -2) - 2
+    if 8 + 8 + value <= node_max:
+        per_page = (page_size - 16) // (8 + 8 + value + 2)
+        return page_size / per_page / slots
+    return (math.ceil((value + 16) / page_size) * page_size + 26) / slots
+
+
+@functools.lru_cache(maxsize=64)
+def segment_slots(record_len: int, page_size: int = 4096) -> int:
+    """K, the slots per segment for records of ``record_len`` bytes.
+
+    The K in 2..64 with the fewest bytes per slot; among those within 1% of that minimum,
+    the smallest (a rewrite of a segment rewrites all its pages). 384-d float32 (1,560 B):
+    K = 18 (7 pages, 1,594 B a slot); float16 (792 B): K = 5 (1 page, 824 B a slot).
+    """
+    costs = {k: segment_cost(k, record_len, page_size) for k in range(2, MAX_SEGMENT_SLOTS + 1)}
+    best = min(costs.values())
+    return min(k for k, c in costs.items() if c <= best * (1 + _K_TOLERANCE))
+
+
+def relocation_budget(freed: int, page_size: int = 4096, record_len: int | None = None) -> int:
+    """Segments one write transaction may relocate: a constant plus twice the segments'
+    worth of slots it freed, so relocation keeps pace with deletes (a relocation reclaims
+    at least (1 - SPARSE_FRACTION) * K slots) while the work stays proportional to the
+    batch: at most ``2 + 2 * freed / K`` segments, each moving under SPARSE_FRACTION * K
+    records."""
+    k = segment_slots(record_len, page_size) if record_len else MAX_SEGMENT_SLOTS
+    return MAX_RELOCATIONS_PER_WRITE + math.ceil(2 * freed / k)
 
 
 class _Env:
@@ -57,7 +137,7 @@ class _Env:
             path,
             map_size=map_size,
             subdir=True,
-            max_dbs=4,
+            max_dbs=8,
             max_readers=max_readers,
             sync=durable,
             metasync=durable,
@@ -69,35 +149,54 @@ class _Env:
         self.env.reader_check()
         self.records = self.env.open_db(_RECORDS)
         self.meta = self.env.open_db(_META)
+        self.index = self.env.open_db(_INDEX)
+        self.segs = self.env.open_db(_SEGS)
+        self.segmeta = self.env.open_db(_SEGMETA)
+        self.psize = int(self.env.stat()["psize"])
         self.refs = 0
         self.write_lock = threading.Lock()
         self.mu = threading.Lock()
         self.idle = threading.Condition(self.mu)
-        self.readers = 0
+        # Read transactions of this process that are open: one list item each. list.append
+        # and list.pop are atomic under the GIL, so the hot path takes no lock.
+        self.active: list[None] = []
         self.resizing = False
         self.generation = _fork_generation
 
-    # A reader count that lets ``set_mapsize`` run only when no transaction is open in this
-    # process (py-lmdb's requirement); readers of other processes are unaffected.
+    # ``set_mapsize`` may run only when no transaction is open in this process (py-lmdb's
+    # requirement); readers of other processes are unaffected. A reader announces itself
+    # (append) and *then* looks at ``resizing``; the resizer sets ``resizing`` and *then*
+    # looks at the count. Under the GIL these steps are sequentially consistent, so either
+    # the reader sees the flag (and backs off) or the resizer sees the reader (and waits).
+    # The lock is taken only while a resize is pending.
     def enter_read(self) -> None:
-        with self.mu:
-            while self.resizing:
-                self.idle.wait()
-            self.readers += 1
+        active = self.active
+        while True:
+            active.append(None)
+            if not self.resizing:
+                return
+            active.pop()
+            with self.mu:
+                self.idle.notify_all()
+                while self.resizing:
+                    self.idle.wait()
 
     def exit_read(self) -> None:
+        self.active.pop()
+        if self.resizing:
+            self.wake()
+
+    def wake(self) -> None:
         with self.mu:
-            self.readers -= 1
-            if self.readers == 0 and self.resizing:
-                self.idle.notify_all()
+            self.idle.notify_all()
 
     def resize(self, new_size: int) -> None:
         """Set the map size (0 = adopt the size another process set). Caller holds write_lock."""
         with self.mu:
             self.resizing = True
-            while self.readers:
-                self.idle.wait()
             try:
+                while self.active:
+                    self.idle.wait(0.05)
                 self.env.set_mapsize(new_size)
             finally:
                 self.resizing = False
@@ -129,11 +228,277 @@ def _release_env(handle: _Env) -> None:
                 handle.env.close()
 
 
+def _lookup(txn: lmdb.Transaction, h: _Env, key: bytes, decode: Callable[[Any], T],
+            packed_first: bool) -> T | None:
+    """One key inside a read transaction opened with ``buffers=True`` and no default db."""
+    if packed_first:
+        iv = txn.get(key, db=h.index)
+        if iv is None:
+            buf = txn.get(key, db=h.records)
+            return None if buf is None else decode(buf)
+    else:
+        buf = txn.get(key, db=h.records)
+        if buf is not None:
+            return decode(buf)
+        iv = txn.get(key, db=h.index)
+        if iv is None:
+            return None
+    return decode(_slot(txn, h, key, iv))
+
+
+def _slot(txn: lmdb.Transaction, h: _Env, key: bytes, iv: Any) -> Any:
+    """The record an index value points to, or ``b""`` (decodes as corrupt) if it is not
+    there or its slot holds another digest: never another key's record."""
+    if len(iv) != 16:
+        return b""
+    sid, off, ln = _IDX_FULL.unpack(iv)
+    seg = txn.get(sid, db=h.segs)
+    if seg is None:
+        return b""
+    end = off + KEY_BYTES + ln
+    if end > len(seg) or seg[off:off + KEY_BYTES] != key:
+        return b""
+    return seg[off + KEY_BYTES:end]
+
+
+class _Packer:
+    """The packed-record bookkeeping of one write transaction.
+
+    Index entries and plain records are written to the transaction as they change; segment
+    contents and live counts are kept here and written once per segment in ``finish``, so
+    a batch rewrites each touched segment once.
+    """
+
+    def __init__(self, txn: lmdb.Transaction, h: _Env, packed_len: int | None) -> None:
+        self.txn = txn
+        self.h = h
+        self.packed_len = packed_len
+        self.bufs: dict[bytes, bytearray] = {}
+        self.metas: dict[bytes, list[int]] = {}  # sid -> [live, record_len, K]
+        self.new: set[bytes] = set()
+        self.dirty: set[bytes] = set()
+        self.dropped: set[bytes] = set()
+        self.open: dict[int, bytes | None] = {}
+        self.open_dirty: set[int] = set()
+        self.sparse: list[bytes] = []
+        self.removed = 0  # packed slots freed in this transaction
+        self.next_id: int | None = None
+        self.has_plain = txn.stat(h.records)["entries"] > 0
+        self.has_index = txn.stat(h.index)["entries"] > 0
+
+    # -- segment access --------------------------------------------------------------
+    def _meta(self, sid: bytes) -> list[int] | None:
+        m = self.metas.get(sid)
+        if m is None and sid not in self.dropped:
+            raw = self.txn.get(sid, db=self.h.segmeta)
+            if raw is None or len(raw) != _SEGMETA_V.size:
+                return None
+            m = list(_SEGMETA_V.unpack(raw))
+            self.metas[sid] = m
+        return m
+
+    def _buf(self, sid: bytes) -> bytearray | None:
+        b = self.bufs.get(sid)
+        if b is None and sid not in self.dropped:
+            raw = self.txn.get(sid, db=self.h.segs)
+            if raw is None:
+                return None
+            b = bytearray(raw)
+            self.bufs[sid] = b
+        return b
+
+    def _open_sid(self, length: int) -> bytes | None:
+        if length not in self.open:
+            raw = self.txn.get(_PK_OPEN + length.to_bytes(4, "big"), db=self.h.meta)
+            self.open[length] = bytes(raw) if raw is not None and len(raw) == 8 else None
+        return self.open[length]
+
+    def _set_open(self, length: int, sid: bytes | None) -> None:
+        self.open[length] = sid
+        self.open_dirty.add(length)
+
+    def _new_segment(self, length: int) -> bytes:
+        if self.next_id is None:
+            cur = self.txn.cursor(db=self.h.segs)
+            self.next_id = _SEG_ID.unpack(cur.key())[0] + 1 if cur.last() else 1
+        sid = _SEG_ID.pack(self.next_id)
+        self.next_id += 1
+        self.bufs[sid] = bytearray()
+        self.metas[sid] = [0, length, segment_slots(length, self.h.psize)]
+        self.new.add(sid)
+        self._set_open(length, sid)
+        return sid
+
+    def _drop_segment(self, sid: bytes) -> None:
+        m = self.metas.pop(sid, None)
+        self.bufs.pop(sid, None)
+        self.dirty.discard(sid)
+        if sid in self.new:
+            self.new.discard(sid)  # never written
+        self.dropped.add(sid)
+        if m is not None and self._open_sid(m[1]) == sid:
+            self._set_open(m[1], None)
+
+    # -- record operations -------------------------------------------------------------
+    def add(self, key: bytes, rec: bytes) -> None:
+        """Append a packed record to the open segment (a new one when it is full)."""
+        length = len(rec)
+        sid = self._open_sid(length)
+        buf = meta = None
+        if sid is not None:
+            buf, meta = self._buf(sid), self._meta(sid)
+            if buf is None or meta is None or meta[1] != length or len(buf) >= meta[2] * (
+                KEY_BYTES + length
+            ):
+                buf = None
+        if sid is None or buf is None or meta is None:
+            sid = self._new_segment(length)
+            buf, meta = self.bufs[sid], self.metas[sid]
+        off = len(buf)
+        self.dirty.add(sid)
+        buf += key
+        buf += rec
+        meta[0] += 1
+        self.txn.put(key, sid + _IDX.pack(off, length), db=self.h.index)
+        self.has_index = True
+
+    def unpack(self, key: bytes) -> bool:
+        """Remove ``key`` from the packed side; True if it was there."""
+        if not self.has_index:
+            return False
+        iv = self.txn.get(key, db=self.h.index)
+        if iv is None:
+            return False
+        sid = bytes(iv[:8])
+        self.txn.delete(key, db=self.h.index)
+        meta = self._meta(sid)
+        if meta is None:
+            return True
+        meta[0] -= 1
+        self.removed += 1
+        if meta[0] <= 0:
+            self._drop_segment(sid)
+        elif meta[0] < meta[2] * SPARSE_FRACTION and self._open_sid(meta[1]) != sid:
+            self.sparse.append(sid)
+        return True
+
+    def put(self, key: bytes, rec: bytes) -> None:
+        if len(rec) == self.packed_len:
+            if self.has_index:
+                iv = self.txn.get(key, db=self.h.index)
+                if iv is not None and self._overwrite(key, bytes(iv), rec):
+                    return
+                if iv is not None:
+                    self.unpack(key)
+            if self.has_plain:
+                self.txn.delete(key, db=self.h.records)
+            self.add(key, rec)
+        else:
+            self.unpack(key)
+            self.txn.put(key, rec, db=self.h.records)
+            self.has_plain = True
+
+    def _overwrite(self, key: bytes, iv: bytes, rec: bytes) -> bool:
+        sid = iv[:8]
+        off, length = _IDX.unpack_from(iv, 8)
+        if length != len(rec):
+            return False
+        buf = self._buf(sid)
+        end = off + KEY_BYTES + length
+        if buf is None or end > len(buf) or buf[off:off + KEY_BYTES] != key:
+            return False
+        buf[off + KEY_BYTES:end] = rec
+        self.dirty.add(sid)
+        return True
+
+    def delete(self, key: bytes) -> bool:
+        gone = bool(self.has_plain and self.txn.delete(key, db=self.h.records))
+        return self.unpack(key) or gone
+
+    def relocate(self, sid: bytes) -> bool:
+        """Move the live slots of a sparse closed segment to the open one; drop it."""
+        meta = self._meta(sid)
+        if meta is None or meta[0] >= meta[2] * SPARSE_FRACTION or self._open_sid(meta[1]) == sid:
+            return False
+        buf = self._buf(sid)
+        if buf is None:
+            return False
+        length = meta[1]
+        size = KEY_BYTES + length
+        get = self.txn.get
+        live: list[tuple[bytes, bytes]] = []
+        for off in range(0, len(buf) - size + 1, size):
+            key = bytes(buf[off:off + KEY_BYTES])
+            iv = get(key, db=self.h.index)
+            if iv is not None and iv[:8] == sid and _IDX.unpack_from(iv, 8) == (off, length):
+                live.append((key, bytes(buf[off + KEY_BYTES:off + size])))
+        self._drop_segment(sid)
+        for key, rec in live:
+            self.add(key, rec)
+        return True
+
+    # -- commit ------------------------------------------------------------------------
+    def finish(self) -> None:
+        txn, h = self.txn, self.h
+        raw = txn.get(_PK_SPARSE, db=h.meta)
+        if raw is not None or self.sparse:
+            pending = [bytes(raw[i:i + 8]) for i in range(0, len(raw), 8)] if raw else []
+            todo = list(dict.fromkeys(pending + self.sparse))
+            done = 0
+            budget = relocation_budget(self.removed, self.h.psize, self.packed_len)
+            rest: list[bytes] = []
+            for sid in todo:
+                if sid in self.dropped:
+                    continue
+                if done < budget:
+                    done += self.relocate(sid)
+                else:
+                    rest.append(sid)
+            rest = [s for s in rest if s not in self.dropped][:_MAX_PENDING]
+            if rest:
+                txn.put(_PK_SPARSE, b"".join(rest), db=h.meta)
+            elif raw is not None:
+                txn.delete(_PK_SPARSE, db=h.meta)
+        for sid in self.dropped:
+            if sid not in self.new:
+                txn.delete(sid, db=h.segs)
+                txn.delete(sid, db=h.segmeta)
+        for sid, m in self.metas.items():
+            if sid in self.new:
+                continue
+            txn.put(sid, _SEGMETA_V.pack(*m), db=h.segmeta)
+        for sid in self.dirty:
+            if sid not in self.new:
+                txn.put(sid, self.bufs[sid], db=h.segs)
+        for sid in sorted(self.new):  # ids above every stored one: append, dense pages
+            if not (txn.put(sid, self.bufs[sid], append=True, db=h.segs)
+                    and txn.put(sid, _SEGMETA_V.pack(*self.metas[sid]), append=True,
+                                db=h.segmeta)):
+                raise StoreError("warm store: segment ids out of order")
+        for length in self.open_dirty:
+            pk = _PK_OPEN + length.to_bytes(4, "big")
+            open_sid = self.open[length]
+            if open_sid is None or open_sid in self.dropped:
+                txn.delete(pk, db=h.meta)
+            else:
+                txn.put(pk, open_sid, db=h.meta)
+        if self.new and txn.get(b"format", db=h.meta) != _READABLE_FORMATS[1]:
+            txn.put(b"format", str(PACKED_FORMAT).encode(), db=h.meta)
+
+
 class LmdbTier:
     """Byte records keyed by 16-byte digests in an LMDB environment.
 
     Thread-safe. Several processes may open the same path (LMDB's own locking); each
     process opens its own environment, and a forked child reopens on first use.
+
+    ``on_fingerprint_mismatch``: ``"error"`` (default) refuses a namespace holding another
+    fingerprint, ``"coexist"`` registers this one beside it (keys never collide), and
+    ``"inspect"`` checks only the format and registers nothing (``tiercache stats``).
+
+    ``packed_record_len``: records of exactly this many bytes are packed into multi-record
+    segments (see the module docstring); ``None`` packs nothing. Reads find packed and plain
+    records whatever this is set to.
     """
 
     def __init__(
@@ -147,6 +512,7 @@ class LmdbTier:
         max_bytes: int = 2**30,
         max_readers: int = 126,
         on_fingerprint_mismatch: str = "error",
+        packed_record_len: int | None = None,
     ) -> None:
         self.path = os.path.realpath(os.fspath(path))
         self.fingerprint = fingerprint
@@ -155,6 +521,10 @@ class LmdbTier:
         self._map_size = map_size or max(_MIN_MAP, min(4 * max_bytes, 2**40))
         self._max_readers = max_readers
         self._on_mismatch = on_fingerprint_mismatch
+        if packed_record_len is not None and packed_record_len <= 0:
+            raise ValueError("packed_record_len must be a positive number of bytes")
+        self.packed_record_len = packed_record_len
+        self._packed_first = packed_record_len is not None
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -207,11 +577,13 @@ class LmdbTier:
             fmt = txn.get(b"format")
             if fmt is None:
                 txn.put(b"format", str(STORE_FORMAT).encode())
-            elif fmt != str(STORE_FORMAT).encode():
+            elif fmt not in _READABLE_FORMATS:
                 raise StoreError(
                     f"warm store {self.path} has format {fmt.decode(errors='replace')!r}; "
-                    f"this tiercache reads format {STORE_FORMAT}"
+                    f"this tiercache reads formats {STORE_FORMAT} and {PACKED_FORMAT}"
                 )
+            if self._on_mismatch == "inspect":  # read-only look: register nothing
+                return
             raw = txn.get(ns_key)
             known: list[dict[str, Any]] = []
             if raw is not None:
@@ -252,13 +624,14 @@ class LmdbTier:
         return out
 
     # -- reads -------------------------------------------------------------------------
-    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def _read(self, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
+        """``fn(txn, handle)`` in a read transaction (buffers=True, no default db)."""
         h = self._h
         while True:
             h.enter_read()
             try:
-                with h.env.begin(db=h.records, buffers=True) as txn:
-                    return fn(txn)
+                with h.env.begin(buffers=True) as txn:
+                    return fn(txn, h)
             except lmdb.MapResizedError:
                 pass
             finally:
@@ -269,27 +642,36 @@ class LmdbTier:
     def get_with(self, key: bytes, decode: Callable[[Any], T]) -> T | None:
         """``decode(buffer)`` of one record inside the read transaction, or None if absent.
 
-        ``decode`` must copy what it keeps: the buffer dies with the transaction.
+        ``decode`` must copy what it keeps: the buffer dies with the transaction. A packed
+        slot that does not hold ``key`` is passed as ``b""`` (a corrupt record, not a miss).
         """
-
-        def run(txn: lmdb.Transaction) -> T | None:
-            buf = txn.get(key)
-            return None if buf is None else decode(buf)
-
-        return self._read(run)
+        # The fast path of _read, inlined: no closure, no lock (see _Env.enter_read).
+        h = self._handle
+        if h is None or h.generation != _fork_generation:
+            h = self._h
+        active = h.active
+        active.append(None)
+        try:
+            if not h.resizing:
+                with h.env.begin(buffers=True) as txn:
+                    return _lookup(txn, h, key, decode, self._packed_first)
+        except lmdb.MapResizedError:
+            pass
+        finally:
+            active.pop()
+            if h.resizing:
+                h.wake()
+        packed_first = self._packed_first
+        return self._read(lambda txn, h: _lookup(txn, h, key, decode, packed_first))
 
     def get_many_with(
         self, keys: Sequence[bytes], decode: Callable[[Any], T]
     ) -> list[T | None]:
         """Batch of :meth:`get_with` in one read transaction, results in input order."""
+        packed_first = self._packed_first
 
-        def run(txn: lmdb.Transaction) -> list[T | None]:
-            get = txn.get
-            out: list[T | None] = []
-            for k in keys:
-                buf = get(k)
-                out.append(None if buf is None else decode(buf))
-            return out
+        def run(txn: lmdb.Transaction, h: _Env) -> list[T | None]:
+            return [_lookup(txn, h, k, decode, packed_first) for k in keys]
 
         return self._read(run)
 
@@ -297,9 +679,10 @@ class LmdbTier:
         return self.get_many_with(keys, bytes)
 
     def exists_many(self, keys: Sequence[bytes]) -> list[bool]:
-        def run(txn: lmdb.Transaction) -> list[bool]:
-            cur = txn.cursor()
-            return [cur.set_key(k) for k in keys]
+        def run(txn: lmdb.Transaction, h: _Env) -> list[bool]:
+            plain = txn.cursor(db=h.records)
+            packed = txn.cursor(db=h.index)
+            return [plain.set_key(k) or packed.set_key(k) for k in keys]
 
         return self._read(run)
 
@@ -307,13 +690,29 @@ class LmdbTier:
         """For each probe, the first stored key >= probe (wrapping to the first key).
 
         With uniformly distributed keys (digests) and random probes this is a uniform
-        sample of resident keys. Empty store: empty list.
+        sample of resident keys. Packed keys (``index``) and plain ones (``records``) are
+        two sorted sets: each probe picks one in proportion to their sizes (its last 8 bytes
+        read as a fraction in [0, 1) against the plain share), then probes it. Empty store:
+        empty list.
         """
 
-        def run(txn: lmdb.Transaction) -> list[bytes]:
-            cur = txn.cursor()
+        def run(txn: lmdb.Transaction, h: _Env) -> list[bytes]:
+            n_plain = txn.stat(h.records)["entries"]
+            n_packed = txn.stat(h.index)["entries"]
+            total = n_plain + n_packed
+            if not total:
+                return []
+            plain = txn.cursor(db=h.records)
+            packed = txn.cursor(db=h.index)
             out: list[bytes] = []
             for p in probes:
+                if not n_packed:
+                    cur = plain
+                elif not n_plain:
+                    cur = packed
+                else:
+                    frac = int.from_bytes(bytes(p[-8:]).rjust(8, b"\0"), "big")
+                    cur = plain if frac * total < n_plain << 64 else packed
                 if cur.set_range(p) or cur.first():
                     out.append(bytes(cur.key()))
             return out
@@ -325,16 +724,20 @@ class LmdbTier:
         start = b""
         while True:
 
-            def run(txn: lmdb.Transaction, start: bytes = start) -> list[bytes]:
-                cur = txn.cursor()
+            def run(txn: lmdb.Transaction, h: _Env, start: bytes = start) -> list[bytes]:
                 out: list[bytes] = []
-                if not cur.set_range(start):
-                    return out
-                for k in cur.iternext(keys=True, values=False):
-                    out.append(bytes(k))
-                    if len(out) >= chunk:
-                        break
-                return out
+                for db in (h.records, h.index):
+                    cur = txn.cursor(db=db)
+                    if not cur.set_range(start):
+                        continue
+                    n = 0
+                    for k in cur.iternext(keys=True, values=False):
+                        out.append(bytes(k))
+                        n += 1
+                        if n >= chunk:
+                            break
+                out.sort()
+                return out[:chunk]
 
             batch = self._read(run)
             if not batch:
@@ -343,19 +746,28 @@ class LmdbTier:
             start = batch[-1] + b"\x00"
 
     def count(self) -> int:
-        return int(self._read(lambda txn: txn.stat(self._h.records)["entries"]))
+        return self._read(
+            lambda txn, h: int(txn.stat(h.records)["entries"] + txn.stat(h.index)["entries"])
+        )
 
     def stat(self) -> dict[str, int]:
-        """Entries and bytes: ``bytes_used`` counts the records' B-tree pages."""
+        """Entries and bytes: ``bytes_used`` counts the pages of the record sub-databases
+        (plain records, packed index, segments and their live counts)."""
 
-        def run(txn: lmdb.Transaction) -> dict[str, int]:
-            s = txn.stat(self._h.records)
-            pages = s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+        def run(txn: lmdb.Transaction, h: _Env) -> dict[str, int]:
+            pages = 0
+            stats = {}
+            for name, db in (("records", h.records), ("index", h.index),
+                             ("segs", h.segs), ("segmeta", h.segmeta)):
+                s = stats[name] = txn.stat(db)
+                pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
             return {
-                "entries": s["entries"],
-                "bytes_used": pages * s["psize"],
-                "page_size": s["psize"],
-                "depth": s["depth"],
+                "entries": stats["records"]["entries"] + stats["index"]["entries"],
+                "bytes_used": pages * stats["records"]["psize"],
+                "page_size": stats["records"]["psize"],
+                "depth": max(stats["records"]["depth"], stats["index"]["depth"]),
+                "packed_entries": stats["index"]["entries"],
+                "segments": stats["segs"]["entries"],
             }
 
         out = self._read(run)
@@ -371,19 +783,39 @@ class LmdbTier:
             return 0
 
     # -- writes ------------------------------------------------------------------------
-    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def _write(self, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
         h = self._h
         with h.write_lock:
             for _ in range(32):
                 try:
-                    with h.env.begin(write=True, db=h.records) as txn:
-                        return fn(txn)
+                    with h.env.begin(write=True) as txn:
+                        return fn(txn, h)
                 except lmdb.MapFullError:
                     # the transaction was aborted as a whole; grow and replay the batch
                     h.resize(int(h.env.info()["map_size"]) * 2)
                 except lmdb.MapResizedError:
                     h.resize(0)
             raise StoreError(f"warm store {self.path}: map could not be grown")
+
+    def _apply(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
+        """Delete ``deletes`` then write ``puts`` in one transaction; returns keys deleted."""
+        packed_len = self.packed_record_len
+
+        def run(txn: lmdb.Transaction, h: _Env) -> int:
+            p = _Packer(txn, h, packed_len)
+            n = sum(1 for k in deletes if p.delete(k))
+            if packed_len is None and not p.has_index:  # plain store, plain tier
+                put = txn.put
+                records = h.records
+                for k, v in puts:
+                    put(k, v, db=records)
+            else:
+                for k, v in puts:
+                    p.put(k, v)
+            p.finish()
+            return n
+
+        return self._write(run)
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Write every (key, record) pair in one transaction (all or nothing)."""
@@ -392,39 +824,35 @@ class LmdbTier:
         for k, _ in items:
             if len(k) != KEY_BYTES:
                 raise ValueError("warm keys are 16-byte digests")
-
-        def run(txn: lmdb.Transaction) -> None:
-            put = txn.put
-            for k, v in items:
-                put(k, v)
-
-        self._write(run)
+        self._apply(items, ())
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         if not keys:
             return 0
-
-        def run(txn: lmdb.Transaction) -> int:
-            delete = txn.delete
-            return sum(1 for k in keys if delete(k))
-
-        return self._write(run)
+        return self._apply((), keys)
 
     def replace_many(
         self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]
     ) -> int:
         """Delete ``deletes`` and write ``puts`` in one transaction; returns keys deleted."""
-
-        def run(txn: lmdb.Transaction) -> int:
-            n = sum(1 for k in deletes if txn.delete(k))
-            for k, v in puts:
-                txn.put(k, v)
-            return n
-
-        return self._write(run)
+        for k, _ in puts:
+            if len(k) != KEY_BYTES:
+                raise ValueError("warm keys are 16-byte digests")
+        if not puts and not deletes:
+            return 0
+        return self._apply(puts, deletes)
 
     def clear(self) -> None:
-        self._write(lambda txn: txn.drop(self._h.records, delete=False))
+        def run(txn: lmdb.Transaction, h: _Env) -> None:
+            for db in (h.records, h.index, h.segs, h.segmeta):
+                txn.drop(db, delete=False)
+            cur = txn.cursor(db=h.meta)
+            if cur.set_range(b"pk:"):
+                while cur.key()[:3] == b"pk:":
+                    if not cur.delete():
+                        break
+
+        self._write(run)
 
     def sync(self) -> None:
         self._h.env.sync(True)

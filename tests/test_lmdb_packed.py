@@ -1,0 +1,263 @@
+"""The warm tier's packed segments (LmdbTier(packed_record_len=...)) on a real LMDB store."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+
+from tiercache import codec
+from tiercache.keys import Fingerprint
+from tiercache.tiers import lmdb as lmdb_tier
+from tiercache.tiers.lmdb import LmdbTier, segment_cost, segment_slots
+
+from .test_tiers import FP, RecordStoreContract, k
+
+DIM = 384
+FP384 = Fingerprint(model="m", dim=DIM, revision="1")
+F32 = codec.record_size(DIM, "float32")  # 1560
+F16 = codec.record_size(DIM, "float16")  # 792
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    m = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def tier(path: Path, record_len: int | None, fp: Fingerprint = FP384) -> LmdbTier:
+    return LmdbTier(path, fingerprint=fp, durability="fast", packed_record_len=record_len)
+
+
+def decode(buf: object) -> codec.Record | None:
+    return codec.decode_record(buf, DIM)  # type: ignore[arg-type]
+
+
+class TestPackedContract(RecordStoreContract):
+    """The shared contract against a tier packing 3-byte values: b"v10".."v99" are packed,
+    b"v0".."v9" and longer ones stay plain, so every test mixes both."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[LmdbTier]:
+        t = LmdbTier(tmp_path / "w", fingerprint=FP, durability="fast", packed_record_len=3)
+        yield t
+        t.close()
+
+    def test_values_really_are_mixed(self, store: LmdbTier) -> None:
+        store.put_many([(k(i), b"v%d" % i) for i in range(150)])
+        st = store.stat()
+        assert st["entries"] == 150 and st["packed_entries"] == 90 and st["segments"] >= 2
+
+
+def test_geometry_choices() -> None:
+    assert segment_slots(F32) == 18 and segment_cost(18, F32) < 1.02 * (16 + F32)
+    assert segment_slots(F16) == 5 and segment_cost(5, F16) < 1.03 * (16 + F16)
+
+
+@pytest.mark.parametrize("codec_name", ["float32", "float16"])
+def test_round_trip(tmp_path: Path, codec_name: str) -> None:
+    vecs = unit_vectors(100)
+    recs = codec.encode_records(vecs, codec_name)
+    t = tier(tmp_path / "w", len(recs[0]))
+    keys = [os.urandom(16) for _ in recs]
+    t.put_many(list(zip(keys, recs)))
+    assert t.stat()["packed_entries"] == 100
+    tol = 0 if codec_name == "float32" else 1e-3
+    for key, v in zip(keys, vecs):
+        rec = t.get_with(key, decode)
+        assert rec is not None and np.allclose(rec.vector, v, atol=tol)
+    got = t.get_many_with(keys + [os.urandom(16)], decode)
+    assert got[-1] is None
+    assert all(r is not None and np.allclose(r.vector, v, atol=tol) for r, v in zip(got, vecs))
+    assert t.get_many(keys[:3]) == recs[:3]
+    t.close()
+
+
+def test_mixed_packed_and_plain_in_one_batch(tmp_path: Path) -> None:
+    vecs = unit_vectors(20)
+    blob = codec.pack_blob({"src": "doc"}, "hello")
+    recs = [codec.encode_record(v, "float32", blob=blob if i % 3 == 0 else None)
+            for i, v in enumerate(vecs)]
+    t = tier(tmp_path / "w", F32)
+    keys = [k(i) for i in range(20)]
+    t.put_many(list(zip(keys, recs)))
+    st = t.stat()
+    assert st["entries"] == 20 and st["packed_entries"] == 13
+    assert t.count() == 20 and sorted(t.keys()) == keys
+    assert t.exists_many([k(0), k(1), k(99)]) == [True, True, False]
+    got = t.get_many_with(keys, decode)
+    for i, r in enumerate(got):
+        assert r is not None and np.array_equal(r.vector, vecs[i])
+        assert (r.metadata() == {"src": "doc"}) == (i % 3 == 0)
+    # a key moves between plain and packed: it is removed from the other place
+    t.put_many([(k(0), codec.encode_record(vecs[5])), (k(1), recs[0])])
+    assert t.count() == 20 and t.stat()["packed_entries"] == 13
+    assert np.array_equal(t.get_with(k(0), decode).vector, vecs[5])  # type: ignore[union-attr]
+    assert t.get_with(k(1), decode).metadata() == {"src": "doc"}  # type: ignore[union-attr]
+    t.close()
+
+
+def test_overwrite_in_place(tmp_path: Path) -> None:
+    vecs = unit_vectors(30)
+    recs = codec.encode_records(vecs)
+    t = tier(tmp_path / "w", F32)
+    t.put_many([(k(i), recs[i]) for i in range(10)])
+    segs = t.stat()["segments"]
+    t.put_many([(k(3), recs[20]), (k(7), recs[21])])
+    assert t.stat()["segments"] == segs and t.count() == 10
+    got = t.get_many_with([k(i) for i in range(10)], decode)
+    want = [vecs[20] if i == 3 else vecs[21] if i == 7 else vecs[i] for i in range(10)]
+    assert all(np.array_equal(r.vector, w) for r, w in zip(got, want))  # type: ignore[union-attr]
+    t.close()
+
+
+def test_random_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random puts, overwrites and deletes (packed, plain and moving keys) against a dict;
+    small records so segments fill, empty and get relocated quickly."""
+    rng = random.Random(7)
+    L = 40
+    t = LmdbTier(tmp_path / "m", fingerprint=FP, durability="fast", packed_record_len=L)
+    relocations = []
+    real = lmdb_tier._Packer.relocate
+
+    def counting(self: lmdb_tier._Packer, sid: bytes) -> bool:
+        done = real(self, sid)
+        relocations.append(done)
+        return done
+
+    monkeypatch.setattr(lmdb_tier._Packer, "relocate", counting)
+    model: dict[bytes, bytes] = {}
+    universe = [os.urandom(16) for _ in range(400)]
+    for step in range(150):
+        puts = []
+        for _ in range(rng.randrange(0, 40)):
+            key = rng.choice(universe)
+            n = L if rng.random() < 0.85 else rng.choice([5, L + 1, 300])
+            puts.append((key, rng.randbytes(n)))
+        deletes = rng.sample(universe, rng.randrange(0, 40))
+        op = rng.random()
+        if op < 0.4:
+            t.put_many(puts)
+            for key, v in puts:
+                model[key] = v
+        elif op < 0.6:
+            n = t.delete_many(deletes)
+            assert n == sum(1 for d in set(deletes) if d in model)
+            for d in deletes:
+                model.pop(d, None)
+        else:
+            n = t.replace_many(puts, deletes)
+            assert n == sum(1 for d in set(deletes) if d in model)
+            for d in deletes:
+                model.pop(d, None)
+            for key, v in puts:
+                model[key] = v
+        assert t.get_many(universe) == [model.get(u) for u in universe], step
+        assert t.count() == len(model)
+    assert sum(relocations) >= 5
+    assert sorted(t.keys(chunk=17)) == sorted(model)
+    assert set(t.sample([os.urandom(16) for _ in range(50)])) <= set(model)
+    t.clear()
+    assert t.count() == 0 and t.stat()["bytes_used"] == 0 and t.get_many(universe[:5]) == [None] * 5
+    t.close()
+
+
+def test_relocation_of_sparse_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert lmdb_tier.relocation_budget(80, 4096, F32) == lmdb_tier.MAX_RELOCATIONS_PER_WRITE + 9
+    monkeypatch.setattr(lmdb_tier, "relocation_budget", lambda *a: 1)  # see the queue work
+    recs = codec.encode_records(unit_vectors(18 * 6, seed=3))
+    t = tier(tmp_path / "w", F32)
+    keys = [os.urandom(16) for _ in recs]
+    t.put_many(list(zip(keys, recs)))
+    assert t.stat()["segments"] == 6
+    # empty the first five segments down to two live slots each (below K * SPARSE_FRACTION)
+    doomed = {keys[s * 18 + i] for s in range(5) for i in range(16)}
+    t.delete_many(list(doomed))
+    assert t.stat()["segments"] == 6  # one relocated into the open segment, four queued
+    for _ in range(4):
+        t.delete_many([os.urandom(16)])  # any write relocates queued segments
+    st = t.stat()
+    assert st["entries"] == len(keys) - len(doomed) and st["segments"] == 2
+    live = [i for i, key in enumerate(keys) if key not in doomed]
+    assert t.get_many([keys[i] for i in live]) == [recs[i] for i in live]
+    t.close()
+
+
+def _footprint(tmp_path: Path, codec_name: str, n: int) -> float:
+    recs = codec.encode_records(unit_vectors(1000, seed=1), codec_name)
+    t = tier(tmp_path / codec_name, len(recs[0]))
+    for start in range(0, n, 500):
+        t.put_many([(os.urandom(16), recs[(start + i) % 1000]) for i in range(500)])
+    st = t.stat()
+    t.close()
+    assert st["entries"] == n
+    return float(st["bytes_used"]) / n
+
+
+def test_footprint_float32(tmp_path: Path) -> None:
+    assert _footprint(tmp_path, "float32", 20_000) <= 1.3 * 1536
+
+
+def test_footprint_float16(tmp_path: Path) -> None:
+    assert _footprint(tmp_path, "float16", 20_000) <= 0.7 * 1536
+
+
+def test_digest_mismatch_is_corrupt_not_wrong_record(tmp_path: Path) -> None:
+    recs = codec.encode_records(unit_vectors(3))
+    t = tier(tmp_path / "w", F32)
+    t.put_many([(k(i), recs[i]) for i in range(3)])
+    h = t._h
+    with h.env.begin(write=True) as txn:  # flip a byte of k(1)'s stored digest
+        iv = txn.get(k(1), db=h.index)
+        sid, off = iv[:8], int.from_bytes(iv[8:12], "little")
+        seg = bytearray(txn.get(sid, db=h.segs))
+        seg[off + 5] ^= 0x40
+        txn.put(sid, bytes(seg), db=h.segs)
+    assert t.get_with(k(1), decode) is None
+    assert t.get_with(k(1), lambda b: b"corrupt" if len(b) == 0 else b"data") == b"corrupt"
+    assert t.get_many([k(0), k(1), k(2)]) == [recs[0], b"", recs[2]]
+    # an index entry pointing past its segment is also a corrupt miss, never an error
+    with h.env.begin(write=True) as txn:
+        txn.put(k(2), iv[:8] + (10**6).to_bytes(4, "little") + iv[12:], db=h.index)
+    assert t.get_many([k(2)]) == [b""]
+    t.put_many([(k(1), recs[1])])  # a rewrite repairs it
+    assert t.get_many([k(1)]) == [recs[1]]
+    t.close()
+
+
+def test_reopen_keeps_packed_data_and_marks_format(tmp_path: Path) -> None:
+    recs = codec.encode_records(unit_vectors(40), "float16")
+    t = tier(tmp_path / "w", F16)
+    t.put_many([(k(i), recs[i]) for i in range(40)])
+    t.close()
+    t = tier(tmp_path / "w", F16)
+    assert t.get_many([k(i) for i in range(40)]) == recs
+    assert t.manifest()["format"] == lmdb_tier.PACKED_FORMAT
+    t.put_many([(k(99), recs[0])])  # appends to the reopened open segment
+    assert t.count() == 41 and t.stat()["segments"] == 9
+    t.close()
+    plain = tier(tmp_path / "w", None)  # a tier that packs nothing still reads everything
+    assert plain.get_many([k(i) for i in range(40)]) == recs and plain.count() == 41
+    plain.put_many([(k(0), b"plain now")])
+    assert plain.count() == 41 and plain.stat()["packed_entries"] == 40
+    plain.close()
+
+
+def test_old_plain_store_opens_and_stays_format_1(tmp_path: Path) -> None:
+    path = tmp_path / "old"
+    env = lmdb.open(str(path), max_dbs=4, subdir=True)  # what the previous tiercache wrote
+    records, meta = env.open_db(b"records"), env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"1", db=meta)
+        txn.put(k(1), b"old record", db=records)
+    env.close()
+    t = LmdbTier(path, fingerprint=FP, packed_record_len=3)
+    assert t.get_many([k(1)]) == [b"old record"] and t.manifest()["format"] == 1
+    t.put_many([(k(2), b"abc")])
+    assert t.manifest()["format"] == 2 and t.count() == 2
+    t.close()
+
