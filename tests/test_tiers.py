@@ -185,3 +185,44 @@ class TestMemoryTier:
         t = MemoryTier(4, 2)
         t.put("abc", k(1), np.zeros(4, dtype=np.float32))
         assert t.slot(b"abc") is None
+
+
+def test_map_growth_and_aborts_beside_busy_reader_threads(tmp_path: Path) -> None:
+    """A writer that must grow the map (abort, remap, replay) while three threads read in a
+    tight loop finishes; py-lmdb's abort waits for other threads' LMDB calls, so readers
+    must be held off during it. Run in a subprocess: a regression would hang, not fail."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, threading
+        from tiercache.keys import Fingerprint
+        from tiercache.tiers.lmdb import LmdbTier
+        t = LmdbTier({str(tmp_path / "busy")!r}, fingerprint=Fingerprint(model="m", dim=8),
+                     durability="fast", map_size=1 << 20, packed_record_len=1500)
+        keys = [os.urandom(16) for _ in range(100)]
+        t.put_many([(k, b"x" * 100) for k in keys])
+        stop = False
+        def reader():
+            while not stop:
+                assert t.get_many(keys[:10]) == [b"x" * 100] * 10
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for th in threads:
+            th.start()
+        value = os.urandom(1500)
+        for _ in range(12):
+            t.put_many([(os.urandom(16), value) for _ in range(250)])
+        try:
+            t.put_many([(b"short", value)])  # refused before any transaction opens
+        except ValueError:
+            pass
+        stop = True
+        for th in threads:
+            th.join()
+        assert t.count() == 100 + 12 * 250
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -29,6 +29,7 @@ only offers ``sample(probes)`` so the engine can look at random resident keys.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -190,17 +191,29 @@ class _Env:
         with self.mu:
             self.idle.notify_all()
 
-    def resize(self, new_size: int) -> None:
-        """Set the map size (0 = adopt the size another process set). Caller holds write_lock."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off this process's readers until the block ends (caller holds write_lock).
+
+        Needed for ``set_mapsize`` (no transaction may be open in this process), and for
+        aborting a write transaction: py-lmdb 3.0's abort waits until no other thread is
+        inside an LMDB call, which threads reading in a loop can postpone forever
+        (measured: a writer hung in ``trans_abort`` beside three reading threads).
+        """
         with self.mu:
             self.resizing = True
             try:
                 while self.active:
                     self.idle.wait(0.05)
-                self.env.set_mapsize(new_size)
+                yield
             finally:
                 self.resizing = False
                 self.idle.notify_all()
+
+    def resize(self, new_size: int) -> None:
+        """Set the map size (0 = adopt the size another process set). Caller holds write_lock."""
+        with self.exclusive():
+            self.env.set_mapsize(new_size)
 
 
 _ENVS: dict[str, _Env] = {}
@@ -570,42 +583,44 @@ class LmdbTier:
 
     # -- manifest ----------------------------------------------------------------------
     def _check_manifest(self) -> None:
-        h = self._h
+        self._write(self._check_manifest_txn)
+
+    def _check_manifest_txn(self, txn: lmdb.Transaction, h: _Env) -> None:
         ns_key = b"ns:" + self.namespace.encode()
         mine = self.fingerprint.to_dict()
-        with h.write_lock, h.env.begin(write=True, db=h.meta) as txn:
-            fmt = txn.get(b"format")
-            if fmt is None:
-                txn.put(b"format", str(STORE_FORMAT).encode())
-            elif fmt not in _READABLE_FORMATS:
+        meta = h.meta
+        fmt = txn.get(b"format", db=meta)
+        if fmt is None:
+            txn.put(b"format", str(STORE_FORMAT).encode(), db=meta)
+        elif fmt not in _READABLE_FORMATS:
+            raise StoreError(
+                f"warm store {self.path} has format {bytes(fmt).decode(errors='replace')!r}; "
+                f"this tiercache reads formats {STORE_FORMAT} and {PACKED_FORMAT}"
+            )
+        if self._on_mismatch == "inspect":  # read-only look: register nothing
+            return
+        raw = txn.get(ns_key, db=meta)
+        known: list[dict[str, Any]] = []
+        if raw is not None:
+            try:
+                known = list(msgpack.unpackb(raw, raw=False))
+            except Exception as exc:  # a corrupt manifest must never be guessed around
                 raise StoreError(
-                    f"warm store {self.path} has format {fmt.decode(errors='replace')!r}; "
-                    f"this tiercache reads formats {STORE_FORMAT} and {PACKED_FORMAT}"
-                )
-            if self._on_mismatch == "inspect":  # read-only look: register nothing
-                return
-            raw = txn.get(ns_key)
-            known: list[dict[str, Any]] = []
-            if raw is not None:
-                try:
-                    known = list(msgpack.unpackb(raw, raw=False))
-                except Exception as exc:  # a corrupt manifest must never be guessed around
-                    raise StoreError(
-                        f"warm store manifest for {self.namespace!r} is corrupt"
-                    ) from exc
-            if mine in known:
-                return
-            if known and self._on_mismatch != "coexist":
-                other = Fingerprint.from_dict(known[-1])
-                diff = ", ".join(f"{k}: stored {b!r} vs configured {a!r}"
-                                 for k, (a, b) in self.fingerprint.diff(other).items())
-                raise FingerprintMismatchError(
-                    f"warm store {self.path} namespace {self.namespace!r} holds vectors of "
-                    f"another fingerprint ({diff}); use another warm.namespace or set "
-                    f"warm.on_fingerprint_mismatch: coexist"
-                )
-            known.append(mine)
-            txn.put(ns_key, msgpack.packb(known, use_bin_type=True))
+                    f"warm store manifest for {self.namespace!r} is corrupt"
+                ) from exc
+        if mine in known:
+            return
+        if known and self._on_mismatch != "coexist":
+            other = Fingerprint.from_dict(known[-1])
+            diff = ", ".join(f"{k}: stored {b!r} vs configured {a!r}"
+                             for k, (a, b) in self.fingerprint.diff(other).items())
+            raise FingerprintMismatchError(
+                f"warm store {self.path} namespace {self.namespace!r} holds vectors of "
+                f"another fingerprint ({diff}); use another warm.namespace or set "
+                f"warm.on_fingerprint_mismatch: coexist"
+            )
+        known.append(mine)
+        txn.put(ns_key, msgpack.packb(known, use_bin_type=True), db=meta)
 
     def manifest(self) -> dict[str, Any]:
         """The whole manifest: format version and fingerprints per namespace."""
@@ -788,13 +803,27 @@ class LmdbTier:
         with h.write_lock:
             for _ in range(32):
                 try:
-                    with h.env.begin(write=True) as txn:
-                        return fn(txn, h)
-                except lmdb.MapFullError:
-                    # the transaction was aborted as a whole; grow and replay the batch
-                    h.resize(int(h.env.info()["map_size"]) * 2)
+                    txn = h.env.begin(write=True)
                 except lmdb.MapResizedError:
                     h.resize(0)
+                    continue
+                try:
+                    result = fn(txn, h)
+                    txn.commit()
+                    return result
+                except lmdb.MapFullError:
+                    # roll the whole batch back, grow, replay it; readers wait (see exclusive)
+                    with h.exclusive():
+                        txn.abort()
+                        h.env.set_mapsize(int(h.env.info()["map_size"]) * 2)
+                except lmdb.MapResizedError:
+                    with h.exclusive():
+                        txn.abort()
+                        h.env.set_mapsize(0)
+                except BaseException:
+                    with h.exclusive():
+                        txn.abort()
+                    raise
             raise StoreError(f"warm store {self.path}: map could not be grown")
 
     def _apply(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
