@@ -610,6 +610,8 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
              "met" if x["met"] else "**NOT met**"] for x in res["targets"]]
     L += ["", "## Targets", ""]
     L += _table(["target", "limit", "measured", "status"], rows)
+    L += ["", "Where the time goes, why a target is not met and what would close the gap: "
+          "[performance.md](performance.md)."]
     return "\n".join(L) + "\n"
 
 
