@@ -114,7 +114,22 @@ def _model_dim(model_dir: Path) -> int | None:
         return None
 
 
-class SentenceTransformerEncoder:
+class _FingerprintedEncoder:
+    """Shared read-only ``fingerprint`` and ``dim`` of the encoders below."""
+
+    _fingerprint: Fingerprint
+    _dim: int
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
+class SentenceTransformerEncoder(_FingerprintedEncoder):
     """A sentence-transformers model run with torch on CPU (or the configured device).
 
     The model is loaded on first ``encode`` (with ``HF_HUB_OFFLINE=1``), so building a cache
@@ -145,14 +160,6 @@ class SentenceTransformerEncoder:
             prompt=config.prompt,
             role=config.role,
         )
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def _load(self) -> Any:
         if self._model is None:
@@ -194,7 +201,7 @@ class SentenceTransformerEncoder:
         return check_output(out, len(texts), self._dim)
 
 
-class CallableEncoder:
+class CallableEncoder(_FingerprintedEncoder):
     """Wraps any ``fn(contents) -> array (n, dim)`` as an Encoder.
 
     ``name`` and ``revision`` go into the fingerprint: give a new revision whenever ``fn``
@@ -221,14 +228,6 @@ class CallableEncoder:
             model=name, dim=dim, revision=revision, normalize=normalize, role=role,
             pooling="", max_seq_length=0,
         )
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def encode(self, contents: Sequence[Content]) -> np.ndarray:
         items = list(contents)

@@ -371,7 +371,7 @@ class LFUPolicy(Policy):
 
 
 @register("tinylfu")
-class TinyLFUPolicy(Policy):
+class TinyLFUPolicy(LRUPolicy):
     """An LRU region guarded by TinyLFU admission.
 
     While there is room, every key is admitted. When full, the candidate competes with the
@@ -394,18 +394,8 @@ class TinyLFUPolicy(Policy):
     params: ClassVar[Mapping[str, Any]] = {"jitter_threshold": 6}
 
     def _configure(self, params: Mapping[str, Any]) -> None:
+        super()._configure(params)
         self.jitter_threshold = _jitter_threshold(params["jitter_threshold"])
-        self._data: OrderedDict[Key, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def on_hit(self, key: Key) -> None:
-        if key in self._data:
-            self._data.move_to_end(key)
 
     def admit(self, key: Key) -> Admission:
         data = self._data
@@ -424,13 +414,6 @@ class TinyLFUPolicy(Policy):
         del data[victim]
         data[key] = None
         return Admission(True, (victim,))
-
-    def remove(self, key: Key) -> bool:
-        return self._data.pop(key, _MISSING) is not _MISSING
-
-    def keys(self) -> Iterator[Key]:
-        """Least recently used first."""
-        return iter(list(self._data))
 
 
 @register("wtinylfu")
