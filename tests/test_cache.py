@@ -431,7 +431,7 @@ def test_warm_write_failure_set_raises_embed_degrades(cache: TierCache,
         raise lmdb.DiskError("disk full")
 
     assert cache._warm is not None
-    monkeypatch.setattr(cache._warm, "replace_many", broken)
+    monkeypatch.setattr(cache._warm, "put_bounded", broken)
     with pytest.raises(StoreError):
         cache.set("acked?", vec(1))
     assert cache.get("acked?") is None  # not acknowledged, not half-stored

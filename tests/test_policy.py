@@ -762,6 +762,9 @@ def test_warm_victims_bounded_per_write() -> None:
     big = engine("lru", 10, max_evictions_per_write=64)
     keys = [bytes([i]) * 16 for i in range(200)]
     assert len(big.warm_victims(keys, 1000)) == 64
+    # a write of 100 new keys may evict what it adds plus the per-write allowance
+    assert len(big.warm_victims(keys, 1000, batch=100)) == 164
+    assert len(big.warm_victims(keys, 30, batch=100)) == 30
 
 
 def test_warm_probes_are_random_16_byte_keys_and_do_not_perturb_decisions() -> None:

@@ -504,25 +504,24 @@ class TierCache:
         warm = self._warm
         if warm is None or not items:
             return False
+        engine = self._engine
+        new_keys = {k for k, _ in items}
+        victims: list[bytes] = []
+
+        def choose(excess: int, sample: Callable[[Sequence[bytes]], list[bytes]]) -> list[bytes]:
+            # runs inside the warm write transaction (serialised across processes)
+            nonlocal victims
+            limit = min(excess, len(new_keys) + engine.max_evictions_per_write)
+            with self._lock:
+                probes = engine.warm_probes(limit * engine.eviction_samples)
+            sampled = sample(probes)
+            with self._lock:
+                victims = engine.warm_victims(sampled, excess, protect=new_keys,
+                                              batch=len(new_keys))
+            return victims
+
         try:
-            victims: list[bytes] = []
-            capacity = self._engine.warm_capacity
-            count = warm.count()
-            excess = count + len(items) - capacity
-            if excess > 0:
-                new_keys = {k for k, _ in items}
-                present = warm.exists_many(list(new_keys))
-                excess -= sum(present)
-            if excess > 0:
-                with self._lock:
-                    probes = self._engine.warm_probes(
-                        min(excess, self._engine.max_evictions_per_write)
-                        * self._engine.eviction_samples
-                    )
-                sampled = warm.sample(probes)
-                with self._lock:
-                    victims = self._engine.warm_victims(sampled, excess, protect=new_keys)
-            deleted = warm.replace_many(items, victims)
+            deleted = warm.put_bounded(items, engine.warm_capacity, choose)
             with self._lock:
                 self._s_warm.writes += len(items)
                 self._s_warm.evictions["capacity"] += deleted

@@ -791,17 +791,21 @@ class PolicyEngine:
         return [rng.getrandbits(128).to_bytes(16, "little") for _ in range(n)]
 
     def warm_victims(
-        self, sampled: Sequence[_K], excess: int, *, protect: Iterable[_K] = ()
+        self, sampled: Sequence[_K], excess: int, *, protect: Iterable[_K] = (),
+        batch: int = 0,
     ) -> list[_K]:
         """Choose warm keys to evict from a sample.
 
-        Returns up to ``min(excess, max_evictions_per_write)`` distinct keys of ``sampled``
+        ``batch`` is the number of keys the write adds. Returns up to
+        ``min(excess, batch + max_evictions_per_write)`` distinct keys of ``sampled``
+        (a write evicts at most what it adds plus ``max_evictions_per_write`` keys of
+        earlier overshoot: work proportional to the write, and the budget converges)
         (duplicates count once) with the lowest sketch frequency, lowest first; ties keep
         the order of first appearance in ``sampled``. Keys in ``protect`` are never chosen.
         ``excess <= 0`` returns ``[]``.
         """
         self.drain()
-        k = min(excess, self.max_evictions_per_write)
+        k = min(excess, max(0, batch) + self.max_evictions_per_write)
         if k <= 0 or not sampled:
             return []
         protected = set(protect)

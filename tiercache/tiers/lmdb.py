@@ -499,6 +499,29 @@ class _Packer:
             txn.put(b"format", str(PACKED_FORMAT).encode(), db=h.meta)
 
 
+def _sample_txn(txn: lmdb.Transaction, h: _Env, probes: Sequence[bytes]) -> list[bytes]:
+    """:meth:`LmdbTier.sample` inside an open transaction (read or write)."""
+    n_plain = txn.stat(h.records)["entries"]
+    n_packed = txn.stat(h.index)["entries"]
+    total = n_plain + n_packed
+    if not total:
+        return []
+    plain = txn.cursor(db=h.records)
+    packed = txn.cursor(db=h.index)
+    out: list[bytes] = []
+    for p in probes:
+        if not n_packed:
+            cur = plain
+        elif not n_plain:
+            cur = packed
+        else:
+            frac = int.from_bytes(bytes(p[-8:]).rjust(8, b"\0"), "big")
+            cur = plain if frac * total < n_plain << 64 else packed
+        if cur.set_range(p) or cur.first():
+            out.append(bytes(cur.key()))
+    return out
+
+
 class LmdbTier:
     """Byte records keyed by 16-byte digests in an LMDB environment.
 
@@ -711,28 +734,7 @@ class LmdbTier:
         empty list.
         """
 
-        def run(txn: lmdb.Transaction, h: _Env) -> list[bytes]:
-            n_plain = txn.stat(h.records)["entries"]
-            n_packed = txn.stat(h.index)["entries"]
-            total = n_plain + n_packed
-            if not total:
-                return []
-            plain = txn.cursor(db=h.records)
-            packed = txn.cursor(db=h.index)
-            out: list[bytes] = []
-            for p in probes:
-                if not n_packed:
-                    cur = plain
-                elif not n_plain:
-                    cur = packed
-                else:
-                    frac = int.from_bytes(bytes(p[-8:]).rjust(8, b"\0"), "big")
-                    cur = plain if frac * total < n_plain << 64 else packed
-                if cur.set_range(p) or cur.first():
-                    out.append(bytes(cur.key()))
-            return out
-
-        return self._read(run)
+        return self._read(lambda txn, h: _sample_txn(txn, h, probes))
 
     def keys(self, chunk: int = 10_000) -> Iterator[bytes]:
         """Every stored key in order, read in short transactions of ``chunk`` keys."""
@@ -826,23 +828,57 @@ class LmdbTier:
                     raise
             raise StoreError(f"warm store {self.path}: map could not be grown")
 
+    def _apply_txn(self, txn: lmdb.Transaction, h: _Env,
+                   puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
+        packed_len = self.packed_record_len
+        p = _Packer(txn, h, packed_len)
+        n = sum(1 for k in deletes if p.delete(k))
+        if packed_len is None and not p.has_index:  # plain store, plain tier
+            put = txn.put
+            records = h.records
+            for k, v in puts:
+                put(k, v, db=records)
+        else:
+            for k, v in puts:
+                p.put(k, v)
+        p.finish()
+        return n
+
     def _apply(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
         """Delete ``deletes`` then write ``puts`` in one transaction; returns keys deleted."""
-        packed_len = self.packed_record_len
+        return self._write(lambda txn, h: self._apply_txn(txn, h, puts, deletes))
+
+    def put_bounded(
+        self,
+        puts: Sequence[tuple[bytes, bytes]],
+        capacity: int,
+        choose: Callable[[int, Callable[[Sequence[bytes]], list[bytes]]], Sequence[bytes]],
+    ) -> int:
+        """Write ``puts`` keeping at most ``capacity`` entries; returns keys evicted.
+
+        Counting, choosing victims and writing happen in one write transaction, which
+        LMDB serialises across threads *and processes*, so concurrent writers can never
+        push the store past ``capacity`` between a count and a write. When the batch's new
+        keys would exceed it, ``choose(excess, sample)`` names the victims; ``sample(probes)``
+        samples resident keys inside the same transaction (see :meth:`sample`). The tier
+        does not decide which keys go: the caller's policy does.
+        """
+        for k, _ in puts:
+            if len(k) != KEY_BYTES:
+                raise ValueError("warm keys are 16-byte digests")
 
         def run(txn: lmdb.Transaction, h: _Env) -> int:
-            p = _Packer(txn, h, packed_len)
-            n = sum(1 for k in deletes if p.delete(k))
-            if packed_len is None and not p.has_index:  # plain store, plain tier
-                put = txn.put
-                records = h.records
-                for k, v in puts:
-                    put(k, v, db=records)
-            else:
-                for k, v in puts:
-                    p.put(k, v)
-            p.finish()
-            return n
+            count = txn.stat(h.records)["entries"] + txn.stat(h.index)["entries"]
+            excess = count + len(puts) - capacity
+            if excess > 0:
+                get = txn.get
+                excess -= sum(1 for k in dict(puts)
+                              if get(k, db=h.index) is not None
+                              or get(k, db=h.records) is not None)
+            victims: Sequence[bytes] = ()
+            if excess > 0:
+                victims = choose(excess, lambda probes: _sample_txn(txn, h, probes))
+            return self._apply_txn(txn, h, puts, victims)
 
         return self._write(run)
 

@@ -1,0 +1,87 @@
+"""4 processes x 8 threads of mixed get/set/embed on one warm store: no errors, no wrong
+vectors, budgets held. (Fast variant; issue #5's soak runs it longer.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tiercache import TierCache, load_config
+from tiercache.encoders import HashEncoder
+
+DIM = 16
+WORKER = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    from tiercache import TierCache
+    from tiercache.encoders import HashEncoder
+    ref = HashEncoder({dim}, role="document")
+    errors, ops = [], [0]
+    cache = TierCache.from_yaml(sys.argv[1])
+    seed = int(sys.argv[2])
+    stop = time.monotonic() + float(sys.argv[3])
+
+    def work(t):
+        rng = np.random.default_rng([seed, t])
+        try:
+            while time.monotonic() < stop:
+                texts = [f"t{{int(x)}}" for x in rng.integers(0, 400, 4)]
+                want = ref.encode(texts)
+                op = int(rng.integers(0, 5))
+                if op == 0:
+                    got = cache.embed_many(texts)
+                    assert np.array_equal(got, want), "embed_many returned a wrong vector"
+                elif op == 1:
+                    assert np.array_equal(cache.embed(texts[0]), want[0]), "embed wrong"
+                elif op == 2:
+                    cache.mset(list(zip(texts, want)))
+                elif op == 3:
+                    for e, w in zip(cache.mget(texts), want):
+                        assert e is None or np.array_equal(e.vector, w), "mget wrong"
+                else:
+                    cache.drop(texts[0])
+                ops[0] += 1
+        except BaseException as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    s = cache.stats()["tiers"]
+    cache.close()
+    assert s["hot"]["entries"] <= s["hot"]["capacity"]
+    evicted = s["warm"]["evictions"].get("capacity", 0)
+    print("errors", len(errors), "ops", ops[0], "evicted", evicted, *errors[:3], flush=True)
+""").format(dim=DIM)
+
+
+def test_four_processes_eight_threads_one_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        encoder: {{kind: hash, dim: {DIM}, batch_size: 4}}
+        hot: {{max_bytes: 8KiB}}
+        warm: {{path: {tmp_path / "warm"}, durability: fast, max_bytes: 48KiB}}
+    """))
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(cfg), str(p), "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        words = out.split()
+        assert words[:2] == ["errors", "0"], out
+        assert int(words[3]) > 50, out  # the workers really ran
+    assert sum(int(out.split()[5]) for out, _ in outs) > 0  # the warm budget was enforced
+    with TierCache(load_config(cfg), encoder=HashEncoder(DIM, role="document")) as c:
+        s = c.stats()["tiers"]["warm"]
+        assert s["entries"] <= s["capacity"]
+        keys = list(c._warm.keys()) if c._warm else []
+        assert len(keys) == s["entries"]
+        texts = [f"t{i}" for i in range(400)]
+        ref = HashEncoder(DIM, role="document").encode(texts)
+        for i, e in enumerate(c.mget(texts)):
+            assert e is None or (e.vector == ref[i]).all()
