@@ -24,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import codec
+from .aio import AsyncAPI
 from .config import TierCacheConfig, default_config, load_config
 from .encoders import Encoder, check_output, encoder_from_config
 from .errors import (
@@ -95,7 +96,7 @@ def _check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
-class TierCache:
+class TierCache(AsyncAPI):
     """A tiered embedding cache: hot RAM, warm LMDB, cold recompute.
 
     Build with ``TierCache.from_yaml(path)``, ``TierCache(load_config(path))`` or
@@ -179,12 +180,16 @@ class TierCache:
         self.close()
 
     def close(self) -> None:
-        """Flush policy buffers and close the warm store. Idempotent."""
+        """Flush policy buffers and close the warm store. Idempotent.
+
+        Work already handed to the async thread pool finishes first.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._engine.drain()
+        self._shutdown_pool()
         if self._warm is not None:
             self._warm.close()
 
@@ -226,6 +231,28 @@ class TierCache:
                         self._s_hot.latency.add(_perf() - t0)
                     return vec
         return self._embed_one(content)
+
+    def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
+        """A hot hit without waiting for the lock (for the event loop); None otherwise."""
+        if self._closed or (type(content) is not str and type(content) is not bytes):
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            hot = self._hot
+            slot = hot._by_content.get(content)
+            if slot is None:
+                return None
+            exp = hot.expires[slot]
+            if exp != NEVER and exp <= self._clock():
+                return None
+            vec: np.ndarray = hot.slab[slot].copy()
+            self._engine.record_hot_hit(hot._key[slot])
+            self._s_hot.hits += 1
+            self._lookups += 1
+            return vec
+        finally:
+            self._lock.release()
 
     def _embed_one(self, content: Content) -> np.ndarray:
         """``embed`` past a hot miss: one digest, one warm read, else the encoder."""

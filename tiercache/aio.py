@@ -1,0 +1,117 @@
+"""asyncio twins of TierCache's methods (``aembed``, ``amget``, ...).
+
+Blocking work (LMDB I/O, the encoder) runs in the cache's own thread pool, so the event
+loop never waits on a disk or a model; the sync and async callers share one single-flight
+table, so a text missing for both is encoded once. A hot hit is served on the event loop
+itself when the cache's lock is free (a non-blocking try), which costs microseconds and
+no thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from .keys import Content
+
+if TYPE_CHECKING:
+    from .cache import Entry
+
+T = TypeVar("T")
+
+
+class AsyncAPI:
+    """Mixed into :class:`~tiercache.TierCache`; see the sync method of the same name
+    (without the ``a``) for semantics. Every method must be awaited on a running loop."""
+
+    _executor: ThreadPoolExecutor | None = None
+    _executor_lock = threading.Lock()
+
+    # provided by TierCache
+    _lock: threading.RLock
+    _closed: bool
+
+    def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _pool(self) -> ThreadPoolExecutor:
+        pool = self._executor
+        if pool is None:
+            with self._executor_lock:
+                pool = self._executor
+                if pool is None:
+                    pool = ThreadPoolExecutor(
+                        max_workers=min(32, (os.cpu_count() or 1) + 4),
+                        thread_name_prefix="tiercache",
+                    )
+                    self._executor = pool
+        return pool
+
+    def _shutdown_pool(self) -> None:
+        pool, self._executor = self._executor, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool(), functools.partial(fn, *args, **kwargs))
+
+    async def aembed(self, content: Content) -> np.ndarray:
+        vec = self._hot_get_nowait(content)
+        if vec is not None:
+            return vec
+        return await self._run(self.embed, content)  # type: ignore[attr-defined]
+
+    async def aembed_many(self, contents: Sequence[Content]) -> np.ndarray:
+        return await self._run(self.embed_many, list(contents))  # type: ignore[attr-defined]
+
+    async def aget(self, content: Content, *, model: str | None = None) -> Entry | None:
+        return await self._run(self.get, content, model=model)  # type: ignore[attr-defined]
+
+    async def amget(self, contents: Sequence[Content], *, model: str | None = None
+                    ) -> list[Entry | None]:
+        return await self._run(self.mget, list(contents), model=model)  # type: ignore[attr-defined]
+
+    async def aset(self, content: Content, vector: Any, *, metadata: Any = None,
+                   ttl: float | None = None, model: str | None = None) -> str:
+        return await self._run(self.set, content, vector,  # type: ignore[attr-defined]
+                               metadata=metadata, ttl=ttl, model=model)
+
+    async def amset(self, items: Iterable[Any], *, ttl: float | None = None,
+                    model: str | None = None) -> list[str]:
+        return await self._run(self.mset, list(items), ttl=ttl,  # type: ignore[attr-defined]
+                               model=model)
+
+    async def aexists(self, content: Content, *, model: str | None = None) -> bool:
+        return await self._run(self.exists, content, model=model)  # type: ignore[attr-defined]
+
+    async def amexists(self, contents: Sequence[Content], *, model: str | None = None
+                       ) -> list[bool]:
+        return await self._run(self.mexists, list(contents),  # type: ignore[attr-defined]
+                               model=model)
+
+    async def adrop(self, content: Content, *, model: str | None = None) -> bool:
+        return await self._run(self.drop, content, model=model)  # type: ignore[attr-defined]
+
+    async def amdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
+        return await self._run(self.mdrop, list(contents), model=model)  # type: ignore[attr-defined]
+
+    async def aclear(self) -> None:
+        await self._run(self.clear)  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        """Close from async code: waits for in-flight pool work, then closes the stores."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
