@@ -921,8 +921,3 @@ class LmdbTier:
 
     def sync(self) -> None:
         self._h.env.sync(True)
-
-    def compact_to(self, dest: str | os.PathLike[str]) -> None:
-        """Write a compacted copy of the environment to directory ``dest``."""
-        os.makedirs(dest, mode=0o700, exist_ok=True)
-        self._h.env.copy(os.fspath(dest), compact=True)

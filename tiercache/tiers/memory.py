@@ -58,12 +58,6 @@ class MemoryTier:
     def slot_of_key(self, key: bytes) -> int | None:
         return self._by_key.get(key)
 
-    def key_at(self, slot: int) -> bytes:
-        return self._key[slot]
-
-    def content_at(self, slot: int) -> Content | None:
-        return self._content[slot]
-
     def meta_at(self, slot: int) -> bytes | None:
         return self._meta[slot]
 
