@@ -161,6 +161,10 @@ class TierCache(AsyncAPI):
         self._lookups = 0
         self._closed = False
         self._tick = 0
+        dim = self.dim
+        self._decode_one: Callable[[Any], object] = (
+            lambda buf: codec.decode_record(buf, dim) or _CORRUPT
+        )
 
     # -- construction helpers ----------------------------------------------------------
     @classmethod
@@ -230,7 +234,7 @@ class TierCache(AsyncAPI):
                     if timed:
                         self._s_hot.latency.add(_perf() - t0)
                     return vec
-        return self._embed_one(content)
+        return self._embed_one(content, slot is not None, timed)
 
     def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
         """A hot hit without waiting for the lock (for the event loop); None otherwise."""
@@ -254,45 +258,65 @@ class TierCache(AsyncAPI):
         finally:
             self._lock.release()
 
-    def _embed_one(self, content: Content) -> np.ndarray:
-        """``embed`` past a hot miss: one digest, one warm read, else the encoder."""
+    def _embed_one(self, content: Content, hot_slot_seen: bool, timed: bool) -> np.ndarray:
+        """``embed`` past a hot miss: one digest, one warm read, else the encoder.
+
+        The hot miss is recorded in the same locked section as the warm outcome (one lock
+        round trip), unless hot held an expired entry, which is removed first.
+        """
         key = self._keys.digest(content)
-        with self._lock:
-            slot = self._hot._by_content.get(content)
-            if slot is not None:  # expired in hot, unless another thread just refreshed it
-                exp = self._hot.expires[slot]
-                if exp == NEVER or exp > self._clock():
-                    self._lookups += 1
-                    self._s_hot.hits += 1
-                    self._engine.record_hot_hit(key)
-                    fresh: np.ndarray = self._hot.slab[slot].copy()
-                    return fresh
-                self._remove_hot_locked(key, "expired")
-            self._lookups += 1
-            self._s_hot.misses += 1
-            self._engine.record_miss(key)
+        recorded = False
+        if hot_slot_seen:
+            with self._lock:
+                slot = self._hot._by_content.get(content)
+                if slot is not None:  # expired in hot, unless another thread refreshed it
+                    exp = self._hot.expires[slot]
+                    if exp == NEVER or exp > self._clock():
+                        self._lookups += 1
+                        self._s_hot.hits += 1
+                        self._engine.record_hot_hit(key)
+                        fresh: np.ndarray = self._hot.slab[slot].copy()
+                        return fresh
+                    self._remove_hot_locked(key, "expired")
+                self._record_hot_miss_locked(key)
+            recorded = True
         if self._warm is not None:
-            vec = self._warm_get_one(content, key)
+            vec = self._warm_get_one(content, key, record_miss=not recorded, timed=timed)
             if vec is not None:
                 return vec
+        elif not recorded:
+            with self._lock:
+                self._record_hot_miss_locked(key)
         _check_content(content, self._accepts)
         return self._compute([key], [content])[key].copy()
 
-    def _warm_get_one(self, content: Content, key: bytes) -> np.ndarray | None:
-        """One warm lookup (counted, promoted per policy); None on a miss of any kind."""
+    def _record_hot_miss_locked(self, key: bytes) -> None:
+        self._lookups += 1
+        self._s_hot.misses += 1
+        self._engine.record_miss(key)
+
+    def _warm_get_one(self, content: Content, key: bytes, *, record_miss: bool = False,
+                      timed: bool = True) -> np.ndarray | None:
+        """One warm lookup (counted, promoted per policy); None on a miss of any kind.
+
+        ``record_miss``: also record the hot miss that led here, in the same locked section.
+        """
         assert self._warm is not None
-        dim = self.dim
-        t0 = _perf()
+        t0 = _perf() if timed else 0.0
         try:
-            rec = self._warm.get_with(key, lambda buf: codec.decode_record(buf, dim) or _CORRUPT)
+            rec = self._warm.get_with(key, self._decode_one)
         except Exception:
             with self._lock:
+                if record_miss:
+                    self._record_hot_miss_locked(key)
                 self._s_warm.errors += 1
                 self._s_warm.misses += 1
             return None
-        elapsed = _perf() - t0
         with self._lock:
-            self._s_warm.latency.add(elapsed)
+            if record_miss:
+                self._record_hot_miss_locked(key)
+            if timed:
+                self._s_warm.latency.add(_perf() - t0)
             if not isinstance(rec, codec.Record):
                 self._s_warm.misses += 1
                 if rec is _CORRUPT:
