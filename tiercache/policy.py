@@ -682,19 +682,30 @@ class PolicyEngine:
 
     # -- accesses -------------------------------------------------------------------------
 
-    def record_hot_hit(self, key: Key) -> None:
-        """Record a lookup served by the hot tier. O(1); drains when the buffer is full."""
+    def record_access(self, key: Key) -> None:
+        """Record a lookup of ``key``, hit or miss. O(1); drains when the buffer is full.
+
+        Hits and misses share the buffer: a missed key cannot become resident before the
+        next decision, and every decision drains first, so the outcome equals an immediate
+        update (``drain`` calls ``on_hit``, a no-op for keys that are not resident).
+        """
         buf = self._buffer
         buf.append(key)
         if len(buf) >= self.access_buffer:
             self.drain()
 
-    def record_hot_hits(self, keys: Sequence[Key]) -> None:
-        """``record_hot_hit`` for each key, in order (one list extend)."""
+    def record_accesses(self, keys: Sequence[Key]) -> None:
+        """``record_access`` for each key, in order (one list extend)."""
         buf = self._buffer
         buf.extend(keys)
         if len(buf) >= self.access_buffer:
             self.drain()
+
+    # the cache names what happened; the engine treats both alike
+    record_hot_hit = record_access
+    record_hot_hits = record_accesses
+    record_miss = record_access
+    record_misses = record_accesses
 
     def drain(self) -> None:
         """Apply buffered accesses in order: sketch counts, then ``hot.on_hit``.
@@ -719,25 +730,6 @@ class PolicyEngine:
     def pending(self) -> int:
         """Hot hits recorded but not yet applied."""
         return len(self._buffer)
-
-    def record_miss(self, key: Key) -> None:
-        """Record a lookup that missed the hot tier (counts in the sketch).
-
-        Buffered like a hot hit: a missed key cannot become resident before the next
-        decision, and every decision drains first, so the outcome equals an immediate
-        sketch update (``drain`` skips ``on_hit`` for keys that are not resident).
-        """
-        buf = self._buffer
-        buf.append(key)
-        if len(buf) >= self.access_buffer:
-            self.drain()
-
-    def record_misses(self, keys: Sequence[Key]) -> None:
-        """``record_miss`` for each key, in order."""
-        buf = self._buffer
-        buf.extend(keys)
-        if len(buf) >= self.access_buffer:
-            self.drain()
 
     # -- hot decisions --------------------------------------------------------------------
 
