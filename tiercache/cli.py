@@ -138,6 +138,93 @@ def stats(config_path: str | None, as_json: bool) -> None:
         _fail(exc)
 
 
+def _parse_synthetic(spec: str) -> tuple[str, dict[str, float]]:
+    kind, _, rest = spec.partition(":")
+    params: dict[str, float] = {}
+    for part in filter(None, rest.split(",")):
+        name, _, value = part.partition("=")
+        params[name.strip()] = float(value)
+    return kind.strip(), params
+
+
+def _parse_sizes(spec: str, distinct: int) -> list[int]:
+    out = []
+    for part in filter(None, spec.split(",")):
+        part = part.strip()
+        n = round(distinct * float(part[:-1]) / 100) if part.endswith("%") else int(part)
+        out.append(max(1, n))
+    return out
+
+
+@main.command()
+@click.option("--synthetic", metavar="zipf:alpha=A,keys=N,requests=R[,seed=S]",
+              help="Generate a trace instead of reading one.")
+@click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
+              help="Trace file: .npy of integer ids, or a text query log (one per line).")
+@click.option("--format", "fmt", type=click.Choice(["npy", "text"]),
+              help="Trace format (default: from the file extension).")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="Config whose encoder fingerprint hashes a text trace like the live cache.")
+@click.option("--hot-entries", default="1%,5%,10%", show_default=True,
+              help="Hot capacities: entries, or percentages of the trace's distinct keys.")
+@click.option("--policy", "policies", default="lru,lfu,tinylfu,wtinylfu", show_default=True,
+              help="Comma-separated policy names.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Policy seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
+        config_path: str | None, hot_entries: str, policies: str, seed: int,
+        as_json: bool) -> None:
+    """Replay a trace through the live policy engine: hot hit ratio per policy and size."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .sim import load_npy, load_text, simulate, zipf_trace
+
+    try:
+        if bool(synthetic) == bool(trace_path):
+            raise click.UsageError("give exactly one of --synthetic and --trace")
+        trace: Any
+        if synthetic:
+            kind, p = _parse_synthetic(synthetic)
+            if kind != "zipf":
+                raise click.UsageError(f"unknown synthetic trace {kind!r} (available: zipf)")
+            trace = zipf_trace(p.get("alpha", 1.0), int(p.get("keys", 100_000)),
+                               int(p.get("requests", 1_000_000)), int(p.get("seed", 0)))
+            distinct = len(np.unique(trace))
+        else:
+            assert trace_path is not None
+            fmt = fmt or ("npy" if trace_path.endswith(".npy") else "text")
+            if fmt == "npy":
+                trace = load_npy(trace_path)
+                distinct = len(np.unique(trace))
+            else:
+                from .encoders import encoder_from_config
+
+                fp = encoder_from_config(_config(config_path).encoder).fingerprint
+                trace = load_text(trace_path, fp)
+                distinct = len(set(trace))
+        sizes = _parse_sizes(hot_entries, distinct)
+        names = [n.strip() for n in policies.split(",") if n.strip()]
+        results = []
+        with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
+                  disable=not sys.stderr.isatty()) as bar:
+            for name in names:
+                for size in sizes:
+                    results.append(simulate(trace, capacity=size, policy=name, seed=seed))
+                    bar.update(1)
+    except (TierCacheError, OSError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    click.echo(f"{len(trace)} requests, {distinct} distinct keys")
+    click.echo(f"{'policy':<10} {'hot entries':>12} {'hit ratio':>10} {'hits':>10} "
+               f"{'evicted':>9} {'rejected':>9}")
+    for r in results:
+        click.echo(f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
+                   f"{r.evicted:>9} {r.rejected:>9}")
+
+
 @main.group()
 def config() -> None:
     """Check or print configuration files."""

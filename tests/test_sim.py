@@ -1,0 +1,95 @@
+"""The simulator drives the live policy engine: it must agree with a live TierCache and,
+for LRU, with libCacheSim (the reference simulator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiercache import TierCache
+from tiercache.encoders import HashEncoder
+from tiercache.keys import KeyMaker
+from tiercache.sim import load_npy, load_text, simulate, zipf_trace
+
+from .conftest import DIM, make_config
+
+
+def test_zipf_trace_is_seeded_and_skewed() -> None:
+    a = zipf_trace(1.0, 1000, 20_000, seed=3)
+    assert np.array_equal(a, zipf_trace(1.0, 1000, 20_000, seed=3))
+    assert not np.array_equal(a, zipf_trace(1.0, 1000, 20_000, seed=4))
+    counts = np.bincount(a, minlength=1000)
+    assert a.min() >= 0 and a.max() < 1000
+    assert counts.max() > 20 * np.median(counts)  # a heavy head
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu", "tinylfu", "wtinylfu"])
+def test_simulator_equals_live_cache_on_the_same_trace(tmp_path: Path, policy: str) -> None:
+    texts = [f"query {i}" for i in zipf_trace(0.9, 400, 3000, seed=11)]
+    cfg = make_config(tmp_path, policy={"name": policy, "seed": 5})  # hot: 64 entries
+    with TierCache(cfg, encoder=HashEncoder(DIM)) as cache:
+        for t in texts:
+            cache.embed(t)
+        live = cache.stats()["tiers"]["hot"]
+        capacity = cache._hot.capacity
+        warm_capacity = cache._engine.warm_capacity
+        keys = [KeyMaker(cache.fingerprint).digest(t) for t in texts]
+    sim = simulate(keys, capacity=capacity, policy=policy, seed=5,
+                   warm_capacity=warm_capacity)
+    assert (sim.hits, sim.misses) == (live["hits"], live["misses"])
+    assert sim.evicted == live["evictions"].get("capacity", 0)
+    assert sim.rejected == sum(live["rejections"].values())
+    assert 0 < sim.hits < len(texts)
+
+
+@pytest.mark.parametrize("capacity", [10, 50, 200, 800])
+def test_lru_matches_libcachesim_exactly(capacity: int) -> None:
+    lcs = pytest.importorskip("libcachesim")
+    trace = zipf_trace(1.0, 2000, 20_000, seed=7)
+    ours = simulate(trace, capacity=capacity, policy="lru")
+    ref = lcs.LRU(cache_size=capacity)
+    ref_hits = sum(bool(ref.get(lcs.Request(obj_size=1, obj_id=int(k)))) for k in trace)
+    assert ours.hits == ref_hits
+
+
+def test_wtinylfu_beats_lru_on_zipf() -> None:
+    trace = zipf_trace(0.9, 5000, 50_000, seed=1)
+    lru = simulate(trace, capacity=100, policy="lru")
+    wt = simulate(trace, capacity=100, policy="wtinylfu")
+    assert wt.hit_ratio > lru.hit_ratio
+
+
+def test_loaders(tmp_path: Path) -> None:
+    np.save(tmp_path / "t.npy", np.array([1, 2, 3], dtype=np.int32))
+    assert load_npy(tmp_path / "t.npy").tolist() == [1, 2, 3]
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2)))
+    with pytest.raises(ValueError):
+        load_npy(tmp_path / "bad.npy")
+    (tmp_path / "q.txt").write_text("a\n\nb\na\n")
+    fp = HashEncoder(DIM).fingerprint
+    keys = load_text(tmp_path / "q.txt", fp)
+    assert len(keys) == 3 and keys[0] == keys[2] == KeyMaker(fp).digest("a")
+
+
+def test_cli_sim_synthetic_and_trace(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+
+    r = CliRunner().invoke(main, ["sim", "--synthetic", "zipf:alpha=0.9,keys=500,requests=5000",
+                                  "--hot-entries", "1%,10%", "--policy", "lru,wtinylfu"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("lru") == 2 and r.output.count("wtinylfu") == 2
+    np.save(tmp_path / "t.npy", zipf_trace(1.0, 300, 3000, seed=2))
+    r = CliRunner().invoke(main, ["sim", "--trace", str(tmp_path / "t.npy"),
+                                  "--hot-entries", "30", "--policy", "lru", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    want = simulate(load_npy(tmp_path / "t.npy"), capacity=30, policy="lru")
+    assert rows[0]["hits"] == want.hits
+    r = CliRunner().invoke(main, ["sim", "--policy", "lru"])
+    assert r.exit_code != 0
