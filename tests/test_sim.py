@@ -93,3 +93,21 @@ def test_cli_sim_synthetic_and_trace(tmp_path: Path) -> None:
     assert rows[0]["hits"] == want.hits
     r = CliRunner().invoke(main, ["sim", "--policy", "lru"])
     assert r.exit_code != 0
+
+
+@pytest.mark.parametrize("capacity", [10, 50, 200])
+def test_belady_matches_libcachesim_and_bounds_every_policy(capacity: int) -> None:
+    lcs = pytest.importorskip("libcachesim")
+    from tiercache.sim import belady
+    from tiercache.sim.simulate import NEVER_AGAIN, next_uses
+
+    trace = zipf_trace(1.0, 500, 5000, seed=3).tolist()
+    nxt = next_uses(trace)
+    ref = lcs.Belady(cache_size=capacity)
+    ref_hits = sum(bool(ref.get(lcs.Request(obj_size=1, obj_id=k, next_access_vtime=n)))
+                   for k, n in zip(trace, nxt))
+    opt = belady(trace, capacity=capacity)
+    assert opt.hits == ref_hits
+    assert NEVER_AGAIN in nxt
+    for policy in ("lru", "lfu", "tinylfu", "wtinylfu"):
+        assert simulate(trace, capacity=capacity, policy=policy).hits <= opt.hits

@@ -167,8 +167,9 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
               help="Config whose encoder fingerprint hashes a text trace like the live cache.")
 @click.option("--hot-entries", default="1%,5%,10%", show_default=True,
               help="Hot capacities: entries, or percentages of the trace's distinct keys.")
-@click.option("--policy", "policies", default="lru,lfu,tinylfu,wtinylfu", show_default=True,
-              help="Comma-separated policy names.")
+@click.option("--policy", "policies", default="lru,lfu,tinylfu,wtinylfu,belady",
+              show_default=True,
+              help="Comma-separated policy names; 'belady' is the offline optimum (bound).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Policy seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
@@ -178,7 +179,7 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
     import numpy as np
     from tqdm import tqdm
 
-    from .sim import load_npy, load_text, simulate, zipf_trace
+    from .sim import load_npy, load_text, simulate_grid, zipf_trace
 
     try:
         if bool(synthetic) == bool(trace_path):
@@ -205,13 +206,10 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                 distinct = len(set(trace))
         sizes = _parse_sizes(hot_entries, distinct)
         names = [n.strip() for n in policies.split(",") if n.strip()]
-        results = []
         with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
                   disable=not sys.stderr.isatty()) as bar:
-            for name in names:
-                for size in sizes:
-                    results.append(simulate(trace, capacity=size, policy=name, seed=seed))
-                    bar.update(1)
+            results = simulate_grid(trace, capacities=sizes, policies=names, seed=seed,
+                                    progress=lambda _: bar.update(1))
     except (TierCacheError, OSError, ValueError) as exc:
         _fail(exc)
     if as_json:

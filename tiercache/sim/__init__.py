@@ -7,7 +7,9 @@ hit counts equal the live cache's on the same trace (a differential test checks 
 
 from __future__ import annotations
 
-from .simulate import SimResult, simulate, simulate_grid
+from .simulate import SimResult, belady, simulate, simulate_grid
 from .traces import load_npy, load_text, zipf_trace
 
-__all__ = ["SimResult", "load_npy", "load_text", "simulate", "simulate_grid", "zipf_trace"]
+__all__ = [
+    "SimResult", "belady", "load_npy", "load_text", "simulate", "simulate_grid", "zipf_trace",
+]

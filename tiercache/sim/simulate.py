@@ -88,6 +88,55 @@ def simulate(
                      admitted, rejected, evicted)
 
 
+NEVER_AGAIN = 2**63 - 1
+"""Next-use position of a key that is not requested again (libCacheSim's INT64_MAX)."""
+
+
+def next_uses(keys: Sequence[Hashable]) -> list[int]:
+    """For each position, the position of the same key's next request (or NEVER_AGAIN)."""
+    out = [NEVER_AGAIN] * len(keys)
+    last: dict[Hashable, int] = {}
+    for i in range(len(keys) - 1, -1, -1):
+        k = keys[i]
+        out[i] = last.get(k, NEVER_AGAIN)
+        last[k] = i
+    return out
+
+
+def belady(trace: Iterable[Hashable], *, capacity: int) -> SimResult:
+    """Offline optimal (Belady's MIN) hits: the bound no online policy can beat.
+
+    Every requested key is cached (as libCacheSim's ``Belady`` does); when full, the
+    resident key whose next request is furthest away is evicted first. Ties (keys never
+    requested again) do not change the hit count. Equal to libCacheSim's Belady on the
+    same trace (tested).
+    """
+    import heapq
+
+    keys = trace.tolist() if isinstance(trace, np.ndarray) else list(trace)
+    nxt = next_uses(keys)
+    resident: dict[Hashable, int] = {}  # key -> position of its next request
+    heap: list[tuple[int, int, Hashable]] = []  # (-next use, tiebreak, key), lazily pruned
+    hits = evicted = 0
+    for i, key in enumerate(keys):
+        if key in resident:
+            hits += 1
+        elif capacity <= 0:
+            continue
+        elif len(resident) >= capacity:
+            while True:
+                neg, _, victim = heapq.heappop(heap)
+                if resident.get(victim) == -neg:
+                    del resident[victim]
+                    evicted += 1
+                    break
+        resident[key] = nxt[i]
+        heapq.heappush(heap, (-nxt[i], i, key))
+    n = len(keys)
+    return SimResult("belady", capacity, n, hits, n - hits, n - hits if capacity > 0 else 0,
+                     0, evicted)
+
+
 def simulate_grid(
     trace: Sequence[Hashable] | np.ndarray,
     *,
@@ -102,5 +151,8 @@ def simulate_grid(
         for cap in capacities:
             if progress:
                 progress(f"{name} @ {cap}")
-            out.append(simulate(trace, capacity=cap, policy=name, seed=seed))
+            if name == "belady":
+                out.append(belady(trace, capacity=cap))
+            else:
+                out.append(simulate(trace, capacity=cap, policy=name, seed=seed))
     return out
