@@ -508,28 +508,31 @@ class WTinyLFUPolicy(Policy):
             return _REJECTED
         if self.window_capacity == 0:
             # Capacity 1: no window; the offered key is itself the candidate.
-            if self._main_has_room():
-                self._probation[key] = None
-                return _ADMITTED
-            victim = self._main_victim()
-            if self._admit(key, victim):
-                self._evict_main(victim)
-                self._probation[key] = None
-                return Admission(True, (victim,))
-            return _REJECTED
+            placed, victim = self._compete_for_main(key)
+            if not placed:
+                return _REJECTED
+            return _ADMITTED if victim is None else Admission(True, (victim,))
         self._window[key] = None
         if len(self._window) <= self.window_capacity:
             return _ADMITTED
         candidate, _ = self._window.popitem(last=False)
+        placed, victim = self._compete_for_main(candidate)
+        if not placed:
+            return Admission(True, (candidate,))  # the window's loser leaves the cache
+        return _ADMITTED if victim is None else Admission(True, (victim,))
+
+    def _compete_for_main(self, candidate: Key) -> tuple[bool, Key | None]:
+        """Put ``candidate`` in probation if main has room or it beats main's victim
+        (TinyLFU); returns (placed, the evicted victim or None)."""
         if self._main_has_room():
             self._probation[candidate] = None
-            return _ADMITTED
+            return True, None
         victim = self._main_victim()
-        if self._admit(candidate, victim):
-            self._evict_main(victim)
-            self._probation[candidate] = None
-            return Admission(True, (victim,))
-        return Admission(True, (candidate,))
+        if not self._admit(candidate, victim):
+            return False, None
+        self._evict_main(victim)
+        self._probation[candidate] = None
+        return True, victim
 
     def _admit(self, candidate: Key, victim: Key) -> bool:
         return _tinylfu_admit(
