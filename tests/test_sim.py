@@ -111,3 +111,59 @@ def test_belady_matches_libcachesim_and_bounds_every_policy(capacity: int) -> No
     assert NEVER_AGAIN in nxt
     for policy in ("lru", "lfu", "tinylfu", "wtinylfu"):
         assert simulate(trace, capacity=capacity, policy=policy).hits <= opt.hits
+
+
+def test_synthetic_generators() -> None:
+    from tiercache.sim import loop_trace, scan_trace, shifting_trace
+
+    s = shifting_trace(1.0, 1000, 8000, phases=4, seed=1)
+    assert len(s) == 8000 and np.array_equal(s, shifting_trace(1.0, 1000, 8000, 4, seed=1))
+    heads = [np.bincount(s[i * 2000:(i + 1) * 2000], minlength=1000).argmax() for i in range(4)]
+    assert len(set(heads)) > 1  # the most popular key moves between phases
+    sc = scan_trace(1.0, 1000, 5000, scan_every=1000, scan_length=200, seed=1)
+    assert len(sc) == 5000 and sc.max() >= 1000  # scans read ids outside the key space
+    assert len(np.unique(sc[sc >= 1000])) == (sc >= 1000).sum()  # each scanned id once
+    assert loop_trace(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    # a scan-resistant policy keeps more of the Zipf head than LRU under scans
+    assert (simulate(sc, capacity=50, policy="wtinylfu").hits
+            > simulate(sc, capacity=50, policy="lru").hits)
+
+
+def test_csv_and_oracle_general_readers(tmp_path: Path) -> None:
+    from tiercache.sim import load_csv, load_oracle_general
+    from tiercache.sim.traces import ORACLE_GENERAL
+
+    (tmp_path / "t.csv").write_text("id,size,timestamp\n5,100,1\n7,100,2\n5\n")
+    assert load_csv(tmp_path / "t.csv").tolist() == [5, 7, 5]
+    (tmp_path / "bad.csv").write_text("1\nx\n")
+    with pytest.raises(ValueError):
+        load_csv(tmp_path / "bad.csv")
+    assert ORACLE_GENERAL.itemsize == 24
+    recs = np.zeros(3, dtype=ORACLE_GENERAL)
+    recs["obj_id"] = [42, 2**40, 42]
+    recs["obj_size"] = 1
+    recs["next_access_vtime"] = [2, -1, -1]
+    recs.tofile(tmp_path / "t.bin")
+    assert load_oracle_general(tmp_path / "t.bin").tolist() == [42, 2**40, 42]
+    (tmp_path / "short.bin").write_bytes(b"\0" * 30)
+    with pytest.raises(ValueError):
+        load_oracle_general(tmp_path / "short.bin")
+
+
+def test_cli_sim_every_synthetic_kind_and_csv(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+
+    for spec in ("shifting:alpha=1,keys=300,requests=3000,phases=3",
+                 "scan:alpha=1,keys=300,requests=3000,scan_every=500,scan_length=100",
+                 "loop:keys=300,requests=3000"):
+        r = CliRunner().invoke(main, ["sim", "--synthetic", spec, "--hot-entries", "10%",
+                                      "--policy", "lru,belady"])
+        assert r.exit_code == 0, (spec, r.output)
+    (tmp_path / "t.csv").write_text("\n".join(str(i % 40) for i in range(400)))
+    r = CliRunner().invoke(main, ["sim", "--trace", str(tmp_path / "t.csv"), "--hot-entries",
+                                  "50", "--policy", "lru"])
+    assert r.exit_code == 0 and "400 requests, 40 distinct keys" in r.output
+    r = CliRunner().invoke(main, ["sim", "--synthetic", "nope:keys=3"])
+    assert r.exit_code != 0

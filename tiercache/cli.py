@@ -157,12 +157,14 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
 
 
 @main.command()
-@click.option("--synthetic", metavar="zipf:alpha=A,keys=N,requests=R[,seed=S]",
-              help="Generate a trace instead of reading one.")
+@click.option("--synthetic", metavar="KIND:alpha=A,keys=N,requests=R[,seed=S,...]",
+              help="Generate a trace: zipf, shifting (phases=P), scan (scan_every=E, "
+                   "scan_length=L) or loop.")
 @click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
-              help="Trace file: .npy of integer ids, or a text query log (one per line).")
-@click.option("--format", "fmt", type=click.Choice(["npy", "text"]),
-              help="Trace format (default: from the file extension).")
+              help="Trace file: .npy ids, CSV (id[,size][,timestamp]), libCacheSim "
+                   "oracleGeneral binary, or a text query log (one query per line).")
+@click.option("--format", "fmt", type=click.Choice(["npy", "csv", "oracle", "text"]),
+              help="Trace format (default: from the extension: .npy, .csv, .bin, else text).")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
               help="Config whose encoder fingerprint hashes a text trace like the live cache.")
 @click.option("--hot-entries", default="1%,5%,10%", show_default=True,
@@ -179,7 +181,7 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
     import numpy as np
     from tqdm import tqdm
 
-    from .sim import load_npy, load_text, simulate_grid, zipf_trace
+    from . import sim as simlib
 
     try:
         if bool(synthetic) == bool(trace_path):
@@ -187,28 +189,42 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
         trace: Any
         if synthetic:
             kind, p = _parse_synthetic(synthetic)
-            if kind != "zipf":
-                raise click.UsageError(f"unknown synthetic trace {kind!r} (available: zipf)")
-            trace = zipf_trace(p.get("alpha", 1.0), int(p.get("keys", 100_000)),
-                               int(p.get("requests", 1_000_000)), int(p.get("seed", 0)))
+            alpha, keys = p.get("alpha", 1.0), int(p.get("keys", 100_000))
+            requests, tseed = int(p.get("requests", 1_000_000)), int(p.get("seed", 0))
+            if kind == "zipf":
+                trace = simlib.zipf_trace(alpha, keys, requests, tseed)
+            elif kind == "shifting":
+                trace = simlib.shifting_trace(alpha, keys, requests,
+                                              int(p.get("phases", 4)), tseed)
+            elif kind == "scan":
+                trace = simlib.scan_trace(alpha, keys, requests, int(p.get("scan_every", 1000)),
+                                          int(p.get("scan_length", 500)), tseed)
+            elif kind == "loop":
+                trace = simlib.loop_trace(keys, requests)
+            else:
+                raise click.UsageError(
+                    f"unknown synthetic trace {kind!r} (available: zipf, shifting, scan, loop)")
             distinct = len(np.unique(trace))
         else:
             assert trace_path is not None
-            fmt = fmt or ("npy" if trace_path.endswith(".npy") else "text")
-            if fmt == "npy":
-                trace = load_npy(trace_path)
-                distinct = len(np.unique(trace))
-            else:
+            ext = os.path.splitext(trace_path)[1].lower()
+            fmt = fmt or {".npy": "npy", ".csv": "csv", ".bin": "oracle"}.get(ext, "text")
+            if fmt == "text":
                 from .encoders import encoder_from_config
 
                 fp = encoder_from_config(_config(config_path).encoder).fingerprint
-                trace = load_text(trace_path, fp)
+                trace = simlib.load_text(trace_path, fp)
                 distinct = len(set(trace))
+            else:
+                loader = {"npy": simlib.load_npy, "csv": simlib.load_csv,
+                          "oracle": simlib.load_oracle_general}[fmt]
+                trace = loader(trace_path)
+                distinct = len(np.unique(trace))
         sizes = _parse_sizes(hot_entries, distinct)
         names = [n.strip() for n in policies.split(",") if n.strip()]
         with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
                   disable=not sys.stderr.isatty()) as bar:
-            results = simulate_grid(trace, capacities=sizes, policies=names, seed=seed,
+            results = simlib.simulate_grid(trace, capacities=sizes, policies=names, seed=seed,
                                     progress=lambda _: bar.update(1))
     except (TierCacheError, OSError, ValueError) as exc:
         _fail(exc)

@@ -8,8 +8,18 @@ hit counts equal the live cache's on the same trace (a differential test checks 
 from __future__ import annotations
 
 from .simulate import SimResult, belady, simulate, simulate_grid
-from .traces import load_npy, load_text, zipf_trace
+from .traces import (
+    load_csv,
+    load_npy,
+    load_oracle_general,
+    load_text,
+    loop_trace,
+    scan_trace,
+    shifting_trace,
+    zipf_trace,
+)
 
 __all__ = [
-    "SimResult", "belady", "load_npy", "load_text", "simulate", "simulate_grid", "zipf_trace",
+    "SimResult", "belady", "load_csv", "load_npy", "load_oracle_general", "load_text",
+    "loop_trace", "scan_trace", "shifting_trace", "simulate", "simulate_grid", "zipf_trace",
 ]
