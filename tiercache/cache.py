@@ -221,20 +221,30 @@ class TierCache(AsyncAPI):
         self._tick += 1
         timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
         t0 = _perf() if timed else 0.0
-        hot = self._hot
         with self._lock:
-            slot = hot._by_content.get(content)
-            if slot is not None:
-                exp = hot.expires[slot]
-                if exp == NEVER or exp > self._clock():
-                    vec: np.ndarray = hot.slab[slot].copy()
-                    self._engine.record_hot_hit(hot._key[slot])
-                    self._s_hot.hits += 1
-                    self._lookups += 1
-                    if timed:
-                        self._s_hot.latency.add(_perf() - t0)
-                    return vec
-        return self._embed_one(content, slot is not None, timed)
+            vec = self._hot_hit_locked(content)
+            if vec is not None:
+                if timed:
+                    self._s_hot.latency.add(_perf() - t0)
+                return vec
+            expired_entry = content in self._hot._by_content
+        return self._embed_one(content, expired_entry, timed)
+
+    def _hot_hit_locked(self, content: Content) -> np.ndarray | None:
+        """With the lock held: a fresh hot entry's vector (a copy), its hit recorded and
+        counted; None if absent or expired (an expired entry is left for the caller)."""
+        hot = self._hot
+        slot = hot._by_content.get(content)
+        if slot is None:
+            return None
+        exp = hot.expires[slot]
+        if exp != NEVER and exp <= self._clock():
+            return None
+        vec: np.ndarray = hot.slab[slot].copy()
+        self._engine.record_hot_hit(hot._key[slot])
+        self._s_hot.hits += 1
+        self._lookups += 1
+        return vec
 
     def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
         """A hot hit without waiting for the lock (for the event loop); None otherwise."""
@@ -243,22 +253,11 @@ class TierCache(AsyncAPI):
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            hot = self._hot
-            slot = hot._by_content.get(content)
-            if slot is None:
-                return None
-            exp = hot.expires[slot]
-            if exp != NEVER and exp <= self._clock():
-                return None
-            vec: np.ndarray = hot.slab[slot].copy()
-            self._engine.record_hot_hit(hot._key[slot])
-            self._s_hot.hits += 1
-            self._lookups += 1
-            return vec
+            return self._hot_hit_locked(content)
         finally:
             self._lock.release()
 
-    def _embed_one(self, content: Content, hot_slot_seen: bool, timed: bool) -> np.ndarray:
+    def _embed_one(self, content: Content, expired_entry: bool, timed: bool) -> np.ndarray:
         """``embed`` past a hot miss: one digest, one warm read, else the encoder.
 
         The hot miss is recorded in the same locked section as the warm outcome (one lock
@@ -266,18 +265,12 @@ class TierCache(AsyncAPI):
         """
         key = self._keys.digest(content)
         recorded = False
-        if hot_slot_seen:
+        if expired_entry:
             with self._lock:
-                slot = self._hot._by_content.get(content)
-                if slot is not None:  # expired in hot, unless another thread refreshed it
-                    exp = self._hot.expires[slot]
-                    if exp == NEVER or exp > self._clock():
-                        self._lookups += 1
-                        self._s_hot.hits += 1
-                        self._engine.record_hot_hit(key)
-                        fresh: np.ndarray = self._hot.slab[slot].copy()
-                        return fresh
-                    self._remove_hot_locked(key, "expired")
+                fresh = self._hot_hit_locked(content)  # another thread may have refreshed it
+                if fresh is not None:
+                    return fresh
+                self._remove_hot_locked(key, "expired")
                 self._record_hot_miss_locked(key)
             recorded = True
         if self._warm is not None:
@@ -845,9 +838,7 @@ class TierCache(AsyncAPI):
                     self._s_hot.evictions["dropped"] += 1
                     removed.add(k)
         if self._warm is not None:
-            present = self._warm.exists_many(keys)
-            gone = [k for k, p in zip(keys, present) if p]
-            self._warm.delete_many(gone)
+            gone = [k for k, g in zip(keys, self._warm.delete_each(keys)) if g]
             with self._lock:
                 self._s_warm.evictions["dropped"] += len(gone)
             removed.update(gone)

@@ -892,9 +892,20 @@ class LmdbTier:
         self._apply(items, ())
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
+        return sum(self.delete_each(keys))
+
+    def delete_each(self, keys: Sequence[bytes]) -> list[bool]:
+        """Delete ``keys`` in one transaction; for each, whether it was stored."""
         if not keys:
-            return 0
-        return self._apply((), keys)
+            return []
+
+        def run(txn: lmdb.Transaction, h: _Env) -> list[bool]:
+            p = _Packer(txn, h, self.packed_record_len)
+            gone = [p.delete(k) for k in keys]
+            p.finish()
+            return gone
+
+        return self._write(run)
 
     def replace_many(
         self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]
@@ -918,6 +929,3 @@ class LmdbTier:
                         break
 
         self._write(run)
-
-    def sync(self) -> None:
-        self._h.env.sync(True)
