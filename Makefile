@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-smoke lint install clean
+.PHONY: run test bench bench-smoke lint install clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,24 @@ run: $(STAMP)
 	mkdir -p out
 	$(BIN)/tiercache embed --input data/queries.txt --passes 2 --output out/embeddings.npy
 
+# The shared-tier tests and benchmarks start real redis-server processes on loopback.
+# Installed with apt-get when missing and we are root; otherwise say how to install it.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server)"; \
+	  fi; }
+
 ## test: set up, then run the whole test suite
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## bench: per-tier latency and footprint beside the baselines -> docs/benchmarks.md
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 
 lint: $(STAMP)

@@ -81,4 +81,31 @@ def cache(tmp_path: Path, encoder: CountingEncoder, clock: FakeClock) -> Iterato
     c.close()
 
 
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real redis-server for the session (see tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session: Any) -> Any:
+    """The session's redis-server, emptied (FLUSHALL) for this test."""
+    redis_session.cli_run("flushall")
+    return redis_session
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real 3-node Redis Cluster on loopback (started on first use)."""
+    from tests.redis_server import RedisCluster3
+
+    cluster = RedisCluster3(tmp_path_factory.mktemp("rcluster")).start()
+    yield cluster
+    cluster.stop()
+
+
 __all__ = ["CallableEncoder", "CountingEncoder", "DIM", "FakeClock", "make_config"]

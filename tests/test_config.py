@@ -19,6 +19,7 @@ from tiercache.config import (
     EncoderConfig,
     HotConfig,
     PolicyConfig,
+    SharedConfig,
     TierCacheConfig,
     WarmConfig,
     config_to_dict,
@@ -48,6 +49,7 @@ SECTIONS: dict[str, type] = {
     "hot": HotConfig,
     "warm": WarmConfig,
     "policy": PolicyConfig,
+    "shared": SharedConfig,
 }
 
 

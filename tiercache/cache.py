@@ -1,11 +1,15 @@
 """TierCache: the one module that combines I/O and policy decisions.
 
-Lookup order: hot (in-process, by exact content) -> warm (LMDB, by digest) -> cold
-(the encoder). The policy engine (``tiercache.policy``) decides what is admitted to hot,
-what hot evicts (demotion: inclusive, so a clean key is simply dropped; a key that never
-reached warm is written there), whether a recomputed vector is written to warm (minimum
-frequency gate), and which warm records are evicted when the warm budget is exceeded.
-``TierCache`` executes those decisions and counts every one of them by reason.
+Lookup order: hot (in-process, by exact content) -> warm (LMDB, by digest) -> shared
+(Redis, optional, by digest) -> cold (the encoder). The policy engine
+(``tiercache.policy``) decides what is admitted to hot, what hot evicts (demotion:
+inclusive, so a clean key is simply dropped; a key that never reached warm is written
+there), whether a recomputed vector is written to warm (minimum frequency gate), and which
+warm records are evicted when the warm budget is exceeded. ``TierCache`` executes those
+decisions and counts every one of them by reason. A shared hit fills warm (per the warm
+gate) and is offered to hot; a recomputed vector is written to shared (per
+``shared.min_frequency``) so that other hosts find it. The shared tier is fail-open: its
+errors and outages are counted, never raised from a lookup or a write.
 
 Thread-safe: one re-entrant lock guards the hot tier, the engine, single-flight state and
 counters; LMDB reads and writes and the encoder run outside it.
@@ -42,6 +46,7 @@ from .policy import PolicyEngine
 from .stats import EncoderStats, TierStats, format_stats
 from .tiers.lmdb import LmdbTier, segment_cost, segment_slots
 from .tiers.memory import NEVER, MemoryTier, hot_capacity
+from .tiers.redis import RedisTier, SharedUnavailable
 
 MAX_TTL_SECONDS = 100 * 365 * 86400.0
 _CORRUPT = object()
@@ -102,7 +107,9 @@ class TierCache(AsyncAPI):
     Build with ``TierCache.from_yaml(path)``, ``TierCache(load_config(path))`` or
     ``TierCache.default()``. ``encoder=`` overrides the configured encoder (any object
     with the :class:`~tiercache.encoders.Encoder` protocol), ``clock=`` the wall clock used
-    for TTLs (seconds since the epoch). Use as a context manager or call :meth:`close`.
+    for TTLs (seconds since the epoch), ``shared=`` the shared tier built from the
+    ``shared`` section (a :class:`~tiercache.tiers.redis.RedisTier`, e.g. over an existing
+    redis-py client). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class TierCache(AsyncAPI):
         *,
         encoder: Encoder | None = None,
         clock: Callable[[], float] = time.time,
+        shared: RedisTier | None = None,
     ) -> None:
         self.config = cfg = config or default_config()
         self.encoder: Encoder = encoder or encoder_from_config(cfg.encoder)
@@ -154,9 +162,21 @@ class TierCache(AsyncAPI):
             hasher_many=key_hash64_many,
             access_buffer=cfg.policy.access_buffer,
         )
+        self._shared = shared
+        sc = cfg.shared
+        if shared is None and sc.active:
+            self._shared = RedisTier(
+                url=sc.url, nodes=sc.nodes, cluster=sc.cluster, key_prefix=sc.key_prefix,
+                timeout=sc.timeout, connect_timeout=sc.connect_timeout,
+                backoff_initial=sc.backoff_initial, backoff_max=sc.backoff_max,
+                password=os.environ.get(sc.password_env) if sc.password_env else None,
+            )
+        self._shared_ttl = sc.ttl
+        self._shared_min_frequency = sc.min_frequency
         self._inflight: dict[bytes, Future[np.ndarray]] = {}
         self._s_hot = TierStats()
         self._s_warm = TierStats()
+        self._s_shared = TierStats()
         self._s_enc = EncoderStats()
         self._lookups = 0
         self._closed = False
@@ -196,6 +216,8 @@ class TierCache(AsyncAPI):
         self._shutdown_pool()
         if self._warm is not None:
             self._warm.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -280,6 +302,11 @@ class TierCache(AsyncAPI):
         elif not recorded:
             with self._lock:
                 self._record_hot_miss_locked(key)
+        if self._shared is not None:
+            out = np.empty((1, self.dim), dtype=np.float32)
+            if not self._shared_lookup({content: (key, [0])}, out, None, self._clock()):
+                hit: np.ndarray = out[0]
+                return hit
         _check_content(content, self._accepts)
         return self._compute([key], [content])[key].copy()
 
@@ -421,7 +448,10 @@ class TierCache(AsyncAPI):
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None:
-            return {c: (k, warm_wanted[c]) for c, k in zip(wanted, keys)}
+            missing = {c: (k, warm_wanted[c]) for c, k in zip(wanted, keys)}
+            if self._shared is not None:
+                return self._shared_lookup(missing, out, found, now)
+            return missing
         t1 = _perf()
         dim = self.dim
 
@@ -480,7 +510,143 @@ class TierCache(AsyncAPI):
             self._warm_delete(drop)
         if demote:
             self._warm_write(demote, forced=False)
+        if missing and self._shared is not None:
+            return self._shared_lookup(missing, out, found, now)
         return missing
+
+    # -- shared tier ------------------------------------------------------------------------
+    def _shared_lookup(
+        self,
+        missing: dict[Content, tuple[bytes, list[int]]],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        now: float,
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """Look ``missing`` up in Redis: fill ``out`` rows (and ``found``) for hits, place
+        them locally (warm per gate, hot per admission) and return what is still missing.
+        Any failure is counted and treated as a miss of every key."""
+        shared = self._shared
+        assert shared is not None
+        items = list(missing.items())
+        keys = [k for _, (k, _) in items]
+        t0 = _perf()
+        try:
+            bufs = shared.get_many(keys)
+        except Exception as exc:
+            with self._lock:
+                sm = self._s_shared
+                sm.misses += len(keys)
+                if isinstance(exc, SharedUnavailable):
+                    sm.skipped += len(keys)
+                else:
+                    sm.errors += 1
+            return missing
+        elapsed = _perf() - t0
+        dim = self.dim
+        still: dict[Content, tuple[bytes, list[int]]] = {}
+        placed: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
+        corrupt = expired = 0
+        for (c, (k, rows)), buf in zip(items, bufs):
+            rec = codec.decode_record(buf, dim) if buf is not None else None
+            if rec is None:
+                corrupt += buf is not None
+                still[c] = (k, rows)
+                continue
+            if rec.expires_at and rec.expires_at <= now:
+                expired += 1
+                still[c] = (k, rows)
+                continue
+            out[rows] = rec.vector
+            if found is not None:
+                meta = rec.metadata()
+                for i in rows:
+                    found[i] = Entry(key_to_str(k), rec.vector.copy(), meta, "shared")
+            placed.append((c, k, rec.vector, rec.expires_at, rec.blob))
+        with self._lock:
+            sm = self._s_shared
+            sm.hits += len(placed)
+            sm.misses += len(still)
+            sm.corrupt += corrupt
+            sm.expired += expired
+            sm.latency.add(elapsed)
+        if placed:
+            self._place_local(placed, promoted=True)
+        return still
+
+    def _shared_write(self, entries: list[tuple[bytes, bytes, float]]) -> None:
+        """Write ``(key, record, expires_at)`` to Redis with their TTL; fail-open."""
+        shared = self._shared
+        if shared is None or not entries:
+            return
+        now = self._clock()
+        limit = self._shared_ttl
+        items: list[tuple[bytes, bytes, int | None]] = []
+        for k, record, expires_at in entries:
+            ttl = limit
+            if expires_at:
+                left = expires_at - now
+                if left <= 0:
+                    continue
+                ttl = left if ttl is None else min(ttl, left)
+            items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
+        if not items:
+            return
+        t0 = _perf()
+        try:
+            shared.put_many(items)
+        except Exception as exc:
+            with self._lock:
+                if isinstance(exc, SharedUnavailable):
+                    self._s_shared.skipped += len(items)
+                else:
+                    self._s_shared.errors += 1
+            return
+        with self._lock:
+            self._s_shared.writes += len(items)
+            self._s_shared.latency.add(_perf() - t0)
+
+    def _shared_call(self, what: str, fn: Callable[[RedisTier], Any]) -> Any:
+        """An invalidating call on Redis (drop, clear): failures raise StoreError, since a
+        delete that did not happen would let other hosts serve the entry again."""
+        assert self._shared is not None
+        try:
+            return fn(self._shared)
+        except Exception as exc:
+            with self._lock:
+                self._s_shared.errors += 1
+            raise StoreError(
+                f"{what}: the local tiers are done, but the shared tier (Redis) could not be "
+                f"reached, so other hosts may still serve these entries: {exc}"
+            ) from exc
+
+    def _place_local(
+        self, entries: list[tuple[Content, bytes, np.ndarray, float, bytes | None]],
+        *, promoted: bool,
+    ) -> list[bool]:
+        """Write ``(content, key, vector, expires_at, blob)`` to warm (per the warm gate)
+        and offer them to hot. ``promoted``: they came from the shared tier (counted as
+        warm promotions). Returns which were written to warm."""
+        warm = self._warm
+        with self._lock:
+            gate = [warm is not None and self._engine.warm_gate(k) for _, k, _, _, _ in entries]
+            if warm is not None:
+                self._s_warm.rejections["min_frequency"] += gate.count(False)
+        warm_items = [(k, codec.encode_record(v, self._codec, exp, blob))
+                      for (_, k, v, exp, blob), g in zip(entries, gate) if g]
+        written = self._warm_write(warm_items, forced=False) if warm_items else False
+        in_warm = [g and written for g in gate]
+        if promoted and written:
+            with self._lock:
+                self._s_warm.promotions += len(warm_items)
+        if self._hot.capacity == 0:
+            return in_warm
+        demote: list[tuple[bytes, bytes]] = []
+        with self._lock:
+            for (c, k, v, exp, blob), w in zip(entries, in_warm):
+                demote += self._admit_hot_locked(c, k, v, exp or NEVER, blob, in_warm=w)
+        if demote:
+            self._warm_write(demote, forced=False)
+        return in_warm
 
     def _remove_hot_locked(self, key: bytes, reason: str) -> None:
         if self._hot.delete_key(key):
@@ -660,30 +826,24 @@ class TierCache(AsyncAPI):
         now = self._clock()
         ttl = self._default_ttl
         expires = now + ttl if ttl else 0.0
-        blobs = [
-            codec.pack_blob(None, c) if self._store_text else None for _, c, _ in chunk
+        store_text = self._store_text
+        entries = [
+            (c, k, matrix[i], expires, codec.pack_blob(None, c) if store_text else None)
+            for i, (k, c, _) in enumerate(chunk)
         ]
-        warm_items: list[tuple[bytes, bytes]] = []
-        with self._lock:
-            gate = [self._warm is not None and self._engine.warm_gate(k) for k, _, _ in chunk]
-            for g in gate:
-                if self._warm is not None and not g:
-                    self._s_warm.rejections["min_frequency"] += 1
-        for i, (k, _, _) in enumerate(chunk):
-            if gate[i]:
-                warm_items.append((k, codec.encode_record(matrix[i], self._codec, expires,
-                                                          blobs[i])))
-        written = self._warm_write(warm_items, forced=False) if warm_items else False
-        if self._hot.capacity == 0:
-            return
-        demote: list[tuple[bytes, bytes]] = []
-        with self._lock:
-            for i, (k, c, _) in enumerate(chunk):
-                demote += self._admit_hot_locked(
-                    c, k, matrix[i], expires or NEVER, blobs[i], in_warm=gate[i] and written
-                )
-        if demote:
-            self._warm_write(demote, forced=False)
+        self._place_local(entries, promoted=False)
+        if self._shared is not None:
+            min_f = self._shared_min_frequency
+            if min_f:
+                with self._lock:
+                    share = [self._engine.frequency(k) >= min_f for _, k, _, _, _ in entries]
+                    self._s_shared.rejections["min_frequency"] += share.count(False)
+            else:
+                share = [True] * len(entries)
+            self._shared_write([
+                (k, codec.encode_record(v, self._codec, exp, blob), exp)
+                for (_, k, v, exp, blob), ok in zip(entries, share) if ok
+            ])
 
     # -- explicit writes ------------------------------------------------------------------
     def _validate_vector(self, vector: Any) -> np.ndarray:
@@ -758,10 +918,12 @@ class TierCache(AsyncAPI):
                              now + life if life else 0.0, blob))
         if not prepared:
             return []
+        records = [(k, codec.encode_record(v, self._codec, exp, blob))
+                   for _, k, v, exp, blob in prepared]
         if self._warm is not None:
-            records = [(k, codec.encode_record(v, self._codec, exp, blob))
-                       for _, k, v, exp, blob in prepared]
             self._warm_write(records, forced=True)
+        if self._shared is not None:
+            self._shared_write([(k, rec, p[3]) for (k, rec), p in zip(records, prepared)])
         demote: list[tuple[bytes, bytes]] = []
         with self._lock:
             for content, k, v, exp, blob in prepared:
@@ -816,10 +978,25 @@ class TierCache(AsyncAPI):
             expiries = self._warm.get_many_with(keys, codec.peek_expiry)
             for i, exp in zip(rest, expiries):
                 result[i] = exp is not None and (exp == 0.0 or exp > now)
+            rest = [i for i in rest if not result[i]]
+        if rest and self._shared is not None:
+            keys = [self._keys.digest(contents[i]) for i in rest]
+            try:
+                bufs = self._shared.get_many(keys)
+            except Exception:  # fail-open: an unreachable Redis holds nothing
+                with self._lock:
+                    self._s_shared.errors += 1
+                return result
+            for i, buf in zip(rest, bufs):
+                exp = codec.peek_expiry(buf) if buf is not None else None
+                result[i] = exp is not None and (exp == 0.0 or exp > now)
         return result
 
     def drop(self, content: Content, *, model: str | None = None) -> bool:
-        """Remove ``content`` from every tier; True if anything was removed."""
+        """Remove ``content`` from every tier; True if anything was removed.
+
+        Raises :class:`StoreError` if the shared tier cannot be reached (after removing the
+        local copies): other hosts could otherwise serve the dropped entry again."""
         return self.mdrop([content], model=model) > 0
 
     def mdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
@@ -842,31 +1019,51 @@ class TierCache(AsyncAPI):
             with self._lock:
                 self._s_warm.evictions["dropped"] += len(gone)
             removed.update(gone)
+        if self._shared is not None:
+            flags = self._shared_call("drop", lambda r: r.delete_each(keys))
+            gone = [k for k, g in zip(keys, flags) if g]
+            with self._lock:
+                self._s_shared.evictions["dropped"] += len(gone)
+            removed.update(gone)
         return len(removed)
 
     def get_by_key(self, key: str) -> Entry | None:
-        """The warm entry stored under a public key (hot is indexed by content)."""
+        """The entry stored under a public key: warm, then shared (hot is indexed by
+        content and consulted only when there is no warm tier). Nothing moves."""
         self._check_open()
         raw = key_from_str(key)
+        now = self._clock()
         if self._warm is None:
             with self._lock:
                 slot = self._hot.slot_of_key(raw)
-                if slot is None:
-                    return None
-                meta = self._hot.meta_at(slot)
-                return Entry(key, self._hot.slab[slot].copy(),
-                             codec.unpack_blob(meta).get("m") if meta else None, "hot")
-        rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
-        if rec is None or (rec.expires_at and rec.expires_at <= self._clock()):
-            return None
-        return Entry(key, rec.vector, rec.metadata(), "warm")
+                if slot is not None and self._hot.expires[slot] > now:
+                    meta = self._hot.meta_at(slot)
+                    return Entry(key, self._hot.slab[slot].copy(),
+                                 codec.unpack_blob(meta).get("m") if meta else None, "hot")
+        else:
+            rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+            if rec is not None and not (rec.expires_at and rec.expires_at <= now):
+                return Entry(key, rec.vector, rec.metadata(), "warm")
+        if self._shared is not None:
+            try:
+                buf = self._shared.get(raw)
+            except Exception:
+                with self._lock:
+                    self._s_shared.errors += 1
+                return None
+            srec = codec.decode_record(buf, self.dim) if buf is not None else None
+            if srec is not None and not (srec.expires_at and srec.expires_at <= now):
+                return Entry(key, srec.vector, srec.metadata(), "shared")
+        return None
 
     def clear(self) -> None:
-        """Remove every entry from hot and every record of the warm store directory.
+        """Remove every entry from hot, every record of the warm store directory and
+        every shared key under ``shared.key_prefix``.
 
         The warm store is cleared whole, every namespace in it included (records are
         keyed by digest alone); give caches that must be cleared apart their own
-        ``warm.path``.
+        ``warm.path`` and ``shared.key_prefix``. Raises :class:`StoreError` if the shared
+        tier cannot be reached (after clearing the local tiers).
         """
         self._check_open()
         with self._lock:
@@ -874,6 +1071,10 @@ class TierCache(AsyncAPI):
                 self._remove_hot_locked(k, "dropped")
         if self._warm is not None:
             self._warm.clear()
+        if self._shared is not None:
+            n = self._shared_call("clear", lambda r: r.clear())
+            with self._lock:
+                self._s_shared.evictions["dropped"] += n
 
     # -- observability --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -885,6 +1086,7 @@ class TierCache(AsyncAPI):
             hot.update(entries=len(self._hot), bytes=self._hot.bytes_used(),
                        capacity=self._hot.capacity)
             warm = self._s_warm.to_dict()
+            shared = self._s_shared.to_dict()
             enc = self._s_enc.to_dict()
             lookups = self._lookups
         tiers: dict[str, Any] = {"hot": hot}
@@ -894,6 +1096,9 @@ class TierCache(AsyncAPI):
                         file_bytes=st["file_bytes"], capacity=self._engine.warm_capacity,
                         path=self._warm.path)
             tiers["warm"] = warm
+        if self._shared is not None:
+            shared.update(self._shared.describe())
+            tiers["shared"] = shared
         return {
             "lookups": lookups,
             "tiers": tiers,
@@ -909,7 +1114,8 @@ class TierCache(AsyncAPI):
     def __repr__(self) -> str:
         return (f"TierCache(model={self.fingerprint.model!r}, dim={self.dim}, "
                 f"hot={len(self._hot)}/{self._hot.capacity}, "
-                f"warm={'off' if self._warm is None else self._warm.path})")
+                f"warm={'off' if self._warm is None else self._warm.path}, "
+                f"shared={'off' if self._shared is None else self._shared.prefix + '*'})")
 
 
 __all__ = ["Entry", "TierCache", "warm_capacity"]

@@ -43,6 +43,7 @@ __all__ = [
     "EncoderConfig",
     "HotConfig",
     "PolicyConfig",
+    "SharedConfig",
     "TierCacheConfig",
     "WarmConfig",
     "config_to_dict",
@@ -408,6 +409,92 @@ class WarmConfig:
         _check_int(self.max_readers, "warm.max_readers", minimum=1)
 
 
+SHARED_CLUSTER_MODES: tuple[str, ...] = ("auto", "standalone", "cluster")
+"""``shared.cluster``: ``auto`` asks the server on first connection; ``standalone`` and
+``cluster`` force the client kind (a ``redis+cluster://`` URL or ``nodes`` mean cluster)."""
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedConfig:
+    """The shared Redis tier between warm and the encoder (section ``shared``).
+
+    Off unless ``url`` or ``nodes`` is given. Redis being down or slow never reaches the
+    caller: lookups wait at most ``timeout`` (plus ``connect_timeout`` when connecting),
+    and after a failure the tier is skipped for a back-off that doubles from
+    ``backoff_initial`` to ``backoff_max`` while Redis stays down.
+    """
+
+    enabled: bool = True
+    """Use the tier when ``url`` or ``nodes`` is set; ``false`` turns it off."""
+    url: str | None = None
+    """``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS), ``unix://path``, or
+    ``redis+cluster://host:port`` for a Redis Cluster."""
+    nodes: tuple[str, ...] = ()
+    """Redis Cluster startup nodes, ``host:port`` each (implies ``cluster``)."""
+    cluster: str = "auto"
+    """One of ``SHARED_CLUSTER_MODES``."""
+    key_prefix: str = "tiercache:"
+    """Prefix of every Redis key (then 32 hex chars of the record key)."""
+    ttl: float | None = 86400.0
+    """Time to live of records written to Redis, seconds; ``None`` = no expiry. A record
+    with an earlier expiry of its own expires then."""
+    timeout: float = 0.1
+    """Socket read/write timeout of every Redis call, seconds."""
+    connect_timeout: float = 0.25
+    """Timeout of establishing a connection, seconds."""
+    backoff_initial: float = 0.5
+    """Seconds the tier is skipped after the first failure."""
+    backoff_max: float = 30.0
+    """Upper bound of the doubling back-off, seconds."""
+    min_frequency: int = 0
+    """Recomputed vectors seen fewer times than this are not written to Redis; >= 0."""
+    password_env: str | None = None
+    """Name of an environment variable holding the password (keeps it out of YAML)."""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.enabled and (self.url or self.nodes))
+
+    def __post_init__(self) -> None:
+        _check_bool(self.enabled, "shared.enabled")
+        if self.url is not None:
+            url = _check_str(self.url, "shared.url", non_empty=True)
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme not in _REDIS_SCHEMES:
+                _fail("shared.url", url,
+                      f"expected a URL starting with one of "
+                      f"{', '.join(s + '://' for s in _REDIS_SCHEMES)}")
+        if isinstance(self.nodes, str) or not isinstance(self.nodes, (list, tuple)):
+            _fail("shared.nodes", self.nodes, "expected a list of 'host:port' strings")
+        nodes = tuple(self.nodes)
+        for i, node in enumerate(nodes):
+            key = f"shared.nodes[{i}]"
+            _check_str(node, key, non_empty=True)
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                _fail(key, node, "expected 'host:port'")
+        _set(self, "nodes", nodes)
+        if self.url is not None and nodes:
+            _fail("shared.nodes", list(nodes), "give either shared.url or shared.nodes, not both")
+        _check_choice(self.cluster, "shared.cluster", SHARED_CLUSTER_MODES)
+        _check_str(self.key_prefix, "shared.key_prefix")
+        if self.ttl is not None:
+            _set(self, "ttl", parse_duration(self.ttl, "shared.ttl"))
+        for name in ("timeout", "connect_timeout", "backoff_initial", "backoff_max"):
+            value = parse_duration(getattr(self, name), f"shared.{name}")
+            if value is None:
+                _fail(f"shared.{name}", getattr(self, name), "must be a duration > 0")
+            _set(self, name, value)
+        if self.backoff_max < self.backoff_initial:
+            _fail("shared.backoff_max", self.backoff_max,
+                  "must be >= shared.backoff_initial")
+        _check_int(self.min_frequency, "shared.min_frequency", minimum=0)
+        if self.password_env is not None:
+            _check_str(self.password_env, "shared.password_env", non_empty=True)
+
+
 def _empty_params() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -459,6 +546,7 @@ class TierCacheConfig:
     hot: HotConfig = field(default_factory=HotConfig)
     warm: WarmConfig = field(default_factory=WarmConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    shared: SharedConfig = field(default_factory=SharedConfig)
     ttl: float | None = None
     """Default time to live of new entries, in seconds; ``None`` = never expire."""
 
@@ -479,6 +567,7 @@ _SECTIONS: dict[str, type] = {
     "hot": HotConfig,
     "warm": WarmConfig,
     "policy": PolicyConfig,
+    "shared": SharedConfig,
 }
 _TOP_LEVEL: tuple[str, ...] = (*_SECTIONS, "ttl")
 _SIZE_FIELDS = frozenset({"hot.max_bytes", "warm.max_bytes", "warm.map_size"})

@@ -1,7 +1,8 @@
 """Counters and latency percentiles, and their printed form.
 
 ``TierStats`` counts one tier's hits, misses, promotions (into this tier), demotions (out
-of it), writes, and evictions/rejections by reason. ``LatencyRecorder`` keeps the last
+of it), writes, evictions/rejections by reason, errors, and (shared tier) calls skipped
+while Redis is in back-off after a failure. ``LatencyRecorder`` keeps the last
 ``size`` samples of a tier's lookup latency (a ring buffer, so memory is bounded) and
 reports p50/p90/p99/max over them. Updates are made by ``TierCache`` under its lock.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-TIERS = ("hot", "warm", "cold")
+TIERS = ("hot", "warm", "shared", "cold")
 
 
 class LatencyRecorder:
@@ -54,6 +55,7 @@ class TierStats:
     corrupt: int = 0
     expired: int = 0
     errors: int = 0
+    skipped: int = 0
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class TierStats:
             "corrupt": self.corrupt,
             "expired": self.expired,
             "errors": self.errors,
+            "skipped": self.skipped,
             "latency_us": self.latency.percentiles(),
         }
 
@@ -107,7 +110,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"{'evict':>7} {'reject':>7} {'corrupt':>7} {'entries':>9} {'bytes':>11} "
         f"{'p50 us':>8} {'p99 us':>8}",
     ]
-    for name in ("hot", "warm"):
+    for name in ("hot", "warm", "shared"):
         t = tiers.get(name)
         if t is None:
             continue
@@ -117,6 +120,13 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"{t['promotions']:>7} {t['demotions']:>7} {sum(t['evictions'].values()):>7} "
             f"{sum(t['rejections'].values()):>7} {t['corrupt']:>7} {t.get('entries', 0):>9} "
             f"{t.get('bytes', 0):>11} {lat['p50']:>8.1f} {lat['p99']:>8.1f}"
+        )
+    sh = tiers.get("shared")
+    if sh is not None:
+        lines.append(
+            f"shared {sh.get('state', '?')}: {sh['errors']} errors, {sh['skipped']} lookups "
+            f"skipped in back-off, {sh.get('outages', 0)} outages, {sh['writes']} writes"
+            + (f"; last error: {sh['last_error']}" if sh.get("last_error") else "")
         )
     enc = stats["encoder"]
     lat = enc["latency_us"]

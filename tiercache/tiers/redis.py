@@ -1,0 +1,395 @@
+"""The shared tier: records in Redis (standalone or Redis Cluster), for fleets of hosts.
+
+A dumb record store like the warm tier: the same keys (16-byte digests, written as
+``<key_prefix><32 hex chars>``) and the same record bytes (``tiercache.codec``: a raw vector
+behind a checksummed header, never JSON, never pickle). What to read, write and keep is
+decided by ``TierCache``; this module only moves bytes, batch-first:
+
+* reads: ``MGET`` (one round trip per 1,000 keys) on a standalone server; on a cluster
+  redis-py's ``mget_nonatomic``, which groups keys by hash slot and pipelines per node;
+* writes: one non-transactional pipeline of ``SET key value PX ttl`` (the TTL is set
+  atomically with the value), grouped per node on a cluster;
+* deletes: ``UNLINK`` (split across slots on a cluster); ``clear`` scans
+  ``<escaped key_prefix>*`` on every primary and unlinks what it finds.
+
+**Fail-open.** Redis being down, slow or refusing must never reach the caller. Every call
+is bounded by ``timeout`` (socket read/write) and ``connect_timeout``, with redis-py's own
+retries switched off so the bound holds. A connection-level failure opens a circuit
+breaker: for ``backoff`` seconds (doubling per failed probe from ``backoff_initial`` up to
+``backoff_max``) calls fail at once with :class:`SharedUnavailable` instead of waiting on a
+dead server; then one call probes, and success closes the breaker. ``TierCache`` catches
+every exception from this tier, counts it and carries on with the local tiers and the
+encoder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, StoreError
+
+CLUSTER_MODES: tuple[str, ...] = ("auto", "standalone", "cluster")
+"""``shared.cluster``: ``auto`` asks the server (``INFO cluster``) on first connection;
+``standalone`` and ``cluster`` force the client kind. A ``redis+cluster://`` URL or a list
+of ``nodes`` means ``cluster``."""
+
+_CHUNK = 1000  # keys per MGET / UNLINK
+
+
+class SharedUnavailable(StoreError):
+    """The shared tier is in back-off after a failure (never raised to cache callers)."""
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob metacharacters escaped, for ``SCAN MATCH``."""
+    out = []
+    for ch in text:
+        if ch in "*?[]\\^-":
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - redis is a core dependency
+        raise StoreError("the shared tier needs redis-py: pip install redis") from exc
+    return redis
+
+
+def _connection_errors(redis: Any) -> tuple[type[BaseException], ...]:
+    from redis.exceptions import ClusterDownError, ClusterError
+
+    return (redis.ConnectionError, redis.TimeoutError, ClusterDownError, ClusterError,
+            ConnectionError, TimeoutError, OSError)
+
+
+class RedisTier:
+    """Records in Redis under ``key_prefix``; every call fail-fast behind a breaker.
+
+    Give ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``), or
+    ``nodes`` (``["host:port", ...]``, Redis Cluster startup nodes), or ``client`` (an
+    existing redis-py ``Redis``/``RedisCluster``; it is not closed by :meth:`close`).
+    ``clock`` is a monotonic clock for the back-off (injectable in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        nodes: Sequence[str] = (),
+        client: Any = None,
+        cluster: str = "auto",
+        key_prefix: str = "tiercache:",
+        timeout: float = 0.1,
+        connect_timeout: float = 0.25,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        password: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client is None and not url and not nodes:
+            raise ConfigError("shared.url", url, "give a Redis URL, cluster nodes or a client")
+        if cluster not in CLUSTER_MODES:
+            raise ConfigError("shared.cluster", cluster, f"one of {', '.join(CLUSTER_MODES)}")
+        self._redis = _import_redis()
+        self._url = url
+        self._nodes = tuple(nodes)
+        if url and urlsplit(url).scheme.endswith("+cluster"):
+            cluster = "cluster"
+            scheme, rest = url.split("://", 1)
+            self._url = f"{scheme.removesuffix('+cluster')}://{rest}"
+        if self._nodes:
+            cluster = "cluster"
+        self._mode = cluster
+        self._owned = client is None
+        self._client: Any = client
+        self._is_cluster = client is not None and hasattr(client, "get_nodes")
+        self.prefix = key_prefix
+        self._bprefix = key_prefix.encode("utf-8")
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self._backoff_initial = float(backoff_initial)
+        self._backoff_max = float(backoff_max)
+        self._backoff = self._backoff_initial
+        self._password = password
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+        self._probing = False
+        self.outages = 0
+        self.last_error: str | None = None
+        self._conn_errors = _connection_errors(self._redis)
+
+    # -- keys --------------------------------------------------------------------------
+    def redis_key(self, key: bytes) -> bytes:
+        """The Redis key of a 16-byte digest: ``<key_prefix><32 hex chars>``."""
+        return self._bprefix + key.hex().encode("ascii")
+
+    # -- client and breaker ------------------------------------------------------------
+    def _client_kwargs(self) -> dict[str, Any]:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        kw: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self._password is not None:
+            kw["password"] = self._password
+        return kw
+
+    def _make_client(self) -> Any:
+        redis = self._redis
+        kw = self._client_kwargs()
+        if self._mode == "cluster":
+            from redis.cluster import ClusterNode, RedisCluster
+
+            if self._nodes:
+                startup = []
+                for node in self._nodes:
+                    host, _, port = node.rpartition(":")
+                    startup.append(ClusterNode(host or "127.0.0.1", int(port)))  # type: ignore[no-untyped-call]
+                client = RedisCluster(startup_nodes=startup, **kw)
+            else:
+                client = RedisCluster.from_url(str(self._url), **kw)
+            self._is_cluster = True
+            return client
+        client = redis.Redis.from_url(self._url, **kw)
+        if self._mode == "auto":
+            try:
+                info = client.info("cluster")
+            except Exception:
+                client.close()
+                raise
+            if info.get("cluster_enabled"):
+                client.close()
+                from redis.cluster import RedisCluster
+
+                self._is_cluster = True
+                return RedisCluster.from_url(str(self._url), **kw)
+        self._is_cluster = False
+        return client
+
+    def _enter(self) -> Any:
+        """The client, or SharedUnavailable while backing off (one caller probes)."""
+        with self._lock:
+            if self._down:
+                now = self._clock()
+                if now < self._down_until or self._probing:
+                    raise SharedUnavailable(f"shared tier backing off: {self.last_error}")
+                self._probing = True
+            if self._client is None:
+                try:
+                    self._client = self._make_client()
+                except Exception as exc:
+                    self._fail_locked(exc)
+                    raise
+            return self._client
+
+    def _fail_locked(self, exc: BaseException) -> None:
+        if not self._down:
+            self.outages += 1
+            self._backoff = self._backoff_initial
+        else:
+            self._backoff = min(self._backoff * 2, self._backoff_max)
+        self._down = True
+        self._probing = False
+        self._down_until = self._clock() + self._backoff
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self._owned:
+            # the old client may hold dead sockets or a stale slot map: the next probe
+            # builds a new one (threads still using the old one fail and are counted)
+            self._client = None
+
+    def _ok(self) -> None:
+        if self._down or self._probing:
+            with self._lock:
+                self._down = False
+                self._probing = False
+                self._backoff = self._backoff_initial
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        client = self._enter()
+        try:
+            result = fn(client)
+        except self._conn_errors as exc:
+            with self._lock:
+                self._fail_locked(exc)
+            raise
+        except BaseException:
+            with self._lock:
+                self._probing = False
+            raise
+        self._ok()
+        return result
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (calls would fail at once)."""
+        with self._lock:
+            return not self._down or self._clock() >= self._down_until
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._is_cluster
+
+    # -- records -----------------------------------------------------------------------
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Stored records of ``keys`` in input order, None where absent."""
+        if not keys:
+            return []
+        rkeys = [self.redis_key(k) for k in keys]
+
+        def run(client: Any) -> list[bytes | None]:
+            if self._is_cluster:
+                return list(client.mget_nonatomic(rkeys))
+            if len(rkeys) <= _CHUNK:
+                return list(client.mget(rkeys))
+            pipe = client.pipeline(transaction=False)
+            for i in range(0, len(rkeys), _CHUNK):
+                pipe.mget(rkeys[i:i + _CHUNK])
+            out: list[bytes | None] = []
+            for part in pipe.execute():
+                out.extend(part)
+            return out
+
+        result: list[bytes | None] = self._call(run)
+        return result
+
+    def get(self, key: bytes) -> bytes | None:
+        rkey = self.redis_key(key)
+        value: bytes | None = self._call(lambda c: c.get(rkey))
+        return value
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes, int | None]]) -> None:
+        """Write ``(key, record, ttl_ms)``; ``ttl_ms`` None = no expiry. One pipeline."""
+        if not items:
+            return
+
+        def run(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, record, ttl_ms in items:
+                if ttl_ms is None:
+                    pipe.set(self.redis_key(key), record)
+                else:
+                    pipe.set(self.redis_key(key), record, px=max(1, int(ttl_ms)))
+            pipe.execute()
+
+        self._call(run)
+
+    def exists_many(self, keys: Sequence[bytes]) -> list[bool]:
+        if not keys:
+            return []
+
+        def run(client: Any) -> list[bool]:
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.exists(self.redis_key(k))
+            return [bool(n) for n in pipe.execute()]
+
+        result: list[bool] = self._call(run)
+        return result
+
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Unlink ``keys``; returns how many existed."""
+        if not keys:
+            return 0
+        rkeys = [self.redis_key(k) for k in keys]
+
+        def run(client: Any) -> int:
+            n = 0
+            for i in range(0, len(rkeys), _CHUNK):
+                n += int(client.unlink(*rkeys[i:i + _CHUNK]))
+            return n
+
+        deleted: int = self._call(run)
+        return deleted
+
+    def delete_each(self, keys: Sequence[bytes]) -> list[bool]:
+        """Unlink ``keys`` in one pipeline; which of them existed, in input order."""
+        if not keys:
+            return []
+
+        def run(client: Any) -> list[bool]:
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.unlink(self.redis_key(k))
+            return [bool(n) for n in pipe.execute()]
+
+        result: list[bool] = self._call(run)
+        return result
+
+    def keys(self) -> Iterator[bytes]:
+        """Digests stored under this prefix (a SCAN; every primary of a cluster)."""
+        pattern = glob_escape(self.prefix) + "*"
+        skip = len(self._bprefix)
+        found: list[bytes] = self._call(
+            lambda c: list(c.scan_iter(match=pattern, count=1000))
+        )
+        for rkey in found:
+            try:
+                yield bytes.fromhex(rkey[skip:].decode("ascii"))
+            except ValueError:
+                continue  # a foreign key that happens to share the prefix
+
+    def count(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    def clear(self) -> int:
+        """Unlink every key under this prefix (glob characters in it are escaped)."""
+        pattern = glob_escape(self.prefix) + "*"
+
+        def run(client: Any) -> int:
+            n = 0
+            batch: list[bytes] = []
+            for rkey in client.scan_iter(match=pattern, count=1000):
+                batch.append(rkey)
+                if len(batch) >= _CHUNK:
+                    n += int(client.unlink(*batch))
+                    batch = []
+            if batch:
+                n += int(client.unlink(*batch))
+            return n
+
+        cleared: int = self._call(run)
+        return cleared
+
+    def ping(self) -> bool:
+        """True if the server answers now (closes the breaker on success)."""
+        try:
+            return bool(self._call(lambda c: c.ping()))
+        except Exception:
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            down = self._down
+            until = self._down_until - self._clock() if down else 0.0
+        return {
+            "state": "down" if down else "up",
+            "retry_in_s": max(0.0, until),
+            "outages": self.outages,
+            "last_error": self.last_error,
+            "cluster": self._is_cluster,
+            "key_prefix": self.prefix,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._owned:
+            try:
+                client.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+
+
+__all__ = ["CLUSTER_MODES", "RedisTier", "SharedUnavailable", "glob_escape"]
