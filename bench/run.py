@@ -271,18 +271,88 @@ def disk_cache(n: int, tmp: Path) -> Store:
                  lambda t, v: c.set(t, v.tobytes()), footprint, c.close)
 
 
+REDIS_URL: str | None = None  # set by main() when it could start a redis-server
+
+
+def _redis_used(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def redis_py(n: int, tmp: Path) -> Store | None:
+    """Hand-rolled Redis: 16-byte blake2b key -> raw float32 bytes; GET / MGET / SET."""
+    if REDIS_URL is None:
+        return None
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushall()
+    base = _redis_used(r)
+
+    def key(t: str) -> bytes:
+        return b"hr:" + hashlib.blake2b(t.encode(), digest_size=16).digest()
+
+    def load(items: Sequence[tuple[str, Vec]]) -> None:
+        for part in chunks(items, 5000):
+            r.mset({key(t): v.tobytes() for t, v in part})
+
+    def get(t: str) -> Vec:
+        return np.frombuffer(r.get(key(t)), dtype=np.float32).copy()
+
+    def get_batch(ts: list[str]) -> np.ndarray:
+        vals = r.mget([key(t) for t in ts])
+        return np.frombuffer(b"".join(vals), dtype=np.float32).reshape(len(ts), DIM).copy()
+
+    def close() -> None:
+        r.flushall()
+        r.close()
+
+    return Store("redis-py GET/MGET", "Redis", load, get, get_batch,
+                 lambda t, v: r.set(key(t), v.tobytes()),
+                 lambda: {"bytes": _redis_used(r) - base}, close)
+
+
+def tiercache_shared(n: int, tmp: Path) -> Store | None:
+    """tiercache with only the shared tier (hot and warm off): every get is a Redis hit."""
+    if REDIS_URL is None:
+        return None
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushall()
+    base = _redis_used(r)
+    store = _tiercache("tiercache shared (Redis)", n, {
+        "encoder": {"kind": "hash", "dim": DIM},
+        "hot": {"enabled": False},
+        "warm": {"enabled": False},
+        "shared": {"url": REDIS_URL, "ttl": None, "timeout": "2s"},
+        "policy": {"seed": 1},
+    }, "Redis")
+    closer = store.close
+
+    def close() -> None:
+        closer()
+        r.flushall()
+        r.close()
+
+    store.footprint = lambda: {"bytes": _redis_used(r) - base}
+    store.close = close
+    return store
+
+
 def _du(path: Path) -> int:
     return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
 
 
-STORES: list[Callable[[int, Path], Store]] = [
+STORES: list[Callable[[int, Path], Store | None]] = [
     tiercache_hot,
     _tiercache_warm("float32"),
     _tiercache_warm("float16"),
+    tiercache_shared,
     plain_dict,
     lfu_cache,
     raw_lmdb,
     disk_cache,
+    redis_py,
 ]
 REF_HOT = "tiercache hot"
 REF_WARM = "tiercache warm float32"
@@ -312,13 +382,17 @@ def timer_floor_ns() -> float:
     return float(np.median(time_each(lambda a: None, range(100_000))))
 
 
-def bench_store(make: Callable[[int, Path], Store], w: Workload, p: Params,
-                tmp: Path) -> dict[str, Any]:
+def bench_store(make: Callable[[int, Path], Store | None], w: Workload, p: Params,
+                tmp: Path) -> dict[str, Any] | None:
     items = list(zip(w.texts, w.vectors))
     gc.collect()
     tracemalloc.start()
     t0 = time.perf_counter()
-    store = make(p.n, tmp)
+    maybe = make(p.n, tmp)
+    if maybe is None:
+        tracemalloc.stop()
+        return None
+    store = maybe
     store.load(items)
     load_s = time.perf_counter() - t0
     gc.collect()
@@ -552,6 +626,15 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
         "tiercache warm float32/float16 = hot disabled, LMDB warm tier, max_bytes 4 GiB; "
         "raw LMDB = 16-byte blake2b key → raw vector bytes, map 4 GiB, same flags as "
         "tiercache `fast`; diskcache stores raw bytes (no pickle).",
+        "* Redis stores (" + (f"redis-server {res['redis']['server']}, started by the bench on "
+        "a free loopback port, persistence off; flushed before each store" if
+        res.get("redis", {}).get("server") else "skipped: " + str(res.get("redis", {})
+                                                                 .get("skipped"))) + "): "
+        "redis-py GET/MGET = hand-rolled code (16-byte blake2b key → raw vector bytes; "
+        "`GET` + `np.frombuffer`, `MGET` + one `frombuffer` of the joined values, `SET`); "
+        "tiercache shared = hot and warm disabled, so every get is a shared-tier hit "
+        "(`cache.embed` → digest → `GET` → checksum + decode). Footprint: Redis "
+        "`used_memory` after the load minus before, per vector.",
         "",
     ]
     ref = {d: by[REF_HOT]["get_us"][d]["p50"] for d in by[REF_HOT]["get_us"]}
@@ -669,6 +752,49 @@ def make_plots(res: dict[str, Any], plot_dir: Path, md_dir: Path) -> dict[str, s
 # --------------------------------------------------------------------------- main
 
 
+class _Server:
+    def __init__(self, proc: subprocess.Popen[bytes], version: str) -> None:
+        self.proc, self.version = proc, version
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _start_redis(tmp: Path) -> _Server | None:
+    """A redis-server on a free loopback port (persistence off), or None if not installed."""
+    global REDIS_URL
+    exe = shutil.which("redis-server")
+    if exe is None:
+        log("redis-server not installed: the Redis stores are skipped")
+        return None
+    import socket
+
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(500):
+        try:
+            version = str(client.info("server")["redis_version"])
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    client.close()
+    REDIS_URL = url
+    log(f"redis-server {version} on {url}")
+    return _Server(proc, version)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/benchmarks.md", help="markdown report")
@@ -696,10 +822,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res: dict[str, Any] = {"smoke": a.smoke, "params": p.__dict__, "machine": info,
                                "timer_floor_ns": timer_floor_ns(), "stores": []}
-        for i, make in enumerate(STORES, 1):
-            log(f"store {i}/{len(STORES)}")
-            res["stores"].append(bench_store(make, w, p, tmp))
-            gc.collect()
+        server = _start_redis(tmp)
+        res["redis"] = {"server": server.version if server else None,
+                        "skipped": None if server else "redis-server is not installed"}
+        try:
+            for i, make in enumerate(STORES, 1):
+                log(f"store {i}/{len(STORES)}")
+                r = bench_store(make, w, p, tmp)
+                if r is not None:
+                    res["stores"].append(r)
+                gc.collect()
+        finally:
+            if server is not None:
+                server.stop()
         log("end-to-end stream")
         res["stream"] = bench_stream(p, tmp)
     finally:

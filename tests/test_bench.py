@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,11 @@ STORES = [
     "tiercache hot",
     "tiercache warm float32",
     "tiercache warm float16",
+    "tiercache shared (Redis)",
     "dict",
     "cachetools LFUCache",
     "raw lmdb",
+    "redis-py GET/MGET",
     "diskcache",
 ]
 SECTIONS = [
@@ -62,7 +65,10 @@ def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
 def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
     _, res = smoke
     by = {r["name"]: r for r in res["stores"]}
-    assert sorted(by) == sorted(STORES)
+    # the Redis stores run when redis-server is installed (`make test` installs it)
+    expected = STORES if shutil.which("redis-server") else [
+        s for s in STORES if "Redis" not in s and "redis" not in s]
+    assert sorted(by) == sorted(expected)
     for name, r in by.items():
         for dist in ("uniform", "zipf1.0"):
             assert all(isinstance(r["get_us"][dist][q], float) for q in QUANTILES), name

@@ -811,7 +811,9 @@ class TierCache(AsyncAPI):
                         if k in results:
                             self._inflight.pop(k, None)
                             fut.set_result(results[k])
-                raise err from None if err is exc else exc
+                if err is exc:
+                    raise  # keeps the encoder's own cause (e.g. CallableEncoder's)
+                raise err from exc
             with self._lock:
                 for k, _, fut in owned:
                     self._inflight.pop(k, None)

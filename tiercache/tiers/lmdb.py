@@ -163,6 +163,7 @@ class _Env:
         self.active: list[None] = []
         self.resizing = False
         self.generation = _fork_generation
+        self.named: dict[bytes, Any] = {}  # LmdbTier.in_named_db's handles, by name
 
     # ``set_mapsize`` may run only when no transaction is open in this process (py-lmdb's
     # requirement); readers of other processes are unaffected. A reader announces itself
@@ -917,6 +918,34 @@ class LmdbTier:
         if not puts and not deletes:
             return 0
         return self._apply(puts, deletes)
+
+    def in_named_db(self, name: bytes, fn: Callable[[lmdb.Transaction, Any], T], *,
+                    write: bool = False) -> T:
+        """``fn(txn, db)`` on the companion sub-database ``name`` of this environment.
+
+        For stores that live beside the vectors without a second ``lmdb.Environment`` on
+        the path (the LangChain ByteStore). ``db`` is created on first use (in a committed
+        write transaction) and its handle kept per environment (a forked child reopens).
+        The tier never reads, counts, evicts or clears it: it is outside ``max_bytes``,
+        ``stat()``, ``keys()`` and ``clear()``. The names the tier uses are refused, and
+        at most 3 companion names fit (``max_dbs``).
+
+        ``write=False``: one read transaction (``buffers=True``: ``fn`` copies what it
+        keeps). ``write=True``: one write transaction on the tier's writer path (serialised
+        with the tier's writes; committed when ``fn`` returns; on ``MapFullError`` the map
+        grows and ``fn`` is replayed from the start, so it must not have other side effects;
+        any exception aborts the whole transaction). LMDB errors propagate as ``lmdb.Error``.
+        """
+        if not name or name in (_RECORDS, _META, _INDEX, _SEGS, _SEGMETA):
+            raise ValueError(f"{name!r} is not a companion database name")
+        h = self._h
+        db = h.named.get(name)
+        if db is None:
+            db = self._write(lambda txn, h: h.env.open_db(name, txn=txn))
+            h.named[name] = db  # valid once the creating transaction committed
+        if write:
+            return self._write(lambda txn, h: fn(txn, db))
+        return self._read(lambda txn, h: fn(txn, db))
 
     def clear(self) -> None:
         def run(txn: lmdb.Transaction, h: _Env) -> None:
