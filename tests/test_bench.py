@@ -30,6 +30,11 @@ SECTIONS = [
     "## Single set of a fresh key (µs)",
     "## Footprint per vector",
     "## End to end: embed_many on a mixed stream",
+    "## Codec accuracy",
+    "## Bulk precompute into warm",
+    "## Several processes reading one warm store",
+    "## 768-d float32 warm store",
+    "## Cold path",
     "## Targets",
 ]
 QUANTILES = ("p50", "p90", "p99", "max")
@@ -79,3 +84,11 @@ def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
     assert all(q in stream["latency_ms"] for q in QUANTILES)
     assert stream["tiers"]["hot"]["hits"] + stream["tiers"]["warm"]["hits"] > 0
     assert {t["met"] for t in res["targets"]} <= {True, False}
+    assert set(res["codecs"]) == {"float32", "float16", "int8"}
+    assert res["codecs"]["float32"]["min"] > 0.99999  # float32 is exact
+    assert res["bulk"]["fast"]["vectors_per_s"] > 0 and res["bulk"]["durable"]["seconds"] > 0
+    runs = res["concurrency"]["runs"]
+    assert set(runs) == {"1", "2"} and all(r["ops_per_s"] > 0 for r in runs.values())
+    assert all(r["encoder_texts"] == 0 for r in runs.values())  # every get was a warm hit
+    assert res["warm768"]["dim"] == 768 and res["warm768"]["get_us"]["p50"] > 0
+    assert res["cold"] is None  # the smoke run never loads the model
