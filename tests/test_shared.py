@@ -457,3 +457,36 @@ def test_shared_config_parses_durations_and_is_off_without_a_url(tmp_path: Path)
     c = TierCache(make_config(tmp_path), encoder=CountingEncoder())
     assert "shared" not in c.stats()["tiers"]
     c.close()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_stats_reports_the_shared_tier(tmp_path: Path, redis_server: RedisServer) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+
+    a, _ = host(tmp_path, "a", redis_server.url, key_prefix="cli:")
+    a.embed_many(["one", "two", "three"])
+    a.close()
+    data = {"encoder": {"kind": "hash", "dim": DIM},
+            "warm": {"path": str(tmp_path / "a" / "warm")},
+            "shared": {"url": redis_server.url, "key_prefix": "cli:"}}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["entries"] == 3 and info["shared"]["keys"] == 3
+    assert info["shared"]["reachable"] and info["shared"]["target"].startswith("redis://127.0.0.1")
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
+    assert "3 keys under the prefix" in r.output
+    dead = RedisServer(tmp_path).port
+    data["shared"]["url"] = f"redis://:secret@127.0.0.1:{dead}/0"
+    cfg.write_text(yaml.safe_dump(data))
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])  # a password is never printed
+    assert r.exit_code == 0 and "unreachable" in r.output and "secret" not in r.output

@@ -100,40 +100,54 @@ def embed(config_path: str | None, input_path: str, output_path: str | None, bat
               help="YAML config file (default: the packaged default config).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(config_path: str | None, as_json: bool) -> None:
-    """Show the warm store: entries, bytes on disk, capacity, fingerprint manifest."""
+    """Show the warm store (entries, bytes on disk, capacity, fingerprint manifest) and,
+    when configured, the shared Redis tier (reachable?, keys under the prefix)."""
     from .tiers.lmdb import LmdbTier
 
     try:
         cfg = _config(config_path)
-        if not cfg.warm.enabled:
+        if not cfg.warm.enabled and not cfg.shared.active:
             _fail(TierCacheError("warm tier is disabled in this config: nothing is stored"))
+        info: dict[str, Any] = {}
         path = Path(cfg.warm.path)
-        if not (path / "data.mdb").exists():
-            _fail(TierCacheError(f"no warm store at {path}"))
-        from .keys import Fingerprint
+        if cfg.warm.enabled:
+            if not (path / "data.mdb").exists() and not cfg.shared.active:
+                _fail(TierCacheError(f"no warm store at {path}"))
+            if (path / "data.mdb").exists():
+                from .keys import Fingerprint
 
-        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                        on_fingerprint_mismatch="inspect")
-        try:
-            info: dict[str, Any] = {"path": str(path), **tier.stat(),
-                                    "manifest": tier.manifest()}
-        finally:
-            tier.close()
+                tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                                namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                                on_fingerprint_mismatch="inspect")
+                try:
+                    info = {"path": str(path), **tier.stat(), "manifest": tier.manifest()}
+                finally:
+                    tier.close()
+        if cfg.shared.active:
+            info["shared"] = _shared_info(cfg)
         if as_json:
             click.echo(json.dumps(info, indent=2, default=str))
             return
-        click.echo(f"warm store   {info['path']}")
-        click.echo(f"entries      {info['entries']}")
-        click.echo(f"bytes used   {info['bytes_used']} (B-tree pages)")
-        click.echo(f"file bytes   {info['file_bytes']} (allocated on disk)")
-        if info["entries"]:
-            click.echo(f"bytes/entry  {info['bytes_used'] / info['entries']:.0f}")
-        click.echo(f"map size     {info['map_size']}")
-        for ns, fps in info["manifest"]["namespaces"].items():
-            for fp in fps:
-                click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
-                           f"dim {fp['dim']} role {fp['role']!r}")
+        if "path" in info:
+            click.echo(f"warm store   {info['path']}")
+            click.echo(f"entries      {info['entries']}")
+            click.echo(f"bytes used   {info['bytes_used']} (B-tree pages)")
+            click.echo(f"file bytes   {info['file_bytes']} (allocated on disk)")
+            if info["entries"]:
+                click.echo(f"bytes/entry  {info['bytes_used'] / info['entries']:.0f}")
+            click.echo(f"map size     {info['map_size']}")
+            for ns, fps in info["manifest"]["namespaces"].items():
+                for fp in fps:
+                    click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
+                               f"dim {fp['dim']} role {fp['role']!r}")
+        sh = info.get("shared")
+        if sh is not None:
+            click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}")
+            if sh["reachable"]:
+                click.echo(f"             {sh['keys']} keys under the prefix"
+                           f"{' (cluster)' if sh['cluster'] else ''}")
+            else:
+                click.echo(f"             unreachable: {sh['error']}")
     except (TierCacheError, OSError) as exc:
         _fail(exc)
 
@@ -237,6 +251,33 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
     for r in results:
         click.echo(f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
                    f"{r.evicted:>9} {r.rejected:>9}")
+
+
+def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
+    """Reachability and key count of the shared tier (the URL shown without a password)."""
+    import os
+    from urllib.parse import urlsplit
+
+    from .tiers.redis import RedisTier
+
+    sc = cfg.shared
+    target = ", ".join(sc.nodes)
+    if sc.url:
+        parts = urlsplit(sc.url)
+        host = parts.hostname or ""
+        target = f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}"
+        target += parts.path if parts.scheme == "unix" else ""
+    tier = RedisTier(url=sc.url, nodes=sc.nodes, cluster=sc.cluster, key_prefix=sc.key_prefix,
+                     timeout=max(sc.timeout, 1.0), connect_timeout=max(sc.connect_timeout, 1.0),
+                     password=os.environ.get(sc.password_env) if sc.password_env else None)
+    out: dict[str, Any] = {"target": target, "key_prefix": sc.key_prefix}
+    try:
+        out.update(reachable=True, keys=tier.count(), cluster=tier.is_cluster, error=None)
+    except Exception as exc:  # report, do not fail: the local tiers still work
+        out.update(reachable=False, keys=None, cluster=None, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        tier.close()
+    return out
 
 
 @main.group()
