@@ -438,3 +438,12 @@ def test_warm_write_failure_set_raises_embed_degrades(cache: TierCache,
     v = cache.embed("computed anyway")  # a recompute still serves the caller
     assert np.array_equal(v, HashEncoder(DIM).encode(["computed anyway"])[0])
     assert cache.stats()["tiers"]["warm"]["errors"] >= 2
+
+
+def test_mset_keeps_its_own_copy_of_the_vectors(cache: TierCache) -> None:
+    arr = np.ones((3, DIM), dtype=np.float32)
+    cache.mset([(f"c{i}", arr[i]) for i in range(3)])
+    arr[:] = 7.0  # the caller reuses its buffer
+    for i in range(3):
+        e = cache.get(f"c{i}")
+        assert e is not None and np.array_equal(e.vector, np.ones(DIM, np.float32))

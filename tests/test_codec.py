@@ -80,3 +80,16 @@ def test_unserialisable_metadata_is_typed_error() -> None:
     with pytest.raises(InvalidMetadataError):
         codec.pack_blob({"x": "a" * (codec.MAX_METADATA_BYTES + 1)})
     assert codec.pack_blob(None, None) is None
+
+
+@pytest.mark.parametrize("name", ["float32", "float16", "int8"])
+def test_encode_records_equals_encode_record_row_by_row(name: str) -> None:
+    rng = np.random.default_rng(11)
+    m = rng.standard_normal((40, 24), dtype=np.float32)
+    blobs = [None if i % 3 else codec.pack_blob({"i": i}, "t") for i in range(40)]
+    exp = [0.0 if i % 2 else 1e9 + i for i in range(40)]
+    assert codec.encode_records(m, name, exp, blobs) == [
+        codec.encode_record(m[i], name, exp[i], blobs[i]) for i in range(40)]
+    assert codec.encode_records(m, name, 7.0) == [
+        codec.encode_record(m[i], name, 7.0) for i in range(40)]
+    assert codec.encode_records(m[:0], name) == []

@@ -897,7 +897,12 @@ class TierCache(AsyncAPI):
         self._check_model(model)
         default_ttl = _check_ttl(ttl) if ttl is not None else self._default_ttl
         now = self._clock()
-        prepared: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
+        dim = self.dim
+        contents: list[Content] = []
+        rows: list[np.ndarray] = []
+        expiries: list[float] = []
+        blobs: list[bytes | None] = []
+        store_text = self._store_text
         for item in items:
             if isinstance(item, Mapping):
                 content = item.get("content", item.get("text"))
@@ -912,20 +917,30 @@ class TierCache(AsyncAPI):
                 metadata = parts[2] if len(parts) > 2 else None
                 item_ttl = parts[3] if len(parts) > 3 else None
             _check_content(content)
-            arr = self._validate_vector(vector)
-            item_ttl = _check_ttl(item_ttl)
-            life = item_ttl if item_ttl is not None else default_ttl
-            blob = codec.pack_blob(metadata, content if self._store_text else None)
-            prepared.append((content, self._keys.digest(content), arr,
-                             now + life if life else 0.0, blob))
-        if not prepared:
+            if not (type(vector) is np.ndarray and vector.dtype == np.float32
+                    and vector.shape == (dim,)):
+                vector = self._validate_vector(vector)  # converts, or raises
+            life = default_ttl if item_ttl is None else _check_ttl(item_ttl)
+            contents.append(content)
+            rows.append(vector)
+            expiries.append(now + life if life else 0.0)
+            blobs.append(codec.pack_blob(metadata, content if store_text else None)
+                         if metadata is not None or store_text else None)
+        if not contents:
             return []
-        records = [(k, codec.encode_record(v, self._codec, exp, blob))
-                   for _, k, v, exp, blob in prepared]
+        matrix = np.stack(rows)  # the cache's own copy of every vector
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
+        digest = self._keys.digest
+        keys = [digest(c) for c in contents]
+        prepared = list(zip(contents, keys, matrix, expiries, blobs))
+        records = list(zip(keys, codec.encode_records(matrix, self._codec, expiries, blobs)))
         if self._warm is not None:
             self._warm_write(records, forced=True)
         if self._shared is not None:
-            self._shared_write([(k, rec, p[3]) for (k, rec), p in zip(records, prepared)])
+            self._shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
         demote: list[tuple[bytes, bytes]] = []
         with self._lock:
             for content, k, v, exp, blob in prepared:

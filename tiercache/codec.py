@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -142,14 +143,36 @@ def encode_record(
 def encode_records(
     matrix: np.ndarray,
     codec: str = "float32",
-    expires_at: float = 0.0,
-    blobs: list[bytes | None] | None = None,
+    expires_at: float | Sequence[float] = 0.0,
+    blobs: Sequence[bytes | None] | None = None,
 ) -> list[bytes]:
-    """Encode each row of a validated ``(n, dim)`` float32 matrix."""
-    return [
-        encode_record(matrix[i], codec, expires_at, blobs[i] if blobs else None)
-        for i in range(matrix.shape[0])
-    ]
+    """Encode each row of a validated ``(n, dim)`` float32 matrix; the same bytes as
+    :func:`encode_record` row by row. ``expires_at`` is one value or one per row.
+
+    float32 and float16 rows are converted in one numpy call and sliced; int8 rows need a
+    scale each and go through :func:`encode_record`.
+    """
+    n = matrix.shape[0]
+    expiries = [float(expires_at)] * n if isinstance(expires_at, (int, float)) else \
+        [float(e) for e in expires_at]
+    codec_id = CODEC_IDS[codec]
+    if codec_id == 2 or n == 0:
+        return [encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None)
+                for i in range(n)]
+    dim = matrix.shape[1]
+    body = matrix.astype("<f4" if codec_id == 0 else "<f2", copy=False).tobytes()
+    width = dim * (4 if codec_id == 0 else 2)
+    pack = _FIELDS.pack
+    check = _CHECK.pack
+    out: list[bytes] = []
+    for i in range(n):
+        blob = blobs[i] if blobs else None
+        rest = pack(FORMAT_VERSION, codec_id, FLAG_BLOB if blob else 0, 0, dim, expiries[i],
+                    1.0) + body[i * width:(i + 1) * width]
+        if blob:
+            rest += blob
+        out.append(check(xxh3_64_intdigest(rest) & _MASK32) + rest)
+    return out
 
 
 def peek_expiry(buf: bytes | memoryview) -> float | None:
