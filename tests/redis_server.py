@@ -57,30 +57,52 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def _ping(port: int, timeout: float = 0.2) -> bool:
+def _ping(port: int, timeout: float = 0.2, tls_ca: Path | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = raw
+            if tls_ca is not None:
+                import ssl
+
+                ctx = ssl.create_default_context(cafile=str(tls_ca))
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
+def make_tls_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI): (cert, key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   capture_output=True, check=True, timeout=60)
+    return cert, key
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1:<port>; ``stop``/``start`` keep the port."""
 
     def __init__(self, workdir: Path, port: int | None = None, *, cluster: bool = False,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), tls: tuple[Path, Path] | None = None) -> None:
         self.server, self.cli = redis_binaries()
         self.port = port or (free_cluster_port() if cluster else free_port())
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
         self.extra = extra
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, wait: float = 10.0) -> RedisServer:
@@ -92,13 +114,18 @@ class RedisServer:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
+        if self.tls is not None:
+            cert, key = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no"]
         args += list(self.extra)
         self.log = self.dir / "redis.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if _ping(self.port):
+            if _ping(self.port, tls_ca=self.tls[0] if self.tls else None):
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log.read_text()[-2000:]}")

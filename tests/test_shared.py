@@ -280,6 +280,26 @@ def test_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         server.stop()
 
 
+def test_tls_rediss_url(tmp_path: Path) -> None:
+    from tests.redis_server import make_tls_cert
+
+    server = RedisServer(tmp_path, tls=make_tls_cert(tmp_path)).start()
+    try:
+        assert server.url.startswith("rediss://")
+        a, _ = host(tmp_path, "a", server.url)
+        b, enc_b = host(tmp_path, "b", server.url)
+        np.testing.assert_array_equal(a.embed("over tls"), b.embed("over tls"))
+        assert enc_b.calls == 0 and b.stats()["tiers"]["shared"]["hits"] == 1
+        # a client that does not trust the certificate is refused: fail-open
+        c, enc_c = host(tmp_path, "c", server.url.split("?")[0])
+        c.embed("over tls")
+        assert enc_c.texts == 1 and c.stats()["tiers"]["shared"]["errors"] >= 1
+        for x in (a, b, c):
+            x.close()
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------- fail-open
 
 
