@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-smoke lint install clean redis-server
+.PHONY: run test bench bench-smoke lint install clean sim-grid redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: $(STAMP) redis-server
 ## bench: per-tier latency and footprint beside the baselines -> docs/benchmarks.md
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
+
+## sim-grid: our policies vs libCacheSim's and Belady on 4 traces x 4 sizes -> docs/simulator-grid.md
+sim-grid: $(STAMP)
+	$(BIN)/python -m tiercache.sim.grid --out docs/simulator-grid.md --png docs/img/sim-grid.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check tiercache tests bench

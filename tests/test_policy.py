@@ -719,10 +719,15 @@ def test_record_misses_equals_sequential_record_miss() -> None:
 
 
 def test_default_sketch_capacity() -> None:
-    assert engine("lru", 10, warm_capacity=10).sketch.capacity == 1024
-    assert engine("lru", 1000, warm_capacity=500).sketch.capacity == 1500
-    assert engine("lru", 1000, warm_capacity=10**9).sketch.capacity == 11_000
-    assert engine("lru", 10, sketch_capacity=50).sketch.capacity == 50
+    # width: 4 * max(hot, 1024) + min(warm, 10 * hot); aging: every 10 * max(hot, 1024)
+    e = engine("lru", 10, warm_capacity=10).sketch
+    assert (e.capacity, e.sample_size) == (4 * 1024 + 10, 10_240)
+    e = engine("lru", 1000, warm_capacity=500).sketch
+    assert (e.capacity, e.sample_size) == (4096 + 500, 10_240)
+    e = engine("lru", 5000, warm_capacity=10**9).sketch
+    assert (e.capacity, e.sample_size) == (20_000 + 50_000, 50_000)
+    e = engine("lru", 10, sketch_capacity=50).sketch  # explicit: aging 10 * capacity
+    assert (e.capacity, e.sample_size) == (50, 500)
 
 
 def test_warm_gate() -> None:

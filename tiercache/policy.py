@@ -22,6 +22,7 @@ See docs/policies.md for the full description.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -416,13 +417,28 @@ class TinyLFUPolicy(LRUPolicy):
         return Admission(True, (victim,))
 
 
+_CLIMB_RESTART = 0.05
+"""A sampled hit-rate change at least this large restarts the climber's step at full size."""
+
+_CLIMB_MIN_PERIOD = 1000
+"""Smallest automatic sample period (requests), so tiny caches do not climb on noise."""
+
+
+def _flag(pname: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"policy.params.{pname}", value, "must be true or false")
+    return value
+
+
 @register("wtinylfu")
 class WTinyLFUPolicy(Policy):
-    """Caffeine's W-TinyLFU with a fixed window: window LRU + TinyLFU + segmented LRU main.
+    """Caffeine-style W-TinyLFU: window LRU + TinyLFU + segmented LRU main, with the
+    window/main split adapted by a hill climber.
 
-    Sizing (capacity ``C``): the window holds ``W = min(C - 1, max(1, round(C * window)))``
-    entries when ``C >= 2`` and none when ``C <= 1``; the main region holds ``M = C - W``,
-    split into *protected* (at most ``floor(M * protected)``) and *probation* (the rest).
+    Sizing (capacity ``C``): the window starts at ``W = min(C - 1, max(1, round(C *
+    window)))`` entries when ``C >= 2`` and none when ``C <= 1``; the main region holds
+    ``M = C - W``, split into *protected* (at most ``floor(M * protected)``) and
+    *probation* (the rest).
 
     * A new key enters the window (most recent end) and is always admitted, unless ``W == 0``
       (capacity 1): then it competes directly as the candidate below and may be rejected.
@@ -435,16 +451,31 @@ class WTinyLFUPolicy(Policy):
       to protected's MRU end; when protected then exceeds its share, its LRU entry is
       demoted to probation's MRU end (it stays resident). A hit in protected refreshes it.
 
-    The window size is fixed (Caffeine adapts it by hill climbing; not done here).
+    Adaptation (``adaptive``, default on, for ``C >= 3``): once the cache has filled, every
+    access the engine applies (``on_hit``: a resident key is a hit, any other a miss) is
+    counted; every ``sample_period`` accesses (0: ``max(1000, 10 * C)``) the climber
+    compares the sample's hit rate with the previous sample's. If it did not drop, the
+    window moves again in the same direction, else it reverses. The step starts at
+    ``step * C`` entries (first move: grow the window), shrinks by ``step_decay`` every
+    sample, and restarts at full size when the hit rate changes by 5 points or more (the
+    workload changed). The window stays within ``[1, C - 1]``. Resizing moves entries
+    between regions and never evicts: growing the window moves main's LRU entries
+    (probation first) to the window's LRU end, shrinking it moves the window's LRU
+    entries to probation's MRU end; protected's overflow is demoted to probation.
+    Everything is counted in accesses, so the climber is deterministic.
 
-    Params: ``window`` (fraction of capacity, in (0, 1), default 0.01), ``protected``
-    (fraction of the main region, in [0, 1], default 0.8), ``jitter_threshold`` (default 6).
+    Params: ``window`` (initial fraction of capacity, in (0, 1), default 0.01),
+    ``protected`` (fraction of the main region, in [0, 1], default 0.8),
+    ``jitter_threshold`` (default 6), ``adaptive`` (bool, default true),
+    ``sample_period`` (int >= 0, default 0 = automatic), ``step`` (fraction of capacity
+    in (0, 1], default 0.0625), ``step_decay`` (in [0, 1], default 0.98).
     """
 
     tie_break = (
         "equal frequencies keep the main victim (the window's candidate needs a strictly "
         "higher estimate); the candidate is the window's LRU entry, the victim probation's "
-        "LRU entry (protected's LRU when probation is empty)"
+        "LRU entry (protected's LRU when probation is empty); the climber keeps its "
+        "direction when the hit rate is unchanged"
     )
     history = (
         "survives eviction in the frequency sketch (aged by halving), not in the policy: "
@@ -454,6 +485,11 @@ class WTinyLFUPolicy(Policy):
         "window": 0.01,
         "protected": 0.8,
         "jitter_threshold": 6,
+        "adaptive": True,
+        "sample_period": 0,
+        "step": 0.03,
+        "step_decay": 0.9,
+        "boost": 0.0,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -462,16 +498,37 @@ class WTinyLFUPolicy(Policy):
             "protected", params["protected"], low_open=False, high_open=False
         )
         self.jitter_threshold = _jitter_threshold(params["jitter_threshold"])
+        self.adaptive = _flag("adaptive", params["adaptive"])
+        self.sample_period = _nonneg_int("policy.params.sample_period", params["sample_period"])
+        self.step_fraction = _fraction("step", params["step"], low_open=True, high_open=False)
+        self.step_decay = _fraction(
+            "step_decay", params["step_decay"], low_open=False, high_open=False
+        )
+        self.boost = _fraction("boost", params["boost"], low_open=False, high_open=True)
         c = self.capacity
         if c >= 2:
-            self.window_capacity = min(c - 1, max(1, round(c * self.window_fraction)))
+            window = min(c - 1, max(1, round(c * self.window_fraction)))
         else:
-            self.window_capacity = 0
-        self.main_capacity = c - self.window_capacity
-        self.protected_capacity = int(self.main_capacity * self.protected_fraction)
+            window = 0
         self._window: OrderedDict[Key, None] = OrderedDict()
         self._probation: OrderedDict[Key, None] = OrderedDict()
         self._protected: OrderedDict[Key, None] = OrderedDict()
+        self._set_window(window)
+        # hill climber state (all counted in accesses: deterministic)
+        self._climbing = self.adaptive and c >= 3
+        self._period = self.sample_period or max(_CLIMB_MIN_PERIOD, 10 * c)
+        self._full = False
+        self._sample_hits = 0
+        self._sample_requests = 0
+        self._previous_rate = -1.0  # no sample yet
+        self._step = self.step_fraction * c  # signed: > 0 grows the window
+        self.adjustments: list[int] = []
+        """Window capacity after each climb (for tests and reports)."""
+
+    def _set_window(self, window: int) -> None:
+        self.window_capacity = window
+        self.main_capacity = self.capacity - window
+        self.protected_capacity = int(self.main_capacity * self.protected_fraction)
 
     def __len__(self) -> int:
         return len(self._window) + len(self._probation) + len(self._protected)
@@ -492,14 +549,84 @@ class WTinyLFUPolicy(Policy):
     def on_hit(self, key: Key) -> None:
         if key in self._window:
             self._window.move_to_end(key)
+            hit = 1
         elif key in self._probation:
             del self._probation[key]
             self._protected[key] = None
             if len(self._protected) > self.protected_capacity:
                 demoted, _ = self._protected.popitem(last=False)
                 self._probation[demoted] = None
+            hit = 1
         elif key in self._protected:
             self._protected.move_to_end(key)
+            hit = 1
+        else:
+            hit = 0  # a miss the engine recorded before offering the key
+        if self._climbing:
+            if not self._full:
+                if len(self) < self.capacity:
+                    return
+                self._full = True
+            self._sample_hits += hit
+            self._sample_requests += 1
+            if self._sample_requests >= self._period:
+                self._climb()
+
+    def _climb(self) -> None:
+        """One hill-climbing step from the sample just completed (see the class doc)."""
+        n = self._sample_requests
+        rate = self._sample_hits / n
+        self._sample_hits = self._sample_requests = 0
+        previous, self._previous_rate = self._previous_rate, rate
+        if previous < 0:
+            return  # the first full sample only sets the reference
+        c = self.capacity
+        change = rate - previous
+        # a change smaller than ~4 standard deviations of the difference of two samples
+        # may be noise; the restart threshold is at least _CLIMB_RESTART (5 points)
+        threshold = max(_CLIMB_RESTART, 4.0 * math.sqrt(2.0 * rate * (1.0 - rate) / n))
+        if change <= -threshold and self.boost > 0:
+            # the workload shifted: recency pays until frequencies catch up; then shrink
+            target = max(self.window_capacity, round(self.boost * c))
+            self._step = -self.step_fraction * c
+            self.resize_window(target)
+        else:
+            amount = self._step if change >= 0 else -self._step
+            if change >= threshold:
+                self._step = math.copysign(self.step_fraction * c, amount)
+            else:
+                self._step = self.step_decay * amount
+            self.resize_window(self.window_capacity + round(amount))
+        self.adjustments.append(self.window_capacity)
+
+    def resize_window(self, window: int) -> None:
+        """Move the window/main split to ``window`` entries (clamped to ``[1, C - 1]``).
+
+        Never evicts: growing moves main's LRU entries (probation's first, then
+        protected's) to the window's LRU end, oldest first; shrinking moves the window's
+        LRU entries to probation's MRU end. Protected's overflow is demoted to probation.
+        """
+        c = self.capacity
+        if c < 3:
+            return
+        window = min(c - 1, max(1, window))
+        if window == self.window_capacity:
+            return
+        self._set_window(window)
+        win, prob, prot = self._window, self._probation, self._protected
+        while len(win) > window:
+            k, _ = win.popitem(last=False)
+            prob[k] = None
+        moved: list[Key] = []
+        while len(prob) + len(prot) > self.main_capacity:
+            k, _ = (prob if prob else prot).popitem(last=False)
+            moved.append(k)
+        for k in reversed(moved):
+            win[k] = None
+            win.move_to_end(k, last=False)
+        while len(prot) > self.protected_capacity:
+            k, _ = prot.popitem(last=False)
+            prob[k] = None
 
     def admit(self, key: Key) -> Admission:
         if key in self:
@@ -656,10 +783,11 @@ class PolicyEngine:
             "policy.max_evictions_per_write", max_evictions_per_write, 1
         )
         self.access_buffer = _nonneg_int("policy.access_buffer", access_buffer, 1)
+        base = max(self.hot_capacity, 1024)
+        sample_size: int | None = None
         if sketch_capacity is None:
-            sketch_capacity = max(
-                self.hot_capacity + min(self.warm_capacity, 10 * self.hot_capacity), 1024
-            )
+            sketch_capacity = 4 * base + min(self.warm_capacity, 10 * self.hot_capacity)
+            sample_size = 10 * base
         sketch_capacity = _nonneg_int("policy.sketch_capacity", sketch_capacity)
         if seed is None:
             seed = random.SystemRandom().getrandbits(64)
@@ -669,7 +797,9 @@ class PolicyEngine:
         self.hasher = hasher
         # optional vectorised twin of ``hasher`` (must agree with it element-wise)
         self.hasher_many = hasher_many
-        self.sketch = FrequencySketch(sketch_capacity, seed=_derive_seed(seed, 1))
+        self.sketch = FrequencySketch(
+            sketch_capacity, seed=_derive_seed(seed, 1), sample_size=sample_size
+        )
         self._policy_rng = random.Random(_derive_seed(seed, 2))
         self._probe_rng = random.Random(_derive_seed(seed, 3))
         cls = get_policy(policy)

@@ -16,8 +16,9 @@ bits) and the numpy path (wrapping ``uint64`` arithmetic) compute the same indic
 
 Aging: every call to :meth:`FrequencySketch.increment` (and every element of
 :meth:`FrequencySketch.increment_many`) counts one *addition*, saturated counters included.
-When ``additions`` reaches ``sample_size = sample_factor * max(capacity, 1)``, every counter
-is halved (``c >> 1``) and ``additions`` is halved too; ``resets`` counts these events.
+When ``additions`` reaches ``sample_size`` (by default ``sample_factor * max(capacity, 1)``;
+the owner may pass its own, e.g. tied to the cache size rather than the sketch width), every
+counter is halved (``c >> 1``) and ``additions`` is halved too; ``resets`` counts these events.
 (Caffeine counts only additions that changed a counter and corrects the halved count for
 truncation; counting every addition keeps the batch path exactly equal to the scalar path
 and ages slightly sooner under saturation.)
@@ -89,7 +90,8 @@ class FrequencySketch:
 
     Attributes:
         width: counters per row (power of two).
-        sample_size: additions between two halvings (``sample_factor * max(capacity, 1)``).
+        sample_size: additions between two halvings (the ``sample_size`` argument, else
+            ``sample_factor * max(capacity, 1)``).
         additions: additions since the last halving (halved at each halving).
         resets: number of halvings so far.
         table: the ``(4, width)`` ``uint8`` counter array (read-only use, please).
@@ -113,7 +115,10 @@ class FrequencySketch:
         "_row_offsets",
     )
 
-    def __init__(self, capacity: int, *, seed: int, sample_factor: int = 10) -> None:
+    def __init__(
+        self, capacity: int, *, seed: int, sample_factor: int = 10,
+        sample_size: int | None = None,
+    ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ConfigError("sketch.capacity", capacity, "must be an integer >= 0")
         if (
@@ -124,12 +129,18 @@ class FrequencySketch:
             raise ConfigError("sketch.sample_factor", sample_factor, "must be an integer >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError("sketch.seed", seed, "must be an integer")
+        if sample_size is not None and (
+            isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1
+        ):
+            raise ConfigError("sketch.sample_size", sample_size, "must be an integer >= 1")
         self.capacity = capacity
         width = 16
         while width < capacity:
             width <<= 1
         self.width = width
-        self.sample_size = sample_factor * max(capacity, 1)
+        self.sample_size = (
+            sample_factor * max(capacity, 1) if sample_size is None else sample_size
+        )
         self.additions = 0
         self.resets = 0
         # One buffer, two views: a bytearray for fast scalar access from Python and a numpy
