@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -87,3 +88,72 @@ def test_stats_does_not_register_a_fingerprint(tmp_path: Path) -> None:
     fps = t.manifest()["namespaces"]["default"]
     t.close()
     assert [fp["model"] for fp in fps] == ["tiercache/hash"]
+
+
+def _warm_summary(output: str) -> dict[str, int]:
+    m = re.search(r"(\d+) lines in .*: (\d+) encoded .*, (\d+) already stored, (\d+) copied "
+                  r"from the shared tier, (\d+) skipped", output)
+    assert m, output
+    keys = ("lines", "encoded", "present", "shared", "skipped")
+    return dict(zip(keys, map(int, m.groups())))
+
+
+def test_warm_precomputes_a_catalog_and_resumes_after_an_interruption(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from tiercache import TierCache, load_config
+
+    cfg = write_config(tmp_path)
+    texts = [f"catalog line {i}" for i in range(95)] + ["catalog line 3"]  # one duplicate
+    catalog = tmp_path / "catalog.txt"
+    catalog.write_text("\n".join(texts) + "\n")
+    real = TierCache.precompute
+    calls = {"n": 0}
+
+    def interrupted(self: TierCache, *a: Any, **kw: Any) -> dict[str, int]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third batch
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(TierCache, "precompute", interrupted)
+    r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg), "--batch", "20"])
+    assert r.exit_code != 0
+    monkeypatch.setattr(TierCache, "precompute", real)
+    r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg), "--batch", "20"])
+    assert r.exit_code == 0, r.output
+    s = _warm_summary(r.output)
+    # the two committed batches are skipped; every other distinct line is encoded once
+    assert s == {"lines": 96, "encoded": 55, "present": 1, "shared": 0, "skipped": 40}
+    with TierCache(load_config(cfg)) as cache:
+        assert all(cache.mexists(texts))
+        assert cache.stats()["tiers"]["warm"]["entries"] == 95
+    # a finished file leaves no progress behind: a rerun finds everything stored
+    r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg)])
+    assert _warm_summary(r.output) == {"lines": 96, "encoded": 0, "present": 96, "shared": 0,
+                                       "skipped": 0}
+
+
+def test_warm_jsonl_keeps_id_and_metadata_and_reports_bad_lines(tmp_path: Path) -> None:
+    import json
+
+    from tiercache import TierCache, load_config
+
+    cfg = write_config(tmp_path)
+    cat = tmp_path / "docs.jsonl"
+    cat.write_text("\n".join(json.dumps(o) for o in [
+        {"id": "d1", "text": "first doc", "metadata": {"lang": "en"}},
+        {"id": 2, "text": "second doc"},
+        {"text": "third doc"},
+    ]) + "\n")
+    r = CliRunner().invoke(main, ["warm", str(cat), "-c", str(cfg)])
+    assert r.exit_code == 0, r.output
+    with TierCache(load_config(cfg)) as cache:
+        e1, e2, e3 = cache.mget(["first doc", "second doc", "third doc"])
+        assert e1 is not None and e1.metadata == {"lang": "en", "id": "d1"}
+        assert e2 is not None and e2.metadata == {"id": 2}
+        assert e3 is not None and e3.metadata is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"id": 1}\n')
+    r = CliRunner().invoke(main, ["warm", str(bad), "-c", str(cfg)])
+    assert r.exit_code == 2 and "bad.jsonl:2" in r.output

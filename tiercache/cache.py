@@ -760,8 +760,11 @@ class TierCache(AsyncAPI):
             return 0
 
     # -- recompute (cold) --------------------------------------------------------------
-    def _compute(self, keys: list[bytes], contents: list[Content]) -> dict[bytes, np.ndarray]:
-        """Encode the distinct missing keys once, with single-flight across threads."""
+    def _compute(self, keys: list[bytes], contents: list[Content], *,
+                 store: bool = True) -> dict[bytes, np.ndarray]:
+        """Encode the distinct missing keys once, with single-flight across threads.
+
+        ``store=False``: the caller stores the results itself (``precompute``)."""
         owned: list[tuple[bytes, Content, Future[np.ndarray]]] = []
         waits: list[tuple[bytes, Future[np.ndarray]]] = []
         with self._lock:
@@ -796,7 +799,8 @@ class TierCache(AsyncAPI):
                         s.seconds += dt
                         s.max_batch = max(s.max_batch, len(batch))
                         s.latency.add(dt)
-                    self._store_computed(chunk, matrix)
+                    if store:
+                        self._store_computed(chunk, matrix)
                     for i, (k, _, _) in enumerate(chunk):
                         results[k] = matrix[i]
             except BaseException as exc:
@@ -950,6 +954,36 @@ class TierCache(AsyncAPI):
         if demote:
             self._warm_write(demote, forced=False)
         return [key_to_str(k) for _, k, _, _, _ in prepared]
+
+    def precompute(self, contents: Sequence[Content], metadata: Sequence[Any] | None = None,
+                   *, ttl: float | None = None) -> dict[str, int]:
+        """Make sure every content is stored: encode what no tier holds and write it with an
+        explicit write (like ``mset``: committed to warm, durable with ``durability:
+        durable``, bypassing the warm frequency gate). A shared-tier hit is copied to warm
+        instead of being encoded. ``metadata`` (one per content, or None) is stored with
+        the entries written here. Returns counts: ``{"present", "shared", "encoded"}``.
+        The building block of ``tiercache warm`` (bulk catalog precompute)."""
+        self._check_open()
+        contents = list(contents)
+        if metadata is not None and len(metadata) != len(contents):
+            raise InvalidContentError("metadata must have one entry per content")
+        for c in contents:
+            _check_content(c)
+        found = self.mget(contents)
+        todo: dict[Content, int] = {}
+        for i, (c, e) in enumerate(zip(contents, found)):
+            if e is None and c not in todo:
+                todo[c] = i
+        shared = sum(1 for e in found if e is not None and e.tier == "shared")
+        if todo:
+            for c in todo:
+                _check_content(c, self._accepts)
+            keys = [self._keys.digest(c) for c in todo]
+            vectors = self._compute(keys, list(todo), store=False)
+            self.mset([(c, vectors[k], metadata[i] if metadata is not None else None)
+                       for (c, i), k in zip(todo.items(), keys)], ttl=ttl)
+        present = sum(1 for e in found if e is not None and e.tier != "shared")
+        return {"present": present, "shared": shared, "encoded": len(todo)}
 
     # -- explicit reads ------------------------------------------------------------------
     def get(self, content: Content, *, model: str | None = None) -> Entry | None:

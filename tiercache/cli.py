@@ -95,6 +95,145 @@ def embed(config_path: str | None, input_path: str, output_path: str | None, bat
         _fail(exc)
 
 
+def _catalog_items(path: Path, fmt: str) -> Any:
+    """Yield ``(line_number, text, metadata)`` for every non-empty line of a catalog.
+
+    ``text``: one text per line. ``jsonl``: objects with ``text`` (required), and optional
+    ``id`` and ``metadata`` (the id is stored in the metadata as ``"id"``). ``auto``: jsonl
+    for ``.jsonl``/``.ndjson`` files, text otherwise."""
+    if fmt == "auto":
+        fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "text"
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if fmt == "text":
+                yield n, line, None
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TierCacheError(f"{path}:{n}: not JSON: {exc.msg}") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise TierCacheError(f"{path}:{n}: expected an object with a string 'text'")
+            meta = obj.get("metadata")
+            if meta is not None and not isinstance(meta, dict):
+                raise TierCacheError(f"{path}:{n}: 'metadata' must be an object")
+            if "id" in obj:
+                meta = {**(meta or {}), "id": obj["id"]}
+            yield n, obj["text"], meta
+
+
+class _Journal:
+    """Resume state of ``tiercache warm``: the last line committed per input file, kept in
+    ``<warm.path>/precompute/`` (one small JSON per input, replaced atomically). It is
+    valid while the file's size and mtime are unchanged."""
+
+    def __init__(self, store: Path, source: Path) -> None:
+        import hashlib
+
+        st = source.stat()
+        resolved = str(source.resolve())
+        self.ident: dict[str, Any] = {"path": resolved, "size": st.st_size,
+                                      "mtime_ns": st.st_mtime_ns}
+        name = hashlib.blake2b(resolved.encode(), digest_size=8).hexdigest()
+        self.dir = store / "precompute"
+        self.path = self.dir / f"{name}.json"
+
+    def load(self) -> int:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        if {k: data.get(k) for k in self.ident} != self.ident:
+            return 0  # another file, or the file changed: start over
+        return int(data.get("line", 0))
+
+    def save(self, line: int) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.ident, "line": line}), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _warm_batch(cache: Any, pending: list[tuple[int, str, Any]], journal: _Journal,
+                totals: dict[str, int], ttl: float | None, bar: Any) -> None:
+    """Store one batch (one committed write), then record its last line as done."""
+    counts = cache.precompute([t for _, t, _ in pending], [m for _, _, m in pending], ttl=ttl)
+    for k, v in counts.items():
+        totals[k] += v
+    journal.save(pending[-1][0])
+    bar.update(len(pending))
+    bar.set_postfix(encoded=totals["encoded"])
+    pending.clear()
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default: the packaged default config).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl"]), default="auto",
+              show_default=True, help="text: one text per line; jsonl: {id, text, metadata}.")
+@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
+              help="Lines per batch; each batch is one committed write.")
+@click.option("--ttl", type=float, default=None, help="TTL in seconds of the entries written.")
+@click.option("--restart", is_flag=True, help="Ignore saved progress; start each file over.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def warm(files: tuple[Path, ...], config_path: str | None, fmt: str, batch: int,
+         ttl: float | None, restart: bool, no_progress: bool) -> None:
+    """Precompute a catalog into the warm tier (and the shared tier, when configured).
+
+    Reads FILES (one text per line, or JSONL with id/text/metadata), encodes what no tier
+    holds, and commits each batch. Interrupted runs resume after the last committed batch
+    (progress is kept under the warm directory); texts already stored are never encoded
+    again. Prints a throughput summary.
+    """
+    from tqdm import tqdm
+
+    from .cache import TierCache
+
+    try:
+        cfg = _config(config_path)
+        if not cfg.warm.enabled and not cfg.shared.active:
+            _fail(TierCacheError("warm tier is disabled in this config: nowhere to store"))
+        totals = {"lines": 0, "skipped": 0, "present": 0, "shared": 0, "encoded": 0}
+        t0 = time.perf_counter()
+        with TierCache(cfg) as cache:
+            for path in files:
+                journal = _Journal(Path(cfg.warm.path), path)
+                done = 0 if restart else journal.load()
+                with open(path, encoding="utf-8") as fh:
+                    total = sum(1 for line in fh if line.strip())
+                pending: list[tuple[int, str, Any]] = []
+                with tqdm(total=total, unit="line", desc=path.name, file=sys.stderr,
+                          disable=no_progress or not sys.stderr.isatty()) as bar:
+                    for n, text, meta in _catalog_items(path, fmt):
+                        totals["lines"] += 1
+                        if n <= done:
+                            totals["skipped"] += 1
+                            bar.update(1)
+                            continue
+                        pending.append((n, text, meta))
+                        if len(pending) >= batch:
+                            _warm_batch(cache, pending, journal, totals, ttl, bar)
+                    if pending:
+                        _warm_batch(cache, pending, journal, totals, ttl, bar)
+                journal.clear()  # the whole file is stored
+        dt = time.perf_counter() - t0
+        click.echo(
+            f"{totals['lines']} lines in {dt:.2f} s: {totals['encoded']} encoded "
+            f"({totals['encoded'] / dt if dt else 0:.0f} texts/s), {totals['present']} already "
+            f"stored, {totals['shared']} copied from the shared tier, {totals['skipped']} "
+            f"skipped (committed by an earlier run)")
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
 @main.command()
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
               help="YAML config file (default: the packaged default config).")
