@@ -157,3 +157,34 @@ def test_warm_jsonl_keeps_id_and_metadata_and_reports_bad_lines(tmp_path: Path) 
     bad.write_text('{"text": "ok"}\n{"id": 1}\n')
     r = CliRunner().invoke(main, ["warm", str(bad), "-c", str(cfg)])
     assert r.exit_code == 2 and "bad.jsonl:2" in r.output
+
+
+def test_inspect_verifies_every_record(tmp_path: Path) -> None:
+    import json
+
+    from tiercache import TierCache, load_config
+
+    cfg = write_config(tmp_path)
+    with TierCache(load_config(cfg), clock=lambda: 1_000_000.0) as cache:
+        cache.embed_many([f"plain {i}" for i in range(40)])
+        cache.set("with meta", np.ones(8, np.float32), metadata={"a": 1})
+        cache.set("expired long ago", np.ones(8, np.float32), ttl=60)
+        warm = cache._warm
+        assert warm is not None
+        raw = cache._keys.digest("plain 7")
+        rec = bytearray(warm.get_many([raw])[0] or b"")
+        rec[30] ^= 0x04
+        warm.put_many([(raw, bytes(rec))])
+    r = CliRunner().invoke(main, ["inspect", "-c", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["entries"] == 42 and info["corrupt"] == 1
+    assert info["records"] == {"float32 dim 8": 41}
+    assert info["with_metadata_or_text"] == 1 and info["expired"] == 1
+    assert info["expires_first"] == info["expires_last"] == 1_000_060.0
+    r = CliRunner().invoke(main, ["inspect", "-c", str(cfg)])
+    assert r.exit_code == 0 and "corrupt      1" in r.output and "float32 dim 8" in r.output
+    empty = tmp_path / "none.yaml"
+    empty.write_text(yaml.safe_dump({"warm": {"path": str(tmp_path / "nothing")}}))
+    r = CliRunner().invoke(main, ["inspect", "-c", str(empty)])
+    assert r.exit_code == 2 and "no warm store" in r.output

@@ -392,6 +392,103 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                    f"{r.evicted:>9} {r.rejected:>9}")
 
 
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default: the packaged default config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
+    """Read every record of the warm store and verify it: entries by codec and dim,
+    records with metadata, expiry range, expired and corrupt records, bytes; the
+    fingerprint manifest; the shared tier when configured. Changes nothing."""
+    import datetime as dt
+
+    from tqdm import tqdm
+
+    from . import codec
+    from .keys import Fingerprint
+    from .tiers.lmdb import LmdbTier
+
+    try:
+        cfg = _config(config_path)
+        path = Path(cfg.warm.path)
+        if not cfg.warm.enabled or not (path / "data.mdb").exists():
+            _fail(TierCacheError(f"no warm store at {path}"))
+        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                        on_fingerprint_mismatch="inspect")
+        now = time.time()
+        by_kind: dict[str, int] = {}
+        corrupt = expired = with_blob = payload = 0
+        first = last = None
+        try:
+            total = tier.count()
+            chunk: list[bytes] = []
+            with tqdm(total=total, unit="rec", desc="inspect", file=sys.stderr,
+                      disable=no_progress or not sys.stderr.isatty()) as bar:
+                keys = tier.keys()
+                while True:
+                    chunk = [k for _, k in zip(range(5000), keys)]
+                    if not chunk:
+                        break
+                    for d in tier.get_many_with(
+                            chunk, lambda b: (codec.describe_record(b), len(b))):
+                        if d is None:
+                            continue
+                        info, n = d
+                        payload += n
+                        if info is None:
+                            corrupt += 1
+                            continue
+                        kind = f"{info[0]} dim {info[1]}"
+                        by_kind[kind] = by_kind.get(kind, 0) + 1
+                        with_blob += info[3] > 0
+                        if info[2]:
+                            expired += info[2] <= now
+                            first = info[2] if first is None else min(first, info[2])
+                            last = info[2] if last is None else max(last, info[2])
+                    bar.update(len(chunk))
+            report: dict[str, Any] = {"path": str(path), **tier.stat(), "records": by_kind,
+                                      "corrupt": corrupt, "with_metadata_or_text": with_blob,
+                                      "record_bytes": payload, "expired": expired,
+                                      "expires_first": first, "expires_last": last,
+                                      "manifest": tier.manifest()}
+        finally:
+            tier.close()
+        if cfg.shared.active:
+            report["shared"] = _shared_info(cfg)
+        if as_json:
+            click.echo(json.dumps(report, indent=2, default=str))
+            return
+
+        def when(t: float | None) -> str:
+            return "-" if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(
+                timespec="seconds")
+
+        click.echo(f"warm store   {report['path']}")
+        click.echo(f"entries      {report['entries']} ({report['packed_entries']} packed in "
+                   f"{report['segments']} segments)")
+        for kind, n in sorted(by_kind.items()):
+            click.echo(f"  {kind:<22} {n}")
+        click.echo(f"corrupt      {corrupt}")
+        click.echo(f"metadata     {with_blob} records carry metadata or text")
+        click.echo(f"bytes        {report['bytes_used']} in B-tree pages, {payload} in records"
+                   + (f" ({report['bytes_used'] / report['entries']:.0f} per entry)"
+                      if report["entries"] else ""))
+        click.echo(f"expiry       {expired} expired; first {when(first)}, last {when(last)} "
+                   "(records carry no insertion time)")
+        for ns, fps in report["manifest"]["namespaces"].items():
+            for fp in fps:
+                click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
+                           f"dim {fp['dim']} role {fp['role']!r}")
+        sh = report.get("shared")
+        if sh is not None:
+            state = f"{sh['keys']} keys" if sh["reachable"] else f"unreachable: {sh['error']}"
+            click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}: {state}")
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
 def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
     """Reachability and key count of the shared tier (the URL shown without a password)."""
     import os

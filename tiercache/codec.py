@@ -216,6 +216,19 @@ def decode_raw(buf: bytes | memoryview, dim: int) -> RawRecord | None:
     return (codec_id, scale, expires_at, bytes(mv[body_end:]), bytes(mv[HEADER_SIZE:body_end]))
 
 
+def describe_record(buf: bytes | memoryview) -> tuple[str, int, float, int] | None:
+    """``(codec, dim, expires_at, blob_bytes)`` of a record that verifies (any dim), or
+    ``None`` if it is malformed or corrupt. For inspection tools, not the read path."""
+    if len(buf) < HEADER_SIZE:
+        return None
+    dim = _unpack_header(buf, 0)[5]
+    raw = decode_raw(buf, dim)
+    if raw is None:
+        return None
+    names = {v: k for k, v in CODEC_IDS.items()}
+    return names[raw[0]], dim, raw[2], len(raw[3]) if raw[3] is not None else 0
+
+
 def raw_to_matrix(raws: list[RawRecord], dim: int) -> np.ndarray:
     """A new ``(len(raws), dim)`` float32 matrix of the records' vectors, in order."""
     out = np.empty((len(raws), dim), dtype=np.float32)
