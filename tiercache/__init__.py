@@ -1,7 +1,8 @@
 """tiercache: a tiered storage engine for embedding vectors.
 
-Hot vectors live in process memory, warm ones in a memory-mapped LMDB store, and the rest
-are recomputed by an encoder; a pure policy engine decides what moves where.
+Hot vectors live in process memory, warm ones in a memory-mapped LMDB store, optionally
+shared ones in Redis, and the rest are recomputed by an encoder; a pure policy engine
+decides what moves where. ``ResultCache`` keeps search results (top-k lists) beside them.
 
 >>> from tiercache import TierCache
 >>> with TierCache.from_yaml("tiercache.yaml") as cache:   # doctest: +SKIP
@@ -28,6 +29,7 @@ from .errors import (
     UnknownModelError,
 )
 from .keys import Fingerprint
+from .results import ResultCache
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "InvalidMetadataError",
     "InvalidTTLError",
     "InvalidVectorError",
+    "ResultCache",
     "SentenceTransformerEncoder",
     "StoreError",
     "TierCache",
