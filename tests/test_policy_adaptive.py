@@ -119,3 +119,48 @@ def test_bad_climber_params_are_config_errors(params: dict[str, Any], key: str) 
         PolicyEngine(hot_capacity=100, warm_capacity=0, policy="wtinylfu", params=params,
                      seed=1)
     assert exc.value.key == key
+
+
+@pytest.mark.parametrize("name,params", [
+    ("lru", {}), ("lfu", {}), ("tinylfu", {}), ("wtinylfu", {"adaptive": False}),
+    ("wtinylfu", {"sample_period": 200, "step": 0.0625, "step_decay": 0.98}),
+    ("wtinylfu", {"window": 0.5, "sample_period": 150, "boost": 0.9}),
+])
+def test_batched_on_hits_equals_the_on_hit_loop(name: str, params: dict[str, Any]) -> None:
+    """The engine's drain calls ``on_hits``; it must be exactly a loop of ``on_hit``
+    (order of segments, climber samples and adjustments included)."""
+    import random
+
+    from tiercache.policy import get_policy
+    from tiercache.sketch import FrequencySketch
+
+    def make() -> Any:
+        sketch = FrequencySketch(4096, seed=1)
+        return get_policy(name)(60, sketch=sketch, hasher=hash, rng=random.Random(2), **params)
+
+    a, b = make(), make()
+    rng = np.random.default_rng(4)
+    trace = zipf_trace(0.9, 400, 20_000, seed=11).tolist()
+    pending: list[int] = []
+    for i, k in enumerate(trace):
+        for p in (a, b):
+            p.sketch.increment(hash(k))
+        if k in a:
+            pending.append(k)
+        else:
+            for k2 in pending:
+                a.on_hit(k2)
+            b.on_hits(pending)
+            pending = []
+            assert a.admit(k) == b.admit(k)
+        if rng.random() < 0.01:
+            for k2 in pending:
+                a.on_hit(k2)
+            b.on_hits(pending)
+            pending = []
+            assert list(a.keys()) == list(b.keys()), i
+    assert list(a.keys()) == list(b.keys())
+    if isinstance(a, WTinyLFUPolicy):
+        assert a.adjustments == b.adjustments and a.window_capacity == b.window_capacity
+        if params.get("adaptive", True):
+            assert a.adjustments, "the climber never ran"

@@ -150,6 +150,13 @@ class Policy(ABC):
     def on_hit(self, key: Key) -> None:
         """Record a hit on a resident key (no-op if the key is not resident)."""
 
+    def on_hits(self, keys: Sequence[Key]) -> None:
+        """``on_hit`` for each key in order (the engine's buffered drain). Policies may
+        override it with a faster loop that has exactly the same effect."""
+        on_hit = self.on_hit
+        for k in keys:
+            on_hit(k)
+
     @abstractmethod
     def admit(self, key: Key) -> Admission:
         """Offer a non-resident key; the tier may evict others or reject it."""
@@ -269,6 +276,13 @@ class LRUPolicy(Policy):
     def on_hit(self, key: Key) -> None:
         if key in self._data:
             self._data.move_to_end(key)
+
+    def on_hits(self, keys: Sequence[Key]) -> None:
+        data = self._data
+        move = data.move_to_end
+        for k in keys:
+            if k in data:
+                move(k)
 
     def admit(self, key: Key) -> Admission:
         data = self._data
@@ -547,30 +561,58 @@ class WTinyLFUPolicy(Policy):
         return None
 
     def on_hit(self, key: Key) -> None:
-        if key in self._window:
-            self._window.move_to_end(key)
+        # a key lives in one segment at most, so the order of the tests is free: protected
+        # first, where most hits land (this runs for every buffered access)
+        protected = self._protected
+        if key in protected:
+            protected.move_to_end(key)
             hit = 1
         elif key in self._probation:
             del self._probation[key]
-            self._protected[key] = None
-            if len(self._protected) > self.protected_capacity:
-                demoted, _ = self._protected.popitem(last=False)
+            protected[key] = None
+            if len(protected) > self.protected_capacity:
+                demoted, _ = protected.popitem(last=False)
                 self._probation[demoted] = None
             hit = 1
-        elif key in self._protected:
-            self._protected.move_to_end(key)
+        elif key in self._window:
+            self._window.move_to_end(key)
             hit = 1
         else:
             hit = 0  # a miss the engine recorded before offering the key
         if self._climbing:
             if not self._full:
-                if len(self) < self.capacity:
-                    return
-                self._full = True
+                return  # sampling starts once the cache has filled (set by admit)
             self._sample_hits += hit
             self._sample_requests += 1
             if self._sample_requests >= self._period:
                 self._climb()
+
+    def on_hits(self, keys: Sequence[Key]) -> None:
+        """The loop of :meth:`on_hit` with its lookups hoisted (same effect, in order)."""
+        protected, probation, window = self._protected, self._probation, self._window
+        move_prot, move_win = protected.move_to_end, window.move_to_end
+        climbing = self._climbing
+        for key in keys:
+            if key in protected:
+                move_prot(key)
+                hit = 1
+            elif key in probation:
+                del probation[key]
+                protected[key] = None
+                if len(protected) > self.protected_capacity:  # re-read: a climb resizes
+                    demoted, _ = protected.popitem(last=False)
+                    probation[demoted] = None
+                hit = 1
+            elif key in window:
+                move_win(key)
+                hit = 1
+            else:
+                hit = 0
+            if climbing and self._full:
+                self._sample_hits += hit
+                self._sample_requests += 1
+                if self._sample_requests >= self._period:
+                    self._climb()  # resizes the segments in place
 
     def _climb(self) -> None:
         """One hill-climbing step from the sample just completed (see the class doc)."""
@@ -629,6 +671,12 @@ class WTinyLFUPolicy(Policy):
             prob[k] = None
 
     def admit(self, key: Key) -> Admission:
+        adm = self._place(key)
+        if not self._full and len(self) >= self.capacity:
+            self._full = True  # the hill climber samples from now on
+        return adm
+
+    def _place(self, key: Key) -> Admission:
         if key in self:
             return _ADMITTED
         if self.capacity == 0:
@@ -855,9 +903,7 @@ class PolicyEngine:
             hasher = self.hasher
             hashes = np.fromiter((hasher(k) for k in buf), dtype=np.uint64, count=len(buf))
         self.sketch.increment_many(hashes)
-        on_hit = self.hot.on_hit
-        for k in buf:
-            on_hit(k)
+        self.hot.on_hits(buf)
 
     @property
     def pending(self) -> int:
