@@ -173,6 +173,7 @@ class TierCache(AsyncAPI):
             )
         self._shared_ttl = sc.ttl
         self._shared_min_frequency = sc.min_frequency
+        self._record_hit = self._engine.record_hot_hit  # bound once: the hot path
         self._inflight: dict[bytes, Future[np.ndarray]] = {}
         self._s_hot = TierStats()
         self._s_warm = TierStats()
@@ -243,14 +244,20 @@ class TierCache(AsyncAPI):
         self._tick += 1
         timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
         t0 = _perf() if timed else 0.0
-        with self._lock:
-            vec = self._hot_hit_locked(content)
-            if vec is not None:
-                if timed:
-                    self._s_hot.latency.add(_perf() - t0)
-                return vec
-            expired_entry = content in self._hot._by_content
-        return self._embed_one(content, expired_entry, timed)
+        hot = self._hot
+        with self._lock:  # the hot hit, inlined (_hot_hit_locked): the hottest path
+            slot = hot._by_content.get(content)
+            if slot is not None:
+                exp = hot.expires[slot]
+                if exp == NEVER or exp > self._clock():
+                    vec: np.ndarray = hot.slab[slot].copy()
+                    self._record_hit(hot._key[slot])
+                    self._s_hot.hits += 1
+                    self._lookups += 1
+                    if timed:
+                        self._s_hot.latency.add(_perf() - t0)
+                    return vec
+        return self._embed_one(content, slot is not None, timed)
 
     def _hot_hit_locked(self, content: Content) -> np.ndarray | None:
         """With the lock held: a fresh hot entry's vector (a copy), its hit recorded and
