@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-smoke lint install clean sim-grid redis-server
+.PHONY: run test soak bench bench-smoke lint install clean sim-grid redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ redis-server:
 ## test: set up, then run the whole test suite
 test: $(STAMP) redis-server
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## soak: the long fault runs (50 SIGKILL cycles, 90 s of 4 processes x 8 threads, 175 LMDB
+## page-damage trials, 30 record-damage seeds, 1,000 state-machine examples) -> out/soak.json
+soak: $(STAMP) redis-server
+	mkdir -p out
+	rm -f out/soak.json
+	TIERCACHE_SOAK=1 TIERCACHE_SOAK_OUT=out/soak.json nice -n 10 $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/test_crash.py tests/test_faults.py tests/test_stateful.py \
+	  tests/test_concurrency.py
+	$(BIN)/python -c "import json; print(json.dumps(json.load(open('out/soak.json'))['totals'], indent=2))"
 
 ## bench: per-tier latency and footprint beside the baselines -> docs/benchmarks.md
 bench: $(STAMP) redis-server

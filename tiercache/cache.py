@@ -1033,7 +1033,12 @@ class TierCache(AsyncAPI):
                     rest.append(i)
         if rest and self._warm is not None:
             keys = [self._keys.digest(contents[i]) for i in rest]
-            expiries = self._warm.get_many_with(keys, codec.peek_expiry)
+            try:
+                expiries = self._warm.get_many_with(keys, codec.peek_expiry)
+            except Exception:  # an unreadable store holds nothing (counted), as in lookups
+                with self._lock:
+                    self._s_warm.errors += 1
+                expiries = [None] * len(keys)
             for i, exp in zip(rest, expiries):
                 result[i] = exp is not None and (exp == 0.0 or exp > now)
             rest = [i for i in rest if not result[i]]
@@ -1073,7 +1078,15 @@ class TierCache(AsyncAPI):
                     self._s_hot.evictions["dropped"] += 1
                     removed.add(k)
         if self._warm is not None:
-            gone = [k for k, g in zip(keys, self._warm.delete_each(keys)) if g]
+            try:
+                flags = self._warm.delete_each(keys)
+            except Exception as exc:  # a delete that did not happen is never silent
+                with self._lock:
+                    self._s_warm.errors += 1
+                if isinstance(exc, TierCacheError):
+                    raise
+                raise StoreError(f"drop: the warm store could not be updated: {exc!r}") from exc
+            gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 self._s_warm.evictions["dropped"] += len(gone)
             removed.update(gone)
@@ -1099,7 +1112,12 @@ class TierCache(AsyncAPI):
                     return Entry(key, self._hot.slab[slot].copy(),
                                  codec.unpack_blob(meta).get("m") if meta else None, "hot")
         else:
-            rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+            try:
+                rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+            except Exception:  # an unreadable store holds nothing (counted)
+                with self._lock:
+                    self._s_warm.errors += 1
+                rec = None
             if rec is not None and not (rec.expires_at and rec.expires_at <= now):
                 return Entry(key, rec.vector, rec.metadata(), "warm")
         if self._shared is not None:
@@ -1128,7 +1146,14 @@ class TierCache(AsyncAPI):
             for k in list(self._hot.keys()):
                 self._remove_hot_locked(k, "dropped")
         if self._warm is not None:
-            self._warm.clear()
+            try:
+                self._warm.clear()
+            except Exception as exc:
+                with self._lock:
+                    self._s_warm.errors += 1
+                if isinstance(exc, TierCacheError):
+                    raise
+                raise StoreError(f"clear: the warm store could not be cleared: {exc!r}") from exc
         if self._shared is not None:
             n = self._shared_call("clear", lambda r: r.clear())
             with self._lock:
@@ -1149,10 +1174,17 @@ class TierCache(AsyncAPI):
             lookups = self._lookups
         tiers: dict[str, Any] = {"hot": hot}
         if self._warm is not None and not self._closed:
-            st = self._warm.stat()
-            warm.update(entries=st["entries"], bytes=st["bytes_used"],
-                        file_bytes=st["file_bytes"], capacity=self._engine.warm_capacity,
-                        path=self._warm.path)
+            try:
+                st = self._warm.stat()
+            except Exception as exc:  # a damaged store: reported here, never raised
+                with self._lock:
+                    self._s_warm.errors += 1
+                warm.update(errors=warm["errors"] + 1, last_error=repr(exc),
+                            capacity=self._engine.warm_capacity, path=self._warm.path)
+            else:
+                warm.update(entries=st["entries"], bytes=st["bytes_used"],
+                            file_bytes=st["file_bytes"], capacity=self._engine.warm_capacity,
+                            path=self._warm.path)
             tiers["warm"] = warm
         if self._shared is not None:
             shared.update(self._shared.describe())

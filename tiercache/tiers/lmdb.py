@@ -82,6 +82,10 @@ that frees n packed slots may relocate ``2 * n / K`` more (see relocation_budget
 _MAX_PENDING = 4096
 _K_TOLERANCE = 0.01
 
+_DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                  lmdb.IncompatibleError, lmdb.BadValsizeError, lmdb.PanicError)
+"""LMDB errors that mean the files themselves are damaged (not a busy or full store)."""
+
 _fork_generation = 0
 
 
@@ -147,13 +151,18 @@ class _Env:
             lock=True,
             mode=0o600,
         )
-        self.env.reader_check()
-        self.records = self.env.open_db(_RECORDS)
-        self.meta = self.env.open_db(_META)
-        self.index = self.env.open_db(_INDEX)
-        self.segs = self.env.open_db(_SEGS)
-        self.segmeta = self.env.open_db(_SEGMETA)
-        self.psize = int(self.env.stat()["psize"])
+        try:
+            _check_file(path, self.env)
+            self.env.reader_check()
+            self.records = self.env.open_db(_RECORDS)
+            self.meta = self.env.open_db(_META)
+            self.index = self.env.open_db(_INDEX)
+            self.segs = self.env.open_db(_SEGS)
+            self.segmeta = self.env.open_db(_SEGMETA)
+            self.psize = int(self.env.stat()["psize"])
+        except BaseException:  # a damaged store: never leave the files open in this process
+            self.env.close()
+            raise
         self.refs = 0
         self.write_lock = threading.Lock()
         self.mu = threading.Lock()
@@ -215,6 +224,19 @@ class _Env:
         """Set the map size (0 = adopt the size another process set). Caller holds write_lock."""
         with self.exclusive():
             self.env.set_mapsize(new_size)
+
+
+def _check_file(path: str, env: lmdb.Environment) -> None:
+    """Refuse a ``data.mdb`` shorter than the pages its meta page says are in use, before
+    any page is read: LMDB would map the missing pages, and the first touch of one kills
+    the process (SIGBUS)."""
+    need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    try:
+        size = os.stat(os.path.join(path, "data.mdb")).st_size
+    except OSError:
+        return
+    if size < need:
+        raise lmdb.CorruptedError(f"data.mdb is {size} bytes, its pages need {need}: truncated")
 
 
 _ENVS: dict[str, _Env] = {}
@@ -570,12 +592,18 @@ class LmdbTier:
             raise StoreError(f"warm store directory {self.path} is not writable")
         self._handle: _Env | None = None
         self._open()
-        self._check_manifest()
+        try:
+            self._check_manifest()
+        except BaseException:
+            self.close()
+            raise
 
     # -- environment lifecycle ---------------------------------------------------------
     def _open(self) -> _Env:
         try:
             handle = _acquire_env(self.path, self._map_size, self._max_readers, self.durable)
+        except _DAMAGE_ERRORS as exc:
+            raise self._damaged(exc) from exc
         except lmdb.Error as exc:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
         self._handle = handle
@@ -606,8 +634,20 @@ class LmdbTier:
             _release_env(handle)
 
     # -- manifest ----------------------------------------------------------------------
+    def _damaged(self, what: object) -> StoreError:
+        return StoreError(
+            f"warm store {self.path} is damaged ({what}); it cannot be used safely. Its "
+            f"vectors can be recomputed: move the directory aside (to inspect it) or "
+            f"delete it, then open the cache again"
+        )
+
     def _check_manifest(self) -> None:
-        self._write(self._check_manifest_txn)
+        try:
+            self._write(self._check_manifest_txn)
+        except _DAMAGE_ERRORS as exc:  # e.g. MDB_CORRUPTED on the way to the manifest
+            raise self._damaged(exc) from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
 
     def _check_manifest_txn(self, txn: lmdb.Transaction, h: _Env) -> None:
         ns_key = b"ns:" + self.namespace.encode()
