@@ -153,6 +153,8 @@ def test_warm_jsonl_keeps_id_and_metadata_and_reports_bad_lines(tmp_path: Path) 
         assert e1 is not None and e1.metadata == {"lang": "en", "id": "d1"}
         assert e2 is not None and e2.metadata == {"id": 2}
         assert e3 is not None and e3.metadata is None
+        assert cache.drop_ids([2]) == 1 and cache.drop_ids(["2"]) == 0
+        assert not cache.exists("second doc")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"id": 1}\n')
     r = CliRunner().invoke(main, ["warm", str(bad), "-c", str(cfg)])
@@ -188,3 +190,54 @@ def test_inspect_verifies_every_record(tmp_path: Path) -> None:
     empty.write_text(yaml.safe_dump({"warm": {"path": str(tmp_path / "nothing")}}))
     r = CliRunner().invoke(main, ["inspect", "-c", str(empty)])
     assert r.exit_code == 2 and "no warm store" in r.output
+
+
+def test_compact_to_a_directory_and_in_place(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    from tiercache import TierCache, load_config
+
+    cfg = write_config(tmp_path)
+    texts = [f"doc {i} " + "x" * 300 for i in range(3000)]
+    with TierCache(load_config(cfg)) as cache:
+        cache.mset([(t, np.full(8, i, np.float32), {"pad": "y" * 500})
+                    for i, t in enumerate(texts)])
+        cache.mdrop(texts[::2])
+        kept = {t: cache.get(t) for t in texts[1::2]}
+    out = tmp_path / "copy"
+    r = CliRunner().invoke(main, ["compact", "-c", str(cfg), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "data.mdb").stat().st_size < (tmp_path / "w" / "data.mdb").stat().st_size
+    # a process serving from the store blocks an in-place swap
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from tiercache import TierCache, load_config
+        with TierCache(load_config({str(cfg)!r})) as c:
+            c.exists("doc 1")
+            print("ready", flush=True)
+            sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        r = CliRunner().invoke(main, ["compact", "-c", str(cfg), "--replace"])
+        assert r.exit_code == 2 and f"processes [{child.pid}]" in r.output
+    finally:
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(30)
+    before = (tmp_path / "w" / "data.mdb").stat().st_size
+    r = CliRunner().invoke(main, ["compact", "-c", str(cfg), "--replace"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "w" / "data.mdb").stat().st_size < before
+    assert not list(tmp_path.glob("w.old-*")) and not list(tmp_path.glob("w.compact-*"))
+    with TierCache(load_config(cfg)) as cache:
+        assert cache.stats()["tiers"]["warm"]["entries"] == 1500
+        for t, e in kept.items():
+            got = cache.get(t)
+            assert got is not None and e is not None
+            assert np.array_equal(got.vector, e.vector) and got.metadata == e.metadata
+    r = CliRunner().invoke(main, ["compact", "-c", str(cfg)])
+    assert r.exit_code == 2 and "exactly one" in r.output

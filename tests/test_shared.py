@@ -510,3 +510,15 @@ def test_cli_stats_reports_the_shared_tier(tmp_path: Path, redis_server: RedisSe
     cfg.write_text(yaml.safe_dump(data))
     r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])  # a password is never printed
     assert r.exit_code == 0 and "unreachable" in r.output and "secret" not in r.output
+
+
+def test_invalidate_tags_reaches_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    a, _ = host(tmp_path, "a", redis_server.url)
+    a.set("tagged", np.ones(DIM, np.float32), tags=["doc:9"])
+    a.set("kept", np.ones(DIM, np.float32))
+    assert a.invalidate_tags(["doc:9"]) == 1
+    c, _ = host(tmp_path, "c", redis_server.url)
+    assert c.get("tagged") is None and c.get("kept") is not None
+    assert a.stats()["tiers"]["shared"]["evictions"]["invalidated"] == 1
+    a.close()
+    c.close()

@@ -17,6 +17,7 @@ counters; LMDB reads and writes and the encoder run outside it.
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 import time
@@ -35,6 +36,7 @@ from .errors import (
     ClosedError,
     EncoderError,
     InvalidContentError,
+    InvalidMetadataError,
     InvalidTTLError,
     InvalidVectorError,
     StoreError,
@@ -89,6 +91,34 @@ def _check_content(content: object, accepts: tuple[type, ...] | None = None) -> 
         raise InvalidContentError(
             f"the encoder takes {', '.join(a.__name__ for a in accepts)}, not {t.__name__}"
         )
+
+
+_TAG_DB = b"tags"
+MAX_TAG_BYTES = 200
+
+
+def _check_tags(tags: Iterable[str] | None) -> list[str]:
+    """Validated tags: non-empty str without NUL, at most ``MAX_TAG_BYTES`` UTF-8 bytes."""
+    if tags is None:
+        return []
+    if isinstance(tags, (str, bytes)):
+        raise InvalidMetadataError("tags must be a list of strings, not one string")
+    out = []
+    for t in tags:
+        if type(t) is not str or not t or "\0" in t:
+            raise InvalidMetadataError(f"a tag must be a non-empty str without NUL: {t!r}")
+        if len(t.encode("utf-8", "surrogatepass")) > MAX_TAG_BYTES:
+            raise InvalidMetadataError(f"a tag is longer than {MAX_TAG_BYTES} bytes: "
+                                       f"{t[:40]!r}")
+        out.append(t)
+    return list(dict.fromkeys(out))
+
+
+def _id_tag(doc_id: Any) -> str:
+    """The reserved tag of a document id (str or int ids; ``1`` and ``"1"`` differ)."""
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        raise InvalidMetadataError(f"a document id must be str or int, not {doc_id!r}")
+    return f"id:{'s' if isinstance(doc_id, str) else 'i'}:{doc_id}"
 
 
 def _check_ttl(ttl: float | None) -> float | None:
@@ -174,6 +204,7 @@ class TierCache(AsyncAPI):
         self._shared_ttl = sc.ttl
         self._shared_min_frequency = sc.min_frequency
         self._record_hit = self._engine.record_hot_hit  # bound once: the hot path
+        self._mem_tags: dict[str, set[bytes]] = {}  # tag index without a warm tier
         self._inflight: dict[bytes, Future[np.ndarray]] = {}
         self._s_hot = TierStats()
         self._s_warm = TierStats()
@@ -887,22 +918,28 @@ class TierCache(AsyncAPI):
         metadata: Any = None,
         ttl: float | None = None,
         model: str | None = None,
+        tags: Iterable[str] | None = None,
+        doc_id: Any = None,
     ) -> str:
         """Store ``vector`` for ``content``; returns its key.
 
         The record is committed to warm before this returns (fsynced with durability
         ``durable``), then hot is refreshed or offered the entry. ``ttl`` (seconds)
-        overrides the configured default. Bad input raises and changes nothing.
+        overrides the configured default. ``tags`` and ``doc_id`` register the entry for
+        :meth:`invalidate_tags` and :meth:`drop_ids`. Bad input raises and changes nothing.
         """
-        return self.mset([(content, vector, metadata, ttl)], model=model)[0]
+        item: dict[str, Any] = {"content": content, "vector": vector, "metadata": metadata,
+                                "ttl": ttl, "tags": tags, "doc_id": doc_id}
+        return self.mset([item], model=model)[0]
 
     def mset(self, items: Iterable[Any], *, ttl: float | None = None,
-             model: str | None = None) -> list[str]:
+             model: str | None = None, tags: Iterable[str] | None = None) -> list[str]:
         """Store many entries in one warm transaction; returns their keys in order.
 
         Items are mappings with ``content`` (or ``text``), ``vector`` (or ``embedding``)
-        and optional ``metadata``/``ttl``, or tuples ``(content, vector[, metadata[, ttl]])``.
-        Every item is validated before anything is written.
+        and optional ``metadata``/``ttl``/``tags``/``doc_id``, or tuples ``(content,
+        vector[, metadata[, ttl]])``. ``tags`` here apply to every item. Every item is
+        validated before anything is written.
         """
         self._check_open()
         self._check_model(model)
@@ -913,13 +950,19 @@ class TierCache(AsyncAPI):
         rows: list[np.ndarray] = []
         expiries: list[float] = []
         blobs: list[bytes | None] = []
+        item_tags: list[list[str]] = []
+        common = _check_tags(tags)
         store_text = self._store_text
         for item in items:
+            extra: list[str] = []
             if isinstance(item, Mapping):
                 content = item.get("content", item.get("text"))
                 vector = item.get("vector", item.get("embedding"))
                 metadata = item.get("metadata")
                 item_ttl = item.get("ttl")
+                extra = _check_tags(item.get("tags"))
+                if item.get("doc_id") is not None:
+                    extra.append(_id_tag(item["doc_id"]))
             else:
                 parts = tuple(item)
                 if not 2 <= len(parts) <= 4:
@@ -937,6 +980,7 @@ class TierCache(AsyncAPI):
             expiries.append(now + life if life else 0.0)
             blobs.append(codec.pack_blob(metadata, content if store_text else None)
                          if metadata is not None or store_text else None)
+            item_tags.append(common + extra)
         if not contents:
             return []
         matrix = np.stack(rows)  # the cache's own copy of every vector
@@ -948,6 +992,8 @@ class TierCache(AsyncAPI):
         keys = [digest(c) for c in contents]
         prepared = list(zip(contents, keys, matrix, expiries, blobs))
         records = list(zip(keys, codec.encode_records(matrix, self._codec, expiries, blobs)))
+        if any(item_tags):  # the index first: a crash leaves a stale tag, never an untagged
+            self._index_tags([(k, t) for k, t in zip(keys, item_tags) if t])  # entry
         if self._warm is not None:
             self._warm_write(records, forced=True)
         if self._shared is not None:
@@ -962,18 +1008,136 @@ class TierCache(AsyncAPI):
             self._warm_write(demote, forced=False)
         return [key_to_str(k) for _, k, _, _, _ in prepared]
 
+    # -- invalidation by tag / document id ------------------------------------------------
+    def _index_tags(self, pairs: list[tuple[bytes, list[str]]]) -> None:
+        """Record ``tag -> key`` for each pair (warm: a companion LMDB database; without a
+        warm tier: in memory)."""
+        if self._warm is None:
+            with self._lock:
+                for k, tags in pairs:
+                    for t in tags:
+                        self._mem_tags.setdefault(t, set()).add(k)
+            return
+
+        def run(txn: Any, db: Any) -> None:
+            for k, tags in pairs:
+                for t in tags:
+                    txn.put(t.encode("utf-8") + b"\0" + k, b"", db=db)
+
+        try:
+            self._warm.in_named_db(_TAG_DB, run, write=True)
+        except Exception as exc:
+            with self._lock:
+                self._s_warm.errors += 1
+            if isinstance(exc, TierCacheError):
+                raise
+            raise StoreError(f"the tag index could not be written, nothing stored: {exc!r}") \
+                from exc
+
+    def _tagged(self, tags: list[str], *, remove: bool) -> builtins.set[bytes]:
+        """Keys registered under any of ``tags`` (and, with ``remove``, forget them)."""
+        found: set[bytes] = set()
+        if self._warm is None:
+            with self._lock:
+                for t in tags:
+                    keys = self._mem_tags.pop(t, set()) if remove else \
+                        self._mem_tags.get(t, set())
+                    found |= keys
+            return found
+
+        def run(txn: Any, db: Any) -> set[bytes]:
+            out: set[bytes] = set()
+            for t in tags:
+                prefix = t.encode("utf-8") + b"\0"
+                cur = txn.cursor(db=db)
+                stale: list[bytes] = []
+                if cur.set_range(prefix):
+                    for key in cur.iternext(keys=True, values=False):
+                        key = bytes(key)
+                        if not key.startswith(prefix):
+                            break
+                        out.add(key[len(prefix):])
+                        stale.append(key)
+                if remove:
+                    for key in stale:
+                        txn.delete(key, db=db)
+            return out
+
+        result: set[bytes] = self._warm.in_named_db(_TAG_DB, run, write=remove)
+        return result
+
+    def invalidate_tags(self, tags: Iterable[str]) -> int:
+        """Drop every entry stored with any of ``tags`` (``set(..., tags=[...])``) from every
+        tier; returns how many keys were removed from at least one tier. Counted as
+        ``evictions["invalidated"]`` per tier.
+
+        Local tiers of *this* process/host and the shared tier are cleared; other hosts'
+        hot and warm copies are not (run it on every host, or combine with a TTL). Raises
+        :class:`StoreError` when the shared tier cannot be told (after the local tiers).
+        """
+        self._check_open()
+        wanted = _check_tags(tags)
+        if not wanted:
+            return 0
+        keys = sorted(self._tagged(wanted, remove=True))
+        return self._drop_keys(keys, "invalidated") if keys else 0
+
+    def drop_ids(self, ids: Iterable[Any]) -> int:
+        """Drop every entry stored with one of these document ids (``set(..., doc_id=...)``,
+        ``tiercache warm`` JSONL ``id``); same rules as :meth:`invalidate_tags`."""
+        return self.invalidate_tags([_id_tag(i) for i in ids])
+
+    def tagged(self, tag: str) -> list[str]:
+        """Public keys registered under ``tag`` (entries since evicted included)."""
+        self._check_open()
+        return sorted(key_to_str(k) for k in self._tagged(_check_tags([tag]), remove=False))
+
+    def _drop_keys(self, keys: list[bytes], reason: str) -> int:
+        removed: set[bytes] = set()
+        with self._lock:
+            for k in keys:
+                if self._hot.delete_key(k):
+                    self._engine.remove_hot(k)
+                    self._s_hot.evictions[reason] += 1
+                    removed.add(k)
+        if self._warm is not None:
+            try:
+                flags = self._warm.delete_each(keys)
+            except Exception as exc:
+                with self._lock:
+                    self._s_warm.errors += 1
+                raise StoreError(f"{reason}: the warm store could not be updated: {exc!r}") \
+                    from exc
+            gone = [k for k, g in zip(keys, flags) if g]
+            with self._lock:
+                self._s_warm.evictions[reason] += len(gone)
+            removed.update(gone)
+        if self._shared is not None:
+            flags = self._shared_call(reason, lambda r: r.delete_each(keys))
+            gone = [k for k, g in zip(keys, flags) if g]
+            with self._lock:
+                self._s_shared.evictions[reason] += len(gone)
+            removed.update(gone)
+        return len(removed)
+
     def precompute(self, contents: Sequence[Content], metadata: Sequence[Any] | None = None,
-                   *, ttl: float | None = None) -> dict[str, int]:
+                   *, ttl: float | None = None,
+                   doc_ids: Sequence[Any] | None = None) -> dict[str, int]:
         """Make sure every content is stored: encode what no tier holds and write it with an
         explicit write (like ``mset``: committed to warm, durable with ``durability:
         durable``, bypassing the warm frequency gate). A shared-tier hit is copied to warm
         instead of being encoded. ``metadata`` (one per content, or None) is stored with
-        the entries written here. Returns counts: ``{"present", "shared", "encoded"}``.
+        the entries written here; ``doc_ids`` (one per content, None for none) register
+        every content, stored before or not, for :meth:`drop_ids`. Returns counts:
+        ``{"present", "shared", "encoded"}``.
         The building block of ``tiercache warm`` (bulk catalog precompute)."""
         self._check_open()
         contents = list(contents)
         if metadata is not None and len(metadata) != len(contents):
             raise InvalidContentError("metadata must have one entry per content")
+        if doc_ids is not None and len(doc_ids) != len(contents):
+            raise InvalidContentError("doc_ids must have one entry per content")
+        id_tags = [None if d is None else _id_tag(d) for d in doc_ids] if doc_ids else None
         for c in contents:
             _check_content(c)
         found = self.mget(contents)
@@ -987,8 +1151,15 @@ class TierCache(AsyncAPI):
                 _check_content(c, self._accepts)
             keys = [self._keys.digest(c) for c in todo]
             vectors = self._compute(keys, list(todo), store=False)
-            self.mset([(c, vectors[k], metadata[i] if metadata is not None else None)
+            self.mset([{"content": c, "vector": vectors[k],
+                        "metadata": metadata[i] if metadata is not None else None,
+                        "tags": [id_tags[i]] if id_tags and id_tags[i] else None}
                        for (c, i), k in zip(todo.items(), keys)], ttl=ttl)
+        if id_tags:  # contents stored before (or twice in this batch) join their ids too
+            pairs = [(self._keys.digest(c), [t]) for j, (c, t) in enumerate(zip(contents, id_tags))
+                     if t and todo.get(c) != j]
+            if pairs:
+                self._index_tags(pairs)
         present = sum(1 for e in found if e is not None and e.tier != "shared")
         return {"present": present, "shared": shared, "encoded": len(todo)}
 
@@ -1154,6 +1325,16 @@ class TierCache(AsyncAPI):
                 if isinstance(exc, TierCacheError):
                     raise
                 raise StoreError(f"clear: the warm store could not be cleared: {exc!r}") from exc
+        with self._lock:
+            self._mem_tags.clear()
+        if self._warm is not None:
+            try:
+                self._warm.in_named_db(_TAG_DB, lambda txn, db: txn.drop(db, delete=False),
+                                       write=True)
+            except Exception as exc:
+                with self._lock:
+                    self._s_warm.errors += 1
+                raise StoreError(f"clear: the tag index could not be cleared: {exc!r}") from exc
         if self._shared is not None:
             n = self._shared_call("clear", lambda r: r.clear())
             with self._lock:

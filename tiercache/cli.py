@@ -121,6 +121,8 @@ def _catalog_items(path: Path, fmt: str) -> Any:
             if meta is not None and not isinstance(meta, dict):
                 raise TierCacheError(f"{path}:{n}: 'metadata' must be an object")
             if "id" in obj:
+                if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
+                    raise TierCacheError(f"{path}:{n}: 'id' must be a string or an integer")
                 meta = {**(meta or {}), "id": obj["id"]}
             yield n, obj["text"], meta
 
@@ -163,7 +165,8 @@ class _Journal:
 def _warm_batch(cache: Any, pending: list[tuple[int, str, Any]], journal: _Journal,
                 totals: dict[str, int], ttl: float | None, bar: Any) -> None:
     """Store one batch (one committed write), then record its last line as done."""
-    counts = cache.precompute([t for _, t, _ in pending], [m for _, _, m in pending], ttl=ttl)
+    counts = cache.precompute([t for _, t, _ in pending], [m for _, _, m in pending], ttl=ttl,
+                              doc_ids=[m.get("id") if m else None for _, _, m in pending])
     for k, v in counts.items():
         totals[k] += v
     journal.save(pending[-1][0])
@@ -485,6 +488,102 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
         if sh is not None:
             state = f"{sh['keys']} keys" if sh["reachable"] else f"unreachable: {sh['error']}"
             click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}: {state}")
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
+def _processes_using(path: Path) -> list[int]:
+    """PIDs of other processes with ``path`` open or mapped (Linux ``/proc``); raises
+    OSError where /proc is not available."""
+    target = str(path.resolve())
+    me = os.getpid()
+    users: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == target for fd in fds):
+                users.append(int(entry))
+                continue
+            with open(f"/proc/{entry}/maps", encoding="utf-8", errors="replace") as fh:
+                if any(line.rstrip().endswith(target) for line in fh):
+                    users.append(int(entry))
+        except OSError:
+            continue  # the process exited, or is not ours to read
+    return users
+
+
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default: the packaged default config).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the compacted copy to this (new or empty) directory.")
+@click.option("--replace", is_flag=True,
+              help="Swap the compacted copy in place of the store (refused while another "
+                   "process has the store open).")
+def compact(config_path: str | None, output: Path | None, replace: bool) -> None:
+    """Compacting copy of the warm store (LMDB copy without free pages).
+
+    With --output, writes the copy there and leaves the store alone (safe while serving).
+    With --replace, copies beside the store, checks the copy, and swaps it in; this needs
+    every other process using the store stopped (checked through /proc)."""
+    import shutil
+
+    from .keys import Fingerprint
+    from .tiers.lmdb import LmdbTier
+
+    try:
+        if (output is None) == (not replace):
+            _fail(TierCacheError("give exactly one of --output DIR or --replace"))
+        cfg = _config(config_path)
+        path = Path(cfg.warm.path)
+        if not cfg.warm.enabled or not (path / "data.mdb").exists():
+            _fail(TierCacheError(f"no warm store at {path}"))
+        target = output if output is not None else path.with_name(
+            f"{path.name}.compact-{os.getpid()}")
+        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                        on_fingerprint_mismatch="inspect")
+        try:
+            entries = tier.count()
+            sizes = tier.copy_to(target)
+        finally:
+            tier.close()
+        check = LmdbTier(target, fingerprint=Fingerprint(model="", dim=0),
+                         namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                         on_fingerprint_mismatch="inspect")
+        try:
+            copied = check.count()
+        finally:
+            check.close()
+        if copied != entries:  # pragma: no cover - LMDB's copy is transactional
+            shutil.rmtree(target, ignore_errors=True)
+            _fail(TierCacheError(f"the copy holds {copied} entries, the store {entries}"))
+        before, after = sizes["before"], sizes["after"]
+        saved = f"{before} -> {after} bytes ({100 * (1 - after / before):.0f}% smaller)" \
+            if before else f"{after} bytes"
+        if output is not None:
+            click.echo(f"compacted copy of {entries} entries in {target}: {saved}")
+            return
+        try:
+            users = _processes_using(path / "data.mdb")
+        except OSError:
+            shutil.rmtree(target, ignore_errors=True)
+            _fail(TierCacheError("cannot tell whether other processes use the store (no "
+                                 "/proc); stop them and use --output, then swap by hand"))
+        if users:
+            shutil.rmtree(target, ignore_errors=True)
+            _fail(TierCacheError(f"processes {users} have the store open; stop them, or "
+                                 "use --output DIR and swap while they are stopped"))
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        os.rename(path, old)
+        os.rename(target, path)
+        for extra in old.iterdir():  # keep what is not LMDB's (e.g. precompute progress)
+            if extra.name not in ("data.mdb", "lock.mdb") and not (path / extra.name).exists():
+                os.rename(extra, path / extra.name)
+        shutil.rmtree(old)
+        click.echo(f"compacted {path} in place, {entries} entries: {saved}")
     except (TierCacheError, OSError) as exc:
         _fail(exc)
 

@@ -987,6 +987,23 @@ class LmdbTier:
             return self._write(lambda txn, h: fn(txn, db))
         return self._read(lambda txn, h: fn(txn, db))
 
+    def copy_to(self, dest: str | os.PathLike[str], *, compact: bool = True) -> dict[str, int]:
+        """A consistent copy of the store in ``dest`` (an empty or new directory), taken in
+        one read transaction while other processes keep reading and writing. ``compact``
+        omits free pages and renumbers the rest (LMDB's compacting copy): the copy's
+        ``data.mdb`` holds only live data. Owner-only permissions. Returns the file sizes
+        ``{"before", "after"}`` in bytes."""
+        target = os.fspath(dest)
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        if os.listdir(target):
+            raise StoreError(f"{target} is not empty: copy_to needs an empty directory")
+        h = self._h
+        h.env.copy(target, compact=compact)
+        out = os.path.join(target, "data.mdb")
+        os.chmod(out, 0o600)
+        return {"before": os.path.getsize(os.path.join(self.path, "data.mdb")),
+                "after": os.path.getsize(out)}
+
     def clear(self) -> None:
         def run(txn: lmdb.Transaction, h: _Env) -> None:
             for db in (h.records, h.index, h.segs, h.segmeta):

@@ -1,0 +1,88 @@
+"""Invalidation by tag and by document id, across hot, warm (and reopen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import DIM, CountingEncoder, make_config
+from tiercache import TierCache
+from tiercache.errors import InvalidMetadataError
+
+
+def vec(i: float) -> np.ndarray:
+    return np.full(DIM, i, dtype=np.float32)
+
+
+def test_invalidate_tags_drops_every_tagged_entry_from_every_tier(tmp_path: Path) -> None:
+    with TierCache(make_config(tmp_path), encoder=CountingEncoder()) as c:
+        c.set("a", vec(1), tags=["col:x", "lang:en"])
+        c.set("b", vec(2), tags=["col:x"])
+        c.set("c", vec(3), tags=["col:y"])
+        c.mset([("d", vec(4)), ("e", vec(5))], tags=["batch:1"])
+        c.embed("untagged")
+        assert c.tagged("col:x") == sorted([c.key("a"), c.key("b")])
+        assert c.invalidate_tags(["col:x"]) == 2
+        assert c.mexists(["a", "b", "c", "d", "e", "untagged"]) == [False, False, True, True,
+                                                                     True, True]
+        assert c.invalidate_tags(["lang:en", "nothing"]) == 0  # a is gone already
+        assert c.invalidate_tags(["batch:1"]) == 2
+        s = c.stats()["tiers"]
+        assert s["warm"]["evictions"]["invalidated"] == 4
+        assert s["hot"]["evictions"]["invalidated"] >= 1
+        assert c.tagged("col:x") == []
+
+
+def test_doc_ids_survive_reopen_and_str_int_ids_differ(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    with TierCache(cfg, encoder=CountingEncoder()) as c:
+        c.set("chunk 1 of doc 7", vec(1), doc_id=7)
+        c.set("chunk 2 of doc 7", vec(2), doc_id=7)
+        c.set("chunk of doc '7'", vec(3), doc_id="7")
+        c.mset([{"content": "other", "vector": vec(4), "doc_id": "8"}])
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc) as c:
+        assert c.drop_ids([7]) == 2
+        assert c.mexists(["chunk 1 of doc 7", "chunk 2 of doc 7", "chunk of doc '7'",
+                          "other"]) == [False, False, True, True]
+        c.embed("chunk 1 of doc 7")  # recomputed: the stale vector is gone
+        assert enc.texts == 1
+        assert c.drop_ids(["7", "8"]) == 2
+
+
+def test_tags_without_a_warm_tier(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, warm={"enabled": False})
+    with TierCache(cfg, encoder=CountingEncoder()) as c:
+        c.set("a", vec(1), tags=["t"])
+        c.set("b", vec(2), tags=["t"])
+        assert c.invalidate_tags(["t"]) == 2 and c.mexists(["a", "b"]) == [False, False]
+
+
+def test_clear_forgets_tags(tmp_path: Path) -> None:
+    with TierCache(make_config(tmp_path), encoder=CountingEncoder()) as c:
+        c.set("a", vec(1), tags=["t"])
+        c.clear()
+        assert c.tagged("t") == []
+        c.set("a", vec(1))
+        assert c.invalidate_tags(["t"]) == 0 and c.exists("a")
+
+
+@pytest.mark.parametrize("tags", ["one string", [""], ["nul\0"], [1], ["x" * 201]])
+def test_bad_tags_are_typed_and_store_nothing(tmp_path: Path, tags: Any) -> None:
+    with TierCache(make_config(tmp_path), encoder=CountingEncoder()) as c:
+        with pytest.raises(InvalidMetadataError):
+            c.set("a", vec(1), tags=tags)
+        with pytest.raises(InvalidMetadataError):
+            c.set("a", vec(1), doc_id=1.5)
+        assert not c.exists("a")
+
+
+def test_precompute_registers_ids_even_for_stored_texts(tmp_path: Path) -> None:
+    with TierCache(make_config(tmp_path), encoder=CountingEncoder()) as c:
+        c.embed("shared sentence")
+        counts = c.precompute(["shared sentence", "new sentence"], doc_ids=["d1", "d1"])
+        assert counts == {"present": 1, "shared": 0, "encoded": 1}
+        assert c.drop_ids(["d1"]) == 2
