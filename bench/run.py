@@ -947,23 +947,20 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()  # before anything runs: load average, digest of the sources imported
     w = make_workload(p)
     tmp = Path(tempfile.mkdtemp(prefix="tiercache-bench-", dir=a.tmp))
+    server: _Server | None = None
     t_start = time.perf_counter()
     try:
         res: dict[str, Any] = {"smoke": a.smoke, "params": p.__dict__, "machine": info,
                                "timer_floor_ns": timer_floor_ns(), "stores": []}
-        server = _start_redis(tmp)
+        server = _start_redis(tmp)  # stopped in the outer finally, after the cold path
         res["redis"] = {"server": server.version if server else None,
                         "skipped": None if server else "redis-server is not installed"}
-        try:
-            for i, make in enumerate(STORES, 1):
-                log(f"store {i}/{len(STORES)}")
-                r = bench_store(make, w, p, tmp)
-                if r is not None:
-                    res["stores"].append(r)
-                gc.collect()
-        finally:
-            if server is not None:
-                server.stop()
+        for i, make in enumerate(STORES, 1):
+            log(f"store {i}/{len(STORES)}")
+            r = bench_store(make, w, p, tmp)
+            if r is not None:
+                res["stores"].append(r)
+            gc.collect()
         log("end-to-end stream")
         res["stream"] = bench_stream(p, tmp)
         log("codec accuracy")
@@ -986,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
             res["cold"] = paths.cold_path([t for t in texts if t.strip()], 64, log,
                                           redis_url=REDIS_URL)
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     res["elapsed_s"] = time.perf_counter() - t_start
     res["targets"] = targets(res)

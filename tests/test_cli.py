@@ -241,3 +241,46 @@ def test_compact_to_a_directory_and_in_place(tmp_path: Path) -> None:
             assert np.array_equal(got.vector, e.vector) and got.metadata == e.metadata
     r = CliRunner().invoke(main, ["compact", "-c", str(cfg)])
     assert r.exit_code == 2 and "exactly one" in r.output
+
+
+def test_migrate_reembeds_stored_texts_into_a_new_key_space(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tiercache import TierCache, load_config
+
+    old_data = {"encoder": {"kind": "hash", "dim": 8},
+                "warm": {"path": str(tmp_path / "w"), "store_text": True}}
+    old_path = tmp_path / "old.yaml"
+    old_path.write_text(yaml.safe_dump(old_data))
+    new_path = tmp_path / "new.yaml"  # another role (a fingerprint field), own namespace
+    new_path.write_text(yaml.safe_dump({
+        "encoder": {"kind": "hash", "dim": 8, "role": "query"},
+        "warm": {"path": str(tmp_path / "w"), "namespace": "v2"}}))
+    texts = [f"stored text {i}" for i in range(70)]
+    with TierCache(load_config(old_path)) as old:
+        old.mset([(t, np.full(8, i, np.float32), {"i": i}) for i, t in enumerate(texts)])
+        plain = dataclasses.replace(old.config, warm=dataclasses.replace(
+            old.config.warm, store_text=False))
+    with TierCache(plain) as old:  # a record without its text cannot be migrated
+        old.set("no text kept", np.ones(8, np.float32))
+    r = CliRunner().invoke(main, ["migrate", "-c", str(old_path), "--to", str(new_path),
+                                  "--batch", "16"])
+    assert r.exit_code == 0, r.output
+    assert "71 records" in r.output and "70 texts encoded" in r.output
+    assert "1 without a stored text" in r.output
+    with TierCache(load_config(new_path)) as new:
+        entries = new.mget(texts)
+        assert all(e is not None for e in entries)
+        assert [e.metadata for e in entries if e] == [{"i": i} for i in range(70)]
+        first = entries[5]
+        assert first is not None and not np.array_equal(first.vector, np.full(8, 5, np.float32))
+    with TierCache(load_config(old_path)) as old:  # the old entries are untouched
+        e = old.get(texts[5])
+        assert e is not None and np.array_equal(e.vector, np.full(8, 5, np.float32))
+    r = CliRunner().invoke(main, ["migrate", "-c", str(old_path), "--to", str(new_path)])
+    assert r.exit_code == 0 and "0 texts encoded" in r.output and "70 already there" in r.output
+    # the hash encoder has no versions: --to-version changes no fingerprint field
+    r = CliRunner().invoke(main, ["migrate", "-c", str(old_path), "--to-version", "2"])
+    assert r.exit_code == 2 and "nothing would change" in r.output
+    r = CliRunner().invoke(main, ["migrate", "-c", str(old_path)])
+    assert r.exit_code == 2 and "exactly one" in r.output

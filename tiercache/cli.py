@@ -492,6 +492,144 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
         _fail(exc)
 
 
+@main.command()
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config of the store to migrate FROM (default: the packaged one).")
+@click.option("--to", "to_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config to migrate TO (its model, namespace, warm path...).")
+@click.option("--to-version", "to_version",
+              help="Shorthand: the same config with encoder.revision set to this value.")
+@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
+              help="Texts per batch; each batch is one committed write.")
+@click.option("--restart", is_flag=True, help="Ignore saved progress; start over.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def migrate(config_path: str | None, to_path: str | None, to_version: str | None, batch: int,
+            restart: bool, no_progress: bool) -> None:
+    """Re-embed every stored text with another model (or model version).
+
+    Reads the texts kept in the old warm store (records written with warm.store_text:
+    true; others are counted and skipped) in short read transactions, so the old store
+    keeps serving, and precomputes them through a cache built from the new config: new
+    fingerprint, new keys, metadata carried over. Interrupted runs resume after the last
+    committed batch. Switch the service to the new config when it is done.
+    """
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from .cache import TierCache
+    from .encoders import encoder_from_config
+    from .keys import Fingerprint
+    from .tiers.lmdb import LmdbTier
+
+    try:
+        if (to_path is None) == (to_version is None):
+            _fail(TierCacheError("give exactly one of --to NEW.yaml or --to-version REV"))
+        old_cfg = _config(config_path)
+        if to_path is not None:
+            new_cfg = load_config(to_path)
+        else:
+            new_cfg = dataclasses.replace(
+                old_cfg, encoder=dataclasses.replace(old_cfg.encoder, revision=str(to_version)))
+        path = Path(old_cfg.warm.path)
+        if not old_cfg.warm.enabled or not (path / "data.mdb").exists():
+            _fail(TierCacheError(f"no warm store at {path}"))
+        if not new_cfg.warm.enabled and not new_cfg.shared.active:
+            _fail(TierCacheError("the new config stores nothing (warm and shared disabled)"))
+        old = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                       namespace=old_cfg.warm.namespace, durability=old_cfg.warm.durability,
+                       on_fingerprint_mismatch="inspect")
+        totals = {"records": 0, "no_text": 0, "present": 0, "shared": 0, "encoded": 0}
+        t0 = time.perf_counter()
+        try:
+            with TierCache(new_cfg) as new:
+                same_place = (Path(new_cfg.warm.path) == path
+                               and new_cfg.warm.namespace == old_cfg.warm.namespace)
+                if same_place and new.fingerprint == encoder_from_config(
+                        old_cfg.encoder).fingerprint:
+                    _fail(TierCacheError("the new config has the same fingerprint (model, "
+                                         "revision, role, ...) and store: nothing would "
+                                         "change"))
+                journal = _MigrateJournal(Path(new_cfg.warm.path), path)
+                start = b"" if restart else journal.load()  # keys <= start are done
+                # the key list is taken first: the new entries may land in the same store
+                # and must not be read back as work (about 70 bytes of RAM per record)
+                snapshot = [k for k in old.keys() if k > start]
+                total = len(snapshot)
+                keys = iter(snapshot)
+                with tqdm(total=total, unit="rec", desc="migrate", file=sys.stderr,
+                          disable=no_progress or not sys.stderr.isatty()) as bar:
+                    while True:
+                        chunk = [k for _, k in zip(range(batch), keys)]
+                        if not chunk:
+                            break
+                        bar.update(len(chunk))
+                        texts: list[Any] = []
+                        metas: list[Any] = []
+                        for rec in old.get_many_with(chunk, _text_and_meta):
+                            totals["records"] += 1
+                            if rec is None or rec[0] is None:
+                                totals["no_text"] += 1
+                                continue
+                            texts.append(rec[0])
+                            metas.append(rec[1])
+                        if texts:
+                            for k, v in new.precompute(texts, metas).items():
+                                totals[k] += v
+                        journal.save(chunk[-1])
+                        bar.set_postfix(encoded=totals["encoded"])
+                journal.clear()
+        finally:
+            old.close()
+        dt = time.perf_counter() - t0
+        click.echo(
+            f"{totals['records']} records in {dt:.2f} s: {totals['encoded']} texts encoded "
+            f"with {new_cfg.encoder.name} rev {new_cfg.encoder.revision!r} "
+            f"({totals['encoded'] / dt if dt else 0:.0f} texts/s), {totals['present']} "
+            f"already there, {totals['shared']} from the shared tier, {totals['no_text']} "
+            "without a stored text (skipped; store texts with warm.store_text: true)")
+    except (TierCacheError, OSError) as exc:
+        _fail(exc)
+
+
+def _text_and_meta(buf: Any) -> tuple[Any, Any]:
+    """(text, metadata) of a verified record; (None, None) when it keeps no text."""
+    from . import codec
+
+    info = codec.describe_record(buf)
+    if info is None or not info[3]:
+        return None, None
+    body = codec.unpack_blob(bytes(buf[len(buf) - info[3]:]))
+    return body.get("t"), body.get("m")
+
+
+class _MigrateJournal(_Journal):
+    """Resume state of ``tiercache migrate``: the last old-store key committed."""
+
+    def __init__(self, store: Path, source: Path) -> None:
+        import hashlib
+
+        self.ident = {"migrate_from": str(source.resolve())}
+        name = hashlib.blake2b(str(source.resolve()).encode(), digest_size=8).hexdigest()
+        self.dir = store / "precompute"
+        self.path = self.dir / f"migrate-{name}.json"
+
+    def load(self) -> bytes:  # type: ignore[override]
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return b""
+        if data.get("migrate_from") != self.ident["migrate_from"]:
+            return b""
+        return bytes.fromhex(str(data.get("last_key", "")))
+
+    def save(self, last: bytes) -> None:  # type: ignore[override]
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.ident, "last_key": last.hex()}), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
 def _processes_using(path: Path) -> list[int]:
     """PIDs of other processes with ``path`` open or mapped (Linux ``/proc``); raises
     OSError where /proc is not available."""
