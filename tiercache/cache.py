@@ -1083,7 +1083,7 @@ class TierCache(AsyncAPI):
         if not wanted:
             return 0
         keys = sorted(self._tagged(wanted, remove=True))
-        return self._drop_keys(keys, "invalidated") if keys else 0
+        return self._drop_keys(keys, "invalidated", "invalidate_tags") if keys else 0
 
     def drop_ids(self, ids: Iterable[Any]) -> int:
         """Drop every entry stored with one of these document ids (``set(..., doc_id=...)``,
@@ -1095,7 +1095,10 @@ class TierCache(AsyncAPI):
         self._check_open()
         return sorted(key_to_str(k) for k in self._tagged(_check_tags([tag]), remove=False))
 
-    def _drop_keys(self, keys: list[bytes], reason: str) -> int:
+    def _drop_keys(self, keys: list[bytes], reason: str, what: str) -> int:
+        """Remove ``keys`` from every tier, counting ``evictions[reason]`` per tier; returns
+        how many were removed from at least one. A delete that did not happen is never
+        silent: warm or shared failures raise :class:`StoreError` (after the hot tier)."""
         removed: set[bytes] = set()
         with self._lock:
             for k in keys:
@@ -1109,14 +1112,16 @@ class TierCache(AsyncAPI):
             except Exception as exc:
                 with self._lock:
                     self._s_warm.errors += 1
-                raise StoreError(f"{reason}: the warm store could not be updated: {exc!r}") \
+                if isinstance(exc, TierCacheError):
+                    raise
+                raise StoreError(f"{what}: the warm store could not be updated: {exc!r}") \
                     from exc
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 self._s_warm.evictions[reason] += len(gone)
             removed.update(gone)
         if self._shared is not None:
-            flags = self._shared_call(reason, lambda r: r.delete_each(keys))
+            flags = self._shared_call(what, lambda r: r.delete_each(keys))
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 self._s_shared.evictions[reason] += len(gone)
@@ -1244,33 +1249,7 @@ class TierCache(AsyncAPI):
         for c in contents:
             _check_content(c)
         keys = list(dict.fromkeys(self._keys.digest(c) for c in contents))
-        removed: set[bytes] = set()
-        with self._lock:
-            for k in keys:
-                if self._hot.delete_key(k):
-                    self._engine.remove_hot(k)
-                    self._s_hot.evictions["dropped"] += 1
-                    removed.add(k)
-        if self._warm is not None:
-            try:
-                flags = self._warm.delete_each(keys)
-            except Exception as exc:  # a delete that did not happen is never silent
-                with self._lock:
-                    self._s_warm.errors += 1
-                if isinstance(exc, TierCacheError):
-                    raise
-                raise StoreError(f"drop: the warm store could not be updated: {exc!r}") from exc
-            gone = [k for k, g in zip(keys, flags) if g]
-            with self._lock:
-                self._s_warm.evictions["dropped"] += len(gone)
-            removed.update(gone)
-        if self._shared is not None:
-            flags = self._shared_call("drop", lambda r: r.delete_each(keys))
-            gone = [k for k, g in zip(keys, flags) if g]
-            with self._lock:
-                self._s_shared.evictions["dropped"] += len(gone)
-            removed.update(gone)
-        return len(removed)
+        return self._drop_keys(keys, "dropped", "drop")
 
     def get_by_key(self, key: str) -> Entry | None:
         """The entry stored under a public key: warm, then shared (hot is indexed by
