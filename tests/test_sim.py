@@ -167,3 +167,33 @@ def test_cli_sim_every_synthetic_kind_and_csv(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "400 requests, 40 distinct keys" in r.output
     r = CliRunner().invoke(main, ["sim", "--synthetic", "nope:keys=3"])
     assert r.exit_code != 0
+
+
+def test_sim_cli_byte_sizes_latency_model_and_report(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+    from tiercache.tiers.memory import hot_capacity
+
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, [
+        "sim", "--synthetic", "zipf:alpha=0.9,keys=3000,requests=20000,seed=1",
+        "--hot", "256KiB,1MiB", "--dim", "384", "--policy", "lru,wtinylfu,belady",
+        "--hot-latency", "5us", "--miss-latency", "20ms", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "sim.json").read_text())
+    caps = sorted({row["capacity"] for row in doc["results"]})
+    assert caps == sorted({hot_capacity(256 * 1024, 384), hot_capacity(2**20, 384)})
+    assert doc["latency_model"] == pytest.approx({"hot_s": 5e-06, "miss_s": 0.02})
+    for row in doc["results"]:
+        hit = row["hit_ratio"]
+        assert row["mean_latency_s"] == pytest.approx(hit * 5e-6 + (1 - hit) * 0.02)
+        assert row["encoder_calls"] == row["misses"] and row["encoder_calls_saved"] == row["hits"]
+        assert row["p50_latency_s"] == pytest.approx(5e-6 if hit >= 0.5 else 0.02)
+    by = {(row["policy"], row["capacity"]): row["hit_ratio"] for row in doc["results"]}
+    assert all(by[("belady", c)] >= by[(p, c)] for p in ("lru", "wtinylfu") for c in caps)
+    for png in ("hit_ratio.png", "latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "mean" in r.output and "encoder s" in r.output

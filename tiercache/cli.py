@@ -328,18 +328,38 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
 @click.option("--policy", "policies", default="lru,lfu,tinylfu,wtinylfu,belady",
               show_default=True,
               help="Comma-separated policy names; 'belady' is the offline optimum (bound).")
+@click.option("--hot", "hot_sizes", metavar="SIZES",
+              help="Hot capacities as byte budgets ('64MiB,256MiB,1GiB'), turned into entries "
+                   "like the live cache does for --dim; replaces --hot-entries.")
+@click.option("--dim", type=click.IntRange(1), default=None,
+              help="Vector dimension for --hot (default: the config's encoder, else 384).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Policy seed.")
+@click.option("--hot-latency", default="4us", show_default=True,
+              help="Latency of a hot hit in the latency model (e.g. 3us, 0.000004).")
+@click.option("--miss-latency", default="15ms", show_default=True,
+              help="Latency of a miss (one encoder call) in the latency model.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write sim.json, hit_ratio.png and latency.png into this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
-        config_path: str | None, hot_entries: str, policies: str, seed: int,
-        as_json: bool) -> None:
-    """Replay a trace through the live policy engine: hot hit ratio per policy and size."""
+        config_path: str | None, hot_entries: str, policies: str, hot_sizes: str | None,
+        dim: int | None, seed: int, hot_latency: str, miss_latency: str,
+        out_dir: str | None, as_json: bool) -> None:
+    """Replay a trace through the live policy engine: hot hit ratio per policy and size,
+    with expected latency and encoder calls from a latency model."""
     import numpy as np
     from tqdm import tqdm
 
     from . import sim as simlib
+    from .config import parse_duration, parse_size
+    from .sim.report import LatencyModel, write_report
+    from .tiers.memory import hot_capacity
 
     try:
+        hot_s = parse_duration(hot_latency, "--hot-latency")
+        miss_s = parse_duration(miss_latency, "--miss-latency")
+        assert hot_s is not None and miss_s is not None
+        model = LatencyModel(hot_s=hot_s, miss_s=miss_s)
         if bool(synthetic) == bool(trace_path):
             raise click.UsageError("give exactly one of --synthetic and --trace")
         trace: Any
@@ -376,7 +396,17 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                           "oracle": simlib.load_oracle_general}[fmt]
                 trace = loader(trace_path)
                 distinct = len(np.unique(trace))
-        sizes = _parse_sizes(hot_entries, distinct)
+        hot_bytes: dict[int, int] = {}
+        if hot_sizes:
+            if dim is None:
+                cfg_dim = _config(config_path).encoder.dim if config_path else None
+                dim = cfg_dim or 384
+            for part in filter(None, (x.strip() for x in hot_sizes.split(","))):
+                nbytes = parse_size(part, "--hot")
+                hot_bytes[max(1, hot_capacity(nbytes, dim))] = nbytes
+            sizes = sorted(hot_bytes)
+        else:
+            sizes = _parse_sizes(hot_entries, distinct)
         names = [n.strip() for n in policies.split(",") if n.strip()]
         with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
                   disable=not sys.stderr.isatty()) as bar:
@@ -384,15 +414,24 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                                     progress=lambda _: bar.update(1))
     except (TierCacheError, OSError, ValueError) as exc:
         _fail(exc)
+    rows = [model.summarise(r) for r in results]
+    if out_dir:
+        info = {"name": synthetic or os.path.basename(str(trace_path)), "requests": len(trace),
+                "distinct": distinct}
+        written = write_report(results, out_dir, model=model, trace_info=info,
+                               hot_bytes=hot_bytes or None)
+        click.echo("wrote " + ", ".join(written.values()), err=True)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{len(trace)} requests, {distinct} distinct keys")
+    click.echo(f"{len(trace)} requests, {distinct} distinct keys; latency model: hit "
+               f"{model.hot_s * 1e6:g} us, miss {model.miss_s * 1e3:g} ms")
     click.echo(f"{'policy':<10} {'hot entries':>12} {'hit ratio':>10} {'hits':>10} "
-               f"{'evicted':>9} {'rejected':>9}")
-    for r in results:
+               f"{'evicted':>9} {'rejected':>9} {'mean':>10} {'p99':>10} {'encoder s':>10}")
+    for r, row in zip(results, rows):
         click.echo(f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
-                   f"{r.evicted:>9} {r.rejected:>9}")
+                   f"{r.evicted:>9} {r.rejected:>9} {row['mean_latency_s'] * 1e3:>8.3f}ms "
+                   f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}")
 
 
 @main.command()

@@ -223,6 +223,8 @@ def parse_size(value: object, key: str) -> int:
 
 
 _DURATION_UNITS: dict[str, float] = {
+    "us": 1e-6,
+    "µs": 1e-6,
     "ms": 0.001,
     "s": 1.0,
     "m": 60.0,
@@ -232,7 +234,8 @@ _DURATION_UNITS: dict[str, float] = {
 }
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _BARE_NUMBER_RE = re.compile(rf"^{_NUMBER}$")
-_DURATION_PART_RE = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h|d|w)(?![a-z])", re.IGNORECASE)
+_DURATION_PART_RE = re.compile(rf"\s*({_NUMBER})\s*(us|µs|ms|s|m|h|d|w)(?![a-z])",
+                               re.IGNORECASE)
 _DURATION_HINT = "use seconds (a number) or a duration such as '72h', '30m', '1h30m', '500ms'"
 
 
@@ -241,8 +244,9 @@ def parse_duration(value: object, key: str) -> float | None:
 
     Accepted: ``None``, ``"none"`` or ``"never"`` (case-insensitive) mean no expiry; an
     ``int``/``float`` number of seconds; a string holding a number of seconds; or one or more
-    ``<number><unit>`` parts with units ``ms s m h d w`` (milliseconds, seconds, minutes,
-    hours, days, weeks; case-insensitive; whitespace allowed), summed: ``"1h30m"`` is 5400.0.
+    ``<number><unit>`` parts with units ``us ms s m h d w`` (microseconds, milliseconds,
+    seconds, minutes, hours, days, weeks; case-insensitive; whitespace allowed), summed:
+    ``"1h30m"`` is 5400.0.
     The result must be > 0 and at most ``MAX_DURATION_S``; booleans, NaN/inf and garbage are
     rejected.
     """
