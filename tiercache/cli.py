@@ -244,7 +244,6 @@ def warm(files: tuple[Path, ...], config_path: str | None, fmt: str, batch: int,
 def stats(config_path: str | None, as_json: bool) -> None:
     """Show the warm store (entries, bytes on disk, capacity, fingerprint manifest) and,
     when configured, the shared Redis tier (reachable?, keys under the prefix)."""
-    from .tiers.lmdb import LmdbTier
 
     try:
         cfg = _config(config_path)
@@ -256,11 +255,8 @@ def stats(config_path: str | None, as_json: bool) -> None:
             if not (path / "data.mdb").exists() and not cfg.shared.active:
                 _fail(TierCacheError(f"no warm store at {path}"))
             if (path / "data.mdb").exists():
-                from .keys import Fingerprint
 
-                tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                                namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                                on_fingerprint_mismatch="inspect")
+                tier = _open_store(path, cfg)
                 try:
                     info = {"path": str(path), **tier.stat(), "manifest": tier.manifest()}
                 finally:
@@ -278,10 +274,7 @@ def stats(config_path: str | None, as_json: bool) -> None:
             if info["entries"]:
                 click.echo(f"bytes/entry  {info['bytes_used'] / info['entries']:.0f}")
             click.echo(f"map size     {info['map_size']}")
-            for ns, fps in info["manifest"]["namespaces"].items():
-                for fp in fps:
-                    click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
-                               f"dim {fp['dim']} role {fp['role']!r}")
+            _echo_manifest(info["manifest"])
         sh = info.get("shared")
         if sh is not None:
             click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}")
@@ -448,17 +441,13 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
     from tqdm import tqdm
 
     from . import codec
-    from .keys import Fingerprint
-    from .tiers.lmdb import LmdbTier
 
     try:
         cfg = _config(config_path)
         path = Path(cfg.warm.path)
         if not cfg.warm.enabled or not (path / "data.mdb").exists():
             _fail(TierCacheError(f"no warm store at {path}"))
-        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                        on_fingerprint_mismatch="inspect")
+        tier = _open_store(path, cfg)
         now = time.time()
         by_kind: dict[str, int] = {}
         corrupt = expired = with_blob = payload = 0
@@ -519,10 +508,7 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
                       if report["entries"] else ""))
         click.echo(f"expiry       {expired} expired; first {when(first)}, last {when(last)} "
                    "(records carry no insertion time)")
-        for ns, fps in report["manifest"]["namespaces"].items():
-            for fp in fps:
-                click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
-                           f"dim {fp['dim']} role {fp['role']!r}")
+        _echo_manifest(report["manifest"])
         sh = report.get("shared")
         if sh is not None:
             state = f"{sh['keys']} keys" if sh["reachable"] else f"unreachable: {sh['error']}"
@@ -558,8 +544,6 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
 
     from .cache import TierCache
     from .encoders import encoder_from_config
-    from .keys import Fingerprint
-    from .tiers.lmdb import LmdbTier
 
     try:
         if (to_path is None) == (to_version is None):
@@ -575,9 +559,7 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
             _fail(TierCacheError(f"no warm store at {path}"))
         if not new_cfg.warm.enabled and not new_cfg.shared.active:
             _fail(TierCacheError("the new config stores nothing (warm and shared disabled)"))
-        old = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                       namespace=old_cfg.warm.namespace, durability=old_cfg.warm.durability,
-                       on_fingerprint_mismatch="inspect")
+        old = _open_store(path, old_cfg)
         totals = {"records": 0, "no_text": 0, "present": 0, "shared": 0, "encoded": 0}
         t0 = time.perf_counter()
         try:
@@ -707,8 +689,6 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
     every other process using the store stopped (checked through /proc)."""
     import shutil
 
-    from .keys import Fingerprint
-    from .tiers.lmdb import LmdbTier
 
     try:
         if (output is None) == (not replace):
@@ -719,17 +699,13 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
             _fail(TierCacheError(f"no warm store at {path}"))
         target = output if output is not None else path.with_name(
             f"{path.name}.compact-{os.getpid()}")
-        tier = LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                        namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                        on_fingerprint_mismatch="inspect")
+        tier = _open_store(path, cfg)
         try:
             entries = tier.count()
             sizes = tier.copy_to(target)
         finally:
             tier.close()
-        check = LmdbTier(target, fingerprint=Fingerprint(model="", dim=0),
-                         namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                         on_fingerprint_mismatch="inspect")
+        check = _open_store(target, cfg)
         try:
             copied = check.count()
         finally:
@@ -763,6 +739,24 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
         click.echo(f"compacted {path} in place, {entries} entries: {saved}")
     except (TierCacheError, OSError) as exc:
         _fail(exc)
+
+
+def _open_store(path: Path, cfg: TierCacheConfig) -> Any:
+    """The warm store at ``path`` opened for inspection: any fingerprint, nothing
+    registered in its manifest (``on_fingerprint_mismatch="inspect"``)."""
+    from .keys import Fingerprint
+    from .tiers.lmdb import LmdbTier
+
+    return LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
+                    namespace=cfg.warm.namespace, durability=cfg.warm.durability,
+                    on_fingerprint_mismatch="inspect")
+
+
+def _echo_manifest(manifest: dict[str, Any]) -> None:
+    for ns, fps in manifest["namespaces"].items():
+        for fp in fps:
+            click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
+                       f"dim {fp['dim']} role {fp['role']!r}")
 
 
 def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
