@@ -69,6 +69,11 @@ def embed(config_path: str | None, input_path: str, output_path: str | None, bat
         cfg = _config(config_path)
         texts = _read_lines(input_path)
         with TierCache(cfg) as cache:
+            load = getattr(cache.encoder, "load", None)
+            if callable(load):  # the model's import and load are not encoding time
+                t0 = time.perf_counter()
+                load()
+                click.echo(f"model loaded in {time.perf_counter() - t0:.2f} s", err=True)
             result = np.empty((len(texts), cache.dim), dtype=np.float32)
             for p in range(1, passes + 1):
                 before = cache.stats()
