@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -662,32 +662,35 @@ class TierCache(AsyncAPI):
 
     def _place_local(
         self, entries: list[tuple[Content, bytes, np.ndarray, float, bytes | None]],
-        *, promoted: bool,
-    ) -> list[bool]:
+        *, promoted: bool, records: list[bytes] | None = None,
+    ) -> None:
         """Write ``(content, key, vector, expires_at, blob)`` to warm (per the warm gate)
         and offer them to hot. ``promoted``: they came from the shared tier (counted as
-        warm promotions). Returns which were written to warm."""
+        warm promotions). ``records``: the entries already encoded with this cache's
+        codec, one per entry (else they are encoded here, for the gated ones)."""
         warm = self._warm
         with self._lock:
             gate = [warm is not None and self._engine.warm_gate(k) for _, k, _, _, _ in entries]
             if warm is not None:
                 self._s_warm.rejections["min_frequency"] += gate.count(False)
-        warm_items = [(k, codec.encode_record(v, self._codec, exp, blob))
-                      for (_, k, v, exp, blob), g in zip(entries, gate) if g]
+        if records is None:
+            warm_items = [(k, codec.encode_record(v, self._codec, exp, blob))
+                          for (_, k, v, exp, blob), g in zip(entries, gate) if g]
+        else:
+            warm_items = [(e[1], rec) for e, rec, g in zip(entries, records, gate) if g]
         written = self._warm_write(warm_items, forced=False) if warm_items else False
         in_warm = [g and written for g in gate]
         if promoted and written:
             with self._lock:
                 self._s_warm.promotions += len(warm_items)
         if self._hot.capacity == 0:
-            return in_warm
+            return
         demote: list[tuple[bytes, bytes]] = []
         with self._lock:
             for (c, k, v, exp, blob), w in zip(entries, in_warm):
                 demote += self._admit_hot_locked(c, k, v, exp or NEVER, blob, in_warm=w)
         if demote:
             self._warm_write(demote, forced=False)
-        return in_warm
 
     def _remove_hot_locked(self, key: bytes, reason: str) -> None:
         if self._hot.delete_key(key):
@@ -745,6 +748,17 @@ class TierCache(AsyncAPI):
         return demote
 
     # -- warm writes ----------------------------------------------------------------------
+    def _raise_warm_fault(self, exc: BaseException, message: str) -> NoReturn:
+        """Count a warm-store failure and raise it typed: a ``TierCacheError`` as it is,
+        anything else (an LMDB error, an OSError) as ``StoreError("<message>: <exc>")``.
+        For the operations whose failure must never be silent (explicit writes, drops,
+        clears, the tag index)."""
+        with self._lock:
+            self._s_warm.errors += 1
+        if isinstance(exc, TierCacheError):
+            raise exc
+        raise StoreError(f"{message}: {exc!r}") from exc
+
     def _warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
         """Write records to warm, evicting per policy to respect the budget.
 
@@ -782,12 +796,10 @@ class TierCache(AsyncAPI):
                         self._hot.mark_in_warm(slot, False)
             return True
         except Exception as exc:
+            if forced:
+                self._raise_warm_fault(exc, "warm write failed, nothing was stored")
             with self._lock:
                 self._s_warm.errors += 1
-            if forced:
-                if isinstance(exc, TierCacheError):
-                    raise
-                raise StoreError(f"warm write failed, nothing was stored: {exc!r}") from exc
             return False
 
     def _warm_delete(self, keys: list[bytes]) -> int:
@@ -874,11 +886,11 @@ class TierCache(AsyncAPI):
         ttl = self._default_ttl
         expires = now + ttl if ttl else 0.0
         store_text = self._store_text
-        entries = [
-            (c, k, matrix[i], expires, codec.pack_blob(None, c) if store_text else None)
-            for i, (k, c, _) in enumerate(chunk)
-        ]
-        self._place_local(entries, promoted=False)
+        blobs = [codec.pack_blob(None, c) if store_text else None for _, c, _ in chunk]
+        entries = [(c, k, matrix[i], expires, blobs[i]) for i, (k, c, _) in enumerate(chunk)]
+        # encoded once, for warm and shared alike
+        records = codec.encode_records(matrix, self._codec, expires, blobs)
+        self._place_local(entries, promoted=False, records=records)
         if self._shared is not None:
             min_f = self._shared_min_frequency
             if min_f:
@@ -887,10 +899,8 @@ class TierCache(AsyncAPI):
                     self._s_shared.rejections["min_frequency"] += share.count(False)
             else:
                 share = [True] * len(entries)
-            self._shared_write([
-                (k, codec.encode_record(v, self._codec, exp, blob), exp)
-                for (_, k, v, exp, blob), ok in zip(entries, share) if ok
-            ])
+            self._shared_write([(e[1], rec, expires)
+                                for e, rec, ok in zip(entries, records, share) if ok])
 
     # -- explicit writes ------------------------------------------------------------------
     def _validate_vector(self, vector: Any) -> np.ndarray:
@@ -1030,12 +1040,7 @@ class TierCache(AsyncAPI):
         try:
             self._warm.in_named_db(_TAG_DB, run, write=True)
         except Exception as exc:
-            with self._lock:
-                self._s_warm.errors += 1
-            if isinstance(exc, TierCacheError):
-                raise
-            raise StoreError(f"the tag index could not be written, nothing stored: {exc!r}") \
-                from exc
+            self._raise_warm_fault(exc, "the tag index could not be written, nothing stored")
 
     def _tagged(self, tags: list[str], *, remove: bool) -> builtins.set[bytes]:
         """Keys registered under any of ``tags`` (and, with ``remove``, forget them)."""
@@ -1110,12 +1115,7 @@ class TierCache(AsyncAPI):
             try:
                 flags = self._warm.delete_each(keys)
             except Exception as exc:
-                with self._lock:
-                    self._s_warm.errors += 1
-                if isinstance(exc, TierCacheError):
-                    raise
-                raise StoreError(f"{what}: the warm store could not be updated: {exc!r}") \
-                    from exc
+                self._raise_warm_fault(exc, f"{what}: the warm store could not be updated")
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 self._s_warm.evictions[reason] += len(gone)
@@ -1298,25 +1298,18 @@ class TierCache(AsyncAPI):
         with self._lock:
             for k in list(self._hot.keys()):
                 self._remove_hot_locked(k, "dropped")
-        if self._warm is not None:
-            try:
-                self._warm.clear()
-            except Exception as exc:
-                with self._lock:
-                    self._s_warm.errors += 1
-                if isinstance(exc, TierCacheError):
-                    raise
-                raise StoreError(f"clear: the warm store could not be cleared: {exc!r}") from exc
         with self._lock:
             self._mem_tags.clear()
         if self._warm is not None:
             try:
+                self._warm.clear()
+            except Exception as exc:
+                self._raise_warm_fault(exc, "clear: the warm store could not be cleared")
+            try:
                 self._warm.in_named_db(_TAG_DB, lambda txn, db: txn.drop(db, delete=False),
                                        write=True)
             except Exception as exc:
-                with self._lock:
-                    self._s_warm.errors += 1
-                raise StoreError(f"clear: the tag index could not be cleared: {exc!r}") from exc
+                self._raise_warm_fault(exc, "clear: the tag index could not be cleared")
         if self._shared is not None:
             n = self._shared_call("clear", lambda r: r.clear())
             with self._lock:

@@ -62,6 +62,7 @@ import numpy as np
 from .. import codec
 from ..cache import Entry, TierCache
 from ..config import TierCacheConfig, default_config, load_config
+from ..encoders import _FingerprintedEncoder
 from ..errors import (
     ClosedError,
     ConfigError,
@@ -231,7 +232,7 @@ def _ttl(ttl: Any, what: str = "ttl") -> float | None:
 # --------------------------------------------------------------------------- store-only encoder
 
 
-class StoreOnlyEncoder:
+class StoreOnlyEncoder(_FingerprintedEncoder):
     """The encoder of a per-model TierCache: carries the fingerprint, never computes.
 
     The adapter only stores vectors computed elsewhere, and never calls ``embed``; a call
@@ -245,14 +246,6 @@ class StoreOnlyEncoder:
         self._fingerprint = Fingerprint(
             model=model_name, dim=dim, revision="", pooling="", max_seq_length=0
         )
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def encode(self, contents: Sequence[Content]) -> np.ndarray:
         raise EncoderError(
