@@ -197,3 +197,15 @@ def test_sim_cli_byte_sizes_latency_model_and_report(tmp_path: Path) -> None:
     for png in ("hit_ratio.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean" in r.output and "encoder s" in r.output
+
+
+def test_misses_out_marks_exactly_the_hot_misses() -> None:
+    trace = zipf_trace(alpha=0.9, keys=500, requests=5000, seed=11)
+    mask = np.zeros(len(trace), dtype=bool)
+    r = simulate(trace, capacity=40, policy="wtinylfu", seed=2, misses_out=mask)
+    assert int(mask.sum()) == r.misses
+    # the first request of every key is a miss
+    _, first = np.unique(trace, return_index=True)
+    assert mask[first].all()
+    with pytest.raises(ValueError, match="misses_out"):
+        simulate(trace, capacity=40, misses_out=np.zeros(3, dtype=bool))

@@ -55,12 +55,17 @@ def simulate(
     warm_capacity: int = 0,
     access_buffer: int = 1024,
     hasher: Callable[[Any], int] = default_hasher,
+    misses_out: np.ndarray | None = None,
 ) -> SimResult:
     """Hot-tier hits of ``trace`` under ``policy`` with ``capacity`` entries.
 
     ``seed``, ``warm_capacity`` (it sizes the frequency sketch) and ``access_buffer``
     must match the live cache's for identical decisions; ``hasher`` must match the keys
     (the default handles ints and 16-byte digests the way the cache does).
+
+    ``misses_out``: an optional ``bool`` array of ``len(trace)`` elements; element ``i``
+    is set to True when request ``i`` misses the hot tier (False on a hit). The requests
+    a lower tier (warm, shared) would see are ``trace[misses_out]``.
     """
     engine = PolicyEngine(
         hot_capacity=capacity, warm_capacity=warm_capacity, policy=policy, params=params,
@@ -69,6 +74,10 @@ def simulate(
     hot = engine.hot
     record_hit, record_miss, offer = engine.record_hot_hit, engine.record_miss, engine.offer_hot
     keys = trace.tolist() if isinstance(trace, np.ndarray) else trace
+    if misses_out is not None:
+        if misses_out.dtype != np.bool_ or misses_out.shape != (len(keys),):
+            raise ValueError(f"misses_out must be a bool array of shape ({len(keys)},)")
+        misses_out[:] = False
     requests = hits = admitted = rejected = evicted = 0
     for key in keys:
         requests += 1
@@ -76,6 +85,8 @@ def simulate(
             record_hit(key)
             hits += 1
             continue
+        if misses_out is not None:
+            misses_out[requests - 1] = True
         record_miss(key)
         adm = offer(key)
         evicted += len(adm.evicted)
