@@ -13,15 +13,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is installed first, pinned to the local CPU wheel, so nothing pulls a CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[model,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The compiled policy core (tiercache/_core.c), rebuilt in place when its source changes.
+CORE := $(VENV)/.core
+$(CORE): $(STAMP) tiercache/_core.c setup.py
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -c "import tiercache._core"
+	touch $(CORE)
+
+install: $(STAMP) $(CORE)
 
 ## run: set up, then embed the shipped query log twice with the embedded default config
-run: $(STAMP)
+run: $(STAMP) $(CORE)
 	mkdir -p out
 	$(BIN)/tiercache embed --input data/queries.txt --passes 2 --output out/embeddings.npy
 
@@ -38,12 +45,12 @@ redis-server:
 	  fi; }
 
 ## test: set up, then run the whole test suite
-test: $(STAMP) redis-server
+test: $(STAMP) $(CORE) redis-server
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## soak: the long fault runs (50 SIGKILL cycles, 90 s of 4 processes x 8 threads, 175 LMDB
 ## page-damage trials, 30 record-damage seeds, 1,000 state-machine examples) -> out/soak.json
-soak: $(STAMP) redis-server
+soak: $(STAMP) $(CORE) redis-server
 	mkdir -p out
 	rm -f out/soak.json
 	TIERCACHE_SOAK=1 TIERCACHE_SOAK_OUT=out/soak.json nice -n 10 $(BIN)/python -m pytest -q \
@@ -52,11 +59,11 @@ soak: $(STAMP) redis-server
 	$(BIN)/python -c "import json; print(json.dumps(json.load(open('out/soak.json'))['totals'], indent=2))"
 
 ## bench: per-tier latency and footprint beside the baselines -> docs/benchmarks.md
-bench: $(STAMP) redis-server
+bench: $(STAMP) $(CORE) redis-server
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 
 ## sim-grid: our policies vs libCacheSim's and Belady on 4 traces x 4 sizes -> docs/simulator-grid.md
-sim-grid: $(STAMP)
+sim-grid: $(STAMP) $(CORE)
 	$(BIN)/python -m tiercache.sim.grid --out docs/simulator-grid.md --png docs/img/sim-grid.png
 
 lint: $(STAMP)

@@ -524,13 +524,10 @@ class WTinyLFUPolicy(Policy):
             window = min(c - 1, max(1, round(c * self.window_fraction)))
         else:
             window = 0
-        self._window: OrderedDict[Key, None] = OrderedDict()
-        self._probation: OrderedDict[Key, None] = OrderedDict()
-        self._protected: OrderedDict[Key, None] = OrderedDict()
-        self._set_window(window)
         # hill climber state (all counted in accesses: deterministic)
         self._climbing = self.adaptive and c >= 3
         self._period = self.sample_period or max(_CLIMB_MIN_PERIOD, 10 * c)
+        self._init_segments(window)
         self._full = False
         self._sample_hits = 0
         self._sample_requests = 0
@@ -538,6 +535,13 @@ class WTinyLFUPolicy(Policy):
         self._step = self.step_fraction * c  # signed: > 0 grows the window
         self.adjustments: list[int] = []
         """Window capacity after each climb (for tests and reports)."""
+
+    def _init_segments(self, window: int) -> None:
+        """Empty segments and the initial split (the compiled subclass overrides this)."""
+        self._window: OrderedDict[Key, None] = OrderedDict()
+        self._probation: OrderedDict[Key, None] = OrderedDict()
+        self._protected: OrderedDict[Key, None] = OrderedDict()
+        self._set_window(window)
 
     def _set_window(self, window: int) -> None:
         self.window_capacity = window
@@ -764,6 +768,40 @@ def default_hasher(key: Key) -> int:
     raise TypeError(f"no default 64-bit hash for {type(key).__name__} keys; pass hasher=")
 
 
+# ---------------------------------------------------------------------------------------
+# Compiled core
+
+try:
+    from . import _core
+except ImportError:  # built without a C compiler: the pure-Python policy, same decisions
+    _core = None  # type: ignore[assignment]
+
+COMPILED: bool = _core is not None
+"""True when the default policy runs on the compiled core (``tiercache._core``)."""
+
+if _core is not None:
+    _core.bind(Admission, _ADMITTED, _REJECTED)
+
+    class CompiledWTinyLFUPolicy(_core.WTinyLFUCore, WTinyLFUPolicy):
+        """:class:`WTinyLFUPolicy` with its segments and per-access operations in C.
+
+        Same decisions as the pure-Python class (its specification; tests replay random
+        traces through both); configuration and the hill climber's step (``_climb``,
+        once per sample period) stay in Python. Registered as ``"wtinylfu"`` when the
+        extension is built.
+        """
+
+        def _init_segments(self, window: int) -> None:
+            self._core_setup(
+                self.capacity, window, self.protected_fraction, self.sketch, self.hasher,
+                self.hasher is default_hasher, self.rng, self.jitter_threshold,
+                self._climbing, self._period,
+            )
+
+    CompiledWTinyLFUPolicy.name = "wtinylfu"
+    POLICIES["wtinylfu"] = CompiledWTinyLFUPolicy
+
+
 def _derive_seed(seed: int, stream: int) -> int:
     """An independent 64-bit seed for sub-stream ``stream`` (blake2b of both)."""
     data = (seed & _M64).to_bytes(8, "little") + stream.to_bytes(8, "little")
@@ -860,6 +898,9 @@ class PolicyEngine:
             **dict(params or {}),
         )
         self._buffer: list[Key] = []
+        # the compiled policy drains in C (sketch increments and on_hit, key by key; the
+        # same counts as increment_many then on_hits, since on_hit never reads the sketch)
+        self._compiled = _core is not None and isinstance(self.hot, _core.WTinyLFUCore)
 
     # -- accesses -------------------------------------------------------------------------
 
@@ -897,6 +938,9 @@ class PolicyEngine:
         if not buf:
             return
         self._buffer = []
+        if self._compiled:
+            _core.drain(self.hot, buf)  # type: ignore[arg-type]  # same effect, one C loop
+            return
         if self.hasher_many is not None:
             hashes = self.hasher_many(buf)
         else:

@@ -16,6 +16,11 @@ import numpy as np
 from ..keys import key_hash64_many
 from ..policy import PolicyEngine, default_hasher
 
+try:
+    from .. import _core
+except ImportError:  # built without a C compiler: the Python loop below
+    _core = None  # type: ignore[assignment]
+
 
 @dataclass
 class SimResult:
@@ -72,12 +77,28 @@ def simulate(
         seed=seed, hasher=hasher, hasher_many=_hash_many, access_buffer=access_buffer,
     )
     hot = engine.hot
-    record_hit, record_miss, offer = engine.record_hot_hit, engine.record_miss, engine.offer_hot
-    keys = trace.tolist() if isinstance(trace, np.ndarray) else trace
+    if isinstance(trace, np.ndarray) and trace.dtype.kind in "iu" and trace.ndim == 1:
+        arr: np.ndarray | None = np.ascontiguousarray(
+            trace, dtype=np.uint64 if trace.dtype.kind == "u" else np.int64)
+        n = trace.shape[0]
+    else:
+        arr = None
+        if not isinstance(trace, (list, tuple)):
+            trace = trace.tolist() if isinstance(trace, np.ndarray) else list(trace)
+        n = len(trace)
     if misses_out is not None:
-        if misses_out.dtype != np.bool_ or misses_out.shape != (len(keys),):
-            raise ValueError(f"misses_out must be a bool array of shape ({len(keys)},)")
+        if misses_out.dtype != np.bool_ or misses_out.shape != (n,):
+            raise ValueError(f"misses_out must be a bool array of shape ({n},)")
         misses_out[:] = False
+    if _core is not None and isinstance(hot, _core.WTinyLFUCore):
+        # the compiled policy's own loop: the same calls, in the same order, in C
+        requests, hits, admitted, rejected, evicted = _core.replay(
+            hot, arr if arr is not None else trace,
+            None if misses_out is None else misses_out.view(np.uint8))
+        return SimResult(engine.policy_name, capacity, requests, hits, requests - hits,
+                         admitted, rejected, evicted)
+    record_hit, record_miss, offer = engine.record_hot_hit, engine.record_miss, engine.offer_hot
+    keys = arr.tolist() if arr is not None else trace
     requests = hits = admitted = rejected = evicted = 0
     for key in keys:
         requests += 1

@@ -1,0 +1,270 @@
+"""The compiled policy core (tiercache/_core.c) against its specification, the pure-Python
+``WTinyLFUPolicy``: random operation sequences, the engine's drain and the simulator's
+loop must give identical decisions, segments, climber steps and sketch counters."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tiercache import policy as policy_mod
+from tiercache.policy import POLICIES, PolicyEngine, WTinyLFUPolicy, default_hasher
+from tiercache.sim import scan_trace, shifting_trace, simulate, zipf_trace
+from tiercache.sketch import FrequencySketch
+
+core = policy_mod._core
+needs_core = pytest.mark.skipif(core is None, reason="tiercache._core is not built")
+
+
+def test_the_compiled_core_is_built_under_ci() -> None:
+    """``make test`` builds the extension; CI must not silently run the Python fallback."""
+    if os.environ.get("CI") and core is None:
+        pytest.fail("tiercache._core is missing: the C extension did not build")
+    if core is None:
+        pytest.skip("tiercache._core is not built (no C compiler?)")
+    assert policy_mod.COMPILED
+    assert POLICIES["wtinylfu"] is policy_mod.CompiledWTinyLFUPolicy  # type: ignore[attr-defined]
+
+
+def _pair(capacity: int, hasher: Callable[[Any], int], **params: Any) -> tuple[Any, Any]:
+    """(python spec, compiled) policies with identical, separate sketches and rngs."""
+    made = []
+    for cls in (WTinyLFUPolicy, policy_mod.CompiledWTinyLFUPolicy):  # type: ignore[attr-defined]
+        sketch = FrequencySketch(max(64, 4 * capacity), seed=3, sample_size=max(64, 5 * capacity))
+        made.append(cls(capacity, sketch=sketch, hasher=hasher, rng=random.Random(9), **params))
+    return made[0], made[1]
+
+
+def _same(a: Any, b: Any, where: object) -> None:
+    assert list(a.keys()) == list(b.keys()), where
+    assert len(a) == len(b), where
+    assert (a.window_capacity, a.main_capacity, a.protected_capacity) == (
+        b.window_capacity, b.main_capacity, b.protected_capacity), where
+    assert a.adjustments == b.adjustments, where
+    assert (a._sample_hits, a._sample_requests, a._full) == (
+        b._sample_hits, b._sample_requests, b._full), where
+    assert a.sketch.table.tobytes() == b.sketch.table.tobytes(), where
+    assert (a.sketch.additions, a.sketch.resets) == (b.sketch.additions, b.sketch.resets), where
+
+
+def _keyspace(kind: str, n: int) -> list[Any]:
+    if kind == "int":
+        return [i * 7919 - 500 for i in range(n)]  # negative ints too
+    if kind == "bytes":
+        return [random.Random(i).randbytes(16) for i in range(n)]
+    if kind == "str":
+        return [f"query {i}" for i in range(n)]
+    return [(i, "t") for i in range(n)]  # tuples: only a custom hasher knows them
+
+
+PARAMS: list[dict[str, Any]] = [
+    {},
+    {"adaptive": False},
+    {"sample_period": 50, "step": 0.2, "step_decay": 0.9},
+    {"window": 0.5, "sample_period": 40, "boost": 0.9},
+    {"jitter_threshold": 0, "sample_period": 60},  # every losing candidate draws jitter
+    {"protected": 0.0, "sample_period": 30},
+    {"protected": 1.0, "window": 0.2},
+]
+
+
+@needs_core
+@pytest.mark.parametrize("capacity", [0, 1, 2, 3, 7, 40, 150])
+@pytest.mark.parametrize("params", PARAMS)
+def test_random_operations_match_the_python_specification(
+    capacity: int, params: dict[str, Any]
+) -> None:
+    rnd = random.Random(capacity * 1000 + len(str(params)))
+    kind = rnd.choice(["int", "bytes", "str"])
+    keys = _keyspace(kind, max(8, 4 * capacity))
+    a, b = _pair(capacity, default_hasher, **params)
+    zipf = zipf_trace(0.8, len(keys), 6000, seed=capacity + 1)
+    pending: list[Any] = []
+    for i, idx in enumerate(zipf.tolist()):
+        k = keys[idx]
+        h = default_hasher(k)
+        a.sketch.increment(h)
+        b.sketch.increment(h)
+        if k in a:
+            assert k in b, i
+            pending.append(k)
+            continue
+        assert k not in b, i
+        a.on_hits(pending + [k])
+        if rnd.random() < 0.5:
+            b.on_hits(pending + [k])
+        else:
+            for k2 in pending + [k]:
+                b.on_hit(k2)
+        pending = []
+        ra, rb = a.admit(k), b.admit(k)
+        assert ra == rb, (i, ra, rb)
+        op = rnd.random()
+        if op < 0.03 and len(a):
+            victim = rnd.choice(list(a.keys()))
+            assert a.remove(victim) is b.remove(victim) is True
+            assert a.remove(victim) is b.remove(victim) is False
+        elif op < 0.05:
+            w = rnd.randint(-2, capacity + 2)
+            a.resize_window(w)
+            b.resize_window(w)
+        elif op < 0.06:
+            probe = keys[rnd.randrange(len(keys))]
+            assert a.segment(probe) == b.segment(probe)
+        if i % 97 == 0:
+            _same(a, b, i)
+    _same(a, b, "end")
+    for k in keys:
+        assert a.segment(k) == b.segment(k)
+
+
+@needs_core
+@pytest.mark.parametrize("kind", ["tuple", "int"])
+def test_a_custom_hasher_is_called_like_the_python_policy_calls_it(kind: str) -> None:
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def hasher_for(tag: str) -> Callable[[Any], int]:
+        def h(k: Any) -> int:
+            calls[tag].append(k)
+            return hash(k) * 31
+        return h
+
+    keys = _keyspace(kind, 60)
+    made = []
+    for cls, tag in ((WTinyLFUPolicy, "py"), (policy_mod.CompiledWTinyLFUPolicy, "c")):  # type: ignore[attr-defined]
+        sketch = FrequencySketch(256, seed=1)
+        made.append(cls(12, sketch=sketch, hasher=hasher_for(tag), rng=random.Random(1)))
+    a, b = made
+    for idx in zipf_trace(0.9, 60, 3000, seed=5).tolist():
+        k = keys[idx]
+        for p in (a, b):
+            p.sketch.increment(hash(k) * 31)
+            p.on_hit(k)
+            if k not in p:
+                p.admit(k)
+    assert list(a.keys()) == list(b.keys())
+    assert calls["py"] == calls["c"] and calls["c"]
+
+
+@needs_core
+def test_errors_from_the_hasher_and_bad_arguments_are_raised_typed() -> None:
+    def boom(k: Any) -> int:
+        raise KeyError("no hash")
+
+    _, b = _pair(2, boom)
+    b.admit((1,))
+    b.admit((2,))
+    with pytest.raises(KeyError, match="no hash"):
+        b.admit((3,))  # competition needs the hashes
+
+    def not_int(k: Any) -> Any:
+        return "x"
+
+    _, c = _pair(1, not_int)
+    c.admit((1,))
+    with pytest.raises(TypeError, match="hasher must return an int"):
+        c.admit((2,))
+    _, d = _pair(10, default_hasher)
+    with pytest.raises(TypeError, match="int64 or uint64"):
+        core.replay(d, np.zeros(4, dtype=np.float64), None)
+    with pytest.raises(ValueError, match="one byte per request"):
+        core.replay(d, np.zeros(4, dtype=np.int64), np.zeros(3, dtype=np.uint8))
+    with pytest.raises(TypeError, match="WTinyLFUCore"):
+        core.drain(object(), [])
+    bare = core.WTinyLFUCore()
+    with pytest.raises(RuntimeError, match="_core_setup"):
+        bare.admit(1)
+    assert len(bare) == 0 and 1 not in bare
+
+
+def _engine(policy_name: str, cap: int, **kw: Any) -> PolicyEngine:
+    return PolicyEngine(hot_capacity=cap, warm_capacity=10 * cap, policy=policy_name, seed=7,
+                        access_buffer=kw.pop("access_buffer", 64), **kw)
+
+
+@needs_core
+def test_the_engines_compiled_drain_matches_the_python_drain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trace = [random.Random(i % 300).randbytes(16) for i in
+             zipf_trace(1.0, 300, 20_000, seed=2).tolist()]
+    fast = _engine("wtinylfu", 40)
+    monkeypatch.setitem(POLICIES, "wtinylfu", WTinyLFUPolicy)
+    slow = _engine("wtinylfu", 40)
+    assert fast._compiled and not slow._compiled
+    for e in (fast, slow):
+        for k in trace:
+            if k in e.hot:
+                e.record_hot_hit(k)
+            else:
+                e.record_miss(k)
+                e.offer_hot(k)
+        e.drain()
+    assert fast.hot_keys() == slow.hot_keys()
+    assert fast.sketch.table.tobytes() == slow.sketch.table.tobytes()
+    assert fast.sketch.resets == slow.sketch.resets > 0
+    assert fast.hot.adjustments == slow.hot.adjustments  # type: ignore[attr-defined]
+
+
+@needs_core
+@pytest.mark.parametrize("name,trace", [
+    ("zipf", zipf_trace(0.9, 2000, 40_000, seed=1)),
+    ("shifting", shifting_trace(0.9, 2000, 40_000, phases=4, seed=2)),
+    ("scan", scan_trace(0.9, 2000, 40_000, scan_every=500, scan_length=200, seed=3)),
+])
+@pytest.mark.parametrize("capacity", [1, 20, 200])
+def test_the_simulators_compiled_loop_matches_the_python_loop(
+    name: str, trace: np.ndarray, capacity: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    masks = [np.zeros(len(trace), dtype=bool) for _ in range(2)]
+    fast = simulate(trace, capacity=capacity, seed=4, misses_out=masks[0])
+    monkeypatch.setitem(POLICIES, "wtinylfu", WTinyLFUPolicy)
+    slow = simulate(trace, capacity=capacity, seed=4, misses_out=masks[1])
+    assert fast == slow
+    assert (masks[0] == masks[1]).all()
+    assert fast.hits > 0
+
+
+@needs_core
+def test_the_compiled_loop_takes_lists_of_any_key_and_unsigned_arrays() -> None:
+    ints = zipf_trace(0.9, 500, 8000, seed=8)
+    as_u64 = simulate(ints.astype(np.uint64), capacity=30, seed=1)
+    as_i64 = simulate(ints, capacity=30, seed=1)
+    as_list = simulate(ints.tolist(), capacity=30, seed=1)
+    as_gen = simulate(iter(ints.tolist()), capacity=30, seed=1)
+    assert as_u64 == as_i64 == as_list == as_gen
+    digests = [random.Random(k).randbytes(16) for k in ints.tolist()]
+    r = simulate(digests, capacity=30, seed=1)
+    assert r.requests == 8000 and r.hits > 1000
+
+
+@needs_core
+def test_no_reference_leaks_and_the_policy_is_collected() -> None:
+    keys = [random.Random(i).randbytes(16) for i in range(200)]
+    before = [sys.getrefcount(k) for k in keys]
+    _, b = _pair(25, default_hasher, sample_period=30)
+    for idx in zipf_trace(0.9, 200, 5000, seed=1).tolist():
+        k = keys[idx]
+        b.sketch.increment(default_hasher(k))
+        b.on_hit(k)
+        if k not in b:
+            b.admit(k)
+        if idx % 17 == 0:
+            b.remove(k)
+    del k
+    core.replay(b, keys * 3, None)
+    core.drain(b, keys)
+    ref = weakref.ref(b)
+    b.self_cycle = b  # a cycle only the garbage collector can break
+    del b
+    gc.collect()
+    assert ref() is None
+    assert [sys.getrefcount(k) for k in keys] == before
