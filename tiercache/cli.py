@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,48 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
     return out
 
 
+def _parse_warm(spec: str, distinct: int, dim: Callable[[], int],
+                codec_name: str) -> tuple[list[int], dict[int, int]]:
+    """``--warm`` sizes as warm entry capacities (sorted, distinct) and, for those given
+    as byte budgets, ``{entries: bytes}``.
+
+    Each comma-separated part is a byte budget (a size with a unit: ``8GiB``, ``500MB``,
+    ``1024B``; turned into entries as the live cache does, :func:`sim.warm_entries`),
+    an entry count (a bare integer; ``0`` = no warm tier) or a percentage of the trace's
+    distinct keys (``5%``, at least one entry when above 0). Raises ConfigError("--warm").
+    """
+    from .config import parse_size
+    from .errors import ConfigError
+    from .sim import warm_entries
+
+    entries: set[int] = set()
+    budgets: dict[int, int] = {}
+    for part in (x.strip() for x in spec.split(",")):
+        if not part:
+            continue
+        if part.endswith("%"):
+            try:
+                pct = float(part[:-1])
+            except ValueError:
+                raise ConfigError("--warm", part, "not a percentage (e.g. 5%)") from None
+            if not 0 <= pct < float("inf"):
+                raise ConfigError("--warm", part, "a percentage must be >= 0")
+            n = round(distinct * pct / 100)
+            entries.add(max(1, n) if pct > 0 else 0)
+        elif part.isdigit():
+            entries.add(int(part))
+        else:
+            nbytes = parse_size(part, "--warm")
+            if nbytes < 1:
+                raise ConfigError("--warm", part, "a byte budget must be >= 1 byte")
+            n = warm_entries(nbytes, dim(), codec_name)
+            budgets[n] = nbytes
+            entries.add(n)
+    if not entries:
+        raise ConfigError("--warm", spec, "no size given (e.g. 8GiB, 100000 or 5%)")
+    return sorted(entries), budgets
+
+
 @main.command()
 @click.option("--synthetic", metavar="KIND:alpha=A,keys=N,requests=R[,seed=S,...]",
               help="Generate a trace: zipf, shifting (phases=P), scan (scan_every=E, "
@@ -336,15 +379,23 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
               help="Latency of a hot hit in the latency model (e.g. 3us, 0.000004).")
 @click.option("--miss-latency", default="15ms", show_default=True,
               help="Latency of a miss (one encoder call) in the latency model.")
+@click.option("--warm", "warm_sizes", metavar="SIZES",
+              help="Also model a warm tier: byte budgets ('8GiB', entries as the live cache "
+                   "computes them for --dim), entries ('100000', 0 = none) or percentages of "
+                   "the distinct keys ('5%'); one run per hot size and warm size.")
+@click.option("--warm-latency", default="12us", show_default=True,
+              help="Latency of a warm hit in the latency model (with --warm).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write sim.json, hit_ratio.png and latency.png into this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
         config_path: str | None, hot_entries: str, policies: str, hot_sizes: str | None,
         dim: int | None, seed: int, hot_latency: str, miss_latency: str,
-        out_dir: str | None, as_json: bool) -> None:
+        warm_sizes: str | None, warm_latency: str, out_dir: str | None,
+        as_json: bool) -> None:
     """Replay a trace through the live policy engine: hot hit ratio per policy and size,
-    with expected latency and encoder calls from a latency model."""
+    with expected latency and encoder calls from a latency model. With --warm, a warm tier
+    too: warm hits, SSD writes and encoder calls per hot size and warm size."""
     import numpy as np
     from tqdm import tqdm
 
@@ -356,8 +407,9 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
     try:
         hot_s = parse_duration(hot_latency, "--hot-latency")
         miss_s = parse_duration(miss_latency, "--miss-latency")
-        assert hot_s is not None and miss_s is not None
-        model = LatencyModel(hot_s=hot_s, miss_s=miss_s)
+        warm_s = parse_duration(warm_latency, "--warm-latency")
+        assert hot_s is not None and miss_s is not None and warm_s is not None
+        model = LatencyModel(hot_s=hot_s, miss_s=miss_s, warm_s=warm_s)
         if bool(synthetic) == bool(trace_path):
             raise click.UsageError("give exactly one of --synthetic and --trace")
         trace: Any
@@ -394,22 +446,32 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                           "oracle": simlib.load_oracle_general}[fmt]
                 trace = loader(trace_path)
                 distinct = len(np.unique(trace))
+        cfg = _config(config_path) if config_path else None
+
+        def vector_dim() -> int:
+            return dim or (cfg.encoder.dim if cfg is not None else None) or 384
+
         hot_bytes: dict[int, int] = {}
         if hot_sizes:
-            if dim is None:
-                cfg_dim = _config(config_path).encoder.dim if config_path else None
-                dim = cfg_dim or 384
             for part in filter(None, (x.strip() for x in hot_sizes.split(","))):
                 nbytes = parse_size(part, "--hot")
-                hot_bytes[max(1, hot_capacity(nbytes, dim))] = nbytes
+                hot_bytes[max(1, hot_capacity(nbytes, vector_dim()))] = nbytes
             sizes = sorted(hot_bytes)
         else:
             sizes = _parse_sizes(hot_entries, distinct)
         names = [n.strip() for n in policies.split(",") if n.strip()]
-        with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
-                  disable=not sys.stderr.isatty()) as bar:
-            results = simlib.simulate_grid(trace, capacities=sizes, policies=names, seed=seed,
-                                    progress=lambda _: bar.update(1))
+        results: list[Any]
+        warm_bytes: dict[int, int] = {}
+        if warm_sizes is None:
+            with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
+                      disable=not sys.stderr.isatty()) as bar:
+                results = simlib.simulate_grid(trace, capacities=sizes, policies=names,
+                                               seed=seed, progress=lambda _: bar.update(1))
+        else:
+            warm_caps, warm_bytes = _parse_warm(
+                warm_sizes, distinct, vector_dim,
+                cfg.warm.codec if cfg is not None else "float32")
+            results = _sim_tiers(simlib, trace, names, sizes, warm_caps, seed, cfg, tqdm)
     except (TierCacheError, OSError, ValueError) as exc:
         _fail(exc)
     rows = [model.summarise(r) for r in results]
@@ -417,10 +479,16 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
         info = {"name": synthetic or os.path.basename(str(trace_path)), "requests": len(trace),
                 "distinct": distinct}
         written = write_report(results, out_dir, model=model, trace_info=info,
-                               hot_bytes=hot_bytes or None)
+                               hot_bytes=hot_bytes or None, warm_bytes=warm_bytes or None)
         click.echo("wrote " + ", ".join(written.values()), err=True)
+    if warm_sizes is not None:
+        for row in rows:
+            row.setdefault("warm_capacity", None)  # belady: the hot tier's bound alone
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        return
+    if warm_sizes is not None:
+        _print_tiers_table(results, rows, model, len(trace), distinct)
         return
     click.echo(f"{len(trace)} requests, {distinct} distinct keys; latency model: hit "
                f"{model.hot_s * 1e6:g} us, miss {model.miss_s * 1e3:g} ms")
@@ -430,6 +498,67 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
         click.echo(f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
                    f"{r.evicted:>9} {r.rejected:>9} {row['mean_latency_s'] * 1e3:>8.3f}ms "
                    f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}")
+
+
+def _sim_tiers(simlib: Any, trace: Any, names: list[str], sizes: list[int],
+               warm_caps: list[int], seed: int, cfg: TierCacheConfig | None,
+               tqdm: Any) -> list[Any]:
+    """``simulate_tiers`` for every (policy, hot size, warm size), in that order, with a
+    progress bar in requests; ``belady`` gives the hot tier's bound once per hot size.
+    The ``policy.*`` settings of ``cfg`` (when given) apply, as in the live cache."""
+    pc = cfg.policy if cfg is not None else None
+    knobs: dict[str, Any] = {} if pc is None else {
+        "warm_min_frequency": pc.warm_min_frequency, "eviction_samples": pc.eviction_samples,
+        "max_evictions_per_write": pc.max_evictions_per_write,
+        "access_buffer": pc.access_buffer, "params": dict(pc.params)}
+    n = len(trace)
+    runs = sum(1 if name == "belady" else len(warm_caps) for name in names) * len(sizes)
+    out: list[Any] = []
+    with tqdm(total=runs * n, unit="req", unit_scale=True, file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        for name in names:
+            for cap in sizes:
+                if name == "belady":
+                    out.append(simlib.belady(trace, capacity=cap))
+                    bar.update(n)
+                    continue
+                for warm in warm_caps:
+                    bar.set_description(f"{name} hot {cap} warm {warm}")
+                    done = [0]
+
+                    def step(k: int, done: list[int] = done) -> None:
+                        bar.update(k - done[0])
+                        done[0] = k
+
+                    out.append(simlib.simulate_tiers(
+                        trace, hot_capacity=cap, warm_capacity=warm, policy=name, seed=seed,
+                        progress=step, **knobs))
+    return out
+
+
+def _print_tiers_table(results: list[Any], rows: list[dict[str, Any]], model: Any,
+                       requests: int, distinct: int) -> None:
+    """The ``sim --warm`` table: one line per (policy, hot size, warm size)."""
+    click.echo(f"{requests} requests, {distinct} distinct keys; latency model: hot "
+               f"{model.hot_s * 1e6:g} us, warm {model.warm_s * 1e6:g} us, miss "
+               f"{model.miss_s * 1e3:g} ms")
+    click.echo(f"{'policy':<10} {'hot entries':>11} {'warm entries':>12} {'hot hit':>8} "
+               f"{'warm hit':>8} {'encoder calls':>13} {'SSD writes':>10} {'mean':>10} "
+               f"{'p99':>10} {'encoder s':>10}")
+    bound = False
+    for r, row in zip(results, rows):
+        if row.get("warm_capacity") is None:  # belady: hot tier alone
+            bound = True
+            click.echo(f"{r.policy:<10} {r.capacity:>11} {'-':>12} {r.hit_ratio:>8.4f} "
+                       f"{'-':>8} {'-':>13} {'-':>10} {'-':>10} {'-':>10} {'-':>10}")
+            continue
+        click.echo(f"{r.policy:<10} {r.hot_capacity:>11} {r.warm_capacity:>12} "
+                   f"{r.hit_ratio:>8.4f} {r.warm_hit_ratio:>8.4f} {r.encoder_calls:>13} "
+                   f"{r.warm_writes:>10} {row['mean_latency_s'] * 1e3:>8.3f}ms "
+                   f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}")
+    click.echo("hot hit, warm hit: shares of all requests; SSD writes: records written to "
+               "warm (recomputed + demoted)" + ("; belady: the hot tier's offline bound "
+                                                "alone (no warm model)" if bound else ""))
 
 
 @main.command()
