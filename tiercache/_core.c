@@ -48,6 +48,12 @@ static inline uint64_t splitmix64(uint64_t z) {
 }
 
 typedef struct {
+    Py_ssize_t prev, next;
+    PyObject *key; /* strong reference while resident */
+    uint8_t seg;
+} Node;
+
+typedef struct {
     PyObject_HEAD
     /* configuration and sizes (window_capacity etc. are exposed as attributes) */
     Py_ssize_t cap;
@@ -60,9 +66,7 @@ typedef struct {
     /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
     Py_ssize_t len[4];
     Py_ssize_t n_nodes, free_head;
-    Py_ssize_t *prev, *next;
-    uint8_t *seg;
-    PyObject **key;
+    Node *nodes; /* one struct per node: a touch costs one cache line, not four */
     PyObject *index; /* dict: key -> int node */
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -146,6 +150,8 @@ static inline void sk_increment(Core *c, SketchSync *s, uint64_t h) {
  * inline (16-byte digests: first 8 bytes little endian; ints: value mod 2**64), anything
  * else (or a custom hasher) through the Python callable. */
 static int key_hash(Core *c, PyObject *key, uint64_t *out) {
+    /* fast_hash: 0 = always call the hasher; 1 = default_hasher (8+ byte bytes, ints);
+       2 = keys.key_hash64 (8+ byte bytes) */
     if (c->fast_hash) {
         if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) >= 8) {
             const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(key);
@@ -154,7 +160,7 @@ static int key_hash(Core *c, PyObject *key, uint64_t *out) {
             *out = h;
             return 0;
         }
-        if (PyLong_CheckExact(key)) {
+        if (c->fast_hash == 1 && PyLong_CheckExact(key)) {
             uint64_t h = PyLong_AsUnsignedLongLongMask(key);
             if (h == (uint64_t)-1 && PyErr_Occurred()) return -1;
             *out = h;
@@ -178,33 +184,33 @@ static int key_hash(Core *c, PyObject *key, uint64_t *out) {
 /* ---- segments ----------------------------------------------------------------------- */
 
 static inline void unlink_node(Core *c, Py_ssize_t n) {
-    Py_ssize_t p = c->prev[n], x = c->next[n];
-    c->next[p] = x;
-    c->prev[x] = p;
-    c->len[c->seg[n]]--;
+    Py_ssize_t p = c->nodes[n].prev, x = c->nodes[n].next;
+    c->nodes[p].next = x;
+    c->nodes[x].prev = p;
+    c->len[c->nodes[n].seg]--;
 }
 
 static inline void push_mru(Core *c, int s, Py_ssize_t n) {
-    Py_ssize_t last = c->prev[s];
-    c->next[last] = n;
-    c->prev[n] = last;
-    c->next[n] = s;
-    c->prev[s] = n;
-    c->seg[n] = (uint8_t)s;
+    Py_ssize_t last = c->nodes[s].prev;
+    c->nodes[last].next = n;
+    c->nodes[n].prev = last;
+    c->nodes[n].next = s;
+    c->nodes[s].prev = n;
+    c->nodes[n].seg = (uint8_t)s;
     c->len[s]++;
 }
 
 static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
-    Py_ssize_t x = c->next[at];
-    c->next[at] = n;
-    c->prev[n] = at;
-    c->next[n] = x;
-    c->prev[x] = n;
-    c->seg[n] = (uint8_t)s;
+    Py_ssize_t x = c->nodes[at].next;
+    c->nodes[at].next = n;
+    c->nodes[n].prev = at;
+    c->nodes[n].next = x;
+    c->nodes[x].prev = n;
+    c->nodes[n].seg = (uint8_t)s;
     c->len[s]++;
 }
 
-static inline Py_ssize_t lru_of(Core *c, int s) { return c->next[s]; }
+static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
 
 /* node of key, -1 if not resident, -2 on error */
 static inline Py_ssize_t find(Core *c, PyObject *key) {
@@ -225,20 +231,20 @@ static Py_ssize_t new_node(Core *c, PyObject *key) {
     int rc = PyDict_SetItem(c->index, key, v);
     Py_DECREF(v);
     if (rc < 0) return -1;
-    c->free_head = c->next[n];
+    c->free_head = c->nodes[n].next;
     Py_INCREF(key);
-    c->key[n] = key;
+    c->nodes[n].key = key;
     return n;
 }
 
 /* unlink and free node n; returns its key (a new reference) or NULL on error */
 static PyObject *drop_node(Core *c, Py_ssize_t n) {
-    PyObject *k = c->key[n];
+    PyObject *k = c->nodes[n].key;
     if (PyDict_DelItem(c->index, k) < 0) return NULL;
     unlink_node(c, n);
-    c->seg[n] = SEG_FREE;
-    c->key[n] = NULL;
-    c->next[n] = c->free_head;
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
     c->free_head = n;
     return k; /* the reference the node held */
 }
@@ -261,7 +267,7 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     int hit = 0;
     if (n >= 0) {
         hit = 1;
-        int sg = c->seg[n];
+        int sg = c->nodes[n].seg;
         if (sg == SEG_PROTECTED) {
             unlink_node(c, n);
             push_mru(c, SEG_PROTECTED, n);
@@ -324,7 +330,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
             return 0;
         }
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
-        int ok = tinylfu_admit(c, key, c->key[v]);
+        int ok = tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
         if (!ok) return 0;
         PyObject *vk = drop_node(c, v);
@@ -351,7 +357,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
         return 0;
     }
     Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
-    int ok = tinylfu_admit(c, c->key[cand], c->key[v]);
+    int ok = tinylfu_admit(c, c->nodes[cand].key, c->nodes[v].key);
     if (ok < 0) return -1;
     if (!ok) {
         PyObject *ck = drop_node(c, cand); /* the window's loser leaves the cache */
@@ -372,16 +378,11 @@ static inline void mark_full(Core *c) {
 }
 
 static void free_arrays(Core *c) {
-    if (c->key) {
-        for (Py_ssize_t i = 0; i < c->n_nodes; i++) Py_CLEAR(c->key[i]);
+    if (c->nodes) {
+        for (Py_ssize_t i = 0; i < c->n_nodes; i++) Py_CLEAR(c->nodes[i].key);
     }
-    PyMem_Free(c->prev);
-    PyMem_Free(c->next);
-    PyMem_Free(c->seg);
-    PyMem_Free(c->key);
-    c->prev = c->next = NULL;
-    c->seg = NULL;
-    c->key = NULL;
+    PyMem_Free(c->nodes);
+    c->nodes = NULL;
     c->n_nodes = 0;
 }
 
@@ -391,8 +392,8 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     Py_VISIT(c->counts);
     Py_VISIT(c->hasher);
     Py_VISIT(c->rng);
-    if (c->key) {
-        for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->key[i]);
+    if (c->nodes) {
+        for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->nodes[i].key);
     }
     return 0;
 }
@@ -435,7 +436,7 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     double pf;
     PyObject *sketch, *hasher, *rng;
     int fast, climbing;
-    if (!PyArg_ParseTuple(args, "nndOOpOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
+    if (!PyArg_ParseTuple(args, "nndOOiOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
                           &rng, &jitter, &climbing, &period))
         return NULL;
     if (cap < 0 || window < 0 || (cap > 0 && window > cap)) {
@@ -483,24 +484,21 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
         return NULL;
     }
     Py_ssize_t nn = cap + FIRST_NODE + 4;
-    c->prev = PyMem_Calloc((size_t)nn, sizeof(Py_ssize_t));
-    c->next = PyMem_Calloc((size_t)nn, sizeof(Py_ssize_t));
-    c->seg = PyMem_Calloc((size_t)nn, 1);
-    c->key = PyMem_Calloc((size_t)nn, sizeof(PyObject *));
-    if (!c->prev || !c->next || !c->seg || !c->key) {
+    c->nodes = PyMem_Calloc((size_t)nn, sizeof(Node));
+    if (!c->nodes) {
         Py_DECREF(counts);
         free_arrays(c);
         return PyErr_NoMemory();
     }
     c->n_nodes = nn;
     for (int s = 1; s <= 3; s++) {
-        c->prev[s] = c->next[s] = s;
-        c->seg[s] = (uint8_t)s;
+        c->nodes[s].prev = c->nodes[s].next = s;
+        c->nodes[s].seg = (uint8_t)s;
         c->len[s] = 0;
     }
     c->free_head = -1;
     for (Py_ssize_t i = nn - 1; i >= FIRST_NODE; i--) {
-        c->next[i] = c->free_head;
+        c->nodes[i].next = c->free_head;
         c->free_head = i;
     }
     c->counts = counts;
@@ -515,6 +513,11 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->hasher = hasher;
     Py_INCREF(rng);
     c->rng = rng;
+    if (fast < 0 || fast > 2) {
+        PyErr_SetString(PyExc_ValueError, "fast_hash must be 0, 1 or 2");
+        Core_clear(c);
+        return NULL;
+    }
     c->fast_hash = (char)fast;
     c->cap = cap;
     c->protected_fraction = pf;
@@ -544,7 +547,7 @@ static PyObject *Core_segment(Core *c, PyObject *key) {
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
     if (n < 0) Py_RETURN_NONE;
-    PyObject *name = SEG_NAMES[c->seg[n]];
+    PyObject *name = SEG_NAMES[c->nodes[n].seg];
     Py_INCREF(name);
     return name;
 }
@@ -621,8 +624,8 @@ static PyObject *Core_remove(Core *c, PyObject *key) {
 }
 
 static int extend_segment(Core *c, PyObject *list, int s) {
-    for (Py_ssize_t n = c->next[s]; n != s; n = c->next[n]) {
-        if (PyList_Append(list, c->key[n]) < 0) return -1;
+    for (Py_ssize_t n = c->nodes[s].next; n != s; n = c->nodes[n].next) {
+        if (PyList_Append(list, c->nodes[n].key) < 0) return -1;
     }
     return 0;
 }

@@ -14,7 +14,7 @@ class WTinyLFUCore:
     _full: bool
     def _core_setup(
         self, capacity: int, window: int, protected_fraction: float, sketch: Any,
-        hasher: Any, fast_hash: bool, rng: Any, jitter_threshold: int, climbing: bool,
+        hasher: Any, fast_hash: int, rng: Any, jitter_threshold: int, climbing: bool,
         period: int, /,
     ) -> None: ...
     def __len__(self) -> int: ...

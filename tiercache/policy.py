@@ -794,9 +794,11 @@ if _core is not None:
         def _init_segments(self, window: int) -> None:
             self._core_setup(
                 self.capacity, window, self.protected_fraction, self.sketch, self.hasher,
-                self.hasher is default_hasher, self.rng, self.jitter_threshold,
+                _FAST_HASH.get(self.hasher, 0), self.rng, self.jitter_threshold,
                 self._climbing, self._period,
             )
+
+    _FAST_HASH: dict[Callable[[Any], int], int] = {default_hasher: 1, key_hash64: 2}
 
     CompiledWTinyLFUPolicy.name = "wtinylfu"
     POLICIES["wtinylfu"] = CompiledWTinyLFUPolicy
