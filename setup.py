@@ -5,6 +5,7 @@ succeeds and tiercache falls back to the pure-Python policy (same decisions, slo
 ``make test`` requires the compiled core (tests/test_core.py).
 """
 
+import numpy
 from setuptools import Extension, setup
 
 setup(
@@ -12,6 +13,7 @@ setup(
         Extension(
             "tiercache._core",
             sources=["tiercache/_core.c"],
+            include_dirs=[numpy.get_include()],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-field-initializers"],
             optional=True,
         )

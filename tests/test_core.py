@@ -228,7 +228,8 @@ def test_the_simulators_compiled_loop_matches_the_python_loop(
     fast = simulate(trace, capacity=capacity, seed=4, misses_out=masks[0])
     monkeypatch.setitem(POLICIES, "wtinylfu", WTinyLFUPolicy)
     slow = simulate(trace, capacity=capacity, seed=4, misses_out=masks[1])
-    assert fast == slow
+    unbuffered = simulate(trace, capacity=capacity, seed=4, access_buffer=1)
+    assert fast == slow == unbuffered
     assert (masks[0] == masks[1]).all()
     assert fast.hits > 0
 
@@ -268,3 +269,101 @@ def test_no_reference_leaks_and_the_policy_is_collected() -> None:
     gc.collect()
     assert ref() is None
     assert [sys.getrefcount(k) for k in keys] == before
+
+
+# -- the hot read path (HotReader) ---------------------------------------------------------
+
+def _pair_of_caches(tmp_path: Any, clock: Any, **sections: Any) -> tuple[Any, Any]:
+    """(C hot path, Python hot path) caches over separate stores, same config."""
+    from tiercache import TierCache
+
+    from .conftest import CountingEncoder, make_config
+
+    made = []
+    for name in ("c", "py"):
+        cfg = make_config(tmp_path / name, **sections)
+        made.append(TierCache(cfg, encoder=CountingEncoder(), clock=clock))
+    fast, slow = made
+    slow.__dict__.pop("embed")  # the class's Python embed
+    return fast, slow
+
+
+@needs_core
+def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any) -> None:
+    from .conftest import FakeClock
+
+    clock = FakeClock()
+    fast, slow = _pair_of_caches(tmp_path, clock, policy={"seed": 3, "access_buffer": 7})
+    assert type(fast.embed).__name__ == "HotReader"
+    assert type(slow.embed).__name__ == "method"
+    texts = [f"t{i}" for i in range(120)] + [b"raw bytes", "\u00e9t\u00e9"]
+    rnd = random.Random(5)
+    for step in range(3000):
+        t = texts[min(int(rnd.paretovariate(1.0)) - 1, len(texts) - 1)]
+        if step % 500 == 0:
+            for cache in (fast, slow):  # entries with and without a TTL
+                cache.set(f"ttl{step}", np.full(16, step, np.float32), ttl=5)
+            t = f"ttl{step}"
+        if step % 7 == 0:
+            clock.advance(1)
+        a, b = fast.embed(t), slow.embed(t)
+        assert a.dtype == np.float32 and a.shape == (16,)
+        np.testing.assert_array_equal(a, b)
+        a[:] = -1  # the caller's own copy: the cache is untouched
+        np.testing.assert_array_equal(fast.embed(t), slow.embed(t))
+    sf, ss = fast.stats(), slow.stats()
+    for tier in ("hot", "warm"):
+        for field in ("hits", "misses", "promotions", "expired", "evictions", "rejections"):
+            assert sf["tiers"][tier][field] == ss["tiers"][tier][field], (tier, field)
+    assert sf["lookups"] == ss["lookups"] == 6000
+    assert fast._engine.hot_keys() == slow._engine.hot_keys()
+    assert sf["tiers"]["hot"]["latency_us"]["count"] > 0
+    assert fast.encoder.calls == slow.encoder.calls  # type: ignore[attr-defined]
+
+
+@needs_core
+def test_the_c_hot_path_falls_back_for_everything_it_does_not_serve(tmp_path: Any) -> None:
+    import threading
+
+    from tiercache.errors import ClosedError, InvalidContentError
+
+    from .conftest import FakeClock
+
+    clock = FakeClock()
+    fast, _ = _pair_of_caches(tmp_path, clock)
+    v = fast.embed("hello")  # a miss: the Python path computes it
+    assert fast.embed("hello") is not v
+    with pytest.raises(InvalidContentError):
+        fast.embed(42)  # not str/bytes: the Python path's typed error
+    with pytest.raises(TypeError):
+        fast.embed("a", "b")
+    # the lock held by another thread: served by the Python path, which waits
+    fast._lock.acquire()
+    out: list[Any] = []
+    th = threading.Thread(target=lambda: out.append(fast.embed("hello")))
+    th.start()
+    th.join(0.2)
+    assert th.is_alive() and not out
+    fast._lock.release()
+    th.join(5)
+    np.testing.assert_array_equal(out[0], v)
+    fast.close()
+    with pytest.raises(ClosedError):
+        fast.embed("hello")
+
+
+@needs_core
+def test_a_subclass_that_overrides_embed_keeps_its_override(tmp_path: Any) -> None:
+    from tiercache import TierCache
+
+    from .conftest import CountingEncoder, make_config
+
+    class Mine(TierCache):
+        def embed(self, content: Any) -> np.ndarray:
+            return np.zeros(16, np.float32)
+
+    c = Mine(make_config(tmp_path), encoder=CountingEncoder())
+    assert not c.embed("x").any() and c._fast is None
+    no_hot = TierCache(make_config(tmp_path / "b", hot={"enabled": False}),
+                       encoder=CountingEncoder())
+    assert "embed" not in no_hot.__dict__

@@ -50,6 +50,11 @@ from .tiers.lmdb import LmdbTier, segment_cost, segment_slots
 from .tiers.memory import NEVER, MemoryTier, hot_capacity
 from .tiers.redis import RedisTier, SharedUnavailable
 
+try:
+    from . import _core
+except ImportError:  # built without a C compiler: embed stays pure Python
+    _core = None  # type: ignore[assignment]
+
 MAX_TTL_SECONDS = 100 * 365 * 86400.0
 _CORRUPT = object()
 _perf = time.perf_counter
@@ -217,6 +222,21 @@ class TierCache(AsyncAPI):
         self._decode_one: Callable[[Any], object] = (
             lambda buf: codec.decode_record(buf, dim) or _CORRUPT
         )
+        self._fast: Any = None
+        if _core is not None and hot_cap > 0 and type(self).embed is TierCache.embed:
+            # embed's hot hit in one C call (tiercache/_core.c HotReader): the same lookup,
+            # copy, access record and counters as the Python embed below, under the same
+            # lock; anything else (a miss, an expired entry, the lock busy, another content
+            # type) calls the Python embed unchanged. An instance attribute, so it shadows
+            # the method; close() removes it.
+            hot = self._hot
+            self._fast = _core.HotReader(
+                TierCache.embed.__get__(self, type(self)), self._lock, hot._by_content,
+                hot.slab, hot.expires, hot._key, self._engine._buffer,
+                self._engine.access_buffer, self._engine.drain, self._clock,
+                self._record_hot_latency,
+            )
+            self.__dict__["embed"] = self._fast
 
     # -- construction helpers ----------------------------------------------------------
     @classmethod
@@ -244,12 +264,24 @@ class TierCache(AsyncAPI):
             if self._closed:
                 return
             self._closed = True
+            self.__dict__.pop("embed", None)  # the C hot path; the method raises from now on
+            self._fold_fast_hits()
             self._engine.drain()
         self._shutdown_pool()
         if self._warm is not None:
             self._warm.close()
         if self._shared is not None:
             self._shared.close()
+
+    def _record_hot_latency(self, seconds: float) -> None:
+        self._s_hot.latency.add(seconds)
+
+    def _fold_fast_hits(self) -> None:
+        """Add the C hot path's hits to the counters (call with the lock held)."""
+        if self._fast is not None:
+            n = self._fast.take_hits()
+            self._s_hot.hits += n
+            self._lookups += n
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1321,6 +1353,7 @@ class TierCache(AsyncAPI):
         by reason, corrupt records), entries and bytes per tier, encoder calls and batch
         sizes, and latency percentiles (microseconds) per tier."""
         with self._lock:
+            self._fold_fast_hits()
             hot = self._s_hot.to_dict()
             hot.update(entries=len(self._hot), bytes=self._hot.bytes_used(),
                        capacity=self._hot.capacity)

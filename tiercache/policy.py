@@ -437,6 +437,21 @@ _CLIMB_RESTART = 0.05
 _CLIMB_MIN_PERIOD = 1000
 """Smallest automatic sample period (requests), so tiny caches do not climb on noise."""
 
+_SHIFT_PERIOD = 1000
+"""Automatic sample of the popularity-shift detector (requests)."""
+
+_SHIFT_SIGMAS = 4.0
+"""A shift's drop must also exceed this many standard deviations of a sample's hit rate."""
+
+_SHIFT_MAD = math.sqrt(math.pi) / 2
+"""Standard deviation per unit of mean absolute difference of two independent normal
+samples: the detector's noise is the larger of a sample's binomial standard deviation and
+this times the observed mean absolute difference of successive samples."""
+
+_SHIFT_WARMUP = 8
+"""The detector's running hit rate is the mean of its first this-many samples (it is not
+armed before), then an EWMA giving the newest sample a weight of 1/this."""
+
 
 def _flag(pname: str, value: Any) -> bool:
     if not isinstance(value, bool):
@@ -478,11 +493,26 @@ class WTinyLFUPolicy(Policy):
     entries to probation's MRU end; protected's overflow is demoted to probation.
     Everything is counted in accesses, so the climber is deterministic.
 
+    Popularity shifts (``shift`` > 0, with the climber): the climber's sample is split into
+    detector samples of about ``shift_period`` requests (0: 1,000). A detector sample
+    whose hit rate falls below the running rate (mean of the last samples, an EWMA of
+    weight 1/8 once 8 samples are in) by more than ``shift`` of it *and* by more than 4
+    standard deviations (the larger of the binomial one and the one implied by the mean
+    absolute difference of successive samples, so a workload with bursty scans learns
+    its own noise) is a shift. The reaction: the sketch is halved ``shift_aging`` times
+    (the old workload's counts fade; 4 or more clears it), every main entry cycles through
+    the window so main becomes one probation segment in recency order (nothing is
+    evicted), and the detector and the climber start over (the climber with a full step
+    toward a smaller window). ``shifts`` lists the detector sample number of each shift.
+
     Params: ``window`` (initial fraction of capacity, in (0, 1), default 0.01),
     ``protected`` (fraction of the main region, in [0, 1], default 0.8),
     ``jitter_threshold`` (default 6), ``adaptive`` (bool, default true),
     ``sample_period`` (int >= 0, default 0 = automatic), ``step`` (fraction of capacity
-    in (0, 1], default 0.0625), ``step_decay`` (in [0, 1], default 0.98).
+    in (0, 1], default 0.03), ``step_decay`` (in [0, 1], default 0.9), ``boost``
+    (fraction of capacity in [0, 1), default 0 = off), ``shift`` (relative drop in
+    [0, 1), default 0.25; 0 = off), ``shift_period`` (int >= 0, default 0 = automatic),
+    ``shift_aging`` (int >= 0, default 3).
     """
 
     tie_break = (
@@ -504,6 +534,9 @@ class WTinyLFUPolicy(Policy):
         "step": 0.03,
         "step_decay": 0.9,
         "boost": 0.0,
+        "shift": 0.25,
+        "shift_period": 0,
+        "shift_aging": 3,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -519,6 +552,9 @@ class WTinyLFUPolicy(Policy):
             "step_decay", params["step_decay"], low_open=False, high_open=False
         )
         self.boost = _fraction("boost", params["boost"], low_open=False, high_open=True)
+        self.shift = _fraction("shift", params["shift"], low_open=False, high_open=True)
+        self.shift_period = _nonneg_int("policy.params.shift_period", params["shift_period"])
+        self.shift_aging = _nonneg_int("policy.params.shift_aging", params["shift_aging"])
         c = self.capacity
         if c >= 2:
             window = min(c - 1, max(1, round(c * self.window_fraction)))
@@ -526,15 +562,32 @@ class WTinyLFUPolicy(Policy):
             window = 0
         # hill climber state (all counted in accesses: deterministic)
         self._climbing = self.adaptive and c >= 3
-        self._period = self.sample_period or max(_CLIMB_MIN_PERIOD, 10 * c)
+        # climber sample (requests): the hill-climbing step's period
+        self._climb_period = self.sample_period or max(_CLIMB_MIN_PERIOD, 10 * c)
+        # _climb runs every _period requests: the shift detector's (shorter) sample when it
+        # is on, and the climber's step waits until _climb_period requests have accumulated
+        self._period = self._climb_period
+        if self.shift > 0:
+            # climber sample = a whole number of detector samples, about shift_period each
+            k = max(1, self._climb_period // (self.shift_period or _SHIFT_PERIOD))
+            self._period = -(-self._climb_period // k)
         self._init_segments(window)
         self._full = False
         self._sample_hits = 0
         self._sample_requests = 0
+        self._climb_hits = 0
+        self._climb_requests = 0
         self._previous_rate = -1.0  # no sample yet
         self._step = self.step_fraction * c  # signed: > 0 grows the window
+        self._reference = 0.0  # the detector's running hit rate
+        self._reference_samples = 0  # samples in it (the detector arms after a few)
+        self._jitter = 0.0  # running mean absolute difference of successive samples
+        self._last_rate = 0.0  # the previous sample's rate
         self.adjustments: list[int] = []
         """Window capacity after each climb (for tests and reports)."""
+        self.shifts: list[int] = []
+        """Detector sample number (1-based) of each popularity shift detected."""
+        self._samples = 0
 
     def _init_segments(self, window: int) -> None:
         """Empty segments and the initial split (the compiled subclass overrides this)."""
@@ -619,14 +672,63 @@ class WTinyLFUPolicy(Policy):
                     self._climb()  # resizes the segments in place
 
     def _climb(self) -> None:
-        """One hill-climbing step from the sample just completed (see the class doc)."""
-        n = self._sample_requests
-        rate = self._sample_hits / n
+        """One detector sample (every ``_period`` requests): a popularity shift restarts
+        the policy's memory; otherwise the sample counts toward the climber's, and a
+        hill-climbing step follows once that is complete (see the class doc)."""
+        hits, n = self._sample_hits, self._sample_requests
         self._sample_hits = self._sample_requests = 0
+        if n <= 0:
+            return
+        self._samples += 1
+        c = self.capacity
+        if self.shift > 0:
+            # Shift detector. Running hit rate and running mean absolute difference of
+            # successive samples (insensitive to a trend such as a recovery): means of
+            # the first _SHIFT_WARMUP samples, then EWMAs of weight 1 / _SHIFT_WARMUP. It
+            # is armed once the running rate averages _SHIFT_WARMUP samples.
+            rate = hits / n
+            k = self._reference_samples
+            reference, jitter = self._reference, self._jitter
+            drop = reference - rate
+            noise = _SHIFT_SIGMAS * max(
+                math.sqrt(reference * (1.0 - reference) / n), _SHIFT_MAD * jitter
+            )
+            if k >= _SHIFT_WARMUP and drop > self.shift * reference and drop > noise:
+                # A popularity shift: forget the old workload's frequencies (each halving
+                # divides every counter by two) and its residency ranks: cycling main
+                # through the window leaves it one probation segment in recency order,
+                # so the old protected keys compete again. The detector and the climber
+                # start over, the climber with a full step toward a smaller window.
+                self.shifts.append(self._samples)
+                for _ in range(self.shift_aging):
+                    self.sketch._reset()
+                window = self.window_capacity
+                self.resize_window(c - 1)
+                self.resize_window(window)
+                self._reference = self._jitter = 0.0
+                self._reference_samples = 0
+                self._previous_rate = -1.0
+                self._climb_hits = self._climb_requests = 0
+                self._step = -self.step_fraction * c
+                return
+            k += 1
+            self._reference_samples = k
+            self._reference = reference + (rate - reference) / min(k, _SHIFT_WARMUP)
+            if k > 1:
+                deviation = abs(rate - self._last_rate)
+                self._jitter = jitter + (deviation - jitter) / min(k - 1, _SHIFT_WARMUP)
+            self._last_rate = rate
+        # the climber's sample: a whole number of detector samples
+        self._climb_hits += hits
+        self._climb_requests += n
+        if self._climb_requests < self._climb_period:
+            return
+        n = self._climb_requests
+        rate = self._climb_hits / n
+        self._climb_hits = self._climb_requests = 0
         previous, self._previous_rate = self._previous_rate, rate
         if previous < 0:
             return  # the first full sample only sets the reference
-        c = self.capacity
         change = rate - previous
         # a change smaller than ~4 standard deviations of the difference of two samples
         # may be noise; the restart threshold is at least _CLIMB_RESTART (5 points)
@@ -798,6 +900,8 @@ if _core is not None:
                 self._climbing, self._period,
             )
 
+    # hashers whose common cases the core computes inline (bytes of 8+ bytes: the first 8,
+    # little endian; ints, default_hasher only: the value mod 2**64); others are called
     _FAST_HASH: dict[Callable[[Any], int], int] = {default_hasher: 1, key_hash64: 2}
 
     CompiledWTinyLFUPolicy.name = "wtinylfu"
@@ -936,20 +1040,34 @@ class PolicyEngine:
 
         ``on_hit`` is a no-op for keys that are not resident (buffered misses).
         """
-        buf = self._buffer
-        if not buf:
+        if not self._buffer:
             return
-        self._buffer = []
+        # the list object stays the engine's (the cache's C hot reader appends to it)
+        buf = self._buffer.copy()
+        self._buffer.clear()
         if self._compiled:
             _core.drain(self.hot, buf)  # type: ignore[arg-type]  # same effect, one C loop
             return
-        if self.hasher_many is not None:
-            hashes = self.hasher_many(buf)
-        else:
-            hasher = self.hasher
-            hashes = np.fromiter((hasher(k) for k in buf), dtype=np.uint64, count=len(buf))
-        self.sketch.increment_many(hashes)
-        self.hot.on_hits(buf)
+        hot = self.hot
+        # A climbing policy's sample step (_climb) may age the sketch, so it must see
+        # exactly the increments before its access: split the batch at sample boundaries
+        # (as the sketch splits at halvings), never inside one.
+        climbing = getattr(hot, "_climbing", False) and getattr(hot, "_full", False)
+        pos, n = 0, len(buf)
+        while pos < n:
+            end = n
+            if climbing:
+                end = min(n, pos + max(1, hot._period - hot._sample_requests))  # type: ignore[attr-defined]
+            part = buf if (pos, end) == (0, n) else buf[pos:end]
+            if self.hasher_many is not None:
+                hashes = self.hasher_many(part)
+            else:
+                hasher = self.hasher
+                hashes = np.fromiter((hasher(k) for k in part), dtype=np.uint64,
+                                     count=len(part))
+            self.sketch.increment_many(hashes)
+            hot.on_hits(part)
+            pos = end
 
     @property
     def pending(self) -> int:
