@@ -296,11 +296,25 @@ def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any
     fast, slow = _pair_of_caches(tmp_path, clock, policy={"seed": 3, "access_buffer": 7})
     assert type(fast.embed).__name__ == "HotReader"
     assert type(slow.embed).__name__ == "method"
+    reader, gathers = fast._fast, []
+
+    class Counting:  # counts the C gathers (the batch path without TTL entries)
+        def gather(self, contents: list[Any], out: np.ndarray) -> list[int]:
+            gathers.append(len(contents))
+            return reader.gather(contents, out)
+
+        def take_hits(self) -> int:
+            return reader.take_hits()
+
+    fast._fast = Counting()
     texts = [f"t{i}" for i in range(120)] + [b"raw bytes", "\u00e9t\u00e9"]
     rnd = random.Random(5)
     for step in range(3000):
         t = texts[min(int(rnd.paretovariate(1.0)) - 1, len(texts) - 1)]
-        if step % 500 == 0:
+        if step == 1500:
+            for cache in (fast, slow):  # no TTL entry left: batches take the C gather
+                cache.mdrop([f"ttl{i}" for i in range(0, 1500, 500)])
+        if step % 500 == 0 and step < 1500:
             for cache in (fast, slow):  # entries with and without a TTL
                 cache.set(f"ttl{step}", np.full(16, step, np.float32), ttl=5)
             t = f"ttl{step}"
@@ -311,13 +325,17 @@ def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any
         np.testing.assert_array_equal(a, b)
         a[:] = -1  # the caller's own copy: the cache is untouched
         np.testing.assert_array_equal(fast.embed(t), slow.embed(t))
+        if step % 50 == 0:  # batches: the C gather (no TTL entry left) or the Python one
+            batch = [texts[rnd.randrange(len(texts))] for _ in range(25)] + [t, t]
+            np.testing.assert_array_equal(fast.embed_many(batch), slow.embed_many(batch))
     sf, ss = fast.stats(), slow.stats()
     for tier in ("hot", "warm"):
         for field in ("hits", "misses", "promotions", "expired", "evictions", "rejections"):
             assert sf["tiers"][tier][field] == ss["tiers"][tier][field], (tier, field)
-    assert sf["lookups"] == ss["lookups"] == 6000
+    assert sf["lookups"] == ss["lookups"] == 6000 + 60 * 27
     assert fast._engine.hot_keys() == slow._engine.hot_keys()
     assert sf["tiers"]["hot"]["latency_us"]["count"] > 0
+    assert 30 <= len(gathers) < 60  # all batches from step 1500 on, some before
     assert fast.encoder.calls == slow.encoder.calls  # type: ignore[attr-defined]
 
 
@@ -350,6 +368,19 @@ def test_the_c_hot_path_falls_back_for_everything_it_does_not_serve(tmp_path: An
     fast.close()
     with pytest.raises(ClosedError):
         fast.embed("hello")
+
+
+@needs_core
+def test_the_c_gather_checks_its_output_array(tmp_path: Any) -> None:
+    from .conftest import FakeClock
+
+    fast, _ = _pair_of_caches(tmp_path, FakeClock())
+    for bad in (np.empty((2, 16), np.float64), np.empty((3, 16), np.float32),
+                np.empty((16, 2), np.float32).T, np.empty((2, 15), np.float32)):
+        with pytest.raises(TypeError, match="out must be"):
+            fast._fast.gather(["a", "b"], bad)
+    out = np.zeros((2, 16), np.float32)
+    assert fast._fast.gather(["a", "b"], out) == [0, 1]  # both missing
 
 
 @needs_core

@@ -979,6 +979,68 @@ static PyObject *Reader_call(PyObject *self, PyObject *args, PyObject *kwds) {
     return PyVectorcall_Call(self, args, kwds);
 }
 
+/* gather(contents, out) -> list of the indices not served: with the lock held by the
+ * caller and no entry carrying an expiry, copy the hot row of every content found into
+ * out[i] and record its access (draining a full buffer once at the end, as
+ * record_hot_hits does). Hits are not counted here (the caller counts the batch). */
+static PyObject *Reader_gather(Reader *r, PyObject *args) {
+    PyObject *contents, *outobj;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &contents, &outobj)) return NULL;
+    if (!r->slab_data) {
+        PyErr_SetString(PyExc_RuntimeError, "HotReader is not initialised");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(contents);
+    if (!PyArray_Check(outobj) || PyArray_TYPE((PyArrayObject *)outobj) != NPY_FLOAT32 ||
+        PyArray_NDIM((PyArrayObject *)outobj) != 2 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outobj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)outobj) ||
+        PyArray_DIM((PyArrayObject *)outobj, 0) != n ||
+        PyArray_DIM((PyArrayObject *)outobj, 1) != r->dim) {
+        PyErr_SetString(PyExc_TypeError,
+                        "out must be a writable C-contiguous float32 array (len(contents), dim)");
+        return NULL;
+    }
+    char *dst = PyArray_BYTES((PyArrayObject *)outobj);
+    PyObject *misses = PyList_New(0);
+    if (!misses) return NULL;
+    Py_ssize_t nkeys = PyList_GET_SIZE(r->keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *so = PyDict_GetItemWithError(r->by_content, PyList_GET_ITEM(contents, i));
+        Py_ssize_t slot = -1;
+        if (so) {
+            slot = PyLong_AsSsize_t(so);
+            if (slot == -1 && PyErr_Occurred()) goto fail;
+        } else if (PyErr_Occurred()) {
+            goto fail;
+        }
+        if (slot < 0) {
+            PyObject *idx = PyLong_FromSsize_t(i);
+            if (!idx || PyList_Append(misses, idx) < 0) {
+                Py_XDECREF(idx);
+                goto fail;
+            }
+            Py_DECREF(idx);
+            continue;
+        }
+        if (slot >= r->rows || slot >= nkeys) {
+            PyErr_SetString(PyExc_RuntimeError, "hot tier slot out of range");
+            goto fail;
+        }
+        memcpy(dst + i * r->row_bytes, r->slab_data + slot * r->row_bytes, (size_t)r->row_bytes);
+        if (PyList_Append(r->buffer, PyList_GET_ITEM(r->keys, slot)) < 0) goto fail;
+    }
+    if (PyList_GET_SIZE(r->buffer) >= r->access_buffer) {
+        PyObject *d = PyObject_CallNoArgs(r->drain);
+        if (!d) goto fail;
+        Py_DECREF(d);
+    }
+    return misses;
+fail:
+    Py_DECREF(misses);
+    return NULL;
+}
+
 static PyObject *Reader_take_hits(Reader *r, PyObject *Py_UNUSED(ignored)) {
     unsigned long long n = r->hits;
     r->hits = 0;
@@ -990,6 +1052,9 @@ static PyObject *Reader_get_hits(Reader *r, void *Py_UNUSED(closure)) {
 }
 
 static PyMethodDef Reader_methods[] = {
+    {"gather", (PyCFunction)Reader_gather, METH_VARARGS,
+     "gather(contents, out) -> indices not served: copy hot rows into out (lock held by "
+     "the caller; only when no hot entry has an expiry)."},
     {"take_hits", (PyCFunction)Reader_take_hits, METH_NOARGS,
      "Hits served since the last call (the counter restarts at 0)."},
     {NULL, NULL, 0, NULL},

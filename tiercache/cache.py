@@ -469,48 +469,75 @@ class TierCache(AsyncAPI):
         now = self._clock()
         t0 = _perf()
         hot = self._hot
-        missing: dict[Content, tuple[bytes, list[int]]] = {}
         warm_wanted: dict[Content, list[int]] = {}
         with self._lock:
             self._lookups += len(contents)
-            slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
-            hit_slots: list[int]
-            if hot.n_expiring:  # only entries with a TTL need a clock comparison
-                expires = hot.expires
-                for i, s in enumerate(slots):
-                    if s is not None and expires[s] <= now:
-                        self._remove_hot_locked(hot._key[s], "expired")
-                        slots[i] = None
-            if None in slots:
-                hit_pos = [i for i, s in enumerate(slots) if s is not None]
-                hit_slots = cast(list[int], [slots[i] for i in hit_pos])
-                for i, c in enumerate(contents):
-                    if slots[i] is None:
-                        if c in warm_wanted:
-                            warm_wanted[c].append(i)
-                        else:
-                            warm_wanted[c] = [i]
+            if self._fast is not None and found is None and not hot.n_expiring:
+                # the C gather: rows copied into out, accesses recorded, misses returned
+                unserved = self._fast.gather(contents, out)
+                for i in unserved:
+                    c = contents[i]
+                    if c in warm_wanted:
+                        warm_wanted[c].append(i)
+                    else:
+                        warm_wanted[c] = [i]
+                n_hits = len(contents) - len(unserved)
+                self._s_hot.hits += n_hits
+                self._s_hot.misses += len(warm_wanted)
+                self._s_enc.deduplicated += len(unserved) - len(warm_wanted)
+                if n_hits:
+                    self._s_hot.latency.add((_perf() - t0) / len(contents))
+            else:
+                slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
+                hit_slots: list[int]
+                if hot.n_expiring:  # only entries with a TTL need a clock comparison
+                    expires = hot.expires
+                    for i, s in enumerate(slots):
+                        if s is not None and expires[s] <= now:
+                            self._remove_hot_locked(hot._key[s], "expired")
+                            slots[i] = None
+                if None in slots:
+                    hit_pos = [i for i, s in enumerate(slots) if s is not None]
+                    hit_slots = cast(list[int], [slots[i] for i in hit_pos])
+                    for i, c in enumerate(contents):
+                        if slots[i] is None:
+                            if c in warm_wanted:
+                                warm_wanted[c].append(i)
+                            else:
+                                warm_wanted[c] = [i]
+                    if hit_slots:
+                        out[hit_pos] = hot.slab[hit_slots]
+                else:  # every lookup hit hot: one gather
+                    hit_pos = list(range(len(contents)))
+                    hit_slots = cast(list[int], slots)
+                    out[:] = hot.slab[hit_slots]
                 if hit_slots:
-                    out[hit_pos] = hot.slab[hit_slots]
-            else:  # every lookup hit hot: one gather
-                hit_pos = list(range(len(contents)))
-                hit_slots = cast(list[int], slots)
-                out[:] = hot.slab[hit_slots]
-            if hit_slots:
-                self._engine.record_hot_hits(list(map(hot._key.__getitem__, hit_slots)))
-                if found is not None:
-                    for i, s in zip(hit_pos, hit_slots):
-                        meta = hot._meta[s]
-                        found[i] = Entry(
-                            key_to_str(hot._key[s]), out[i].copy(),
-                            codec.unpack_blob(meta).get("m") if meta else None, "hot",
-                        )
-            self._s_hot.hits += len(hit_slots)
-            self._s_hot.misses += len(warm_wanted)
-            # repeats of a missing content in this batch ride on its single lookup/encode
-            self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
-            if hit_slots:
-                self._s_hot.latency.add((_perf() - t0) / len(contents))
+                    self._engine.record_hot_hits(list(map(hot._key.__getitem__, hit_slots)))
+                    if found is not None:
+                        for i, s in zip(hit_pos, hit_slots):
+                            meta = hot._meta[s]
+                            found[i] = Entry(
+                                key_to_str(hot._key[s]), out[i].copy(),
+                                codec.unpack_blob(meta).get("m") if meta else None, "hot",
+                            )
+                self._s_hot.hits += len(hit_slots)
+                self._s_hot.misses += len(warm_wanted)
+                # repeats of a missing content in this batch ride on its single lookup/encode
+                self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
+                if hit_slots:
+                    self._s_hot.latency.add((_perf() - t0) / len(contents))
+        return self._lookup_lower(contents, out, found, now, warm_wanted)
+
+    def _lookup_lower(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        now: float,
+        warm_wanted: dict[Content, list[int]],
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """``_lookup_into`` past the hot tier: warm, then shared, for ``warm_wanted``."""
+        missing: dict[Content, tuple[bytes, list[int]]] = {}
         if not warm_wanted:
             return missing
         wanted = list(warm_wanted)
