@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
@@ -222,6 +222,7 @@ class TierCache(AsyncAPI):
         self._decode_one: Callable[[Any], object] = (
             lambda buf: codec.decode_record(buf, dim) or _CORRUPT
         )
+        self._storer: ThreadPoolExecutor | None = None
         self._fast: Any = None
         if _core is not None and hot_cap > 0 and type(self).embed is TierCache.embed:
             # embed's hot hit in one C call (tiercache/_core.c HotReader): the same lookup,
@@ -268,6 +269,8 @@ class TierCache(AsyncAPI):
             self._fold_fast_hits()
             self._engine.drain()
         self._shutdown_pool()
+        if self._storer is not None:
+            self._storer.shutdown(wait=True)
         if self._warm is not None:
             self._warm.close()
         if self._shared is not None:
@@ -891,9 +894,15 @@ class TierCache(AsyncAPI):
             self._s_enc.waited += len(waits)
         results: dict[bytes, np.ndarray] = {}
         if owned:
+            batch_size = self._batch
+            if len(owned) > batch_size and all(type(c) is str for _, c, _ in owned):
+                # longest first, as SentenceTransformer.encode orders its own batches: texts
+                # of similar length share a batch, so less padding is encoded
+                owned.sort(key=lambda t: -len(cast(str, t[1])))
+            storing: Future[None] | None = None  # the previous chunk's store, in flight
             try:
-                for start in range(0, len(owned), self._batch):
-                    chunk = owned[start:start + self._batch]
+                for start in range(0, len(owned), batch_size):
+                    chunk = owned[start:start + batch_size]
                     batch = [c for _, c, _ in chunk]
                     t0 = _perf()
                     try:
@@ -912,10 +921,21 @@ class TierCache(AsyncAPI):
                         s.max_batch = max(s.max_batch, len(batch))
                         s.latency.add(dt)
                     if store:
-                        self._store_computed(chunk, matrix)
+                        # one store at a time, in order; while a chunk is written (LMDB
+                        # commits and fsyncs release the GIL) the next one is encoded
+                        if storing is not None:
+                            done, storing = storing, None
+                            done.result()
+                        if start + batch_size < len(owned):
+                            storing = self._store_pool().submit(
+                                self._store_computed, chunk, matrix)
+                        else:
+                            self._store_computed(chunk, matrix)
                     for i, (k, _, _) in enumerate(chunk):
                         results[k] = matrix[i]
             except BaseException as exc:
+                if storing is not None:  # never leave a write running behind an error
+                    storing.exception()
                 err = exc if isinstance(exc, TierCacheError) else EncoderError(repr(exc))
                 with self._lock:
                     self._s_enc.errors += 1
@@ -937,6 +957,13 @@ class TierCache(AsyncAPI):
         for k, fut in waits:
             results[k] = fut.result()
         return results
+
+    def _store_pool(self) -> ThreadPoolExecutor:
+        """The single thread that stores computed chunks while the next one is encoded."""
+        with self._lock:
+            if self._storer is None:
+                self._storer = ThreadPoolExecutor(1, thread_name_prefix="tiercache-store")
+            return self._storer
 
     def _store_computed(
         self, chunk: list[tuple[bytes, Content, Future[np.ndarray]]], matrix: np.ndarray
