@@ -447,3 +447,47 @@ def test_mset_keeps_its_own_copy_of_the_vectors(cache: TierCache) -> None:
     for i in range(3):
         e = cache.get(f"c{i}")
         assert e is not None and np.array_equal(e.vector, np.ones(DIM, np.float32))
+
+
+def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
+        tmp_path: Path, clock: FakeClock) -> None:
+    """embed_many / mget over warm records of every shape the batch path sorts (this
+    codec's packed slots, another codec's, records with metadata, expired, corrupt, absent,
+    a content asked twice) give what single reads give, with the same counters."""
+    texts = [f"t{i}" for i in range(40)]
+    with TierCache(make_config(tmp_path, hot={"enabled": False}, warm={"codec": "float16"}),
+                   encoder=CountingEncoder(), clock=clock) as c16:
+        c16.mset([(t, vec(i)) for i, t in enumerate(texts[:10])])
+    cfg = make_config(tmp_path, hot={"enabled": False})
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc, clock=clock) as c:
+        c.mset([(t, vec(i)) for i, t in enumerate(texts[10:30], 10)])
+        c.mset([{"content": t, "vector": vec(i), "metadata": {"i": i}}
+                for i, t in enumerate(texts[30:35], 30)])
+        c.mset([(t, vec(i), None, 5.0) for i, t in enumerate(texts[35:38], 35)])  # ttl 5 s
+        warm = c._warm
+        assert warm is not None
+        victim = c._keys.digest(texts[12])
+        rec = bytearray(warm.get_many([victim])[0] or b"")
+        rec[40] ^= 0x01
+        warm.put_many([(victim, bytes(rec))])
+        clock.advance(10.0)  # texts 35..37 expire
+        asked = texts + [texts[3], texts[20], texts[36]]
+        before = c.stats()["tiers"]["warm"]
+        found = c.mget(asked)
+        after = c.stats()["tiers"]["warm"]
+        assert after["corrupt"] - before["corrupt"] == 1
+        assert after["expired"] - before["expired"] == 3
+        assert after["hits"] - before["hits"] == 10 + 20 - 1 + 5
+        for t, e in zip(asked, found):
+            n = int(t[1:])
+            if n == 12 or 35 <= n < 40:
+                assert e is None, t
+                continue
+            assert e is not None and e.tier == "warm", t
+            tol = 1e-3 if n < 10 else 0.0
+            assert np.allclose(e.vector, vec(n), atol=tol), t
+            assert e.metadata == ({"i": n} if 30 <= n < 35 else None), t
+        out = c.embed_many(asked)
+        for i, t in enumerate(asked):
+            assert np.array_equal(out[i], c.embed(t)), t

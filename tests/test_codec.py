@@ -93,3 +93,71 @@ def test_encode_records_equals_encode_record_row_by_row(name: str) -> None:
     assert codec.encode_records(m, name, 7.0) == [
         codec.encode_record(m[i], name, 7.0) for i in range(40)]
     assert codec.encode_records(m[:0], name) == []
+
+
+def _same(a: object, b: object) -> bool:
+    """decode_at's (vector, expires_at, blob) against decode_record's Record."""
+    if a is None or b is None:
+        return a is None and b is None
+    vec, exp, blob = a  # type: ignore[misc]
+    return bool(np.array_equal(vec, b.vector) and exp == b.expires_at  # type: ignore[attr-defined]
+                and blob == b.blob and vec.flags.writeable)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("codec_name", ["float32", "float16", "int8"])
+def test_decode_at_equals_decode_record_inside_a_larger_buffer(codec_name: str) -> None:
+    """decode_at reads a record where it lies (a packed segment): the same answer as
+    decode_record on the record alone, for intact records, every bit flip and every
+    truncation; bytes around the record are never read."""
+    for blob in (None, codec.pack_blob({"a": 1})):
+        raw = codec.encode_record(unit(8), codec_name, 5.0, blob)
+        pad = b"\xa5" * 40
+        seg = memoryview(pad + raw + pad)
+        assert _same(codec.decode_at(seg, 40, 40 + len(raw), 8), codec.decode_record(raw, 8))
+        assert codec.decode_at(seg, 40, 40 + len(raw), 16) is None
+        for n in range(len(raw)):
+            assert codec.decode_at(seg, 40, 40 + n, 8) is None
+        for byte in range(len(raw)):
+            for bit in range(8):
+                bad = bytearray(pad + raw + pad)
+                bad[40 + byte] ^= 1 << bit
+                assert codec.decode_at(bytes(bad), 40, 40 + len(raw), 8) is None, (byte, bit)
+    assert codec.decode_at(b"", 0, 0, 8) is None
+
+
+@pytest.mark.parametrize("codec_name", ["float32", "float16", "int8"])
+def test_decode_rows_classifies_like_decode_raw(codec_name: str) -> None:
+    """decode_rows' fast rows are exactly the rows decode_raw accepts with this codec and
+    no blob (same vector, same expiry); its bad rows are the ones decode_raw rejects; rows
+    of another codec or with a blob are left to decode_raw."""
+    rng = np.random.default_rng(3)
+    dim = 8
+    n = 60
+    m = rng.standard_normal((n, dim), dtype=np.float32)
+    recs = codec.encode_records(m, codec_name, [0.0 if i % 2 else 100.0 + i for i in range(n)])
+    size = len(recs[0])
+    rows = []
+    for i, rec in enumerate(recs):
+        b = bytearray(rec)
+        if i % 5 == 1:
+            b[rng.integers(0, size)] ^= 1 << int(rng.integers(0, 8))  # corrupt anywhere
+        if i % 11 == 3:  # a record of another codec of the same length: not this codec's
+            b[5] = (b[5] + 1) % 3
+        rows.append(b"K" * 16 + bytes(b))
+    buf = b"".join(rows)
+    fast, bad, exp, mat = codec.decode_rows(buf, n, 16 + size, 16, dim, codec_name)
+    assert not (fast & bad).any()
+    for i in range(n):
+        rec = buf[i * (16 + size) + 16:(i + 1) * (16 + size)]
+        raw = codec.decode_raw(rec, dim)
+        if fast[i]:
+            assert raw is not None and raw[0] == codec.CODEC_IDS[codec_name] and raw[3] is None
+            assert np.array_equal(mat[i], codec.decode_record(rec, dim).vector)  # type: ignore[union-attr]
+            assert exp[i] == raw[2]
+        elif bad[i]:
+            assert raw is None
+        else:  # decode_raw decides: another codec (or a corrupted header)
+            assert rec[5] != codec.CODEC_IDS[codec_name] or raw is None
+    assert fast.sum() > n // 2 and bad.sum() > 0
+    empty = codec.decode_rows(b"", 0, 16 + size, 16, dim, codec_name)
+    assert empty[0].shape == (0,) and empty[3].shape == (0, dim)

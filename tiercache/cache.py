@@ -18,6 +18,7 @@ counters; LMDB reads and writes and the encoder run outside it.
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 import os
 import time
@@ -43,7 +44,15 @@ from .errors import (
     TierCacheError,
     UnknownModelError,
 )
-from .keys import Content, KeyMaker, key_from_str, key_hash64, key_hash64_many, key_to_str
+from .keys import (
+    KEY_BYTES,
+    Content,
+    KeyMaker,
+    key_from_str,
+    key_hash64,
+    key_hash64_many,
+    key_to_str,
+)
 from .policy import PolicyEngine
 from .stats import EncoderStats, TierStats, format_stats
 from .tiers.lmdb import LmdbTier, segment_cost, segment_slots
@@ -57,6 +66,9 @@ except ImportError:  # built without a C compiler: embed stays pure Python
 
 MAX_TTL_SECONDS = 100 * 365 * 86400.0
 _CORRUPT = object()
+_ABSENT = object()  # LmdbTier.get_at's value for a key not stored
+_BLOCK = 1024  # rows validated and encoded at a time by mset
+_decode_at = codec.decode_at
 _perf = time.perf_counter
 
 
@@ -393,11 +405,14 @@ class TierCache(AsyncAPI):
         """One warm lookup (counted, promoted per policy); None on a miss of any kind.
 
         ``record_miss``: also record the hot miss that led here, in the same locked section.
+        The record is verified and decoded in place in the map (``LmdbTier.get_at`` +
+        ``codec.decode_at``): one header unpack, one checksum, one copy of the vector.
         """
-        assert self._warm is not None
+        warm = self._warm
+        assert warm is not None
         t0 = _perf() if timed else 0.0
         try:
-            rec = self._warm.get_with(key, self._decode_one)
+            rec = warm.get_at(key, _decode_at, self.dim, _ABSENT)
         except Exception:
             with self._lock:
                 if record_miss:
@@ -405,33 +420,37 @@ class TierCache(AsyncAPI):
                 self._s_warm.errors += 1
                 self._s_warm.misses += 1
             return None
+        sw = self._s_warm
         with self._lock:
-            if record_miss:
-                self._record_hot_miss_locked(key)
+            if record_miss:  # _record_hot_miss_locked, inlined
+                self._lookups += 1
+                self._s_hot.misses += 1
+                self._engine.record_miss(key)
             if timed:
-                self._s_warm.latency.add(_perf() - t0)
-            if not isinstance(rec, codec.Record):
-                self._s_warm.misses += 1
-                if rec is _CORRUPT:
-                    self._s_warm.corrupt += 1
+                sw.latency.add(_perf() - t0)
+            if rec is _ABSENT or rec is None:
+                sw.misses += 1
+                if rec is None:  # stored but unreadable: corrupt (recomputed by the caller)
+                    sw.corrupt += 1
                 return None
-            if rec.expires_at and rec.expires_at <= self._clock():
-                self._s_warm.misses += 1
-                self._s_warm.expired += 1
-                self._s_warm.evictions["expired"] += 1
+            vector, expires_at, blob = cast(codec.VectorRecord, rec)
+            if expires_at and expires_at <= self._clock():
+                sw.misses += 1
+                sw.expired += 1
+                sw.evictions["expired"] += 1
                 expired = True
             else:
                 expired = False
-                self._s_warm.hits += 1
+                sw.hits += 1
                 demote = self._promote_locked(
-                    [(content, key, rec.vector, rec.expires_at, rec.blob)]
-                )
+                    [(content, key, vector, expires_at, blob)]
+                ) if self._hot.capacity else None
         if expired:
             self._warm_delete([key])
             return None
         if demote:
             self._warm_write(demote, forced=False)
-        return rec.vector
+        return vector
 
     def embed_many(self, contents: Sequence[Content]) -> np.ndarray:
         """Vectors of ``contents`` as one ``(n, dim)`` float32 array, in input order.
@@ -554,45 +573,74 @@ class TierCache(AsyncAPI):
             return missing
         t1 = _perf()
         dim = self.dim
-
-        def decode(buf: memoryview) -> object:
-            return codec.decode_raw(buf, dim) or _CORRUPT
-
-        try:
-            records = self._warm.get_many_with(keys, decode)
+        width = codec.record_size(dim, self._codec)
+        stride = KEY_BYTES + width
+        try:  # fixed rows (key + record) for records of this codec's length, one txn
+            pos, rows, others = self._warm.get_rows(keys, width)
         except Exception:  # an unreadable store degrades to a miss, never an error
             with self._lock:
                 self._s_warm.errors += 1
-            records = [None] * len(keys)
-        elapsed = _perf() - t1
-        hits: list[int] = []  # indexes into wanted/keys/records
+            pos, rows, others = [], b"", []
+        # every header and expiry checked at once, vectors converted as one strided view;
+        # only the checksums are per record
+        fast, bad, expiry, fmatrix = codec.decode_rows(rows, len(pos), stride, KEY_BYTES,
+                                                       dim, self._codec)
+        n_keys = len(keys)
+        rows_of = [warm_wanted[c] for c in wanted]
+        hit = np.zeros(n_keys, dtype=bool)
         drop: list[bytes] = []
-        corrupt = expired = 0
-        for j, rec in enumerate(records):
-            if rec is None or rec is _CORRUPT:
-                corrupt += rec is _CORRUPT
-                missing[wanted[j]] = (keys[j], warm_wanted[wanted[j]])
-            elif rec[2] and rec[2] <= now:  # type: ignore[index]
+        corrupt = int(np.count_nonzero(bad))
+        posa = np.array(pos, dtype=np.intp)
+        dead = fast & (expiry != 0) & (expiry <= now)  # NaN never expires, as before
+        live = fast & ~dead
+        expired = int(np.count_nonzero(dead))
+        if expired:
+            drop = [keys[j] for j in posa[dead].tolist()]
+        fast_j: list[int] = posa[live].tolist()
+        hit[fast_j] = True
+        # the rest one by one: records of another codec or with metadata, other lengths
+        slow_j: list[int] = []
+        raws: list[codec.RawRecord] = []
+        todo: list[tuple[int, Any]] = others
+        if len(fast_j) + corrupt + expired != len(pos):
+            mv = memoryview(rows)
+            todo = [(pos[r], mv[r * stride + KEY_BYTES:(r + 1) * stride])
+                    for r in np.flatnonzero(~(fast | bad)).tolist()] + others
+        for j, buf in todo:
+            raw = codec.decode_raw(buf, dim)
+            if raw is None:
+                corrupt += 1
+            elif raw[2] and raw[2] <= now:
                 expired += 1
                 drop.append(keys[j])
-                missing[wanted[j]] = (keys[j], warm_wanted[wanted[j]])
             else:
-                hits.append(j)
-        raws = cast(list[codec.RawRecord], [records[j] for j in hits])
-        matrix = codec.raw_to_matrix(raws, dim)
-        if hits:
-            rows = [warm_wanted[wanted[j]] for j in hits]
-            if all(len(r) == 1 for r in rows):
-                out[[r[0] for r in rows]] = matrix
-            else:
-                for m, r in enumerate(rows):
-                    out[r] = matrix[m]
-            if found is not None:
-                for m, j in enumerate(hits):
-                    blob = raws[m][3]
-                    meta = codec.unpack_blob(blob).get("m") if blob else None
-                    for i in warm_wanted[wanted[j]]:
-                        found[i] = Entry(key_to_str(keys[j]), matrix[m].copy(), meta, "warm")
+                slow_j.append(j)
+                raws.append(raw)
+        hit[slow_j] = True
+        if fast_j:
+            fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
+            targets = [rows_of[j] for j in fast_j]
+            out[[r[0] for r in targets]] = fm  # one scatter; repeats copy their first row
+            for r in targets:
+                if len(r) > 1:
+                    out[r[1:]] = out[r[0]]
+        if slow_j:
+            smatrix = codec.raw_to_matrix(raws, dim)
+            for m, j in enumerate(slow_j):
+                out[rows_of[j]] = smatrix[m]
+        for j in np.flatnonzero(~hit).tolist():
+            missing[wanted[j]] = (keys[j], rows_of[j])
+        elapsed = _perf() - t1
+        hits = fast_j + slow_j  # indexes into wanted/keys; a hit's vector is out[rows[0]]
+        hit_exp: list[float] = expiry[live].tolist() + [r[2] for r in raws]
+        hit_blob: list[bytes | None] = [None] * len(fast_j)
+        hit_blob += [r[3] for r in raws]
+        if found is not None:
+            for j, blob in zip(hits, hit_blob):
+                meta = codec.unpack_blob(blob).get("m") if blob else None
+                vec = out[rows_of[j][0]]
+                for i in rows_of[j]:
+                    found[i] = Entry(key_to_str(keys[j]), vec.copy(), meta, "warm")
         with self._lock:
             sw = self._s_warm
             sw.corrupt += corrupt
@@ -601,11 +649,11 @@ class TierCache(AsyncAPI):
                 sw.evictions["expired"] += expired
             sw.hits += len(hits)
             sw.misses += len(missing)
-            sw.latency.add(elapsed / max(1, len(keys)))
+            sw.latency.add(elapsed / max(1, n_keys))
             demote = self._promote_locked(
-                [(wanted[j], keys[j], matrix[m], raws[m][2], raws[m][3])
-                 for m, j in enumerate(hits)]
-            ) if hits else []
+                [(wanted[j], keys[j], out[rows_of[j][0]], e, b)
+                 for j, e, b in zip(hits, hit_exp, hit_blob)]
+            ) if hits and self._hot.capacity else []
         if drop:
             self._warm_delete(drop)
         if demote:
@@ -1052,9 +1100,13 @@ class TierCache(AsyncAPI):
         item_tags: list[list[str]] = []
         common = _check_tags(tags)
         store_text = self._store_text
+        no_tags: list[str] = []
         for item in items:
-            extra: list[str] = []
-            if isinstance(item, Mapping):
+            extra = no_tags
+            if type(item) is tuple and len(item) == 2:  # (content, vector): the bulk shape
+                content, vector = item
+                metadata = item_ttl = None
+            elif isinstance(item, Mapping):
                 content = item.get("content", item.get("text"))
                 vector = item.get("vector", item.get("embedding"))
                 metadata = item.get("metadata")
@@ -1069,7 +1121,8 @@ class TierCache(AsyncAPI):
                 content, vector = parts[0], parts[1]
                 metadata = parts[2] if len(parts) > 2 else None
                 item_ttl = parts[3] if len(parts) > 3 else None
-            _check_content(content)
+            if type(content) is not str and type(content) is not bytes:
+                _check_content(content)
             if not (type(vector) is np.ndarray and vector.dtype == np.float32
                     and vector.shape == (dim,)):
                 vector = self._validate_vector(vector)  # converts, or raises
@@ -1079,18 +1132,29 @@ class TierCache(AsyncAPI):
             expiries.append(now + life if life else 0.0)
             blobs.append(codec.pack_blob(metadata, content if store_text else None)
                          if metadata is not None or store_text else None)
-            item_tags.append(common + extra)
+            item_tags.append(common + extra if extra or common else no_tags)
         if not contents:
             return []
-        matrix = np.stack(rows)  # the cache's own copy of every vector
-        finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
+        hot = self._hot
+        keep = bool(hot.capacity or len(hot))  # hot off and empty (a bulk load): no refresh
+        # validated and encoded in blocks: a new 15 MB matrix costs ~13 ms of page faults on
+        # the reference VM (a few us per 4 KiB page); a 1.5 MB block freed before the next
+        # is recycled by malloc. Nothing is written before every block has validated.
+        blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
+        encoded: list[bytes] = []
+        for a in range(0, len(rows), _BLOCK):
+            block = np.stack(rows[a:a + _BLOCK])
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad = a + int(np.flatnonzero(~finite)[0])
+                raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
+            encoded += codec.encode_records(block, self._codec, expiries[a:a + _BLOCK],
+                                            blobs[a:a + _BLOCK])
+            if keep:
+                blocks.append(block)
         digest = self._keys.digest
         keys = [digest(c) for c in contents]
-        prepared = list(zip(contents, keys, matrix, expiries, blobs))
-        records = list(zip(keys, codec.encode_records(matrix, self._codec, expiries, blobs)))
+        records = list(zip(keys, encoded))
         if any(item_tags):  # the index first: a crash leaves a stale tag, never an untagged
             self._index_tags([(k, t) for k, t in zip(keys, item_tags) if t])  # entry
         if self._warm is not None:
@@ -1098,14 +1162,16 @@ class TierCache(AsyncAPI):
         if self._shared is not None:
             self._shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
         demote: list[tuple[bytes, bytes]] = []
-        with self._lock:
-            for content, k, v, exp, blob in prepared:
-                if self._hot.slot_of_key(k) is not None or self._hot.capacity:
-                    demote += self._admit_hot_locked(content, k, v, exp or NEVER, blob,
-                                                     in_warm=self._warm is not None)
+        if keep:
+            vectors = itertools.chain.from_iterable(blocks)
+            with self._lock:
+                for content, k, v, exp, blob in zip(contents, keys, vectors, expiries, blobs):
+                    if hot.capacity or hot.slot_of_key(k) is not None:
+                        demote += self._admit_hot_locked(content, k, v, exp or NEVER, blob,
+                                                         in_warm=self._warm is not None)
         if demote:
             self._warm_write(demote, forced=False)
-        return [key_to_str(k) for _, k, _, _, _ in prepared]
+        return [k.hex() for k in keys]  # key_to_str
 
     # -- invalidation by tag / document id ------------------------------------------------
     def _index_tags(self, pairs: list[tuple[bytes, list[str]]]) -> None:

@@ -24,6 +24,7 @@ and the cache counts it as a corrupt miss.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
@@ -160,6 +161,8 @@ def encode_records(
         return [encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None)
                 for i in range(n)]
     dim = matrix.shape[1]
+    if not blobs or not any(blobs):
+        return _encode_plain_rows(matrix, codec_id, expiries)
     body = matrix.astype("<f4" if codec_id == 0 else "<f2", copy=False).tobytes()
     width = dim * (4 if codec_id == 0 else 2)
     pack = _FIELDS.pack
@@ -173,6 +176,30 @@ def encode_records(
             rest += blob
         out.append(check(xxh3_64_intdigest(rest) & _MASK32) + rest)
     return out
+
+
+def _encode_plain_rows(matrix: np.ndarray, codec_id: int, expiries: list[float]) -> list[bytes]:
+    """:func:`encode_records` of float32/float16 rows without blobs, vectorised: every
+    header written by one structured view, every body by one converting copy; only the
+    checksums are a Python loop (XXH3 per record), then one copy per record (no whole-buffer
+    ``tobytes`` first: at ~1.3 GB/s here every extra pass over 15 MB costs ~1 us a record)."""
+    n, dim = matrix.shape
+    itemsize = _ITEMSIZE[codec_id]
+    size = HEADER_SIZE + dim * itemsize
+    rows = np.empty((n, size), dtype=np.uint8)
+    head = np.ndarray((n,), dtype=_header_dtype(0, size), buffer=rows)
+    head["version"] = FORMAT_VERSION
+    head["codec"] = codec_id
+    head["flags"] = 0
+    rows[:, 7] = 0  # reserved
+    head["dim"] = dim
+    head["expires_at"] = expiries
+    head["scale"] = 1.0
+    rows[:, HEADER_SIZE:].view(_DTYPES[codec_id])[:] = matrix
+    mv = memoryview(rows.reshape(-1).data)
+    head["crc"] = np.fromiter((xxh3_64_intdigest(mv[r + 4:r + size]) & _MASK32
+                               for r in range(0, n * size, size)), dtype=np.uint32, count=n)
+    return [mv[r:r + size].tobytes() for r in range(0, n * size, size)]  # one copy each
 
 
 def peek_expiry(buf: bytes | memoryview) -> float | None:
@@ -214,6 +241,110 @@ def decode_raw(buf: bytes | memoryview, dim: int) -> RawRecord | None:
     if n == body_end:
         return (codec_id, scale, expires_at, None, bytes(mv[HEADER_SIZE:]))
     return (codec_id, scale, expires_at, bytes(mv[body_end:]), bytes(mv[HEADER_SIZE:body_end]))
+
+
+_F4 = np.dtype("<f4")
+_F2 = np.dtype("<f2")
+_I1 = np.dtype("i1")
+_frombuffer = np.frombuffer
+
+VectorRecord = tuple[np.ndarray, float, "bytes | None"]
+"""A verified record as ``(vector, expires_at, blob)``: ``vector`` a fresh writable float32
+array owned by the caller."""
+
+
+def decode_at(buf: Any, start: int, end: int, dim: int) -> VectorRecord | None:
+    """Verify and decode the record ``buf[start:end]`` without slicing it out first (a
+    packed segment, or a whole plain record with ``start=0, end=len(buf)``); ``None`` if
+    malformed, corrupt or of another dim. The caller guarantees ``end <= len(buf)``.
+
+    The warm single-get path: one header unpack, one checksum over a view, one copy of the
+    vector (positional ``frombuffer`` arguments with a dtype object: keyword and string
+    forms cost ~0.5 us more here). Accepts exactly what :func:`decode_raw` accepts.
+    """
+    n = end - start
+    if n < HEADER_SIZE:
+        return None
+    crc, version, codec_id, flags, _, rdim, expires_at, scale = _unpack_header(buf, start)
+    if version != FORMAT_VERSION or rdim != dim:
+        return None
+    if codec_id == 0:
+        body_end = HEADER_SIZE + 4 * dim
+    elif codec_id == 1 or codec_id == 2:
+        body_end = HEADER_SIZE + (2 if codec_id == 1 else 1) * dim
+    else:
+        return None
+    if n != body_end and (n < body_end or not flags & FLAG_BLOB):
+        return None
+    if xxh3_64_intdigest(buf[start + 4:end]) & _MASK32 != crc:  # a view of the map: no copy
+        return None
+    blob = bytes(buf[start + body_end:end]) if n != body_end else None
+    if codec_id == 0:
+        # one copy into a bytearray the array then owns: ~0.15 us cheaper than
+        # frombuffer(...).copy() (one numpy object instead of two)
+        return (_frombuffer(bytearray(buf[start + HEADER_SIZE:start + body_end]), _F4),
+                expires_at, blob)
+    if codec_id == 1:
+        return (_frombuffer(buf, _F2, dim, start + HEADER_SIZE).astype(np.float32),
+                expires_at, blob)
+    if not math.isfinite(scale):
+        return None
+    return (_frombuffer(buf, _I1, dim, start + HEADER_SIZE) * np.float32(scale),
+            expires_at, blob)
+
+
+def decode_rows(buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode ``n`` records of one length laid out every ``stride`` bytes in ``buf``, each
+    starting ``skip`` bytes into its row (the warm batch path: packed slots with their
+    digest in front). Vectorised: one structured view checks every header, one strided view
+    converts every vector; only the checksums are a Python loop (XXH3 per record).
+
+    Returns ``(fast, bad, expires_at, matrix)``: ``fast`` marks rows of ``codec_name``
+    without a blob whose header and checksum verify (their vector is ``matrix``'s row,
+    their expiry ``expires_at``'s); ``bad`` marks rows that have that shape but fail the
+    checksum (corrupt). Rows in neither (another codec, a blob, a header of another dim or
+    version) are for :func:`decode_raw`, one by one. ``matrix`` rows of other rows are
+    garbage and must not be used; for float32 ``matrix`` is a read-only view over ``buf``.
+    """
+    codec_id = CODEC_IDS[codec_name]
+    itemsize = _ITEMSIZE[codec_id]
+    if n == 0 or stride < skip + HEADER_SIZE + dim * itemsize:
+        empty = np.zeros(n, dtype=bool)
+        return empty, empty.copy(), np.zeros(n), np.zeros((n, dim), dtype=np.float32)
+    head = np.ndarray((n,), dtype=_header_dtype(skip, stride), buffer=buf)
+    shape_ok = ((head["version"] == FORMAT_VERSION) & (head["codec"] == codec_id)
+                & (head["flags"] == 0) & (head["dim"] == dim))
+    if stride != skip + HEADER_SIZE + dim * itemsize:
+        shape_ok[:] = False  # records of another length: none of them is the plain shape
+    if codec_id == 2:
+        shape_ok &= np.isfinite(head["scale"])
+    mv = memoryview(buf)
+    lo = skip + 4
+    sums = np.fromiter((xxh3_64_intdigest(mv[r:r + stride - lo]) & _MASK32
+                        for r in range(lo, n * stride, stride)), dtype=np.uint32, count=n)
+    good = sums == head["crc"]
+    fast = shape_ok & good
+    bad = shape_ok & ~good
+    body = np.ndarray((n, dim), dtype=_DTYPES[codec_id], buffer=buf,
+                      offset=skip + HEADER_SIZE, strides=(stride, itemsize))
+    if codec_id == 0:
+        matrix = body  # a view over ``buf``: the caller's one copy is its scatter
+    elif codec_id == 1:
+        matrix = body.astype(np.float32)
+    else:
+        matrix = body * head["scale"].astype(np.float32)[:, None]
+    return fast, bad, head["expires_at"], matrix
+
+
+@functools.lru_cache(maxsize=16)
+def _header_dtype(skip: int, stride: int) -> np.dtype[Any]:
+    return np.dtype({
+        "names": ["crc", "version", "codec", "flags", "dim", "expires_at", "scale"],
+        "formats": ["<u4", "u1", "u1", "u1", "<u4", "<f8", "<f4"],
+        "offsets": [skip, skip + 4, skip + 5, skip + 6, skip + 8, skip + 12, skip + 20],
+        "itemsize": stride,
+    })
 
 
 def describe_record(buf: bytes | memoryview) -> tuple[str, int, float, int] | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import os
 import struct
@@ -40,11 +41,13 @@ from typing import Any, TypeVar
 
 import lmdb
 import msgpack
+import numpy as np
 
 from ..errors import FingerprintMismatchError, StoreError
 from ..keys import KEY_BYTES, Fingerprint
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 STORE_FORMAT = 1
 """Format of a store holding plain records only (what every earlier tiercache wrote)."""
@@ -297,6 +300,94 @@ def _slot(txn: lmdb.Transaction, h: _Env, key: bytes, iv: Any) -> Any:
     return seg[off + KEY_BYTES:end]
 
 
+_IDX_UNPACK = _IDX_FULL.unpack
+_DIGEST_AT = struct.Struct(f"{KEY_BYTES}s").unpack_from
+_NO_RECORD = b""
+
+
+def _lookup_at(txn: lmdb.Transaction, h: _Env, key: bytes,
+               decode: Callable[[Any, int, int, A], T], arg: A, absent: T,
+               packed_first: bool) -> T:
+    """:meth:`LmdbTier.get_at` inside a read transaction (buffers=True)."""
+    get = txn.get
+    if packed_first:
+        iv = get(key, None, h.index)
+        if iv is None:
+            buf = get(key, None, h.records)
+            return absent if buf is None else decode(buf, 0, len(buf), arg)
+    else:
+        buf = get(key, None, h.records)
+        if buf is not None:
+            return decode(buf, 0, len(buf), arg)
+        iv = get(key, None, h.index)
+        if iv is None:
+            return absent
+    if len(iv) == 16:
+        sid, off, ln = _IDX_UNPACK(iv)
+        seg = get(sid, None, h.segs)
+        if seg is not None:
+            end = off + KEY_BYTES + ln
+            if end <= len(seg) and _DIGEST_AT(seg, off)[0] == key:
+                return decode(seg, off + KEY_BYTES, end, arg)
+    return decode(_NO_RECORD, 0, 0, arg)  # not there, or another digest: corrupt
+
+
+def _rows_txn(txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len: int,
+              packed_first: bool) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
+    """:meth:`LmdbTier.get_rows` inside a read transaction (buffers=True); the rows'
+    digests are not compared yet."""
+    get = txn.get
+    index, records, segs = h.index, h.records, h.segs
+    unpack = _IDX_UNPACK
+    pos: list[int] = []
+    parts: list[Any] = []
+    others: list[tuple[int, bytes]] = []
+    add_pos, add_part, add_other = pos.append, parts.append, others.append
+    for i, k in enumerate(keys):
+        if packed_first:
+            iv = get(k, None, index)
+            if iv is None:
+                buf = get(k, None, records)
+                if buf is None:
+                    continue
+                if len(buf) == record_len:
+                    add_pos(i)
+                    add_part(k)
+                    add_part(buf)
+                else:
+                    add_other((i, bytes(buf)))
+                continue
+        else:
+            buf = get(k, None, records)
+            if buf is not None:
+                if len(buf) == record_len:
+                    add_pos(i)
+                    add_part(k)
+                    add_part(buf)
+                else:
+                    add_other((i, bytes(buf)))
+                continue
+            iv = get(k, None, index)
+            if iv is None:
+                continue
+        if len(iv) != 16:
+            add_other((i, _NO_RECORD))
+            continue
+        sid, off, ln = unpack(iv)
+        seg = get(sid, None, segs)
+        end = off + KEY_BYTES + ln
+        if seg is None or end > len(seg):
+            add_other((i, _NO_RECORD))
+        elif ln == record_len:
+            add_pos(i)
+            add_part(seg[off:end])  # digest + record: the digest is compared in one go
+        elif _DIGEST_AT(seg, off)[0] == k:
+            add_other((i, bytes(seg[off + KEY_BYTES:end])))
+        else:
+            add_other((i, _NO_RECORD))
+    return pos, b"".join(parts), others
+
+
 class _Packer:
     """The packed-record bookkeeping of one write transaction.
 
@@ -433,6 +524,85 @@ class _Packer:
             self.unpack(key)
             self.txn.put(key, rec, db=self.h.records)
             self.has_plain = True
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """``put`` of every item, in order (a key given twice keeps its last record).
+
+        The bulk path: records of the packed length are appended slot by slot to the open
+        segment and then to new segments built with one join each, and their index
+        entries are written with one ``putmulti`` in key order that never overwrites. A
+        key that was stored already is found by that (it is the rare case: no lookup per
+        key beforehand); its new slot is freed again and the record goes through
+        :meth:`put`, which overwrites it where it is. Other lengths go through :meth:`put`.
+        """
+        length = self.packed_len
+        if length is None or len(items) < 2:
+            for k, v in items:
+                self.put(k, v)
+            return
+        if len(set(k for k, _ in items)) != len(items):
+            items = list(dict(items).items())  # the last record per key, as put would
+        txn, h = self.txn, self.h
+        fresh: list[tuple[bytes, bytes]] = []
+        if self.has_plain:  # a plain record of one of these keys must go: put handles it
+            get, records = txn.get, h.records
+            for item in items:
+                if len(item[1]) != length or get(item[0], None, records) is not None:
+                    self.put(*item)
+                else:
+                    fresh.append(item)
+        else:
+            for item in items:
+                if len(item[1]) != length:
+                    self.put(*item)
+                else:
+                    fresh.append(item)
+        if not fresh:
+            return
+        slot = KEY_BYTES + length
+        pack = _IDX.pack
+        entries: list[tuple[bytes, bytes]] = []
+        done = 0
+        while done < len(fresh):
+            sid = self._open_sid(length)
+            buf = meta = None
+            if sid is not None:
+                buf, meta = self._buf(sid), self._meta(sid)
+                if (buf is None or meta is None or meta[1] != length
+                        or len(buf) >= meta[2] * slot):
+                    buf = None
+            if sid is None or buf is None or meta is None:
+                sid = self._new_segment(length)
+                buf, meta = self.bufs[sid], self.metas[sid]
+            part = fresh[done:done + meta[2] - len(buf) // slot]
+            off = len(buf)
+            buf += b"".join(itertools.chain.from_iterable(part))
+            entries += [(k, sid + pack(off + i * slot, length)) for i, (k, _) in enumerate(part)]
+            meta[0] += len(part)
+            self.dirty.add(sid)
+            done += len(part)
+        entries.sort()  # in key order: each index page is touched once, left to right
+        _, added = txn.cursor(db=h.index).putmulti(entries, overwrite=False)
+        self.has_index = True
+        if added != len(entries):  # some keys were stored already (packed): overwrite them
+            get, index = txn.get, h.index
+            recs = dict(fresh)
+            for k, iv in entries:
+                if get(k, None, index) != iv:
+                    self._free_slot(iv[:8])  # the new slot stays unreferenced, as a delete's
+                    self.put(k, recs[k])
+
+    def _free_slot(self, sid: bytes) -> None:
+        """One slot of segment ``sid`` no longer live (its index entry points elsewhere)."""
+        meta = self._meta(sid)
+        if meta is None:
+            return
+        meta[0] -= 1
+        self.removed += 1
+        if meta[0] <= 0:
+            self._drop_segment(sid)
+        elif meta[0] < meta[2] * SPARSE_FRACTION and self._open_sid(meta[1]) != sid:
+            self.sparse.append(sid)
 
     def _overwrite(self, key: bytes, iv: bytes, rec: bytes) -> bool:
         sid = iv[:8]
@@ -743,6 +913,70 @@ class LmdbTier:
         packed_first = self._packed_first
         return self._read(lambda txn, h: _lookup(txn, h, key, decode, packed_first))
 
+    def get_at(self, key: bytes, decode: Callable[[Any, int, int, A], T], arg: A,
+               absent: T) -> T:
+        """``decode(buffer, start, end, arg)`` of the record of ``key`` (it is
+        ``buffer[start:end]``: a slot inside its packed segment, or a whole plain record),
+        inside the read transaction; ``absent`` if the key is not stored. The single-get
+        path: no slice, no closure, no lock.
+
+        ``decode`` must copy what it keeps: the buffer dies with the transaction. A packed
+        slot that is missing or holds another digest is passed as an empty record
+        (``start == end``), to decode as corrupt: never another key's record.
+        """
+        h = self._handle
+        if h is None or h.generation != _fork_generation:
+            h = self._h
+        active = h.active
+        active.append(None)
+        try:
+            if not h.resizing:
+                txn = h.env.begin(buffers=True)
+                try:
+                    return _lookup_at(txn, h, key, decode, arg, absent, self._packed_first)
+                finally:
+                    txn.abort()  # a read transaction: abort == commit, and no __exit__
+        except lmdb.MapResizedError:
+            pass
+        finally:
+            active.pop()
+            if h.resizing:
+                h.wake()
+        packed_first = self._packed_first
+        return self._read(
+            lambda txn, h: _lookup_at(txn, h, key, decode, arg, absent, packed_first))
+
+    def get_rows(self, keys: Sequence[bytes], record_len: int
+                 ) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
+        """Many keys in one read transaction, records of ``record_len`` bytes laid out as
+        fixed rows (the batch path: its callers decode them in one vectorised step).
+
+        Returns ``(positions, rows, others)``: ``positions`` are the indexes (ascending)
+        into ``keys`` of the keys whose record is ``record_len`` bytes long; ``rows`` holds
+        one row of ``KEY_BYTES + record_len`` bytes per position, the key then its record,
+        copied out of the map. ``others``: ``(index, record)`` for keys whose record has
+        another length, or ``b""`` where a packed slot is missing or holds another digest
+        (decodes as corrupt: never another key's record). Keys in neither are absent.
+        """
+        if keys and set(map(len, keys)) != {KEY_BYTES}:
+            raise ValueError("warm keys are 16-byte digests")
+        packed_first = self._packed_first
+        pos, rows, others = self._read(
+            lambda txn, h: _rows_txn(txn, h, keys, record_len, packed_first))
+        n = len(pos)
+        if n:
+            width = KEY_BYTES + record_len
+            got = np.ndarray((n, 2), dtype="<u8", buffer=rows, strides=(width, 8))
+            want = np.frombuffer(b"".join([keys[i] for i in pos]), dtype="<u8").reshape(n, 2)
+            wrong = (got != want).any(axis=1)
+            if wrong.any():  # a slot holding another digest: corrupt, never served
+                others += [(pos[r], _NO_RECORD) for r in np.flatnonzero(wrong).tolist()]
+                others.sort()
+                keep = ~wrong
+                pos = [p for p, ok in zip(pos, keep.tolist()) if ok]
+                rows = np.frombuffer(rows, dtype=np.uint8).reshape(n, width)[keep].tobytes()
+        return pos, rows, others
+
     def get_many_with(
         self, keys: Sequence[bytes], decode: Callable[[Any], T]
     ) -> list[T | None]:
@@ -880,8 +1114,7 @@ class LmdbTier:
             for k, v in puts:
                 put(k, v, db=records)
         else:
-            for k, v in puts:
-                p.put(k, v)
+            p.put_many(puts)
         p.finish()
         return n
 
