@@ -98,6 +98,9 @@ def warm_capacity(max_bytes: int, record_len: int, page_size: int = 4096) -> int
     return max(1, max_bytes // per_entry)
 
 
+_TEXT_TYPES = frozenset((str, bytes))
+
+
 def _check_content(content: object, accepts: tuple[type, ...] | None = None) -> None:
     t = type(content)
     if t is not str and t is not bytes:
@@ -461,8 +464,9 @@ class TierCache(AsyncAPI):
         """
         self._check_open()
         contents = list(contents)
-        for c in contents:
-            _check_content(c)
+        if set(map(type, contents)) - _TEXT_TYPES:  # one C-level pass when all are text
+            for c in contents:
+                _check_content(c)
         out = np.empty((len(contents), self.dim), dtype=np.float32)
         if not contents:
             return out
