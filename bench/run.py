@@ -450,6 +450,12 @@ def bench_store(make: Callable[[int, Path], Store | None], w: Workload, p: Param
     gc.collect()
     ram = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    if store.medium == "disk":
+        # dirty pages of a store loaded without fsync are written back by the kernel a few
+        # seconds later, on one of the two cores, in the middle of the timed gets: flush
+        # them first, for every disk store alike
+        os.sync()
+        time.sleep(1.0)
     log(f"  {store.name}: loaded {p.n} in {load_s:.1f}s (load traced with tracemalloc)")
     res: dict[str, Any] = {"name": store.name, "medium": store.medium, "load_s": load_s}
     try:
@@ -748,8 +754,9 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
         "inside the timed region.",
         "* Each store is loaded (untimed), checked to return the right vector, then warmed up "
         f"with {p['warmup']:,} untimed single gets and 3 untimed batches. Disk stores live in "
-        "a temporary directory on local disk and were just written, so their pages are in "
-        "the OS page cache: warm numbers are page-cache hits, not SSD reads.",
+        "a temporary directory on local disk and were just written (then `os.sync()` and 1 s "
+        "of rest, so that no kernel writeback overlaps the timed gets), so their pages are "
+        "in the OS page cache: warm numbers are page-cache hits, not SSD reads.",
         "* Single get / set: `time.perf_counter_ns()` immediately before and after one call "
         "of the adapter (`cache.embed(text)` for tiercache, `d[text]` for dict/LFUCache, "
         "read txn + get + `np.frombuffer(...).copy()` for raw LMDB, `cache.get(text)` + "
