@@ -66,6 +66,8 @@ typedef struct {
     /* hill climber sampling state (the decision itself is the Python _climb) */
     Py_ssize_t sample_hits, sample_requests, period;
     char climbing, full, ready, fast_hash;
+    char busy; /* a mutating operation is running (it may call the hasher, the rng, a key's
+                  __eq__/__hash__, or trigger a finalizer): re-entry is refused */
     Py_ssize_t jitter_threshold;
     /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
     Py_ssize_t len[4];
@@ -100,37 +102,48 @@ typedef struct {
     long long additions, resets, sample_size;
 } SketchSync;
 
+static int load_ll(PyObject *obj, const char *name, long long *out) {
+    PyObject *a = PyObject_GetAttrString(obj, name);
+    if (!a) return -1;
+    long long v = PyLong_AsLongLong(a);
+    Py_DECREF(a);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+/* the sketch's counters into s; on error s is unusable (never store it back) */
 static int sync_load(Core *c, SketchSync *s) {
-    PyObject *a = PyObject_GetAttrString(c->sketch, "additions");
-    if (!a) return -1;
-    s->additions = PyLong_AsLongLong(a);
-    Py_DECREF(a);
-    a = PyObject_GetAttrString(c->sketch, "resets");
-    if (!a) return -1;
-    s->resets = PyLong_AsLongLong(a);
-    Py_DECREF(a);
-    a = PyObject_GetAttrString(c->sketch, "sample_size");
-    if (!a) return -1;
-    s->sample_size = PyLong_AsLongLong(a);
-    Py_DECREF(a);
-    if (PyErr_Occurred()) return -1;
+    if (load_ll(c->sketch, "additions", &s->additions) < 0 ||
+        load_ll(c->sketch, "resets", &s->resets) < 0 ||
+        load_ll(c->sketch, "sample_size", &s->sample_size) < 0)
+        return -1;
+    if (s->sample_size < 1) {
+        PyErr_SetString(PyExc_ValueError, "sketch.sample_size must be >= 1");
+        return -1;
+    }
     return 0;
 }
 
 static int sync_store(Core *c, SketchSync *s) {
+    /* keeps an exception already set (the loop's error) and reports its own otherwise */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    int rc = 0;
     PyObject *a = PyLong_FromLongLong(s->additions);
-    if (!a || PyObject_SetAttrString(c->sketch, "additions", a) < 0) {
+    if (!a || PyObject_SetAttrString(c->sketch, "additions", a) < 0) rc = -1;
+    Py_XDECREF(a);
+    if (rc == 0) {
+        a = PyLong_FromLongLong(s->resets);
+        if (!a || PyObject_SetAttrString(c->sketch, "resets", a) < 0) rc = -1;
         Py_XDECREF(a);
+    }
+    if (et) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
         return -1;
     }
-    Py_DECREF(a);
-    a = PyLong_FromLongLong(s->resets);
-    if (!a || PyObject_SetAttrString(c->sketch, "resets", a) < 0) {
-        Py_XDECREF(a);
-        return -1;
-    }
-    Py_DECREF(a);
-    return 0;
+    return rc;
 }
 
 static inline void sk_increment(Core *c, SketchSync *s, uint64_t h) {
@@ -230,12 +243,15 @@ static Py_ssize_t new_node(Core *c, PyObject *key) {
         PyErr_SetString(PyExc_RuntimeError, "tiercache._core: node pool exhausted");
         return -1;
     }
+    c->free_head = c->nodes[n].next; /* taken before any Python code can run */
     PyObject *v = PyLong_FromSsize_t(n);
-    if (!v) return -1;
-    int rc = PyDict_SetItem(c->index, key, v);
-    Py_DECREF(v);
-    if (rc < 0) return -1;
-    c->free_head = c->nodes[n].next;
+    int rc = v ? PyDict_SetItem(c->index, key, v) : -1;
+    Py_XDECREF(v);
+    if (rc < 0) {
+        c->nodes[n].next = c->free_head;
+        c->free_head = n;
+        return -1;
+    }
     Py_INCREF(key);
     c->nodes[n].key = key;
     return n;
@@ -253,13 +269,34 @@ static PyObject *drop_node(Core *c, Py_ssize_t n) {
     return k; /* the reference the node held */
 }
 
+/* free node n that new_node made but that is not linked yet; returns its key */
+static PyObject *drop_node_unlinked(Core *c, Py_ssize_t n) {
+    PyObject *k = c->nodes[n].key;
+    if (PyDict_DelItem(c->index, k) < 0) return NULL;
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
+    c->free_head = n;
+    return k;
+}
+
 /* ---- the policy --------------------------------------------------------------------- */
+
+static PyObject *reentered(void) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "tiercache policy re-entered from a callback (the hasher, the rng, a key's "
+                    "__eq__ or __hash__, or a finalizer) in the middle of an operation");
+    return NULL;
+}
 
 static int do_climb(Core *c, SketchSync *s) {
     /* the climber is Python (WTinyLFUPolicy._climb); keep the sketch attributes current
        around it in case it reads or ages the sketch */
     if (s && sync_store(c, s) < 0) return -1;
+    char busy = c->busy;
+    c->busy = 0; /* the climber may call the policy's own methods */
     PyObject *r = PyObject_CallMethod((PyObject *)c, "_climb", NULL);
+    c->busy = busy;
     if (!r) return -1;
     Py_DECREF(r);
     if (s && sync_load(c, s) < 0) return -1;
@@ -299,8 +336,12 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
 /* TinyLFU: does candidate replace victim? 1 yes, 0 no, -1 error */
 static int tinylfu_admit(Core *c, PyObject *cand, PyObject *victim) {
     uint64_t hc, hv;
-    if (key_hash(c, cand, &hc) < 0) return -1;
-    if (key_hash(c, victim, &hv) < 0) return -1;
+    Py_INCREF(cand);
+    Py_INCREF(victim);
+    int rc = key_hash(c, cand, &hc) < 0 || key_hash(c, victim, &hv) < 0 ? -1 : 0;
+    Py_DECREF(cand);
+    Py_DECREF(victim);
+    if (rc < 0) return -1;
     uint8_t fc = sk_frequency(c, hc), fv = sk_frequency(c, hv);
     if (fc > fv) return 1;
     if ((Py_ssize_t)fc >= c->jitter_threshold) {
@@ -333,15 +374,20 @@ static int place(Core *c, PyObject *key, Placed *out) {
             out->admitted = 1;
             return 0;
         }
+        if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) return 0; /* no victim */
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
         int ok = tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
         if (!ok) return 0;
+        Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
+        if (n < 0) return -1;
         PyObject *vk = drop_node(c, v);
-        if (!vk) return -1;
-        Py_ssize_t n = new_node(c, key);
-        if (n < 0) {
-            Py_DECREF(vk);
+        if (!vk) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyObject *k2 = drop_node_unlinked(c, n);
+            Py_XDECREF(k2);
+            PyErr_Restore(et, ev, tb);
             return -1;
         }
         push_mru(c, SEG_PROBATION, n);
@@ -360,9 +406,13 @@ static int place(Core *c, PyObject *key, Placed *out) {
         push_mru(c, SEG_PROBATION, cand);
         return 0;
     }
+    if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "tiercache._core: main region is empty and full");
+        goto rollback;
+    }
     Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
     int ok = tinylfu_admit(c, c->nodes[cand].key, c->nodes[v].key);
-    if (ok < 0) return -1;
+    if (ok < 0) goto rollback;
     if (!ok) {
         PyObject *ck = drop_node(c, cand); /* the window's loser leaves the cache */
         if (!ck) return -1;
@@ -370,11 +420,22 @@ static int place(Core *c, PyObject *key, Placed *out) {
         return 0;
     }
     PyObject *vk = drop_node(c, v);
-    if (!vk) return -1;
+    if (!vk) goto rollback;
     unlink_node(c, cand);
     push_mru(c, SEG_PROBATION, cand);
     out->evicted = vk;
     return 0;
+rollback: {
+        /* the competition failed (the hasher or the rng raised): undo the insert, so the
+           policy is exactly as before the call */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *k2 = drop_node(c, n);
+        if (k2) Py_DECREF(k2); else PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        out->admitted = 0;
+        return -1;
+    }
 }
 
 static inline void mark_full(Core *c) {
@@ -403,13 +464,24 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
 }
 
 static int Core_clear(Core *c) {
+    /* not ready first, and the nodes detached, before anything is released: a key's
+       finalizer that calls back into the policy finds it empty, never half freed */
+    c->ready = 0;
+    Node *nodes = c->nodes;
+    Py_ssize_t nn = c->n_nodes;
+    c->nodes = NULL;
+    c->n_nodes = 0;
+    c->free_head = -1;
+    for (int s = 0; s < 4; s++) c->len[s] = 0;
+    if (nodes) {
+        for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
+        PyMem_Free(nodes);
+    }
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
     Py_CLEAR(c->hasher);
     Py_CLEAR(c->rng);
-    free_arrays(c);
-    c->ready = 0;
     return 0;
 }
 
@@ -443,8 +515,21 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nndOOiOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
                           &rng, &jitter, &climbing, &period))
         return NULL;
-    if (cap < 0 || window < 0 || (cap > 0 && window > cap)) {
-        PyErr_SetString(PyExc_ValueError, "invalid capacity or window");
+    if (c->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
+        return NULL;
+    }
+    if (cap < 0 || cap > (PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(Node)) - 64) {
+        PyErr_SetString(PyExc_ValueError, "capacity out of range");
+        return NULL;
+    }
+    if (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
+        return NULL;
+    }
+    if (!(pf >= 0.0 && pf <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "protected_fraction must be in [0, 1]");
         return NULL;
     }
     PyObject *counts = PyObject_GetAttrString(sketch, "_counts");
@@ -476,7 +561,8 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
         Py_DECREF(counts);
         return NULL;
     }
-    if (width < 16 || PyByteArray_GET_SIZE(counts) != 4 * width || shift < 1 || shift > 63) {
+    if (width < 16 || PyByteArray_GET_SIZE(counts) != 4 * width || shift < 1 || shift > 60 ||
+        (unsigned long long)width != (1ULL << (64 - shift))) {
         Py_DECREF(counts);
         PyErr_SetString(PyExc_ValueError, "sketch layout not understood");
         return NULL;
@@ -556,7 +642,7 @@ static PyObject *Core_segment(Core *c, PyObject *key) {
     return name;
 }
 
-static PyObject *Core_on_hit(Core *c, PyObject *key) {
+static PyObject *Core_on_hit_impl(Core *c, PyObject *key) {
     if (not_ready(c)) return NULL;
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
@@ -564,14 +650,21 @@ static PyObject *Core_on_hit(Core *c, PyObject *key) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Core_on_hits(Core *c, PyObject *keys) {
+static PyObject *Core_on_hit(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_on_hit_impl(c, key);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *Core_on_hits_impl(Core *c, PyObject *keys) {
     if (not_ready(c)) return NULL;
-    PyObject *seq = PySequence_Fast(keys, "keys must be a sequence");
+    PyObject *seq = PySequence_Tuple(keys); /* a private copy: callbacks cannot change it */
     if (!seq) return NULL;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t len = PyTuple_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < len; i++) {
-        /* re-fetch: a climb may run Python code, but cannot change seq */
-        Py_ssize_t n = find(c, PySequence_Fast_GET_ITEM(seq, i));
+        Py_ssize_t n = find(c, PyTuple_GET_ITEM(seq, i));
         if (n == -2 || touch(c, n, NULL) < 0) {
             Py_DECREF(seq);
             return NULL;
@@ -579,6 +672,14 @@ static PyObject *Core_on_hits(Core *c, PyObject *keys) {
     }
     Py_DECREF(seq);
     Py_RETURN_NONE;
+}
+
+static PyObject *Core_on_hits(Core *c, PyObject *keys) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_on_hits_impl(c, keys);
+    c->busy = 0;
+    return r;
 }
 
 static PyObject *admission_of(Placed *p) {
@@ -599,7 +700,7 @@ static PyObject *admission_of(Placed *p) {
     return r;
 }
 
-static PyObject *Core_admit(Core *c, PyObject *key) {
+static PyObject *Core_admit_impl(Core *c, PyObject *key) {
     if (not_ready(c)) return NULL;
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
@@ -616,7 +717,15 @@ static PyObject *Core_admit(Core *c, PyObject *key) {
     return r;
 }
 
-static PyObject *Core_remove(Core *c, PyObject *key) {
+static PyObject *Core_admit(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_admit_impl(c, key);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *Core_remove_impl(Core *c, PyObject *key) {
     if (not_ready(c)) return NULL;
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
@@ -625,6 +734,14 @@ static PyObject *Core_remove(Core *c, PyObject *key) {
     if (!k) return NULL;
     Py_DECREF(k);
     Py_RETURN_TRUE;
+}
+
+static PyObject *Core_remove(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_remove_impl(c, key);
+    c->busy = 0;
+    return r;
 }
 
 static int extend_segment(Core *c, PyObject *list, int s) {
@@ -666,11 +783,14 @@ static PyObject *Core_segment_keys(Core *c, PyObject *arg) {
     return list;
 }
 
-static PyObject *Core_resize_window(Core *c, PyObject *arg) {
+static PyObject *Core_resize_window_impl(Core *c, PyObject *arg) {
     if (not_ready(c)) return NULL;
-    Py_ssize_t window = PyLong_AsSsize_t(arg);
-    if (window == -1 && PyErr_Occurred()) return NULL;
+    int overflow = 0;
+    long long w = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (w == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t cap = c->cap;
+    Py_ssize_t window = overflow > 0 ? cap : overflow < 0 ? 0
+                        : (Py_ssize_t)(w > cap ? cap : (w < 0 ? 0 : w));
     if (cap < 3) Py_RETURN_NONE;
     if (window > cap - 1) window = cap - 1;
     if (window < 1) window = 1;
@@ -698,11 +818,34 @@ static PyObject *Core_resize_window(Core *c, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Core_resize_window(Core *c, PyObject *arg) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_resize_window_impl(c, arg);
+    c->busy = 0;
+    return r;
+}
+
 static PyObject *Core_set_window(Core *c, PyObject *arg) {
     /* sizes only (no entries move): the Python _set_window */
     if (not_ready(c)) return NULL;
+    if (c->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
+        return NULL;
+    }
     Py_ssize_t window = PyLong_AsSsize_t(arg);
     if (window == -1 && PyErr_Occurred()) return NULL;
+    if (c->cap <= 1 ? window != 0 : (window < 1 || window > c->cap - 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
+        return NULL;
+    }
+    if (c->len[SEG_WINDOW] > window || c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] >
+                                           c->cap - window) {
+        PyErr_SetString(PyExc_ValueError, "_set_window would leave a segment over its size "
+                                          "(use resize_window)");
+        return NULL;
+    }
     apply_window(c, window);
     Py_RETURN_NONE;
 }
@@ -786,6 +929,7 @@ typedef struct {
     Py_ssize_t rows, row_bytes, access_buffer;
     npy_intp dim;
     unsigned long long hits, tick;
+    char closed; /* TierCache.close(): every call goes to the fallback (which raises) */
     vectorcallfunc vectorcall;
 } Reader;
 
@@ -796,31 +940,59 @@ static inline double mono_s(void) {
 }
 
 static PyObject *reader_fallback(Reader *r, PyObject *content) {
+    if (!r->fallback) {
+        PyErr_SetString(PyExc_RuntimeError, "HotReader is not initialised");
+        return NULL;
+    }
     return PyObject_CallOneArg(r->fallback, content);
 }
 
 /* 1: hit, *out set; 0: not served here; -1: error. Called with the lock held. */
-static int reader_hit(Reader *r, PyObject *content, PyObject **out) {
+/* the slot content maps to (-1: absent), checked against the tier's arrays */
+static Py_ssize_t reader_slot(Reader *r, PyObject *content) {
     PyObject *so = PyDict_GetItemWithError(r->by_content, content);
-    if (!so) return PyErr_Occurred() ? -1 : 0;
+    if (!so) return PyErr_Occurred() ? -2 : -1;
     Py_ssize_t slot = PyLong_AsSsize_t(so);
-    if (slot == -1 && PyErr_Occurred()) return -1;
+    if (slot == -1 && PyErr_Occurred()) return -2;
     if (slot < 0 || slot >= r->rows || slot >= PyList_GET_SIZE(r->expires) ||
         slot >= PyList_GET_SIZE(r->keys)) {
         PyErr_SetString(PyExc_RuntimeError, "hot tier slot out of range");
-        return -1;
+        return -2;
     }
-    double exp = PyFloat_AsDouble(PyList_GET_ITEM(r->expires, slot));
-    if (exp == -1.0 && PyErr_Occurred()) return -1;
-    if (!isinf(exp) || exp < 0) {
-        PyObject *now = PyObject_CallNoArgs(r->clock);
-        if (!now) return -1;
-        int fresh = PyObject_RichCompareBool(PyList_GET_ITEM(r->expires, slot), now, Py_GT);
-        Py_DECREF(now);
-        if (fresh <= 0) return fresh; /* expired (the fallback removes it), or an error */
-    }
+    return slot;
+}
+
+static int reader_hit(Reader *r, PyObject *content, PyObject **out) {
+    /* the array first: its allocation may run the garbage collector (finalizers are
+       Python code); from the lookup to the copy no Python code runs, except the clock,
+       after which the lookup is repeated */
     PyObject *vec = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
     if (!vec) return -1;
+    Py_ssize_t slot = reader_slot(r, content);
+    if (slot < 0) {
+        Py_DECREF(vec);
+        return slot == -1 ? 0 : -1;
+    }
+    PyObject *expobj = PyList_GET_ITEM(r->expires, slot);
+    double exp = PyFloat_AsDouble(expobj);
+    if (exp == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(vec);
+        return -1;
+    }
+    if (!isinf(exp) || exp < 0) {
+        Py_INCREF(expobj);
+        PyObject *now = PyObject_CallNoArgs(r->clock);
+        int fresh = now ? PyObject_RichCompareBool(expobj, now, Py_GT) : -1;
+        Py_XDECREF(now);
+        Py_DECREF(expobj);
+        /* the clock is the caller's code: it may have changed the tier (the lock is
+           re-entrant); serve only if content still maps to the same, unexpired slot */
+        if (fresh > 0 && reader_slot(r, content) != slot) fresh = PyErr_Occurred() ? -1 : 0;
+        if (fresh <= 0) {
+            Py_DECREF(vec);
+            return fresh; /* expired or changed (the fallback handles it), or an error */
+        }
+    }
     memcpy(PyArray_DATA((PyArrayObject *)vec), r->slab_data + slot * r->row_bytes,
            (size_t)r->row_bytes);
     if (PyList_Append(r->buffer, PyList_GET_ITEM(r->keys, slot)) < 0) {
@@ -844,11 +1016,15 @@ static PyObject *Reader_vectorcall(PyObject *self, PyObject *const *args, size_t
                                    PyObject *kwnames) {
     Reader *r = (Reader *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!r->fallback || !r->slab_data) {
+        PyErr_SetString(PyExc_RuntimeError, "HotReader is not initialised");
+        return NULL;
+    }
     if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
         return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
     }
     PyObject *content = args[0];
-    if (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content))
+    if (r->closed || (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content)))
         return reader_fallback(r, content);
     int timed = (++r->tick & 15) == 0;
     double t0 = timed ? mono_s() : 0.0;
@@ -933,6 +1109,7 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     r->access_buffer = access_buffer;
     r->hits = 0;
     r->tick = 0;
+    r->closed = 0;
     r->vectorcall = Reader_vectorcall;
     return 0;
 }
@@ -953,6 +1130,8 @@ static int Reader_traverse(Reader *r, visitproc visit, void *arg) {
 }
 
 static int Reader_clear(Reader *r) {
+    r->slab_data = NULL; /* first: a call from a finalizer below finds it uninitialised */
+    r->rows = 0;
     Py_CLEAR(r->fallback);
     Py_CLEAR(r->acquire);
     Py_CLEAR(r->release);
@@ -988,6 +1167,10 @@ static PyObject *Reader_gather(Reader *r, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &contents, &outobj)) return NULL;
     if (!r->slab_data) {
         PyErr_SetString(PyExc_RuntimeError, "HotReader is not initialised");
+        return NULL;
+    }
+    if (r->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "HotReader is closed");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(contents);
@@ -1041,6 +1224,11 @@ fail:
     return NULL;
 }
 
+static PyObject *Reader_close(Reader *r, PyObject *Py_UNUSED(ignored)) {
+    r->closed = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Reader_take_hits(Reader *r, PyObject *Py_UNUSED(ignored)) {
     unsigned long long n = r->hits;
     r->hits = 0;
@@ -1055,6 +1243,8 @@ static PyMethodDef Reader_methods[] = {
     {"gather", (PyCFunction)Reader_gather, METH_VARARGS,
      "gather(contents, out) -> indices not served: copy hot rows into out (lock held by "
      "the caller; only when no hot entry has an expiry)."},
+    {"close", (PyCFunction)Reader_close, METH_NOARGS,
+     "From now on every call goes to the fallback (the closed cache's Python embed)."},
     {"take_hits", (PyCFunction)Reader_take_hits, METH_NOARGS,
      "Hits served since the last call (the counter restarts at 0)."},
     {NULL, NULL, 0, NULL},
@@ -1105,17 +1295,19 @@ static PyObject *mod_drain(PyObject *Py_UNUSED(m), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO", &pol, &keys)) return NULL;
     Core *c = as_core(pol);
     if (!c) return NULL;
-    PyObject *seq = PySequence_Fast(keys, "keys must be a sequence");
+    if (c->busy) return reentered();
+    PyObject *seq = PySequence_Tuple(keys); /* a private copy: callbacks cannot change it */
     if (!seq) return NULL;
     SketchSync s;
     if (sync_load(c, &s) < 0) {
         Py_DECREF(seq);
         return NULL;
     }
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    c->busy = 1;
+    Py_ssize_t len = PyTuple_GET_SIZE(seq);
     int err = 0;
     for (Py_ssize_t i = 0; i < len && !err; i++) {
-        PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *k = PyTuple_GET_ITEM(seq, i);
         uint64_t h;
         Py_ssize_t n;
         if (key_hash(c, k, &h) < 0 || (n = find(c, k)) == -2) {
@@ -1125,6 +1317,7 @@ static PyObject *mod_drain(PyObject *Py_UNUSED(m), PyObject *args) {
         sk_increment(c, &s, h);
         if (touch(c, n, &s) < 0) err = 1;
     }
+    c->busy = 0;
     Py_DECREF(seq);
     if (sync_store(c, &s) < 0 || err) return NULL;
     Py_RETURN_NONE;
@@ -1137,8 +1330,9 @@ typedef struct {
 
 static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
     uint64_t h;
+    if (key_hash(c, k, &h) < 0) return -1; /* first: the hasher may run Python code */
     Py_ssize_t n = find(c, k);
-    if (n == -2 || key_hash(c, k, &h) < 0) return -1;
+    if (n == -2) return -1;
     sk_increment(c, s, h);
     if (n >= 0) {
         out->hits++;
@@ -1146,7 +1340,13 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
         return 1;
     }
     if (touch(c, -1, s) < 0) return -1;
-    /* a climb cannot make k resident, so k is still absent here */
+    /* a climber override may have admitted k: then the offer finds it resident */
+    n = find(c, k);
+    if (n == -2) return -1;
+    if (n >= 0) {
+        out->admitted++;
+        return 0;
+    }
     Placed p;
     if (place(c, k, &p) < 0) return -1;
     if (p.admitted) out->admitted++; else out->rejected++;
@@ -1163,6 +1363,7 @@ static PyObject *mod_replay(PyObject *Py_UNUSED(m), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOO", &pol, &trace, &mask_obj)) return NULL;
     Core *c = as_core(pol);
     if (!c) return NULL;
+    if (c->busy) return reentered();
     Py_buffer tb, mb;
     int have_mask = mask_obj != Py_None;
     int is_buffer = PyObject_CheckBuffer(trace) && !PyList_Check(trace) && !PyTuple_Check(trace);
@@ -1182,9 +1383,9 @@ static PyObject *mod_replay(PyObject *Py_UNUSED(m), PyObject *args) {
         }
         len = tb.len / 8;
     } else {
-        seq = PySequence_Fast(trace, "trace must be a sequence or an int64/uint64 buffer");
+        seq = PySequence_Tuple(trace); /* a private copy: callbacks cannot change it */
         if (!seq) return NULL;
-        len = PySequence_Fast_GET_SIZE(seq);
+        len = PyTuple_GET_SIZE(seq);
     }
     uint8_t *mask = NULL;
     if (have_mask) {
@@ -1198,7 +1399,9 @@ static PyObject *mod_replay(PyObject *Py_UNUSED(m), PyObject *args) {
     }
     SketchSync s;
     Counts cnt = {0, 0, 0, 0};
-    int err = sync_load(c, &s) < 0;
+    int loaded = sync_load(c, &s) == 0;
+    int err = !loaded;
+    c->busy = 1;
     for (Py_ssize_t i = 0; i < len && !err; i++) {
         int r;
         if (is_buffer) {
@@ -1212,12 +1415,13 @@ static PyObject *mod_replay(PyObject *Py_UNUSED(m), PyObject *args) {
             r = replay_one(c, &s, k, &cnt);
             Py_DECREF(k);
         } else {
-            r = replay_one(c, &s, PySequence_Fast_GET_ITEM(seq, i), &cnt);
+            r = replay_one(c, &s, PyTuple_GET_ITEM(seq, i), &cnt);
         }
         if (r < 0) err = 1;
         else if (mask) mask[i] = (uint8_t)(r == 0);
     }
-    if (sync_store(c, &s) < 0) err = 1;
+    c->busy = 0;
+    if (loaded && sync_store(c, &s) < 0) err = 1;
     if (have_mask) PyBuffer_Release(&mb);
     if (is_buffer) PyBuffer_Release(&tb);
     Py_XDECREF(seq);

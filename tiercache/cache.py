@@ -281,6 +281,8 @@ class TierCache(AsyncAPI):
                 return
             self._closed = True
             self.__dict__.pop("embed", None)  # the C hot path; the method raises from now on
+            if self._fast is not None:
+                self._fast.close()  # references taken earlier fall back to the method too
             self._fold_fast_hits()
             self._engine.drain()
         self._shutdown_pool()
@@ -330,7 +332,10 @@ class TierCache(AsyncAPI):
             slot = hot._by_content.get(content)
             if slot is not None:
                 exp = hot.expires[slot]
-                if exp == NEVER or exp > self._clock():
+                # the clock is the caller's code and the lock re-entrant: after calling
+                # it, serve only if content still maps to the same slot
+                if exp == NEVER or (exp > self._clock()
+                                    and hot._by_content.get(content) == slot):
                     vec: np.ndarray = hot.slab[slot].copy()
                     self._record_hit(hot._key[slot])
                     self._s_hot.hits += 1
@@ -348,8 +353,11 @@ class TierCache(AsyncAPI):
         if slot is None:
             return None
         exp = hot.expires[slot]
-        if exp != NEVER and exp <= self._clock():
-            return None
+        if exp != NEVER:
+            if exp <= self._clock():
+                return None
+            if hot._by_content.get(content) != slot:  # the clock (caller's code) changed it
+                return self._hot_hit_locked(content)
         vec: np.ndarray = hot.slab[slot].copy()
         self._engine.record_hot_hit(hot._key[slot])
         self._s_hot.hits += 1
@@ -518,9 +526,12 @@ class TierCache(AsyncAPI):
                 hit_slots: list[int]
                 if hot.n_expiring:  # only entries with a TTL need a clock comparison
                     expires = hot.expires
+                    expired: set[int] = set()  # a repeat of an expired content is a miss too
                     for i, s in enumerate(slots):
-                        if s is not None and expires[s] <= now:
-                            self._remove_hot_locked(hot._key[s], "expired")
+                        if s is not None and (s in expired or expires[s] <= now):
+                            if s not in expired:
+                                expired.add(s)
+                                self._remove_hot_locked(hot._key[s], "expired")
                             slots[i] = None
                 if None in slots:
                     hit_pos = [i for i, s in enumerate(slots) if s is not None]

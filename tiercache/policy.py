@@ -797,7 +797,15 @@ class WTinyLFUPolicy(Policy):
         if len(self._window) <= self.window_capacity:
             return _ADMITTED
         candidate, _ = self._window.popitem(last=False)
-        placed, victim = self._compete_for_main(candidate)
+        try:
+            placed, victim = self._compete_for_main(candidate)
+        except BaseException:
+            # the competition failed (the hasher or the rng raised) before changing main:
+            # undo, so the policy is exactly as before the call
+            self._window[candidate] = None
+            self._window.move_to_end(candidate, last=False)
+            del self._window[key]
+            raise
         if not placed:
             return Admission(True, (candidate,))  # the window's loser leaves the cache
         return _ADMITTED if victim is None else Admission(True, (victim,))
