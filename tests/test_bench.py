@@ -96,3 +96,20 @@ def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
     assert all(r["encoder_texts"] == 0 for r in runs.values())  # every get was a warm hit
     assert res["warm768"]["dim"] == 768 and res["warm768"]["get_us"]["p50"] > 0
     assert res["cold"] is None  # the smoke run never loads the model
+
+
+def test_a_saved_run_renders_again_without_measuring(
+    smoke: tuple[str, dict], tmp_path: Path
+) -> None:
+    md, res = smoke
+    js = tmp_path / "run.json"
+    js.write_text(json.dumps(res), encoding="utf-8")
+    out = tmp_path / "again.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--render", str(js), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = out.read_text(encoding="utf-8")
+    assert again == md  # same run, same report
+    assert "floor, same run" in again and "## Profiles (cProfile, same run)" in again
