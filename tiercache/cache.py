@@ -233,10 +233,6 @@ class TierCache(AsyncAPI):
         self._lookups = 0
         self._closed = False
         self._tick = 0
-        dim = self.dim
-        self._decode_one: Callable[[Any], object] = (
-            lambda buf: codec.decode_record(buf, dim) or _CORRUPT
-        )
         self._storer: ThreadPoolExecutor | None = None
         self._fast: Any = None
         if _core is not None and hot_cap > 0 and type(self).embed is TierCache.embed:
