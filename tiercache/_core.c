@@ -303,7 +303,8 @@ static int do_climb(Core *c, SketchSync *s) {
     return 0;
 }
 
-/* on_hit for node n (-1: the key is not resident, a recorded miss) */
+/* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
+   climber (Python) ran, or -1 on error */
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     int hit = 0;
     if (n >= 0) {
@@ -328,7 +329,7 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     if (c->climbing && c->full) {
         c->sample_hits += hit;
         c->sample_requests += 1;
-        if (c->sample_requests >= c->period) return do_climb(c, s);
+        if (c->sample_requests >= c->period) return do_climb(c, s) < 0 ? -1 : 1;
     }
     return 0;
 }
@@ -1339,13 +1340,16 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
         if (touch(c, n, s) < 0) return -1;
         return 1;
     }
-    if (touch(c, -1, s) < 0) return -1;
-    /* a climber override may have admitted k: then the offer finds it resident */
-    n = find(c, k);
-    if (n == -2) return -1;
-    if (n >= 0) {
-        out->admitted++;
-        return 0;
+    int t = touch(c, -1, s);
+    if (t < 0) return -1;
+    if (t > 0) {
+        /* the climber ran: an override may have admitted k, then the offer finds it */
+        n = find(c, k);
+        if (n == -2) return -1;
+        if (n >= 0) {
+            out->admitted++;
+            return 0;
+        }
     }
     Placed p;
     if (place(c, k, &p) < 0) return -1;
