@@ -206,17 +206,24 @@ def test_footprint_float16(tmp_path: Path) -> None:
     assert _footprint(tmp_path, "float16", 20_000) <= 0.7 * 1536
 
 
+def _flip_stored_digest(t: LmdbTier, key: bytes) -> bytes:
+    """Flip a byte of ``key``'s digest inside its packed segment; returns its index entry."""
+    h = t._h
+    with h.env.begin(write=True) as txn:
+        iv = txn.get(key, db=h.index)
+        sid, off = iv[:8], int.from_bytes(iv[8:12], "little")
+        seg = bytearray(txn.get(sid, db=h.segs))
+        seg[off + 5] ^= 0x40
+        txn.put(sid, bytes(seg), db=h.segs)
+    return bytes(iv)
+
+
 def test_digest_mismatch_is_corrupt_not_wrong_record(tmp_path: Path) -> None:
     recs = codec.encode_records(unit_vectors(3))
     t = tier(tmp_path / "w", F32)
     t.put_many([(k(i), recs[i]) for i in range(3)])
     h = t._h
-    with h.env.begin(write=True) as txn:  # flip a byte of k(1)'s stored digest
-        iv = txn.get(k(1), db=h.index)
-        sid, off = iv[:8], int.from_bytes(iv[8:12], "little")
-        seg = bytearray(txn.get(sid, db=h.segs))
-        seg[off + 5] ^= 0x40
-        txn.put(sid, bytes(seg), db=h.segs)
+    iv = _flip_stored_digest(t, k(1))
     assert t.get_with(k(1), decode) is None
     assert t.get_with(k(1), lambda b: b"corrupt" if len(b) == 0 else b"data") == b"corrupt"
     assert t.get_many([k(0), k(1), k(2)]) == [recs[0], b"", recs[2]]
@@ -300,13 +307,7 @@ def test_get_at_and_get_rows_agree_with_get_with(tmp_path: Path) -> None:
         assert t.get_rows([], F32) == ([], b"", [])
         t.close()
     t = tier(tmp_path / f"w{F32}", F32)
-    h = t._h
-    with h.env.begin(write=True) as txn:  # flip a byte of k(1)'s stored digest
-        iv = txn.get(k(1), db=h.index)
-        sid, off = iv[:8], int.from_bytes(iv[8:12], "little")
-        seg = bytearray(txn.get(sid, db=h.segs))
-        seg[off + 5] ^= 0x40
-        txn.put(sid, bytes(seg), db=h.segs)
+    _flip_stored_digest(t, k(1))
     assert t.get_at(k(1), _slice, None, None) == b""
     pos, rows, others = t.get_rows([k(0), k(1), k(2)], F32)
     assert pos == [2] and others == [(0, recs[0]), (1, b"")]

@@ -346,30 +346,20 @@ def _rows_txn(txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len:
     for i, k in enumerate(keys):
         if packed_first:
             iv = get(k, None, index)
-            if iv is None:
-                buf = get(k, None, records)
-                if buf is None:
-                    continue
-                if len(buf) == record_len:
-                    add_pos(i)
-                    add_part(k)
-                    add_part(buf)
-                else:
-                    add_other((i, bytes(buf)))
-                continue
+            buf = get(k, None, records) if iv is None else None
         else:
             buf = get(k, None, records)
-            if buf is not None:
-                if len(buf) == record_len:
-                    add_pos(i)
-                    add_part(k)
-                    add_part(buf)
-                else:
-                    add_other((i, bytes(buf)))
-                continue
-            iv = get(k, None, index)
-            if iv is None:
-                continue
+            iv = get(k, None, index) if buf is None else None
+        if buf is not None:  # a plain record
+            if len(buf) == record_len:
+                add_pos(i)
+                add_part(k)
+                add_part(buf)
+            else:
+                add_other((i, bytes(buf)))
+            continue
+        if iv is None:
+            continue
         if len(iv) != 16:
             add_other((i, _NO_RECORD))
             continue
