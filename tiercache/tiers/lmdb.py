@@ -914,6 +914,7 @@ class LmdbTier:
         slot that is missing or holds another digest is passed as an empty record
         (``start == end``), to decode as corrupt: never another key's record.
         """
+        # _read's fast path inlined, as in get_with (a helper call costs the hot path)
         h = self._handle
         if h is None or h.generation != _fork_generation:
             h = self._h
