@@ -395,6 +395,9 @@ def test_a_subclass_that_overrides_embed_keeps_its_override(tmp_path: Any) -> No
 
     c = Mine(make_config(tmp_path), encoder=CountingEncoder())
     assert not c.embed("x").any() and c._fast is None
-    no_hot = TierCache(make_config(tmp_path / "b", hot={"enabled": False}),
-                       encoder=CountingEncoder())
+    warm_only = Mine(make_config(tmp_path / "w", hot={"enabled": False}),
+                     encoder=CountingEncoder())
+    assert not warm_only.embed("x").any() and warm_only._fast_warm is None
+    no_hot = TierCache(make_config(tmp_path / "b", hot={"enabled": False},
+                                   warm={"enabled": False}), encoder=CountingEncoder())
     assert "embed" not in no_hot.__dict__

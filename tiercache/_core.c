@@ -1279,6 +1279,753 @@ static PyTypeObject ReaderType = {
     .tp_getset = Reader_getset,
 };
 
+
+/* ---- BLAKE2b (RFC 7693): the cache key's digest, in C for the warm reader --------------
+ *
+ * tiercache.keys.KeyMaker.digest is blake2b(digest_size=16, person=b"tiercache.key.1")
+ * over a fingerprint prefix, then a type tag, the content's length (u64 LE) and its bytes.
+ * The reader absorbs the prefix once and copies that state per key, as KeyMaker copies a
+ * primed hashlib object. Tests compare every digest with hashlib's.
+ */
+
+typedef struct {
+    uint64_t h[8], t[2];
+    uint8_t b[128];
+    size_t c;
+    size_t outlen;
+} B2;
+
+static const uint64_t B2_IV[8] = {
+    0x6A09E667F3BCC908ULL, 0xBB67AE8584CAA73BULL, 0x3C6EF372FE94F82BULL,
+    0xA54FF53A5F1D36F1ULL, 0x510E527FADE682D1ULL, 0x9B05688C2B3E6C1FULL,
+    0x1F83D9ABFB41BD6BULL, 0x5BE0CD19137E2179ULL,
+};
+
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+static inline uint64_t load64le(const uint8_t *p) {
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+           ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) |
+           ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
+static inline uint64_t rotr64(uint64_t x, unsigned n) { return (x >> n) | (x << (64 - n)); }
+
+#define B2_G(a, b, c, d, x, y)        \
+    do {                              \
+        v[a] = v[a] + v[b] + (x);     \
+        v[d] = rotr64(v[d] ^ v[a], 32); \
+        v[c] = v[c] + v[d];           \
+        v[b] = rotr64(v[b] ^ v[c], 24); \
+        v[a] = v[a] + v[b] + (y);     \
+        v[d] = rotr64(v[d] ^ v[a], 16); \
+        v[c] = v[c] + v[d];           \
+        v[b] = rotr64(v[b] ^ v[c], 63); \
+    } while (0)
+
+static void b2_compress(B2 *s, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= s->t[0];
+    v[13] ^= s->t[1];
+    if (last) v[14] = ~v[14];
+    for (int i = 0; i < 16; i++) m[i] = load64le(s->b + 8 * i);
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *g = B2_SIGMA[r];
+        B2_G(0, 4, 8, 12, m[g[0]], m[g[1]]);
+        B2_G(1, 5, 9, 13, m[g[2]], m[g[3]]);
+        B2_G(2, 6, 10, 14, m[g[4]], m[g[5]]);
+        B2_G(3, 7, 11, 15, m[g[6]], m[g[7]]);
+        B2_G(0, 5, 10, 15, m[g[8]], m[g[9]]);
+        B2_G(1, 6, 11, 12, m[g[10]], m[g[11]]);
+        B2_G(2, 7, 8, 13, m[g[12]], m[g[13]]);
+        B2_G(3, 4, 9, 14, m[g[14]], m[g[15]]);
+    }
+    for (int i = 0; i < 8; i++) s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* digest size outlen (1..64), no key, a personalisation of up to 16 bytes */
+static void b2_init(B2 *s, size_t outlen, const uint8_t *person, size_t person_len) {
+    uint8_t p[16] = {0};
+    memcpy(p, person, person_len > 16 ? 16 : person_len);
+    for (int i = 0; i < 8; i++) s->h[i] = B2_IV[i];
+    s->h[0] ^= 0x01010000ULL ^ (uint64_t)outlen;
+    s->h[6] ^= load64le(p);
+    s->h[7] ^= load64le(p + 8);
+    s->t[0] = s->t[1] = 0;
+    s->c = 0;
+    s->outlen = outlen;
+    memset(s->b, 0, sizeof s->b);
+}
+
+static void b2_update(B2 *s, const uint8_t *in, size_t n) {
+    while (n > 0) {
+        if (s->c == 128) { /* a full block is compressed only once more input arrives */
+            s->t[0] += 128;
+            if (s->t[0] < 128) s->t[1]++;
+            b2_compress(s, 0);
+            s->c = 0;
+        }
+        size_t take = 128 - s->c;
+        if (take > n) take = n;
+        memcpy(s->b + s->c, in, take);
+        s->c += take;
+        in += take;
+        n -= take;
+    }
+}
+
+static void b2_final(B2 *s, uint8_t *out) {
+    s->t[0] += s->c;
+    if (s->t[0] < s->c) s->t[1]++;
+    memset(s->b + s->c, 0, 128 - s->c);
+    b2_compress(s, 1);
+    for (size_t i = 0; i < s->outlen; i++) out[i] = (uint8_t)(s->h[i >> 3] >> (8 * (i & 7)));
+}
+
+/* the key of a str (UTF-8, tag 's') or bytes (tag 'b') content: 1 done, 0 not here (a
+ * str that is not valid UTF-8, i.e. lone surrogates: KeyMaker encodes them with
+ * surrogatepass), -1 error */
+static int content_digest(const B2 *base, PyObject *content, uint8_t out[16]) {
+    const char *data;
+    Py_ssize_t len;
+    PyObject *tmp = NULL;
+    uint8_t tag;
+    if (PyUnicode_CheckExact(content)) {
+        tag = 's';
+        if (PyUnicode_IS_ASCII(content)) {
+            data = (const char *)PyUnicode_DATA(content);
+            len = PyUnicode_GET_LENGTH(content);
+        } else {
+            tmp = PyUnicode_AsUTF8String(content);
+            if (!tmp) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+                PyErr_Clear();
+                return 0;
+            }
+            data = PyBytes_AS_STRING(tmp);
+            len = PyBytes_GET_SIZE(tmp);
+        }
+    } else if (PyBytes_CheckExact(content)) {
+        tag = 'b';
+        data = PyBytes_AS_STRING(content);
+        len = PyBytes_GET_SIZE(content);
+    } else {
+        return 0;
+    }
+    B2 s = *base;
+    uint8_t head[9];
+    head[0] = tag;
+    for (int i = 0; i < 8; i++) head[1 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+    b2_update(&s, head, 9);
+    b2_update(&s, (const uint8_t *)data, (size_t)len);
+    b2_final(&s, out);
+    Py_XDECREF(tmp);
+    return 1;
+}
+
+
+/* ---- the warm tier's read path -------------------------------------------------------
+ *
+ * WarmReader(fallback, lock, tier, generations, prefix, person, dim, buffer, access_buffer,
+ *            drain, clock, record_latency, xxh3): TierCache.embed for a cache whose hot
+ * tier is off, in one C call: the key's digest (BLAKE2b above), one read transaction on
+ * the LMDB tier through py-lmdb's own objects (the same environment, so LMDB's
+ * one-environment-per-process rule holds), the record found as LmdbTier.get_at finds it,
+ * verified as codec.decode_at verifies it (header, dim, XXH3 checksum over the record),
+ * decoded into a new float32 array, then, under the cache's lock, the access recorded in
+ * the engine's buffer as TierCache._warm_get_one records it. Hits are counted here and
+ * folded into the cache's counters by take_hits().
+ *
+ * It serves only clean hits. Anything else is handed to ``fallback(content)``, the Python
+ * embed, before anything is counted: a miss, a corrupt or unreadable record, an expired
+ * one, an LMDB error (a map resized by another process included), a resize in progress in
+ * this process, a handle opened before a fork, a closed tier or cache, another content
+ * type. The fallback reads again and does what the Python path does (count, delete,
+ * recompute).
+ *
+ * ``tier`` is the LmdbTier; its ``_fast_bind()`` returns (handle, begin, index, records,
+ * segs, active, wake, packed_first, generation) for its current environment handle, or
+ * None. ``generations`` is the dict holding the module's ``_fork_generation``.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback, *acquire, *release, *tier, *generations, *buffer, *drain, *clock,
+        *record_latency, *xxh3;
+    /* the environment handle bound last (from tier._fast_bind()) */
+    PyObject *h, *begin, *index, *records, *segs, *active, *wake;
+    long generation;
+    int packed_first;
+    B2 base;
+    npy_intp dim;
+    Py_ssize_t access_buffer;
+    unsigned long long hits, tick;
+    char closed, ready;
+    vectorcallfunc vectorcall;
+} WReader;
+
+static PyObject *S_handle, *S_resizing, *S_get, *S_abort, *S_fork_generation;
+
+static PyObject *wreader_fallback(WReader *r, PyObject *content) {
+    if (!r->fallback) {
+        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+        return NULL;
+    }
+    return PyObject_CallOneArg(r->fallback, content);
+}
+
+/* bind to tier._handle if it changed: 1 bound and current, 0 not usable now, -1 error */
+static int wreader_bind(WReader *r) {
+    PyObject *h = PyObject_GetAttr(r->tier, S_handle);
+    if (!h) return -1;
+    if (h == Py_None) {
+        Py_DECREF(h);
+        return 0;
+    }
+    if (h != r->h) {
+        PyObject *t = PyObject_CallMethod(r->tier, "_fast_bind", NULL);
+        if (!t) {
+            Py_DECREF(h);
+            return -1;
+        }
+        PyObject *nh, *begin, *index, *records, *segs, *active, *wake;
+        int packed_first;
+        long generation;
+        if (t == Py_None || !PyArg_ParseTuple(t, "OOOOOO!Opl;_fast_bind() result", &nh, &begin,
+                                              &index, &records, &segs, &PyList_Type, &active,
+                                              &wake, &packed_first, &generation)) {
+            Py_DECREF(t);
+            Py_DECREF(h);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+#define SET(field, value) do { PyObject *_v = (value); Py_INCREF(_v); Py_XSETREF(r->field, _v); } while (0)
+        SET(h, nh);
+        SET(begin, begin);
+        SET(index, index);
+        SET(records, records);
+        SET(segs, segs);
+        SET(active, active);
+        SET(wake, wake);
+#undef SET
+        r->packed_first = packed_first;
+        r->generation = generation;
+        Py_DECREF(t);
+        if (nh != h) { /* the handle changed again meanwhile: next call */
+            Py_DECREF(h);
+            return 0;
+        }
+    }
+    Py_DECREF(h);
+    PyObject *g = PyDict_GetItemWithError(r->generations, S_fork_generation);
+    if (!g) return PyErr_Occurred() ? -1 : 0;
+    long gen = PyLong_AsLong(g);
+    if (gen == -1 && PyErr_Occurred()) return -1;
+    return gen == r->generation; /* a forked child reopens through the Python path */
+}
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+#define REC_HEADER 24
+#define REC_VERSION 1
+#define REC_FLAG_BLOB 1
+
+/* verify and decode one record (codec.decode_at's rules): 1 decoded into *vec (and
+ * *expires), 0 not valid (corrupt, another dim or version), -1 error */
+static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, PyObject **vec,
+                          double *expires) {
+    if (n < REC_HEADER) return 0;
+    uint32_t crc = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+                   ((uint32_t)p[3] << 24);
+    uint8_t version = p[4], codec_id = p[5], flags = p[6];
+    uint32_t rdim = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) |
+                    ((uint32_t)p[11] << 24);
+    if (version != REC_VERSION || (npy_intp)rdim != r->dim) return 0;
+    Py_ssize_t itemsize = codec_id == 0 ? 4 : codec_id == 1 ? 2 : codec_id == 2 ? 1 : 0;
+    if (!itemsize) return 0;
+    Py_ssize_t body_end = REC_HEADER + itemsize * (Py_ssize_t)r->dim;
+    if (n != body_end && (n < body_end || !(flags & REC_FLAG_BLOB))) return 0;
+    float scale;
+    memcpy(expires, p + 12, 8);
+    memcpy(&scale, p + 20, 4);
+    if (codec_id == 2 && !isfinite(scale)) return 0;
+    PyObject *mv = PyMemoryView_FromMemory((char *)p + 4, n - 4, PyBUF_READ);
+    if (!mv) return -1;
+    PyObject *d = PyObject_CallOneArg(r->xxh3, mv);
+    Py_DECREF(mv);
+    if (!d) return -1;
+    unsigned long long digest = PyLong_AsUnsignedLongLong(d);
+    Py_DECREF(d);
+    if (digest == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    if ((uint32_t)digest != crc) return 0;
+    PyObject *a = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
+    if (!a) return -1;
+    float *dst = (float *)PyArray_DATA((PyArrayObject *)a);
+    const uint8_t *body = p + REC_HEADER;
+    if (codec_id == 0) {
+        memcpy(dst, body, (size_t)r->dim * 4);
+    } else if (codec_id == 1) {
+        for (npy_intp i = 0; i < r->dim; i++)
+            dst[i] = half_to_float((uint16_t)(body[2 * i] | (body[2 * i + 1] << 8)));
+    } else {
+        for (npy_intp i = 0; i < r->dim; i++) dst[i] = (float)(int8_t)body[i] * scale;
+    }
+    *vec = a;
+    return 1;
+}
+
+/* a value returned by txn.get with buffers=True: its bytes (valid while the transaction
+ * lives) */
+static int view_of(PyObject *o, Py_buffer *v) {
+    return PyObject_GetBuffer(o, v, PyBUF_SIMPLE);
+}
+
+/* txn.get(key, None, db): a new reference, Py_None if absent, NULL on error */
+static PyObject *txn_get(PyObject *txn, PyObject *key, PyObject *db) {
+    PyObject *args[4] = {txn, key, Py_None, db};
+    return PyObject_VectorcallMethod(S_get, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* the record of key inside txn (LmdbTier.get_at's lookup): 1 *vec decoded, 0 not served
+ * here (absent, corrupt), -1 error */
+static int wreader_lookup(WReader *r, PyObject *txn, PyObject *key, PyObject **vec,
+                          double *expires) {
+    PyObject *iv = NULL, *buf = NULL, *sid = NULL, *seg = NULL;
+    int rc = 0;
+    if (r->packed_first) {
+        if (!(iv = txn_get(txn, key, r->index))) return -1;
+        if (iv == Py_None) {
+            Py_CLEAR(iv);
+            if (!(buf = txn_get(txn, key, r->records))) return -1;
+            if (buf == Py_None) goto done;
+        }
+    } else {
+        if (!(buf = txn_get(txn, key, r->records))) return -1;
+        if (buf == Py_None) {
+            Py_CLEAR(buf);
+            if (!(iv = txn_get(txn, key, r->index))) return -1;
+            if (iv == Py_None) goto done;
+        }
+    }
+    Py_buffer v;
+    if (buf) {
+        if (view_of(buf, &v) < 0) {
+            rc = -1;
+            goto done;
+        }
+        rc = wreader_decode(r, (const uint8_t *)v.buf, v.len, vec, expires);
+        PyBuffer_Release(&v);
+        goto done;
+    }
+    if (view_of(iv, &v) < 0) {
+        rc = -1;
+        goto done;
+    }
+    if (v.len != 16) {
+        PyBuffer_Release(&v);
+        goto done; /* a damaged index entry: the Python path counts it */
+    }
+    const uint8_t *ip = (const uint8_t *)v.buf;
+    uint32_t off = (uint32_t)ip[8] | ((uint32_t)ip[9] << 8) | ((uint32_t)ip[10] << 16) |
+                   ((uint32_t)ip[11] << 24);
+    uint32_t ln = (uint32_t)ip[12] | ((uint32_t)ip[13] << 8) | ((uint32_t)ip[14] << 16) |
+                  ((uint32_t)ip[15] << 24);
+    sid = PyBytes_FromStringAndSize((const char *)ip, 8);
+    PyBuffer_Release(&v);
+    if (!sid) {
+        rc = -1;
+        goto done;
+    }
+    if (!(seg = txn_get(txn, sid, r->segs))) {
+        rc = -1;
+        goto done;
+    }
+    if (seg == Py_None) goto done;
+    if (view_of(seg, &v) < 0) {
+        rc = -1;
+        goto done;
+    }
+    uint64_t end = (uint64_t)off + 16 + ln;
+    if (end <= (uint64_t)v.len &&
+        memcmp((const uint8_t *)v.buf + off, PyBytes_AS_STRING(key), 16) == 0)
+        rc = wreader_decode(r, (const uint8_t *)v.buf + off + 16, (Py_ssize_t)ln, vec, expires);
+    PyBuffer_Release(&v);
+done:
+    Py_XDECREF(iv);
+    Py_XDECREF(buf);
+    Py_XDECREF(sid);
+    Py_XDECREF(seg);
+    return rc;
+}
+
+/* the read: 1 *vec and *expires set, 0 not served here, -1 error (a BaseException that is
+ * not an Exception, e.g. KeyboardInterrupt; other LMDB-side errors are "not served here") */
+static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expires) {
+    int b = wreader_bind(r);
+    if (b <= 0) return b;
+    PyObject *h = r->h, *active = r->active;
+    Py_INCREF(h);
+    Py_INCREF(active);
+    int rc = 0;
+    if (PyList_Append(active, Py_None) < 0) {
+        Py_DECREF(h);
+        Py_DECREF(active);
+        return -1;
+    }
+    PyObject *res = PyObject_GetAttr(h, S_resizing);
+    int resizing = res ? PyObject_IsTrue(res) : -1;
+    Py_XDECREF(res);
+    if (resizing == 0) {
+        PyObject *txn = PyObject_CallNoArgs(r->begin);
+        if (txn) {
+            rc = wreader_lookup(r, txn, key, vec, expires);
+            PyObject *exc_type, *exc_value, *exc_tb;
+            PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+            PyObject *args[1] = {txn};
+            PyObject *ab = PyObject_VectorcallMethod(S_abort, args,
+                                                     1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (ab) {
+                Py_DECREF(ab);
+                PyErr_Restore(exc_type, exc_value, exc_tb);
+            } else { /* the abort's error replaces the lookup's */
+                Py_XDECREF(exc_type);
+                Py_XDECREF(exc_value);
+                Py_XDECREF(exc_tb);
+                rc = -1;
+            }
+            Py_DECREF(txn);
+        } else {
+            rc = -1;
+        }
+    } else if (resizing < 0) {
+        rc = -1;
+    }
+    /* leave as get_at leaves: announce the end, then wake a waiting resizer */
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    Py_ssize_t na = PyList_GET_SIZE(active);
+    if (na > 0) PyList_SetSlice(active, na - 1, na, NULL);
+    res = PyObject_GetAttr(h, S_resizing);
+    resizing = res ? PyObject_IsTrue(res) : -1;
+    Py_XDECREF(res);
+    if (resizing > 0) {
+        PyObject *w = PyObject_CallNoArgs(r->wake);
+        Py_XDECREF(w);
+    }
+    if (PyErr_Occurred()) { /* from the exit steps: a later error wins, as in Python */
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_value);
+        Py_XDECREF(exc_tb);
+        rc = -1;
+    } else {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+    }
+    Py_DECREF(h);
+    Py_DECREF(active);
+    if (rc < 0) {
+        Py_CLEAR(*vec);
+        if (PyErr_ExceptionMatches(PyExc_Exception)) { /* LMDB errors and the like */
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    if (rc == 0) Py_CLEAR(*vec);
+    return rc;
+}
+
+static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    WReader *r = (WReader *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!r->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+        return NULL;
+    }
+    if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames)))
+        return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
+    PyObject *content = args[0];
+    if (r->closed) return wreader_fallback(r, content);
+    int timed = (++r->tick & 15) == 0;
+    double t0 = timed ? mono_s() : 0.0;
+    uint8_t digest[16];
+    int d = content_digest(&r->base, content, digest);
+    if (d < 0) return NULL;
+    if (d == 0) return wreader_fallback(r, content);
+    PyObject *key = PyBytes_FromStringAndSize((const char *)digest, 16);
+    if (!key) return NULL;
+    PyObject *vec = NULL;
+    double expires = 0.0;
+    int rc = wreader_read(r, key, &vec, &expires);
+    if (rc <= 0) {
+        Py_DECREF(key);
+        return rc < 0 ? NULL : wreader_fallback(r, content);
+    }
+    if (expires != 0.0) { /* the caller's clock decides; expired: the Python path deletes */
+        PyObject *now = PyObject_CallNoArgs(r->clock);
+        if (!now) goto fail;
+        PyObject *e = PyFloat_FromDouble(expires);
+        int fresh = e ? PyObject_RichCompareBool(e, now, Py_GT) : -1;
+        Py_XDECREF(e);
+        Py_DECREF(now);
+        if (fresh < 0) goto fail;
+        if (!fresh) {
+            Py_DECREF(vec);
+            Py_DECREF(key);
+            return wreader_fallback(r, content);
+        }
+    }
+    if (r->closed) { /* closed by the clock (the caller's code) */
+        Py_DECREF(vec);
+        Py_DECREF(key);
+        return wreader_fallback(r, content);
+    }
+    /* _warm_get_one's locked section for a hit: record the access (and drain a full
+       buffer); the counters are kept here and folded in by take_hits() */
+    PyObject *got = PyObject_CallNoArgs(r->acquire);
+    if (!got) goto fail;
+    Py_DECREF(got);
+    int ok = PyList_Append(r->buffer, key) == 0;
+    if (ok && PyList_GET_SIZE(r->buffer) >= r->access_buffer) {
+        PyObject *dr = PyObject_CallNoArgs(r->drain);
+        ok = dr != NULL;
+        Py_XDECREF(dr);
+    }
+    if (ok) r->hits++;
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *rel = PyObject_CallNoArgs(r->release);
+    if (!rel) {
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_value);
+        Py_XDECREF(exc_tb);
+        goto fail;
+    }
+    Py_DECREF(rel);
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    if (!ok) goto fail;
+    Py_DECREF(key);
+    if (timed) {
+        PyObject *sec = PyFloat_FromDouble(mono_s() - t0);
+        PyObject *res = sec ? PyObject_CallOneArg(r->record_latency, sec) : NULL;
+        Py_XDECREF(sec);
+        if (!res) {
+            Py_DECREF(vec);
+            return NULL;
+        }
+        Py_DECREF(res);
+    }
+    return vec;
+fail:
+    Py_DECREF(vec);
+    Py_DECREF(key);
+    return NULL;
+}
+
+static int WReader_init(WReader *r, PyObject *args, PyObject *kwds) {
+    PyObject *fallback, *lock, *tier, *generations, *buffer, *drain, *clock, *record_latency,
+        *xxh3;
+    Py_buffer prefix, person;
+    Py_ssize_t dim, access_buffer;
+    if (!PyArg_ParseTuple(args, "OOOO!y*y*nO!nOOOO", &fallback, &lock, &tier, &PyDict_Type,
+                          &generations, &prefix, &person, &dim, &PyList_Type, &buffer,
+                          &access_buffer, &drain, &clock, &record_latency, &xxh3))
+        return -1;
+    int bad = dim < 1 || access_buffer < 1 || person.len > 16;
+    if (!bad) {
+        b2_init(&r->base, 16, (const uint8_t *)person.buf, (size_t)person.len);
+        b2_update(&r->base, (const uint8_t *)prefix.buf, (size_t)prefix.len);
+    }
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&person);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError,
+                        "dim and access_buffer must be >= 1, person at most 16 bytes");
+        return -1;
+    }
+    PyObject *acq = PyObject_GetAttrString(lock, "acquire");
+    if (!acq) return -1;
+    PyObject *rel = PyObject_GetAttrString(lock, "release");
+    if (!rel) {
+        Py_DECREF(acq);
+        return -1;
+    }
+#define SET(field, value) do { PyObject *_v = (value); Py_INCREF(_v); Py_XSETREF(r->field, _v); } while (0)
+    SET(fallback, fallback);
+    SET(tier, tier);
+    SET(generations, generations);
+    SET(buffer, buffer);
+    SET(drain, drain);
+    SET(clock, clock);
+    SET(record_latency, record_latency);
+    SET(xxh3, xxh3);
+#undef SET
+    Py_XSETREF(r->acquire, acq);
+    Py_XSETREF(r->release, rel);
+    Py_CLEAR(r->h); /* bound on the first call */
+    r->dim = (npy_intp)dim;
+    r->access_buffer = access_buffer;
+    r->hits = r->tick = 0;
+    r->closed = 0;
+    r->ready = 1;
+    r->vectorcall = WReader_vectorcall;
+    return 0;
+}
+
+static int WReader_traverse(WReader *r, visitproc visit, void *arg) {
+    Py_VISIT(r->fallback);
+    Py_VISIT(r->acquire);
+    Py_VISIT(r->release);
+    Py_VISIT(r->tier);
+    Py_VISIT(r->generations);
+    Py_VISIT(r->buffer);
+    Py_VISIT(r->drain);
+    Py_VISIT(r->clock);
+    Py_VISIT(r->record_latency);
+    Py_VISIT(r->xxh3);
+    Py_VISIT(r->h);
+    Py_VISIT(r->begin);
+    Py_VISIT(r->index);
+    Py_VISIT(r->records);
+    Py_VISIT(r->segs);
+    Py_VISIT(r->active);
+    Py_VISIT(r->wake);
+    return 0;
+}
+
+static int WReader_clear(WReader *r) {
+    r->ready = 0; /* first: a call from a finalizer below finds it uninitialised */
+    Py_CLEAR(r->fallback);
+    Py_CLEAR(r->acquire);
+    Py_CLEAR(r->release);
+    Py_CLEAR(r->tier);
+    Py_CLEAR(r->generations);
+    Py_CLEAR(r->buffer);
+    Py_CLEAR(r->drain);
+    Py_CLEAR(r->clock);
+    Py_CLEAR(r->record_latency);
+    Py_CLEAR(r->xxh3);
+    Py_CLEAR(r->h);
+    Py_CLEAR(r->begin);
+    Py_CLEAR(r->index);
+    Py_CLEAR(r->records);
+    Py_CLEAR(r->segs);
+    Py_CLEAR(r->active);
+    Py_CLEAR(r->wake);
+    return 0;
+}
+
+static void WReader_dealloc(WReader *r) {
+    PyObject_GC_UnTrack(r);
+    WReader_clear(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *WReader_close(WReader *r, PyObject *Py_UNUSED(ignored)) {
+    r->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *WReader_take_hits(WReader *r, PyObject *Py_UNUSED(ignored)) {
+    unsigned long long n = r->hits;
+    r->hits = 0;
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *WReader_digest(WReader *r, PyObject *content) {
+    if (!r->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+        return NULL;
+    }
+    uint8_t digest[16];
+    int d = content_digest(&r->base, content, digest);
+    if (d < 0) return NULL;
+    if (d == 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)digest, 16);
+}
+
+static PyObject *WReader_get_hits(WReader *r, void *Py_UNUSED(closure)) {
+    return PyLong_FromUnsignedLongLong(r->hits);
+}
+
+static PyMethodDef WReader_methods[] = {
+    {"close", (PyCFunction)WReader_close, METH_NOARGS,
+     "From now on every call goes to the fallback (the closed cache's Python embed)."},
+    {"take_hits", (PyCFunction)WReader_take_hits, METH_NOARGS,
+     "Warm hits served since the last call (the counter restarts at 0)."},
+    {"digest", (PyCFunction)WReader_digest, METH_O,
+     "digest(content) -> the 16-byte key KeyMaker.digest gives, or None where the reader "
+     "leaves it to KeyMaker (another type, a str with lone surrogates)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef WReader_getset[] = {
+    {"hits", (getter)WReader_get_hits, NULL, "Hits served and not yet taken.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef WReader_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(WReader, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject WReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tiercache._core.WarmReader",
+    .tp_basicsize = sizeof(WReader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "TierCache.embed's warm hit in C, hot tier off (see _core.c); everything "
+              "else falls back.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)WReader_init,
+    .tp_dealloc = (destructor)WReader_dealloc,
+    .tp_traverse = (traverseproc)WReader_traverse,
+    .tp_clear = (inquiry)WReader_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(WReader, vectorcall),
+    .tp_methods = WReader_methods,
+    .tp_getset = WReader_getset,
+    .tp_members = WReader_members,
+};
+
 /* ---- module functions --------------------------------------------------------------- */
 
 static Core *as_core(PyObject *o) {
@@ -1473,6 +2220,13 @@ PyMODINIT_FUNC PyInit__core(void) {
     import_array();
     if (PyType_Ready(&CoreType) < 0) return NULL;
     if (PyType_Ready(&ReaderType) < 0) return NULL;
+    if (PyType_Ready(&WReaderType) < 0) return NULL;
+    S_handle = PyUnicode_InternFromString("_handle");
+    S_resizing = PyUnicode_InternFromString("resizing");
+    S_get = PyUnicode_InternFromString("get");
+    S_abort = PyUnicode_InternFromString("abort");
+    S_fork_generation = PyUnicode_InternFromString("_fork_generation");
+    if (!S_handle || !S_resizing || !S_get || !S_abort || !S_fork_generation) return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
     const char *names[4] = {NULL, "window", "probation", "protected"};
@@ -1489,6 +2243,12 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&ReaderType);
     if (PyModule_AddObject(m, "HotReader", (PyObject *)&ReaderType) < 0) {
         Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&WReaderType);
+    if (PyModule_AddObject(m, "WarmReader", (PyObject *)&WReaderType) < 0) {
+        Py_DECREF(&WReaderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
 from . import codec
 from .aio import AsyncAPI
@@ -55,6 +56,7 @@ from .keys import (
 )
 from .policy import PolicyEngine
 from .stats import EncoderStats, TierStats, format_stats
+from .tiers import lmdb as _lmdb_tier
 from .tiers.lmdb import LmdbTier, segment_cost, segment_slots
 from .tiers.memory import NEVER, MemoryTier, hot_capacity
 from .tiers.redis import RedisTier, SharedUnavailable
@@ -249,6 +251,22 @@ class TierCache(AsyncAPI):
                 self._record_hot_latency,
             )
             self.__dict__["embed"] = self._fast
+        self._fast_warm: Any = None
+        if (_core is not None and hot_cap == 0 and self._warm is not None
+                and type(self).embed is TierCache.embed):
+            # the same for a warm hit when the hot tier is off (tiercache/_core.c
+            # WarmReader): digest, one read transaction through the tier's own py-lmdb
+            # environment, the record verified and decoded as codec.decode_at does, the
+            # access recorded under the lock as _warm_get_one records it; anything else (a
+            # miss, a corrupt or expired record, an LMDB error, a resize, a fork) calls the
+            # Python embed unchanged, before anything is counted
+            self._fast_warm = _core.WarmReader(
+                TierCache.embed.__get__(self, type(self)), self._lock, self._warm,
+                _lmdb_tier.__dict__, self._keys.prefix, KeyMaker.person, self.dim,
+                self._engine._buffer, self._engine.access_buffer, self._engine.drain,
+                self._clock, self._record_warm_latency, xxh3_64_intdigest,
+            )
+            self.__dict__["embed"] = self._fast_warm
 
     # -- construction helpers ----------------------------------------------------------
     @classmethod
@@ -277,8 +295,9 @@ class TierCache(AsyncAPI):
                 return
             self._closed = True
             self.__dict__.pop("embed", None)  # the C hot path; the method raises from now on
-            if self._fast is not None:
-                self._fast.close()  # references taken earlier fall back to the method too
+            for fast in (self._fast, self._fast_warm):
+                if fast is not None:
+                    fast.close()  # references taken earlier fall back to the method too
             self._fold_fast_hits()
             self._engine.drain()
         self._shutdown_pool()
@@ -292,11 +311,19 @@ class TierCache(AsyncAPI):
     def _record_hot_latency(self, seconds: float) -> None:
         self._s_hot.latency.add(seconds)
 
+    def _record_warm_latency(self, seconds: float) -> None:
+        self._s_warm.latency.add(seconds)
+
     def _fold_fast_hits(self) -> None:
-        """Add the C hot path's hits to the counters (call with the lock held)."""
+        """Add the C read paths' hits to the counters (call with the lock held)."""
         if self._fast is not None:
             n = self._fast.take_hits()
             self._s_hot.hits += n
+            self._lookups += n
+        if self._fast_warm is not None:  # a warm hit is a hot miss first, as in Python
+            n = self._fast_warm.take_hits()
+            self._s_warm.hits += n
+            self._s_hot.misses += n
             self._lookups += n
 
     def _check_open(self) -> None:

@@ -90,12 +90,18 @@ class Fingerprint:
 class KeyMaker:
     """Derives keys for one fingerprint. Thread-safe (each call copies a primed hasher)."""
 
-    __slots__ = ("fingerprint", "_base")
+    __slots__ = ("fingerprint", "prefix", "_base")
+
+    person = _PERSON
+    """The blake2b personalisation of every key."""
 
     def __init__(self, fingerprint: Fingerprint) -> None:
         self.fingerprint = fingerprint
+        self.prefix = _field(b"F", fingerprint.encode())
+        """The bytes hashed before every content (the compiled warm reader primes its own
+        hasher with them)."""
         self._base = hashlib.blake2b(digest_size=KEY_BYTES, person=_PERSON)
-        self._base.update(_field(b"F", fingerprint.encode()))
+        self._base.update(self.prefix)
 
     def digest(self, content: Content) -> bytes:
         """The 16-byte key of ``content``. Raises InvalidContentError for other types."""

@@ -788,6 +788,18 @@ class LmdbTier:
             handle = self._open()
         return handle
 
+    def _fast_bind(self) -> tuple[Any, ...] | None:
+        """What the compiled warm reader (``tiercache._core.WarmReader``) reads through, for
+        the current environment handle: ``(handle, begin, index, records, segs, active,
+        wake, packed_first, generation)``; None when closed. The reader calls it again
+        whenever ``_handle`` changes, and reads only while ``generation`` is the process's
+        fork generation (a forked child reopens through the Python path first)."""
+        h = self._handle
+        if h is None:
+            return None
+        return (h, functools.partial(h.env.begin, buffers=True), h.index, h.records, h.segs,
+                h.active, h.wake, self._packed_first, h.generation)
+
     def close(self) -> None:
         handle, self._handle = self._handle, None
         if handle is not None:
