@@ -313,3 +313,75 @@ def test_threads_read_while_a_writer_grows_the_map(tmp_path: Path) -> None:
     assert not wrong
     assert c._warm is not None and c._warm.stat()["map_size"] > 1 << 20
     c.close()
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _batch_case(tmp: Path, use_c: bool, hot: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """One scripted run of embed_many / get_many over hits, misses, repeats, blobs,
+    expired and corrupt records; the C rows reader on or off."""
+    clock = FakeClock()
+    cfg = make_config(tmp, hot={"enabled": hot, "max_bytes": 32 * (4 * DIM + 256)})
+    c = TierCache(cfg, encoder=HashEncoder(DIM), clock=clock)
+    if not use_c:
+        c._warm_reader = None
+    rng = random.Random(2)
+    texts = [f"b{i}" for i in range(300)]
+    c.embed_many(texts[:200] + texts[240:])
+    for t in texts[200:220]:  # records with a blob
+        c.set(t, np.full(DIM, 3, np.float32), metadata={"t": t})
+    for t in texts[220:240]:
+        c.set(t, np.full(DIM, 4, np.float32), ttl=5)
+    corrupt_records(c, [c._keys.digest(t) for t in texts[240:250]], random.Random(4))
+    clock.advance(10)  # 220..239 expire
+    outs = []
+    for _ in range(6):
+        batch = [rng.choice(texts) for _ in range(150)] + ["\ud800lone", b"bytes"]
+        outs.append(c.embed_many(batch))
+    entries = c.mget(texts[195:225])
+    outs.append(np.stack([e.vector if e is not None else np.zeros(DIM, np.float32)
+                          for e in entries]))
+    metas = [e.metadata if e is not None else None for e in entries]
+    s = c.stats()
+    c.close()
+    return outs, {"tiers": {t: {k: v for k, v in s["tiers"][t].items()
+                                if k in ("hits", "misses", "corrupt", "expired", "errors",
+                                         "promotions", "demotions", "writes")}
+                            for t in ("hot", "warm")},
+                  "lookups": s["lookups"], "metas": metas,
+                  "encoder": {k: s["encoder"][k] for k in ("calls", "texts")}}
+
+
+@pytest.mark.parametrize("hot", [False, True])
+def test_embed_many_and_get_many_equal_the_python_rows(tmp_path: Path, hot: bool) -> None:
+    got_c, stats_c = _batch_case(tmp_path / "c", True, hot)
+    got_py, stats_py = _batch_case(tmp_path / "py", False, hot)
+    assert len(got_c) == len(got_py)
+    for a, b in zip(got_c, got_py):
+        assert np.array_equal(a, b)
+    assert stats_c == stats_py
+    assert stats_c["tiers"]["warm"]["corrupt"] >= 1 and stats_c["tiers"]["warm"]["expired"] >= 1
+    assert any(m is not None for m in stats_c["metas"])
+
+
+def test_rows_validates_its_arguments(tmp_path: Path) -> None:
+    c = warm_only(tmp_path)
+    r = c._warm_reader
+    out = np.empty((2, DIM), np.float32)
+    with pytest.raises(TypeError):
+        r.rows(["a"], np.empty((2, DIM), np.float64), [[0]], 0.0, c._keys.digest)
+    with pytest.raises(TypeError):
+        r.rows(["a"], out[:, :4], [[0]], 0.0, c._keys.digest)
+    with pytest.raises(ValueError):
+        r.rows(["a", "b"], out, [[0]], 0.0, c._keys.digest)
+    with pytest.raises(IndexError):
+        r.rows(["a"], out, [[2]], 0.0, c._keys.digest)
+    with pytest.raises(TypeError):
+        r.rows(["a"], out, [[]], 0.0, c._keys.digest)
+    with pytest.raises(TypeError):
+        r.rows([3], out, [[0]], 0.0, lambda x: b"short")
+    keys, status, _ = r.rows(["a", "\ud800"], out, [[0], [1]], 0.0, c._keys.digest)
+    assert keys == [c._keys.digest("a"), c._keys.digest("\ud800")] and status == b"\0\0"
+    c.close()
+    assert r.rows(["a"], out, [[0]], 0.0, c._keys.digest) is None  # closed tier: Python

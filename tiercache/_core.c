@@ -1568,10 +1568,17 @@ static inline float half_to_float(uint16_t h) {
 #define REC_VERSION 1
 #define REC_FLAG_BLOB 1
 
-/* verify and decode one record (codec.decode_at's rules): 1 decoded into *vec (and
- * *expires), 0 not valid (corrupt, another dim or version), -1 error */
-static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, PyObject **vec,
-                          double *expires) {
+/* statuses of one key (rows() returns one byte per key) */
+#define WR_ABSENT 0
+#define WR_HIT 1
+#define WR_BLOB 2    /* valid, with a blob (metadata, text): left to the Python path */
+#define WR_CORRUPT 3 /* stored but not valid: never served */
+#define WR_EXPIRED 4
+
+/* verify and decode one record (codec.decode_at's rules) into dst: 1 decoded (*expires,
+ * *blob set), 0 not valid (corrupt, another dim or version), -1 error */
+static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst,
+                          double *expires, int *blob) {
     if (n < REC_HEADER) return 0;
     uint32_t crc = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
                    ((uint32_t)p[3] << 24);
@@ -1596,9 +1603,6 @@ static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, PyObject *
     Py_DECREF(d);
     if (digest == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     if ((uint32_t)digest != crc) return 0;
-    PyObject *a = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
-    if (!a) return -1;
-    float *dst = (float *)PyArray_DATA((PyArrayObject *)a);
     const uint8_t *body = p + REC_HEADER;
     if (codec_id == 0) {
         memcpy(dst, body, (size_t)r->dim * 4);
@@ -1608,14 +1612,8 @@ static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, PyObject *
     } else {
         for (npy_intp i = 0; i < r->dim; i++) dst[i] = (float)(int8_t)body[i] * scale;
     }
-    *vec = a;
+    *blob = n != body_end;
     return 1;
-}
-
-/* a value returned by txn.get with buffers=True: its bytes (valid while the transaction
- * lives) */
-static int view_of(PyObject *o, Py_buffer *v) {
-    return PyObject_GetBuffer(o, v, PyBUF_SIMPLE);
 }
 
 /* txn.get(key, None, db): a new reference, Py_None if absent, NULL on error */
@@ -1624,12 +1622,19 @@ static PyObject *txn_get(PyObject *txn, PyObject *key, PyObject *db) {
     return PyObject_VectorcallMethod(S_get, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
-/* the record of key inside txn (LmdbTier.get_at's lookup): 1 *vec decoded, 0 not served
- * here (absent, corrupt), -1 error */
-static int wreader_lookup(WReader *r, PyObject *txn, PyObject *key, PyObject **vec,
-                          double *expires) {
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+/* the record of key inside txn, found as LmdbTier.get_at finds it (a plain record, or a
+ * packed slot whose stored digest is key's), decoded into dst: WR_HIT (*expires and *blob
+ * set), WR_ABSENT, WR_CORRUPT, or -1 on error */
+static int wreader_lookup(WReader *r, PyObject *txn, PyObject *key, float *dst,
+                          double *expires, int *blob) {
     PyObject *iv = NULL, *buf = NULL, *sid = NULL, *seg = NULL;
-    int rc = 0;
+    Py_buffer v;
+    int rc = WR_ABSENT, d;
     if (r->packed_first) {
         if (!(iv = txn_get(txn, key, r->index))) return -1;
         if (iv == Py_None) {
@@ -1645,48 +1650,44 @@ static int wreader_lookup(WReader *r, PyObject *txn, PyObject *key, PyObject **v
             if (iv == Py_None) goto done;
         }
     }
-    Py_buffer v;
+    rc = WR_CORRUPT;
     if (buf) {
-        if (view_of(buf, &v) < 0) {
+        if (PyObject_GetBuffer(buf, &v, PyBUF_SIMPLE) < 0) {
             rc = -1;
             goto done;
         }
-        rc = wreader_decode(r, (const uint8_t *)v.buf, v.len, vec, expires);
+        d = wreader_decode(r, (const uint8_t *)v.buf, v.len, dst, expires, blob);
         PyBuffer_Release(&v);
+        rc = d < 0 ? -1 : d ? WR_HIT : WR_CORRUPT;
         goto done;
     }
-    if (view_of(iv, &v) < 0) {
+    if (PyObject_GetBuffer(iv, &v, PyBUF_SIMPLE) < 0) {
         rc = -1;
         goto done;
     }
-    if (v.len != 16) {
+    if (v.len != 16) { /* a damaged index entry */
         PyBuffer_Release(&v);
-        goto done; /* a damaged index entry: the Python path counts it */
+        goto done;
     }
     const uint8_t *ip = (const uint8_t *)v.buf;
-    uint32_t off = (uint32_t)ip[8] | ((uint32_t)ip[9] << 8) | ((uint32_t)ip[10] << 16) |
-                   ((uint32_t)ip[11] << 24);
-    uint32_t ln = (uint32_t)ip[12] | ((uint32_t)ip[13] << 8) | ((uint32_t)ip[14] << 16) |
-                  ((uint32_t)ip[15] << 24);
+    uint32_t off = le32(ip + 8), ln = le32(ip + 12);
     sid = PyBytes_FromStringAndSize((const char *)ip, 8);
     PyBuffer_Release(&v);
-    if (!sid) {
+    if (!sid || !(seg = txn_get(txn, sid, r->segs))) {
         rc = -1;
         goto done;
     }
-    if (!(seg = txn_get(txn, sid, r->segs))) {
+    if (seg == Py_None) goto done; /* an index entry without its segment: corrupt */
+    if (PyObject_GetBuffer(seg, &v, PyBUF_SIMPLE) < 0) {
         rc = -1;
         goto done;
     }
-    if (seg == Py_None) goto done;
-    if (view_of(seg, &v) < 0) {
-        rc = -1;
-        goto done;
+    if ((uint64_t)off + 16 + ln <= (uint64_t)v.len &&
+        memcmp((const uint8_t *)v.buf + off, PyBytes_AS_STRING(key), 16) == 0) {
+        d = wreader_decode(r, (const uint8_t *)v.buf + off + 16, (Py_ssize_t)ln, dst, expires,
+                           blob);
+        rc = d < 0 ? -1 : d ? WR_HIT : WR_CORRUPT;
     }
-    uint64_t end = (uint64_t)off + 16 + ln;
-    if (end <= (uint64_t)v.len &&
-        memcmp((const uint8_t *)v.buf + off, PyBytes_AS_STRING(key), 16) == 0)
-        rc = wreader_decode(r, (const uint8_t *)v.buf + off + 16, (Py_ssize_t)ln, vec, expires);
     PyBuffer_Release(&v);
 done:
     Py_XDECREF(iv);
@@ -1696,79 +1697,100 @@ done:
     return rc;
 }
 
-/* the read: 1 *vec and *expires set, 0 not served here, -1 error (a BaseException that is
- * not an Exception, e.g. KeyboardInterrupt; other LMDB-side errors are "not served here") */
-static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expires) {
+/* A read transaction as LmdbTier.get_at opens one: bound to the tier's current handle,
+ * announced in its ``active`` list, refused while this process resizes the map. */
+typedef struct {
+    PyObject *h, *active, *txn;
+} WTxn;
+
+/* 1 open, 0 not usable now (closed tier, forked child, resize), -1 error */
+static int wtxn_enter(WReader *r, WTxn *t) {
+    t->h = t->active = t->txn = NULL;
     int b = wreader_bind(r);
     if (b <= 0) return b;
-    PyObject *h = r->h, *active = r->active;
-    Py_INCREF(h);
-    Py_INCREF(active);
-    int rc = 0;
-    if (PyList_Append(active, Py_None) < 0) {
-        Py_DECREF(h);
-        Py_DECREF(active);
+    t->h = r->h;
+    t->active = r->active;
+    Py_INCREF(t->h);
+    Py_INCREF(t->active);
+    if (PyList_Append(t->active, Py_None) < 0) {
+        Py_CLEAR(t->h);
+        Py_CLEAR(t->active);
         return -1;
     }
-    PyObject *res = PyObject_GetAttr(h, S_resizing);
+    PyObject *res = PyObject_GetAttr(t->h, S_resizing);
     int resizing = res ? PyObject_IsTrue(res) : -1;
     Py_XDECREF(res);
-    if (resizing == 0) {
-        PyObject *txn = PyObject_CallNoArgs(r->begin);
-        if (txn) {
-            rc = wreader_lookup(r, txn, key, vec, expires);
-            PyObject *exc_type, *exc_value, *exc_tb;
-            PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-            PyObject *args[1] = {txn};
-            PyObject *ab = PyObject_VectorcallMethod(S_abort, args,
-                                                     1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-            if (ab) {
-                Py_DECREF(ab);
-                PyErr_Restore(exc_type, exc_value, exc_tb);
-            } else { /* the abort's error replaces the lookup's */
-                Py_XDECREF(exc_type);
-                Py_XDECREF(exc_value);
-                Py_XDECREF(exc_tb);
-                rc = -1;
-            }
-            Py_DECREF(txn);
-        } else {
-            rc = -1;
+    if (resizing != 0) return resizing > 0 ? 0 : -1; /* the caller still calls wtxn_exit */
+    t->txn = PyObject_CallNoArgs(r->begin);
+    return t->txn ? 1 : -1;
+}
+
+/* Close what wtxn_enter opened (abort the transaction, leave ``active``, wake a waiting
+ * resizer) and settle the outcome ``rc`` (-1 with an exception set, or >= 0): an error
+ * raised while leaving wins, as in Python. Errors that are Exceptions (LMDB's, a map
+ * resized by another process) become 0, "not served here": the Python path reads again and
+ * handles them. Others (KeyboardInterrupt) are returned as -1. */
+static int wtxn_exit(WReader *r, WTxn *t, int rc) {
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb);
+    if (t->txn) {
+        PyObject *args[1] = {t->txn};
+        PyObject *ab = PyObject_VectorcallMethod(S_abort, args,
+                                                 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_XDECREF(ab);
+        Py_CLEAR(t->txn);
+    }
+    if (t->active) {
+        Py_ssize_t na = PyList_GET_SIZE(t->active);
+        if (na > 0) PyList_SetSlice(t->active, na - 1, na, NULL);
+        PyObject *res = PyObject_GetAttr(t->h, S_resizing);
+        int resizing = res ? PyObject_IsTrue(res) : -1;
+        Py_XDECREF(res);
+        if (resizing > 0) {
+            PyObject *w = PyObject_CallNoArgs(r->wake);
+            Py_XDECREF(w);
         }
-    } else if (resizing < 0) {
-        rc = -1;
     }
-    /* leave as get_at leaves: announce the end, then wake a waiting resizer */
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    Py_ssize_t na = PyList_GET_SIZE(active);
-    if (na > 0) PyList_SetSlice(active, na - 1, na, NULL);
-    res = PyObject_GetAttr(h, S_resizing);
-    resizing = res ? PyObject_IsTrue(res) : -1;
-    Py_XDECREF(res);
-    if (resizing > 0) {
-        PyObject *w = PyObject_CallNoArgs(r->wake);
-        Py_XDECREF(w);
-    }
-    if (PyErr_Occurred()) { /* from the exit steps: a later error wins, as in Python */
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_value);
-        Py_XDECREF(exc_tb);
+    Py_CLEAR(t->h);
+    Py_CLEAR(t->active);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(etb);
         rc = -1;
     } else {
-        PyErr_Restore(exc_type, exc_value, exc_tb);
+        PyErr_Restore(et, ev, etb);
     }
-    Py_DECREF(h);
-    Py_DECREF(active);
     if (rc < 0) {
-        Py_CLEAR(*vec);
-        if (PyErr_ExceptionMatches(PyExc_Exception)) { /* LMDB errors and the like */
+        if (!PyErr_Occurred()) return 0;
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
             PyErr_Clear();
             return 0;
         }
         return -1;
     }
-    if (rc == 0) Py_CLEAR(*vec);
+    return rc;
+}
+
+/* embed's read: 1 *vec (a new array) and *expires set, 0 not served here, -1 error */
+static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expires) {
+    /* the array first: its allocation may run the garbage collector (finalizers are
+       Python code), better before the transaction than inside it */
+    PyObject *a = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
+    if (!a) return -1;
+    WTxn t;
+    int rc = wtxn_enter(r, &t), blob = 0;
+    if (rc > 0) {
+        rc = wreader_lookup(r, t.txn, key, (float *)PyArray_DATA((PyArrayObject *)a), expires,
+                            &blob);
+        if (rc >= 0) rc = rc == WR_HIT;
+    }
+    rc = wtxn_exit(r, &t, rc);
+    if (rc == 1) {
+        *vec = a;
+    } else {
+        Py_DECREF(a);
+    }
     return rc;
 }
 
@@ -1959,6 +1981,148 @@ static void WReader_dealloc(WReader *r) {
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
+/* rows(contents, out, rows_of, now, digest) -> (keys, status, expiries) or None.
+ *
+ * The warm part of embed_many, for the distinct contents a batch still wants: their keys
+ * (BLAKE2b here; ``digest(content)``, KeyMaker's, where this code leaves it), then one read
+ * transaction in which every record is found and verified as a single get finds and
+ * verifies it, and decoded into ``out[rows_of[i][0]]`` (then copied to the content's other
+ * rows, its repeats in the batch). ``status`` holds one byte per content: 0 absent, 1 hit
+ * (its rows written, expiry in ``expiries``, float64 per content), 2 a valid record with a
+ * blob (left to the Python path, which needs the blob), 3 stored but corrupt, 4 expired at
+ * ``now``. Nothing is counted or recorded here. None: the store cannot be read here now
+ * (closed, a forked child, a resize, an LMDB error); the caller reads it in Python.
+ */
+static PyObject *WReader_rows(WReader *r, PyObject *args) {
+    PyObject *contents, *outobj, *rows_of, *digest_fn;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!OO!dO", &PyList_Type, &contents, &outobj, &PyList_Type,
+                          &rows_of, &now, &digest_fn))
+        return NULL;
+    if (!r->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(contents);
+    if (!PyArray_Check(outobj) || PyArray_TYPE((PyArrayObject *)outobj) != NPY_FLOAT32 ||
+        PyArray_NDIM((PyArrayObject *)outobj) != 2 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outobj) ||
+        !PyArray_ISWRITEABLE((PyArrayObject *)outobj) ||
+        PyArray_DIM((PyArrayObject *)outobj, 1) != r->dim) {
+        PyErr_SetString(PyExc_TypeError, "out must be a writable C-contiguous float32 array "
+                                         "(rows, dim)");
+        return NULL;
+    }
+    if (PyList_GET_SIZE(rows_of) != n) {
+        PyErr_SetString(PyExc_ValueError, "rows_of must have one list of rows per content");
+        return NULL;
+    }
+    /* every row checked before anything is read (the lists are the caller's: copied) */
+    Py_ssize_t nrows = PyArray_DIM((PyArrayObject *)outobj, 0), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rl = PyList_GET_ITEM(rows_of, i);
+        if (!PyList_Check(rl) || PyList_GET_SIZE(rl) < 1) {
+            PyErr_SetString(PyExc_TypeError, "rows_of items must be non-empty lists of rows");
+            return NULL;
+        }
+        total += PyList_GET_SIZE(rl);
+    }
+    Py_ssize_t *at = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *start = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    PyObject *keys = NULL, *status = NULL, *expiries = NULL, *result = NULL;
+    if (!at || !start) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rl = PyList_GET_ITEM(rows_of, i);
+        start[i] = m;
+        Py_ssize_t nr = PyList_GET_SIZE(rl);
+        if (m + nr > total) {
+            PyErr_SetString(PyExc_RuntimeError, "rows_of changed while read");
+            goto out;
+        }
+        for (Py_ssize_t q = 0; q < nr; q++) {
+            Py_ssize_t row = PyLong_AsSsize_t(PyList_GET_ITEM(rl, q));
+            if (row == -1 && PyErr_Occurred()) goto out;
+            if (row < 0 || row >= nrows) {
+                PyErr_SetString(PyExc_IndexError, "a row of rows_of is outside out");
+                goto out;
+            }
+            at[m++] = row;
+        }
+    }
+    start[n] = m;
+    if (!(keys = PyList_New(n))) goto out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(contents, i), *k;
+        uint8_t digest[16];
+        int d = content_digest(&r->base, c, digest);
+        if (d < 0) goto out;
+        if (d) {
+            k = PyBytes_FromStringAndSize((const char *)digest, 16);
+        } else {
+            k = PyObject_CallOneArg(digest_fn, c);
+            if (k && (!PyBytes_CheckExact(k) || PyBytes_GET_SIZE(k) != 16)) {
+                Py_DECREF(k);
+                PyErr_SetString(PyExc_TypeError, "digest() must return 16 bytes");
+                k = NULL;
+            }
+        }
+        if (!k) goto out;
+        PyList_SET_ITEM(keys, i, k);
+    }
+    if (!(status = PyBytes_FromStringAndSize(NULL, n))) goto out;
+    if (!(expiries = PyBytes_FromStringAndSize(NULL, n * 8))) goto out;
+    uint8_t *st = (uint8_t *)PyBytes_AS_STRING(status);
+    double *ex = (double *)(void *)PyBytes_AS_STRING(expiries);
+    memset(st, WR_ABSENT, (size_t)n);
+    memset(ex, 0, (size_t)n * 8);
+    float *base = (float *)PyArray_DATA((PyArrayObject *)outobj);
+    WTxn t;
+    int rc = wtxn_enter(r, &t);
+    if (rc > 0) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double e = 0.0;
+            int blob = 0;
+            float *dst = base + at[start[i]] * r->dim;
+            int s = wreader_lookup(r, t.txn, PyList_GET_ITEM(keys, i), dst, &e, &blob);
+            if (s < 0) {
+                rc = -1;
+                break;
+            }
+            if (s == WR_HIT) {
+                if (blob) {
+                    s = WR_BLOB;
+                } else if (e != 0.0 && e <= now) { /* NaN never expires, as in Python */
+                    s = WR_EXPIRED;
+                } else {
+                    for (Py_ssize_t q = start[i] + 1; q < start[i + 1]; q++)
+                        memcpy(base + at[q] * r->dim, dst, (size_t)r->dim * 4);
+                }
+                ex[i] = e;
+            }
+            st[i] = (uint8_t)s;
+        }
+    }
+    rc = wtxn_exit(r, &t, rc);
+    if (rc < 0) goto out;
+    if (rc == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto out;
+    }
+    result = PyTuple_Pack(3, keys, status, expiries);
+out:
+    PyMem_Free(at);
+    PyMem_Free(start);
+    Py_XDECREF(keys);
+    Py_XDECREF(status);
+    Py_XDECREF(expiries);
+    return result;
+}
+
 static PyObject *WReader_close(WReader *r, PyObject *Py_UNUSED(ignored)) {
     r->closed = 1;
     Py_RETURN_NONE;
@@ -1991,6 +2155,9 @@ static PyMethodDef WReader_methods[] = {
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
     {"take_hits", (PyCFunction)WReader_take_hits, METH_NOARGS,
      "Warm hits served since the last call (the counter restarts at 0)."},
+    {"rows", (PyCFunction)WReader_rows, METH_VARARGS,
+     "rows(contents, out, rows_of, now, digest) -> (keys, status, expiries) or None: the "
+     "warm part of embed_many in one read transaction (see _core.c)."},
     {"digest", (PyCFunction)WReader_digest, METH_O,
      "digest(content) -> the 16-byte key KeyMaker.digest gives, or None where the reader "
      "leaves it to KeyMaker (another type, a str with lone surrogates)."},

@@ -153,6 +153,10 @@ def _check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
+# _lookup_lower's warm read: (fast_j, fast_exp, todo, corrupt, expired, drop)
+_WarmRows = tuple[list[int], list[float], list[tuple[int, Any]], int, int, list[bytes]]
+
+
 class TierCache(AsyncAPI):
     """A tiered embedding cache: hot RAM, warm LMDB, cold recompute.
 
@@ -251,22 +255,25 @@ class TierCache(AsyncAPI):
                 self._record_hot_latency,
             )
             self.__dict__["embed"] = self._fast
-        self._fast_warm: Any = None
-        if (_core is not None and hot_cap == 0 and self._warm is not None
-                and type(self).embed is TierCache.embed):
-            # the same for a warm hit when the hot tier is off (tiercache/_core.c
-            # WarmReader): digest, one read transaction through the tier's own py-lmdb
-            # environment, the record verified and decoded as codec.decode_at does, the
-            # access recorded under the lock as _warm_get_one records it; anything else (a
-            # miss, a corrupt or expired record, an LMDB error, a resize, a fork) calls the
-            # Python embed unchanged, before anything is counted
-            self._fast_warm = _core.WarmReader(
+        self._warm_reader: Any = None  # the warm tier's reads in C (embed_many's rows)
+        self._fast_warm: Any = None  # the same object, when it also serves embed
+        if _core is not None and self._warm is not None:
+            # tiercache/_core.c WarmReader: digests, one read transaction through the
+            # tier's own py-lmdb environment, records verified and decoded as
+            # codec.decode_at does. ``rows`` serves embed_many's warm part; with the hot
+            # tier off it also serves embed (below): a warm hit's access is recorded under
+            # the lock as _warm_get_one records it; anything else (a miss, a corrupt or
+            # expired record, an LMDB error, a resize, a fork) calls the Python embed
+            # unchanged, before anything is counted
+            self._warm_reader = _core.WarmReader(
                 TierCache.embed.__get__(self, type(self)), self._lock, self._warm,
                 _lmdb_tier.__dict__, self._keys.prefix, KeyMaker.person, self.dim,
                 self._engine._buffer, self._engine.access_buffer, self._engine.drain,
                 self._clock, self._record_warm_latency, xxh3_64_intdigest,
             )
-            self.__dict__["embed"] = self._fast_warm
+            if hot_cap == 0 and type(self).embed is TierCache.embed:
+                self._fast_warm = self._warm_reader
+                self.__dict__["embed"] = self._fast_warm
 
     # -- construction helpers ----------------------------------------------------------
     @classmethod
@@ -527,6 +534,20 @@ class TierCache(AsyncAPI):
         t0 = _perf()
         hot = self._hot
         warm_wanted: dict[Content, list[int]] = {}
+        if not hot.capacity:  # no hot tier: every distinct content goes to warm
+            warm_wanted = {c: [i] for i, c in enumerate(contents)}  # C speed when distinct
+            if len(warm_wanted) != len(contents):
+                warm_wanted = {}
+                for i, c in enumerate(contents):
+                    if c in warm_wanted:
+                        warm_wanted[c].append(i)
+                    else:
+                        warm_wanted[c] = [i]
+            with self._lock:
+                self._lookups += len(contents)
+                self._s_hot.misses += len(warm_wanted)
+                self._s_enc.deduplicated += len(contents) - len(warm_wanted)
+            return self._lookup_lower(contents, out, found, now, warm_wanted)
         with self._lock:
             self._lookups += len(contents)
             if self._fast is not None and found is None and not hot.n_expiring:
@@ -601,7 +622,13 @@ class TierCache(AsyncAPI):
         if not warm_wanted:
             return missing
         wanted = list(warm_wanted)
-        keys = [self._keys.digest(c) for c in wanted]
+        rows_of = list(warm_wanted.values())
+        read = None
+        t1 = _perf()
+        if self._warm_reader is not None:  # keys and records in C, one transaction
+            read = self._warm_reader.rows(wanted, out, rows_of, now, self._keys.digest)
+        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest,
+                                                                      wanted))
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None:
@@ -609,45 +636,25 @@ class TierCache(AsyncAPI):
             if self._shared is not None:
                 return self._shared_lookup(missing, out, found, now)
             return missing
-        t1 = _perf()
-        dim = self.dim
-        width = codec.record_size(dim, self._codec)
-        stride = KEY_BYTES + width
-        try:  # fixed rows (key + record) for records of this codec's length, one txn
-            pos, rows, others = self._warm.get_rows(keys, width)
-        except Exception:  # an unreadable store degrades to a miss, never an error
-            with self._lock:
-                self._s_warm.errors += 1
-            pos, rows, others = [], b"", []
-        # every header and expiry checked at once, vectors converted as one strided view;
-        # only the checksums are per record
-        fast, bad, expiry, fmatrix = codec.decode_rows(rows, len(pos), stride, KEY_BYTES,
-                                                       dim, self._codec)
         n_keys = len(keys)
-        rows_of = [warm_wanted[c] for c in wanted]
         hit = np.zeros(n_keys, dtype=bool)
-        drop: list[bytes] = []
-        corrupt = int(np.count_nonzero(bad))
-        posa = np.array(pos, dtype=np.intp)
-        dead = fast & (expiry != 0) & (expiry <= now)  # NaN never expires, as before
-        live = fast & ~dead
-        expired = int(np.count_nonzero(dead))
-        if expired:
-            drop = [keys[j] for j in posa[dead].tolist()]
-        fast_j: list[int] = posa[live].tolist()
+        if read is not None:
+            fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_c(
+                keys, read[1], read[2])
+        else:
+            t1 = _perf()
+            fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_python(
+                keys, rows_of, out, now)
         hit[fast_j] = True
         # the rest one by one: records of another codec or with metadata, other lengths
         slow_j: list[int] = []
         raws: list[codec.RawRecord] = []
-        todo: list[tuple[int, Any]] = others
-        if len(fast_j) + corrupt + expired != len(pos):
-            mv = memoryview(rows)
-            todo = [(pos[r], mv[r * stride + KEY_BYTES:(r + 1) * stride])
-                    for r in np.flatnonzero(~(fast | bad)).tolist()] + others
+        dim = self.dim
         for j, buf in todo:
-            raw = codec.decode_raw(buf, dim)
+            raw = codec.decode_raw(buf, dim) if buf is not None else None
             if raw is None:
-                corrupt += 1
+                if buf is not None:
+                    corrupt += 1
             elif raw[2] and raw[2] <= now:
                 expired += 1
                 drop.append(keys[j])
@@ -655,13 +662,6 @@ class TierCache(AsyncAPI):
                 slow_j.append(j)
                 raws.append(raw)
         hit[slow_j] = True
-        if fast_j:
-            fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
-            targets = [rows_of[j] for j in fast_j]
-            out[[r[0] for r in targets]] = fm  # one scatter; repeats copy their first row
-            for r in targets:
-                if len(r) > 1:
-                    out[r[1:]] = out[r[0]]
         if slow_j:
             smatrix = codec.raw_to_matrix(raws, dim)
             for m, j in enumerate(slow_j):
@@ -670,7 +670,7 @@ class TierCache(AsyncAPI):
             missing[wanted[j]] = (keys[j], rows_of[j])
         elapsed = _perf() - t1
         hits = fast_j + slow_j  # indexes into wanted/keys; a hit's vector is out[rows[0]]
-        hit_exp: list[float] = expiry[live].tolist() + [r[2] for r in raws]
+        hit_exp: list[float] = fast_exp + [r[2] for r in raws]
         hit_blob: list[bytes | None] = [None] * len(fast_j)
         hit_blob += [r[3] for r in raws]
         if found is not None:
@@ -699,6 +699,74 @@ class TierCache(AsyncAPI):
         if missing and self._shared is not None:
             return self._shared_lookup(missing, out, found, now)
         return missing
+
+    def _rows_from_c(
+        self, keys: list[bytes], status: bytes, expiries: bytes,
+    ) -> _WarmRows:
+        """``_lookup_lower``'s warm read, from ``WarmReader.rows``' result (every row of a
+        hit already in ``out``): ``(fast_j, fast_exp, todo, corrupt, expired, drop)``, as
+        :meth:`_rows_from_python` returns them. Records with a blob are read again here
+        (``todo``), for the blob."""
+        st = np.frombuffer(status, dtype=np.uint8)
+        fast = np.flatnonzero(st == 1)
+        fast_j: list[int] = fast.tolist()
+        fast_exp: list[float] = np.frombuffer(expiries, dtype=np.float64)[fast].tolist()
+        dead: list[int] = np.flatnonzero(st == 4).tolist()
+        todo: list[tuple[int, Any]] = []
+        blob_j: list[int] = np.flatnonzero(st == 2).tolist()
+        if blob_j:
+            warm = self._warm
+            assert warm is not None
+            try:
+                todo = list(zip(blob_j, warm.get_many_with([keys[j] for j in blob_j], bytes)))
+            except Exception:  # an unreadable store degrades to a miss, never an error
+                with self._lock:
+                    self._s_warm.errors += 1
+        return (fast_j, fast_exp, todo, int(np.count_nonzero(st == 3)), len(dead),
+                [keys[j] for j in dead])
+
+    def _rows_from_python(
+        self, keys: list[bytes], rows_of: list[list[int]], out: np.ndarray, now: float,
+    ) -> _WarmRows:
+        """``_lookup_lower``'s warm read in Python: fixed rows (key + record) of this codec's
+        record length in one transaction, every header and expiry checked at once, vectors
+        converted as one strided view (only the checksums are per record). Fills the rows
+        of ``fast_j`` (hits of this codec without a blob) and returns ``(fast_j, fast_exp,
+        todo, corrupt, expired, drop)``: ``todo`` lists ``(j, record)`` to decode one by
+        one (another codec or length, a blob; ``b""`` for a missing slot: corrupt)."""
+        warm = self._warm
+        assert warm is not None
+        dim = self.dim
+        width = codec.record_size(dim, self._codec)
+        stride = KEY_BYTES + width
+        try:
+            pos, rows, others = warm.get_rows(keys, width)
+        except Exception:  # an unreadable store degrades to a miss, never an error
+            with self._lock:
+                self._s_warm.errors += 1
+            pos, rows, others = [], b"", []
+        fast, bad, expiry, fmatrix = codec.decode_rows(rows, len(pos), stride, KEY_BYTES,
+                                                       dim, self._codec)
+        corrupt = int(np.count_nonzero(bad))
+        posa = np.array(pos, dtype=np.intp)
+        dead = fast & (expiry != 0) & (expiry <= now)  # NaN never expires, as before
+        live = fast & ~dead
+        expired = int(np.count_nonzero(dead))
+        drop = [keys[j] for j in posa[dead].tolist()] if expired else []
+        fast_j: list[int] = posa[live].tolist()
+        todo: list[tuple[int, Any]] = list(others)
+        if len(fast_j) + corrupt + expired != len(pos):
+            mv = memoryview(rows)
+            todo = [(pos[r], mv[r * stride + KEY_BYTES:(r + 1) * stride])
+                    for r in np.flatnonzero(~(fast | bad)).tolist()] + todo
+        if fast_j:
+            fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
+            targets = [rows_of[j] for j in fast_j]
+            out[[r[0] for r in targets]] = fm  # one scatter; repeats copy their first row
+            for r in targets:
+                if len(r) > 1:
+                    out[r[1:]] = out[r[0]]
+        return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
 
     # -- shared tier ------------------------------------------------------------------------
     def _shared_lookup(
