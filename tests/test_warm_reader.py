@@ -385,3 +385,15 @@ def test_rows_validates_its_arguments(tmp_path: Path) -> None:
     assert keys == [c._keys.digest("a"), c._keys.digest("\ud800")] and status == b"\0\0"
     c.close()
     assert r.rows(["a"], out, [[0]], 0.0, c._keys.digest) is None  # closed tier: Python
+
+
+def test_float16_conversion_is_exact_for_every_half() -> None:
+    """All 65,536 float16 bit patterns convert as numpy converts them: zeros of both signs,
+    subnormals, normals, infinities bit for bit; NaNs stay NaN."""
+    h = np.arange(65536, dtype=np.uint16)
+    got = core.f16_to_f32(h.tobytes())
+    want = h.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert got.dtype == np.float32 and got.shape == (65536,)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    assert np.isnan(got[nan]).all()
