@@ -1574,16 +1574,18 @@ static void halfs_to_floats(const uint8_t *src, float *dst, npy_intp n) {
 #define WR_CORRUPT 3 /* stored but not valid: never served */
 #define WR_EXPIRED 4
 
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
 /* verify and decode one record (codec.decode_at's rules) into dst: 1 decoded (*expires,
  * *blob set), 0 not valid (corrupt, another dim or version), -1 error */
 static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst,
                           double *expires, int *blob) {
     if (n < REC_HEADER) return 0;
-    uint32_t crc = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-                   ((uint32_t)p[3] << 24);
+    uint32_t crc = le32(p), rdim = le32(p + 8);
     uint8_t version = p[4], codec_id = p[5], flags = p[6];
-    uint32_t rdim = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) |
-                    ((uint32_t)p[11] << 24);
     if (version != REC_VERSION || (npy_intp)rdim != r->dim) return 0;
     Py_ssize_t itemsize = codec_id == 0 ? 4 : codec_id == 1 ? 2 : codec_id == 2 ? 1 : 0;
     if (!itemsize) return 0;
@@ -1618,11 +1620,6 @@ static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst
 static PyObject *txn_get(PyObject *txn, PyObject *key, PyObject *db) {
     PyObject *args[4] = {txn, key, Py_None, db};
     return PyObject_VectorcallMethod(S_get, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-static inline uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
 }
 
 /* the record of key inside txn, found as LmdbTier.get_at finds it (a plain record, or a
