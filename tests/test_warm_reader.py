@@ -387,13 +387,33 @@ def test_rows_validates_its_arguments(tmp_path: Path) -> None:
     assert r.rows(["a"], out, [[0]], 0.0, c._keys.digest) is None  # closed tier: Python
 
 
-def test_float16_conversion_is_exact_for_every_half() -> None:
-    """All 65,536 float16 bit patterns convert as numpy converts them: zeros of both signs,
-    subnormals, normals, infinities bit for bit; NaNs stay NaN."""
+@pytest.mark.parametrize("portable", [False, True], ids=["chosen", "portable"])
+def test_float16_conversion_is_exact_for_every_half(portable: bool) -> None:
+    """All 65,536 float16 bit patterns convert as numpy converts them, with the conversion
+    the reader uses on this CPU (F16C where it has it) and with the portable loop: zeros of
+    both signs, subnormals, normals, infinities bit for bit; NaNs stay NaN with their sign."""
     h = np.arange(65536, dtype=np.uint16)
-    got = core.f16_to_f32(h.tobytes())
+    got = core.f16_to_f32(h.tobytes(), portable)
     want = h.view(np.float16).astype(np.float32)
     nan = np.isnan(want)
     assert got.dtype == np.float32 and got.shape == (65536,)
     assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
     assert np.isnan(got[nan]).all()
+    assert np.array_equal(np.signbit(got[nan]), np.signbit(want[nan]))
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["chosen", "portable"])
+def test_float16_conversion_of_any_length_and_offset(portable: bool) -> None:
+    """Lengths that are not a multiple of the vector width (the F16C loop's scalar tail) and
+    buffers that start at an odd byte convert exactly."""
+    rng = np.random.default_rng(7)
+    raw = rng.integers(0, 2**16, 70, dtype=np.uint16).tobytes()
+    for start in (0, 1, 3):
+        for n in range(0, 34):
+            buf = raw[start:start + 2 * n]
+            want = np.frombuffer(buf, dtype="<f2").astype(np.float32)
+            got = core.f16_to_f32(buf, portable)
+            nan = np.isnan(want)
+            assert got.shape == (n,)
+            assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+            assert np.isnan(got[nan]).all()

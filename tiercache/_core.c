@@ -1540,27 +1540,55 @@ static int wreader_bind(WReader *r) {
     return gen == r->generation; /* a forked child reopens through the Python path */
 }
 
-/* n little-endian float16 values to float32, exactly (numpy's conversion), without a
- * branch per element (~0.75 us less per 384-d vector than a branchy one here). Normal and subnormal halves: the exponent and mantissa
- * bits shifted into a float's place read as 2^-112 times the value (a subnormal half lands
- * on a subnormal float with the same scale), so one multiply by 2^112 gives it exactly.
- * Inf and NaN (exponent all ones) keep their mantissa bits. */
-static void halfs_to_floats(const uint8_t *src, float *dst, npy_intp n) {
+/* n little-endian float16 values to float32, exactly (numpy's conversion), portable and
+ * without a branch per element, so the compiler vectorises it (setup.py passes
+ * -ftree-vectorize). Normal and subnormal halves: the exponent and mantissa bits shifted
+ * into a float's place read as 2^-112 times the value (a subnormal half lands on a
+ * subnormal float with the same scale), so one multiply by 2^112 gives it exactly. Inf and
+ * NaN (exponent all ones) keep their mantissa bits. */
+static void halfs_to_floats_portable(const uint8_t *src, float *dst, npy_intp n) {
     const float scale = 0x1p112f;
     for (npy_intp i = 0; i < n; i++) {
         uint32_t h = (uint32_t)src[2 * i] | ((uint32_t)src[2 * i + 1] << 8);
         uint32_t em = h & 0x7FFFu, sign = (h & 0x8000u) << 16;
-        uint32_t bits = em << 13;
+        uint32_t bits = em << 13, out;
         float f;
         memcpy(&f, &bits, 4);
         f *= scale;
-        uint32_t out;
         memcpy(&out, &f, 4);
         uint32_t special = 0x7F800000u | ((em & 0x3FFu) << 13);
-        out = em >= 0x7C00u ? special : out;
-        out |= sign;
+        uint32_t mask = 0u - (uint32_t)(em >= 0x7C00u); /* all ones for Inf and NaN */
+        out = (out & ~mask) | (special & mask) | sign;
         memcpy(&dst[i], &out, 4);
     }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define TC_HAVE_F16C 1
+/* the same conversion with the F16C instruction (vcvtph2ps: exact for every half, NaNs
+ * stay NaN), 8 halves at a time: ~35 ns for 384 against ~650 ns for the scalar loop on
+ * this project's 2-core AMD EPYC VMs. Chosen at import when the CPU and OS support it. */
+__attribute__((target("avx,f16c"))) static void halfs_to_floats_f16c(const uint8_t *src,
+                                                                    float *dst, npy_intp n) {
+    npy_intp i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i,
+                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+    halfs_to_floats_portable(src + 2 * i, dst + i, n - i);
+}
+#endif
+
+static int use_f16c = 0; /* set by the module's init: the CPU and OS support F16C */
+
+static void halfs_to_floats(const uint8_t *src, float *dst, npy_intp n) {
+#ifdef TC_HAVE_F16C
+    if (use_f16c) {
+        halfs_to_floats_f16c(src, dst, n);
+        return;
+    }
+#endif
+    halfs_to_floats_portable(src, dst, n);
 }
 
 #define REC_HEADER 24
@@ -2359,20 +2387,32 @@ static PyObject *mod_bind(PyObject *Py_UNUSED(m), PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* f16_to_f32(buffer) -> float32 array: the warm reader's float16 conversion (for tests) */
-static PyObject *mod_f16_to_f32(PyObject *Py_UNUSED(m), PyObject *arg) {
+/* f16_to_f32(buffer, portable=False) -> float32 array: the warm reader's float16
+ * conversion (for tests; portable=True runs the portable loop even where F16C is used) */
+static PyObject *mod_f16_to_f32(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *obj;
+    int portable = 0;
+    if (!PyArg_ParseTuple(args, "O|p", &obj, &portable)) return NULL;
     Py_buffer v;
-    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_SIMPLE) < 0) return NULL;
     npy_intp n = (npy_intp)(v.len / 2);
     PyObject *a = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
-    if (a) halfs_to_floats((const uint8_t *)v.buf, (float *)PyArray_DATA((PyArrayObject *)a), n);
+    if (a) {
+        float *dst = (float *)PyArray_DATA((PyArrayObject *)a);
+        if (portable) {
+            halfs_to_floats_portable((const uint8_t *)v.buf, dst, n);
+        } else {
+            halfs_to_floats((const uint8_t *)v.buf, dst, n);
+        }
+    }
     PyBuffer_Release(&v);
     return a;
 }
 
 static PyMethodDef module_methods[] = {
-    {"f16_to_f32", mod_f16_to_f32, METH_O,
-     "f16_to_f32(buffer) -> float32 array: the warm reader's float16 conversion."},
+    {"f16_to_f32", mod_f16_to_f32, METH_VARARGS,
+     "f16_to_f32(buffer, portable=False) -> float32 array: the warm reader's float16 "
+     "conversion (portable=True: the portable loop even where F16C is used)."},
     {"drain", mod_drain, METH_VARARGS,
      "drain(policy, keys): for each key in order, count it in the policy's sketch, then "
      "policy.on_hit(key). The engine's buffered drain."},
@@ -2393,6 +2433,10 @@ static struct PyModuleDef core_module = {
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
+#ifdef TC_HAVE_F16C
+    __builtin_cpu_init();
+    use_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#endif
     if (PyType_Ready(&CoreType) < 0) return NULL;
     if (PyType_Ready(&ReaderType) < 0) return NULL;
     if (PyType_Ready(&WReaderType) < 0) return NULL;
@@ -2408,6 +2452,10 @@ PyMODINIT_FUNC PyInit__core(void) {
     for (int i = 1; i <= 3; i++) {
         SEG_NAMES[i] = PyUnicode_InternFromString(names[i]);
         if (!SEG_NAMES[i]) return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "F16C", use_f16c) < 0) {
+        Py_DECREF(m);
+        return NULL;
     }
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "WTinyLFUCore", (PyObject *)&CoreType) < 0) {
