@@ -23,6 +23,9 @@ CORE := $(VENV)/.core
 $(CORE): $(STAMP) tiercache/_core.c setup.py
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python -c "import tiercache._core"
+	@# the extension is optional for pip (a failed compile keeps a stale .so): refuse it here
+	@test -n "$$(find tiercache -name '_core*.so' -newer tiercache/_core.c)" || \
+		{ echo "tiercache/_core.c did not compile (pip install -v -e . shows why)"; exit 1; }
 	touch $(CORE)
 
 install: $(STAMP) $(CORE)

@@ -365,6 +365,65 @@ def test_embed_many_and_get_many_equal_the_python_rows(tmp_path: Path, hot: bool
     assert any(m is not None for m in stats_c["metas"])
 
 
+def test_rows_in_segment_order_equal_the_python_rows(tmp_path: Path) -> None:
+    """rows() locates every packed slot first and reads the segments in id order: slots of
+    one segment, segments that are gone, slots past their segment's end and plain records
+    all come out as the Python path reads them, with identity rows (None) and with lists."""
+    from tiercache.tiers import lmdb as lmdb_tier
+
+    c = warm_only(tmp_path)
+    texts = [f"s{i}" for i in range(600)]
+    c.embed_many(texts)
+    for t in texts[590:]:  # plain records (with a blob) beside the packed ones
+        c.set(t, np.full(DIM, 5, np.float32), metadata={"t": t})
+    keys = [c._keys.digest(t) for t in texts]
+    warm = c._warm
+    assert warm is not None
+    gone: list[bytes] = []
+
+    def damage(txn: Any, h: Any) -> None:
+        sids = sorted({bytes(txn.get(k, db=h.index))[:8] for k in keys[:590]})
+        assert len(sids) > 4  # several segments, several slots each
+        txn.delete(sids[1], db=h.segs)  # an index entry without its segment
+        gone.append(sids[1])
+        k = keys[7]  # a slot past the end of its segment
+        sid, off, ln = lmdb_tier._IDX_FULL.unpack(bytes(txn.get(k, db=h.index)))
+        txn.put(k, lmdb_tier._IDX_FULL.pack(sid, off + 10**6, ln), db=h.index)
+
+    warm._write(damage)
+    r = c._warm_reader
+    order = random.Random(3).sample(texts, len(texts))  # not in segment order
+    n = len(order)
+    segof = warm._read(lambda txn, h: {k: bytes(txn.get(k, db=h.index) or b"")[:8]
+                                       for k in keys})
+    want_status = []
+    for t in order:
+        k = c._keys.digest(t)
+        if t in texts[590:]:
+            want_status.append(2)  # a blob: the Python path reads it
+        elif k == keys[7] or segof[k] in gone:
+            want_status.append(3)
+        else:
+            want_status.append(1)
+    out_id = np.zeros((n, DIM), np.float32)
+    got = r.rows(order, out_id, None, 0.0, c._keys.digest)
+    out_lists = np.zeros((n + 1, DIM), np.float32)
+    rows = [[j] for j in range(n)]
+    rep = want_status.index(1)
+    rows[rep] = [rep, n]  # a repeat row, copied from the first
+    assert got == r.rows(order, out_lists, rows, 0.0, c._keys.digest)
+    okeys, status, _ = got
+    assert okeys == [c._keys.digest(t) for t in order]
+    assert list(status) == want_status
+    served = [j for j, s in enumerate(status) if s == 1]
+    assert len(served) > 500
+    expected = HashEncoder(DIM).encode(order)  # what embed_many stored
+    assert np.array_equal(out_id[served], expected[served])
+    assert np.array_equal(out_lists[:n][served], expected[served])
+    assert np.array_equal(out_lists[n], out_lists[rep])
+    c.close()
+
+
 def test_rows_validates_its_arguments(tmp_path: Path) -> None:
     c = warm_only(tmp_path)
     r = c._warm_reader
@@ -379,6 +438,10 @@ def test_rows_validates_its_arguments(tmp_path: Path) -> None:
         r.rows(["a"], out, [[2]], 0.0, c._keys.digest)
     with pytest.raises(TypeError):
         r.rows(["a"], out, [[]], 0.0, c._keys.digest)
+    with pytest.raises(ValueError):
+        r.rows(["a"], out, ([0],), 0.0, c._keys.digest)  # neither None nor a list
+    with pytest.raises(IndexError):
+        r.rows(["a", "b", "c"], out, None, 0.0, c._keys.digest)  # identity rows past out
     with pytest.raises(TypeError):
         r.rows([3], out, [[0]], 0.0, lambda x: b"short")
     keys, status, _ = r.rows(["a", "\ud800"], out, [[0], [1]], 0.0, c._keys.digest)

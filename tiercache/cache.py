@@ -157,6 +157,19 @@ def _check_ttl(ttl: float | None) -> float | None:
 _WarmRows = tuple[list[int], list[float], list[tuple[int, Any]], int, int, list[bytes]]
 
 
+class _OwnRow:
+    """``rows_of`` of a batch without repeats: the j-th wanted content fills row j only.
+    Stands in for a list of one-row lists, so a hit-only batch allocates none of them."""
+
+    __slots__ = ()
+
+    def __getitem__(self, j: int) -> list[int]:
+        return [j]
+
+
+_OWN_ROW = _OwnRow()
+
+
 class TierCache(AsyncAPI):
     """A tiered embedding cache: hot RAM, warm LMDB, cold recompute.
 
@@ -535,19 +548,22 @@ class TierCache(AsyncAPI):
         hot = self._hot
         warm_wanted: dict[Content, list[int]] = {}
         if not hot.capacity:  # no hot tier: every distinct content goes to warm
-            warm_wanted = {c: [i] for i, c in enumerate(contents)}  # C speed when distinct
-            if len(warm_wanted) != len(contents):
-                warm_wanted = {}
-                for i, c in enumerate(contents):
-                    if c in warm_wanted:
-                        warm_wanted[c].append(i)
-                    else:
-                        warm_wanted[c] = [i]
+            if len(dict.fromkeys(contents)) == len(contents):  # no repeats (C speed)
+                with self._lock:
+                    self._lookups += len(contents)
+                    self._s_hot.misses += len(contents)
+                return self._lookup_lower(out, found, now, contents, _OWN_ROW)
+            for i, c in enumerate(contents):
+                if c in warm_wanted:
+                    warm_wanted[c].append(i)
+                else:
+                    warm_wanted[c] = [i]
             with self._lock:
                 self._lookups += len(contents)
                 self._s_hot.misses += len(warm_wanted)
                 self._s_enc.deduplicated += len(contents) - len(warm_wanted)
-            return self._lookup_lower(contents, out, found, now, warm_wanted)
+            return self._lookup_lower(out, found, now, list(warm_wanted),
+                                      list(warm_wanted.values()))
         with self._lock:
             self._lookups += len(contents)
             if self._fast is not None and found is None and not hot.n_expiring:
@@ -607,32 +623,32 @@ class TierCache(AsyncAPI):
                 self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
                 if hit_slots:
                     self._s_hot.latency.add((_perf() - t0) / len(contents))
-        return self._lookup_lower(contents, out, found, now, warm_wanted)
+        return self._lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
 
     def _lookup_lower(
         self,
-        contents: list[Content],
         out: np.ndarray,
         found: list[Entry | None] | None,
         now: float,
-        warm_wanted: dict[Content, list[int]],
+        wanted: list[Content],
+        rows_of: list[list[int]] | _OwnRow,
     ) -> dict[Content, tuple[bytes, list[int]]]:
-        """``_lookup_into`` past the hot tier: warm, then shared, for ``warm_wanted``."""
+        """``_lookup_into`` past the hot tier: warm, then shared, for the distinct contents
+        ``wanted``; ``rows_of[j]`` lists the rows of ``out`` that ``wanted[j]`` fills."""
         missing: dict[Content, tuple[bytes, list[int]]] = {}
-        if not warm_wanted:
+        if not wanted:
             return missing
-        wanted = list(warm_wanted)
-        rows_of = list(warm_wanted.values())
         read = None
         t1 = _perf()
         if self._warm_reader is not None:  # keys and records in C, one transaction
-            read = self._warm_reader.rows(wanted, out, rows_of, now, self._keys.digest)
+            read = self._warm_reader.rows(wanted, out, None if rows_of is _OWN_ROW else rows_of,
+                                          now, self._keys.digest)
         keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest,
                                                                       wanted))
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None:
-            missing = {c: (k, warm_wanted[c]) for c, k in zip(wanted, keys)}
+            missing = {c: (k, rows_of[j]) for j, (c, k) in enumerate(zip(wanted, keys))}
             if self._shared is not None:
                 return self._shared_lookup(missing, out, found, now)
             return missing
@@ -726,7 +742,8 @@ class TierCache(AsyncAPI):
                 [keys[j] for j in dead])
 
     def _rows_from_python(
-        self, keys: list[bytes], rows_of: list[list[int]], out: np.ndarray, now: float,
+        self, keys: list[bytes], rows_of: list[list[int]] | _OwnRow, out: np.ndarray,
+        now: float,
     ) -> _WarmRows:
         """``_lookup_lower``'s warm read in Python: fixed rows (key + record) of this codec's
         record length in one transaction, every header and expiry checked at once, vectors
@@ -761,6 +778,9 @@ class TierCache(AsyncAPI):
                     for r in np.flatnonzero(~(fast | bad)).tolist()] + todo
         if fast_j:
             fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
+            if rows_of is _OWN_ROW:
+                out[fast_j] = fm
+                return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
             targets = [rows_of[j] for j in fast_j]
             out[[r[0] for r in targets]] = fm  # one scatter; repeats copy their first row
             for r in targets:
