@@ -185,10 +185,42 @@ def test_misses_go_to_the_encoder_and_are_stored(tmp_path: Path) -> None:
     c.close()
 
 
-def test_corrupt_records_are_never_served(tmp_path: Path) -> None:
+def test_a_native_checksum_that_disagrees_is_not_used(tmp_path: Path) -> None:
+    """The C function is used only when it agrees with the callable: xxh64 lives in the
+    same extension module as xxh3 (which exports XXH3_64bits) but hashes differently."""
+    from xxhash import xxh3_64_intdigest, xxh64_intdigest
+
+    import tiercache.tiers.lmdb as lmdb_tier
+
+    c = warm_only(tmp_path)
+
+    def reader(fn: Any) -> Any:
+        return core.WarmReader(
+            TierCache.embed.__get__(c, type(c)), c._lock, c._warm, lmdb_tier.__dict__,
+            c._keys.prefix, KeyMaker.person, c.dim, c._engine._buffer,
+            c._engine.access_buffer, c._engine.drain, c._clock, c._record_warm_latency, fn)
+
+    assert reader(xxh3_64_intdigest).native_xxh3
+    assert not reader(xxh64_intdigest).native_xxh3
+    c.close()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-xxh3", "python-xxh3"])
+def test_corrupt_records_are_never_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          native: bool) -> None:
+    """Damaged records are caught with the checksum computed by xxhash's C function (looked
+    up at construction) and with the Python callable (a wrapper it cannot look through)."""
+    from xxhash import xxh3_64_intdigest
+
+    import tiercache.cache as cache_mod
+
+    if not native:
+        monkeypatch.setattr(cache_mod, "xxh3_64_intdigest",
+                            lambda b: xxh3_64_intdigest(b))  # a Python function
     rng = random.Random(11)
     texts = [f"r{i}" for i in range(400)]
     c = warm_only(tmp_path, encoder=HashEncoder(DIM))
+    assert c._warm_reader.native_xxh3 is native
     c.embed_many(texts)
     victims = rng.sample(texts, 40)
     corrupt_records(c, [c._keys.digest(t) for t in victims], rng)

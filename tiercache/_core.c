@@ -32,6 +32,9 @@
 #include <time.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
 
 #define SEG_FREE 0
 #define SEG_WINDOW 1
@@ -1472,10 +1475,53 @@ static int content_digest(const B2 *base, PyObject *content, uint8_t out[16]) {
  * None. ``generations`` is the dict holding the module's ``_fork_generation``.
  */
 
+typedef uint64_t (*xxh3_fn)(const void *, size_t);
+
+/* XXH3_64bits, the C function behind the Python ``xxh3`` callable (xxhash's
+ * xxh3_64_intdigest), looked up in the extension module that defines the callable, so a
+ * record's checksum costs no Python call. Used only when that module exports it and it
+ * agrees with the callable on inputs of every length class XXH3 treats apart (0-3, 4-8,
+ * 9-16, 17-128, 129-240, longer, up to several 1 KB stripes blocks); else NULL and the
+ * callable is called. Never raises. */
+static xxh3_fn resolve_xxh3(PyObject *pyfn) {
+    xxh3_fn fn = NULL;
+#if defined(__unix__) || defined(__APPLE__)
+    PyObject *name = PyObject_GetAttrString(pyfn, "__module__");
+    PyObject *mod = name && PyUnicode_Check(name) ? PyImport_GetModule(name) : NULL;
+    PyObject *file = mod ? PyObject_GetAttrString(mod, "__file__") : NULL;
+    const char *path = file && PyUnicode_Check(file) ? PyUnicode_AsUTF8(file) : NULL;
+    if (path) {
+        void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD); /* already loaded, or nothing */
+        if (lib) {
+            *(void **)(&fn) = dlsym(lib, "XXH3_64bits");
+            dlclose(lib); /* the module keeps it loaded */
+        }
+    }
+    Py_XDECREF(file);
+    Py_XDECREF(mod);
+    Py_XDECREF(name);
+    static const Py_ssize_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023,
+                                      1024, 1560, 3100, 5000};
+    uint8_t buf[5000];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 131u + (i >> 7));
+    for (size_t k = 0; fn && k < sizeof lens / sizeof lens[0]; k++) {
+        PyObject *mv = PyMemoryView_FromMemory((char *)buf, lens[k], PyBUF_READ);
+        PyObject *d = mv ? PyObject_CallOneArg(pyfn, mv) : NULL;
+        unsigned long long want = d ? PyLong_AsUnsignedLongLong(d) : 0;
+        Py_XDECREF(mv);
+        Py_XDECREF(d);
+        if (PyErr_Occurred() || want != fn(buf, (size_t)lens[k])) fn = NULL;
+    }
+    PyErr_Clear();
+#endif
+    return fn;
+}
+
 typedef struct {
     PyObject_HEAD
     PyObject *fallback, *acquire, *release, *tier, *generations, *buffer, *drain, *clock,
         *record_latency, *xxh3;
+    xxh3_fn xxh3_c; /* xxh3's own C function, when resolved (see resolve_xxh3) */
     /* the environment handle bound last (from tier._fast_bind()) */
     PyObject *h, *begin, *index, *records, *segs, *active, *wake;
     long generation;
@@ -1630,14 +1676,22 @@ static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst
     memcpy(expires, p + 12, 8);
     memcpy(&scale, p + 20, 4);
     if (codec_id == 2 && !isfinite(scale)) return 0;
-    PyObject *mv = PyMemoryView_FromMemory((char *)p + 4, n - 4, PyBUF_READ);
-    if (!mv) return -1;
-    PyObject *d = PyObject_CallOneArg(r->xxh3, mv);
-    Py_DECREF(mv);
-    if (!d) return -1;
-    unsigned long long digest = PyLong_AsUnsignedLongLong(d);
-    Py_DECREF(d);
-    if (digest == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    /* the whole record's cache lines requested at once (a cold record: the misses overlap
+       instead of streaming one after another through the checksum) */
+    for (Py_ssize_t o = 64; o < n; o += 64) __builtin_prefetch(p + o);
+    unsigned long long digest;
+    if (r->xxh3_c) {
+        digest = r->xxh3_c(p + 4, (size_t)(n - 4));
+    } else {
+        PyObject *mv = PyMemoryView_FromMemory((char *)p + 4, n - 4, PyBUF_READ);
+        if (!mv) return -1;
+        PyObject *d = PyObject_CallOneArg(r->xxh3, mv);
+        Py_DECREF(mv);
+        if (!d) return -1;
+        digest = PyLong_AsUnsignedLongLong(d);
+        Py_DECREF(d);
+        if (digest == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    }
     if ((uint32_t)digest != crc) return 0;
     const uint8_t *body = p + REC_HEADER;
     if (codec_id == 0) {
@@ -1988,6 +2042,7 @@ static int WReader_init(WReader *r, PyObject *args, PyObject *kwds) {
     SET(record_latency, record_latency);
     SET(xxh3, xxh3);
 #undef SET
+    r->xxh3_c = resolve_xxh3(xxh3);
     Py_XSETREF(r->acquire, acq);
     Py_XSETREF(r->release, rel);
     Py_CLEAR(r->h); /* bound on the first call */
@@ -2394,8 +2449,15 @@ static PyMethodDef WReader_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *WReader_get_native_xxh3(WReader *r, void *Py_UNUSED(closure)) {
+    return PyBool_FromLong(r->xxh3_c != NULL);
+}
+
 static PyGetSetDef WReader_getset[] = {
     {"hits", (getter)WReader_get_hits, NULL, "Hits served and not yet taken.", NULL},
+    {"native_xxh3", (getter)WReader_get_native_xxh3, NULL,
+     "True when records are checksummed by xxhash's own C function (no Python call).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -48,6 +48,7 @@ class HotReader:
 
 class WarmReader:
     hits: int
+    native_xxh3: bool
     def __init__(
         self, fallback: Any, lock: Any, tier: Any, generations: dict[str, Any],
         prefix: bytes, person: bytes, dim: int, buffer: list[Any], access_buffer: int,
