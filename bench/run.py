@@ -408,6 +408,12 @@ STORES: list[Callable[[int, Path], Store | None]] = [
 ]
 REF_HOT = "tiercache hot"
 REF_WARM = "tiercache warm float32"
+REDISVL = "RedisVL EmbeddingsCache"
+# the targets' stores and their floors' stores, measured again side by side in
+# alternating rounds (the targets use these numbers)
+PAIRED = (REF_HOT, "dict", REF_WARM, "tiercache warm float16", "raw lmdb", "diskcache",
+          REDISVL)
+PAIRED_ROUNDS = 5
 
 
 # --------------------------------------------------------------------------- timing
@@ -435,7 +441,9 @@ def timer_floor_ns() -> float:
 
 
 def bench_store(make: Callable[[int, Path], Store | None], w: Workload, p: Params,
-                tmp: Path) -> dict[str, Any] | None:
+                tmp: Path, kept: dict[str, Store] | None = None) -> dict[str, Any] | None:
+    """Load and measure one store, then close it, unless its name is in PAIRED and ``kept``
+    is given: then it stays open in ``kept`` for the side-by-side rounds."""
     items = list(zip(w.texts, w.vectors))
     gc.collect()
     tracemalloc.start()
@@ -495,8 +503,54 @@ def bench_store(make: Callable[[int, Path], Store | None], w: Workload, p: Param
                                        [fresh(w.texts, b) for b in w.batches[:10]]),
             }
     finally:
-        store.close()
+        if kept is not None and store.name in PAIRED:
+            kept[store.name] = store
+        else:
+            store.close()
     return res
+
+
+def paired_rounds(kept: dict[str, Store], w: Workload, rounds: int) -> dict[str, Any]:
+    """The target stores and their floors measured side by side: ``rounds`` rounds, each
+    timing a slice of every key distribution's single gets and of the batches on every
+    store in turn (the order rotated per round), so that a slow phase of the machine falls
+    on all of them alike. Disk stores are read through once first, untimed: pages idle
+    since their load may have been reclaimed. Returns {store: {"get_us": {dist: pct},
+    "batch_ms": pct, "rounds_get_p50_us": [...], "rounds_batch_p50_ms": [...]}}."""
+    names = [n for n in PAIRED if n in kept]
+    for n in names:
+        st = kept[n]
+        if st.medium == "disk":
+            for i in range(0, len(w.texts), BATCH):
+                st.get_batch(w.texts[i:i + BATCH])
+        time_each(st.get, fresh(w.texts, w.warmup))
+    rounds = max(1, min([rounds, len(w.batches)] + [len(v) for v in w.single.values()]))
+    single = {d: np.array_split(idx, rounds) for d, idx in w.single.items()}
+    batches = np.array_split(np.arange(len(w.batches)), rounds)
+    got: dict[str, dict[str, list[np.ndarray]]] = {
+        n: {k: [] for k in [*w.single, "batch"]} for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            st = kept[n]
+            for d in w.single:
+                gc.collect()
+                got[n][d].append(time_each(st.get, fresh(w.texts, single[d][r])))
+            gc.collect()
+            got[n]["batch"].append(time_each(
+                st.get_batch, [fresh(w.texts, w.batches[j]) for j in batches[r]]))
+    out: dict[str, Any] = {}
+    first = next(iter(w.single))
+    for n in names:
+        g = got[n]
+        out[n] = {"get_us": {d: pct(np.concatenate(g[d]), 1e3) for d in w.single},
+                  "batch_ms": pct(np.concatenate(g["batch"]), 1e6),
+                  "rounds_get_p50_us": [float(np.median(a)) / 1e3 for a in g[first]],
+                  "rounds_batch_p50_ms": [float(np.median(a)) / 1e6 for a in g["batch"]]}
+        log(f"  side by side: {n}: get p50 "
+            + ", ".join(f"{d} {out[n]['get_us'][d]['p50']:.2f} µs" for d in w.single)
+            + f", batch p50 {out[n]['batch_ms']['p50']:.3f} ms")
+    return out
 
 
 def profile_calls(fn: Callable[[Any], Any], args: Sequence[Any], top: int = 8
@@ -679,18 +733,17 @@ def _ratio(v: float, ref: float | None) -> str:
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     by = {r["name"]: r for r in res["stores"]}
     rows = []
+    # latencies from the side-by-side rounds where the run has them (every target store
+    # and its floor measured in the same machine phases), else each store's own
+    pr = res.get("paired") or {}
+    lat: dict[str, Any] = {n: pr.get(n, r) for n, r in by.items()}
 
     fl = res.get("floors")
-    raw = by.get("raw lmdb")
-    dict_ = by.get("dict")
+    raw = lat.get("raw lmdb")
+    dict_ = lat.get("dict")
     floor_of: dict[str, float | None] = {
-        # an exact str-keyed in-RAM map timed like the stores, plus a row copy (in C)
-        "hot_get_p50_us": (dict_["get_us"]["uniform"]["p50"] + fl["row_copy_us"]
-                           + fl.get("policy_update_us", 0.0))
-        if fl and dict_ else None,
         "hot_batch_p50_ms": fl["batch_ms"]["p50"] if fl else None,
         # py-lmdb itself: digest + one get + frombuffer, no verification
-        "warm_get_p50_us": raw["get_us"]["uniform"]["p50"] if raw else None,
         "warm_batch_p50_ms": raw["batch_ms"]["p50"] if raw else None,
     }
 
@@ -701,32 +754,35 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                      "at_least": key in AT_LEAST, "met": ok,
                      "floor": floor if floor is not None else floor_of.get(key)})
 
-    for dist in by[REF_HOT]["get_us"]:
+    for dist in lat[REF_HOT]["get_us"]:
         hot_floor = None
         if fl and dict_ and dist in dict_["get_us"]:  # the same key distribution's dict
+            # an exact str-keyed in-RAM map timed like the stores, plus a row copy (in C)
+            # and the policy's per-access update
             hot_floor = (dict_["get_us"][dist]["p50"] + fl["row_copy_us"]
                          + fl.get("policy_update_us", 0.0))
         add(f"hot single get p50 ({dist})", "hot_get_p50_us",
-            by[REF_HOT]["get_us"][dist]["p50"], hot_floor)
+            lat[REF_HOT]["get_us"][dist]["p50"], hot_floor)
     for name in (REF_WARM, "tiercache warm float16"):
-        for dist in by[name]["get_us"]:
+        for dist in lat[name]["get_us"]:
             add(f"{name.replace('tiercache ', '')} single get p50 ({dist})",
-                "warm_get_p50_us", by[name]["get_us"][dist]["p50"],
+                "warm_get_p50_us", lat[name]["get_us"][dist]["p50"],
                 raw["get_us"][dist]["p50"] if raw and dist in raw["get_us"] else None)
-    warm_u = by[REF_WARM]["get_us"]["uniform"]["p50"]
-    if "diskcache" in by:
+    warm_u = lat[REF_WARM]["get_us"]["uniform"]["p50"]
+    warm_b = lat[REF_WARM]["batch_ms"]["p50"]
+    if "diskcache" in lat:
         add("warm f32 single get vs diskcache (uniform p50)", "x_diskcache",
-            by["diskcache"]["get_us"]["uniform"]["p50"] / warm_u)
-    rv = by.get("RedisVL EmbeddingsCache")
+            lat["diskcache"]["get_us"]["uniform"]["p50"] / warm_u)
+    rv = lat.get(REDISVL)
     if rv is not None:
         add("warm f32 single get vs RedisVL get (uniform p50)", "x_redisvl_get",
             rv["get_us"]["uniform"]["p50"] / warm_u)
         add(f"warm f32 batch({BATCH}) vs RedisVL mget (p50)", "x_redisvl_mget",
-            rv["batch_ms"]["p50"] / by[REF_WARM]["batch_ms"]["p50"])
-    add(f"hot batch({BATCH}) p50", "hot_batch_p50_ms", by[REF_HOT]["batch_ms"]["p50"])
+            rv["batch_ms"]["p50"] / warm_b)
+    add(f"hot batch({BATCH}) p50", "hot_batch_p50_ms", lat[REF_HOT]["batch_ms"]["p50"])
     for name in (REF_WARM, "tiercache warm float16"):
         add(f"{name.replace('tiercache ', '')} batch({BATCH}) p50", "warm_batch_p50_ms",
-            by[name]["batch_ms"]["p50"])
+            lat[name]["batch_ms"]["p50"])
     fp = by[REF_WARM]["footprint"]
     add("warm float32 bytes/vector (B-tree pages)", "warm_bytes_ratio", fp["bytes"] / PAYLOAD)
     add("warm float32 bytes/vector (data.mdb on disk)", "warm_bytes_ratio",
@@ -816,6 +872,13 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
         "`used_memory` after the load minus before, per vector. RedisVL EmbeddingsCache "
         "(redisvl 0.28, `get`/`mget`/`set` with the embedding as a list of floats, as its "
         "API takes and returns them) on the same server.",
+        f"* Side by side: the targets' stores and their floors ({', '.join(PAIRED)}) stay "
+        f"open after their own measurement and are measured again in {PAIRED_ROUNDS} "
+        "alternating rounds (each round: a fifth of each distribution's single gets and of "
+        "the batches on every store, the order rotated per round; disk stores read through "
+        "once first, untimed). This VM's speed drifts by up to 2x over minutes and each "
+        "store's own measurement runs minutes apart from the others', so the Targets table "
+        "uses the side-by-side numbers (the per-store tables above keep their own).",
         "",
     ]
     ref = {d: by[REF_HOT]["get_us"][d]["p50"] for d in by[REF_HOT]["get_us"]}
@@ -840,6 +903,25 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
     L += ["", f"## Batch get of {BATCH} keys → ({BATCH}, {DIM}) matrix (ms)", ""]
     L += _table(["store", "p50", "p90", "p99", "max", "p50 vs tiercache hot",
                  "p50 vs tiercache warm f32"], rows)
+    pr = res.get("paired") or {}
+    if REF_WARM in pr:
+        w0 = pr[REF_WARM]
+        rows = []
+        for name, v in pr.items():
+            g, g0 = v["get_us"]["uniform"], w0["get_us"]["uniform"]
+            rows.append([name, _f(g["p50"]), _f(g["p99"]), _ratio(g["p50"], g0["p50"]),
+                         _f(v["get_us"].get("zipf1.0", {}).get("p50")),
+                         _f(v["batch_ms"]["p50"], 3), _f(v["batch_ms"]["p99"], 3),
+                         _ratio(v["batch_ms"]["p50"], w0["batch_ms"]["p50"]),
+                         " / ".join(f"{x:.3g}" for x in v["rounds_get_p50_us"])])
+        L += ["", f"## Side by side: {len(pr)} stores in {PAIRED_ROUNDS} alternating rounds",
+              "", "Single gets (µs) and batches of 1000 (ms) of the targets' stores and "
+              "their floors, measured again in turn (see Method); the Targets table uses "
+              "these. The last column is each round's uniform single-get p50: the "
+              "machine's drift during the rounds.", ""]
+        L += _table(["store", "uniform p50", "uniform p99", "uniform p50 vs warm f32",
+                     "zipf p50", "batch p50", "batch p99", "batch p50 vs warm f32",
+                     "uniform p50 per round"], rows)
     rows = [[r["name"]] + [_f(r["set_us"][k]) for k in ("p50", "p90", "p99", "max")]
             for r in stores]
     L += ["", "## Single set of a fresh key (µs)", ""]
@@ -916,6 +998,9 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
                           f"{x['own_us_per_op']:.2f}", f"{x['cum_us_per_op']:.2f}"]
                          for x in prof[kind]])
     L += ["", "## Targets", ""]
+    if res.get("paired"):
+        L += ["Latencies, ratios and the `dict`/`raw lmdb` floors below come from the "
+              "side-by-side rounds (every side measured in the same machine phases).", ""]
     L += _table(["target", "limit", "measured", "status", "floor, same run"], rows)
     fl = res.get("floors")
     if fl:
@@ -1139,12 +1224,21 @@ def main(argv: list[str] | None = None) -> int:
         server = _start_redis(tmp)  # stopped in the outer finally, after the cold path
         res["redis"] = {"server": server.version if server else None,
                         "skipped": None if server else "redis-server is not installed"}
-        for i, make in enumerate(STORES, 1):
-            log(f"store {i}/{len(STORES)}")
-            r = bench_store(make, w, p, tmp)
-            if r is not None:
-                res["stores"].append(r)
-            gc.collect()
+        kept: dict[str, Store] = {}
+        try:
+            for i, make in enumerate(STORES, 1):
+                log(f"store {i}/{len(STORES)}")
+                r = bench_store(make, w, p, tmp, kept)
+                if r is not None:
+                    res["stores"].append(r)
+                gc.collect()
+            res["paired"] = None
+            if REF_WARM in kept and len(kept) > 1:
+                log(f"side by side: {', '.join(kept)} in {PAIRED_ROUNDS} alternating rounds")
+                res["paired"] = paired_rounds(kept, w, PAIRED_ROUNDS)
+        finally:
+            for st in kept.values():
+                st.close()
         log("memory floors (dict probe + row copy, in C)")
         res["floors"] = memory_floors(w)
         log("end-to-end stream")

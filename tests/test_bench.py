@@ -98,6 +98,31 @@ def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
     assert res["cold"] is None  # the smoke run never loads the model
 
 
+def test_ratio_stores_are_measured_side_by_side(smoke: tuple[str, dict]) -> None:
+    """The targets' stores and their floors are measured again in alternating rounds, and
+    the targets are those rounds' p50s (the same machine phases for every side)."""
+    md, res = smoke
+    pr = res["paired"]
+    by = {r["name"]: r for r in res["stores"]}
+    paired = [n for n in ("tiercache hot", "dict", "tiercache warm float32",
+                          "tiercache warm float16", "raw lmdb", "diskcache",
+                          "RedisVL EmbeddingsCache") if n in by]
+    assert sorted(pr) == sorted(paired)
+    for v in pr.values():
+        for dist in ("uniform", "zipf1.0"):
+            assert all(isinstance(v["get_us"][dist][q], float) for q in QUANTILES)
+        assert all(isinstance(v["batch_ms"][q], float) for q in QUANTILES)
+        assert len(v["rounds_get_p50_us"]) == len(v["rounds_batch_p50_ms"]) >= 1
+    value = {t["target"]: t for t in res["targets"]}
+    warm = pr["tiercache warm float32"]["get_us"]["uniform"]["p50"]
+    assert value["warm f32 single get vs diskcache (uniform p50)"]["value"] == pytest.approx(
+        pr["diskcache"]["get_us"]["uniform"]["p50"] / warm)
+    w16 = value["warm float16 single get p50 (zipf1.0)"]
+    assert w16["value"] == pr["tiercache warm float16"]["get_us"]["zipf1.0"]["p50"]
+    assert w16["floor"] == pr["raw lmdb"]["get_us"]["zipf1.0"]["p50"]
+    assert "## Side by side:" in md
+
+
 def test_a_saved_run_renders_again_without_measuring(
     smoke: tuple[str, dict], tmp_path: Path
 ) -> None:
