@@ -77,6 +77,12 @@ typedef struct {
     Py_ssize_t n_nodes, free_head;
     Node *nodes; /* one struct per node: a touch costs one cache line, not four */
     PyObject *index; /* dict: key -> int node */
+    /* a direct-mapped cache of key object -> node, by the object's address: a hit (the
+       node's key is that very object) skips the dict probe and the int it returns,
+       ~3 cache misses of a drained access. A stale or colliding entry fails the identity
+       check and the dict answers (and refills the entry). */
+    Py_ssize_t *hint;
+    int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
     uint8_t *table;
@@ -232,11 +238,22 @@ static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
 
 static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
 
+static inline Py_ssize_t *hint_slot(Core *c, PyObject *key) {
+    return &c->hint[((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> c->hint_shift];
+}
+
 /* node of key, -1 if not resident, -2 on error */
 static inline Py_ssize_t find(Core *c, PyObject *key) {
+    Py_ssize_t *h = hint_slot(c, key);
+    Py_ssize_t n = *h;
+    /* a live key object is at one address only: the node holding this very object is
+       key's node (its strong reference keeps the object, hence the address, alive) */
+    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) return n;
     PyObject *v = PyDict_GetItemWithError(c->index, key);
     if (!v) return PyErr_Occurred() ? -2 : -1;
-    return PyLong_AsSsize_t(v);
+    n = PyLong_AsSsize_t(v);
+    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) *h = n;
+    return n;
 }
 
 /* a new resident node for key (not linked); -1 on error */
@@ -453,6 +470,8 @@ static void free_arrays(Core *c) {
     PyMem_Free(c->nodes);
     c->nodes = NULL;
     c->n_nodes = 0;
+    PyMem_Free(c->hint);
+    c->hint = NULL;
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -579,7 +598,12 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     }
     Py_ssize_t nn = cap + FIRST_NODE + 4;
     c->nodes = PyMem_Calloc((size_t)nn, sizeof(Node));
-    if (!c->nodes) {
+    int hbits = 4;
+    while (hbits < 40 && ((Py_ssize_t)1 << hbits) < nn) hbits++;
+    c->hint_shift = 64 - hbits;
+    c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
+    if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
+    if (!c->nodes || !c->hint) {
         Py_DECREF(counts);
         free_arrays(c);
         return PyErr_NoMemory();
