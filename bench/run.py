@@ -770,15 +770,20 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 raw["get_us"][dist]["p50"] if raw and dist in raw["get_us"] else None)
     warm_u = lat[REF_WARM]["get_us"]["uniform"]["p50"]
     warm_b = lat[REF_WARM]["batch_ms"]["p50"]
+    # a ratio's floor: the ratio raw py-lmdb itself reaches against the same peer
+    raw_u = raw["get_us"]["uniform"]["p50"] if raw else None
+    raw_b = raw["batch_ms"]["p50"] if raw else None
     if "diskcache" in lat:
-        add("warm f32 single get vs diskcache (uniform p50)", "x_diskcache",
-            lat["diskcache"]["get_us"]["uniform"]["p50"] / warm_u)
+        dc = lat["diskcache"]["get_us"]["uniform"]["p50"]
+        add("warm f32 single get vs diskcache (uniform p50)", "x_diskcache", dc / warm_u,
+            dc / raw_u if raw_u else None)
     rv = lat.get(REDISVL)
     if rv is not None:
+        rv_u, rv_b = rv["get_us"]["uniform"]["p50"], rv["batch_ms"]["p50"]
         add("warm f32 single get vs RedisVL get (uniform p50)", "x_redisvl_get",
-            rv["get_us"]["uniform"]["p50"] / warm_u)
+            rv_u / warm_u, rv_u / raw_u if raw_u else None)
         add(f"warm f32 batch({BATCH}) vs RedisVL mget (p50)", "x_redisvl_mget",
-            rv["batch_ms"]["p50"] / warm_b)
+            rv_b / warm_b, rv_b / raw_b if raw_b else None)
     add(f"hot batch({BATCH}) p50", "hot_batch_p50_ms", lat[REF_HOT]["batch_ms"]["p50"])
     for name in (REF_WARM, "tiercache warm float16"):
         add(f"{name.replace('tiercache ', '')} batch({BATCH}) p50", "warm_batch_p50_ms",
@@ -956,7 +961,10 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
         f = x.get("floor")
         if f is None:
             return "–"
-        reach = "reachable" if f <= x["limit"] else "**below the floor**"
+        if x.get("at_least"):  # a ratio: what raw py-lmdb reaches against the same peer
+            reach = "reachable" if f >= x["limit"] else "**beyond the floor**"
+        else:
+            reach = "reachable" if f <= x["limit"] else "**below the floor**"
         return f"{f:,.3g} {x['unit']} ({reach})"
 
     rows = [[x["target"], f"{'≥' if x.get('at_least') else '≤'} {x['limit']:,} {x['unit']}",
@@ -1018,10 +1026,13 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
               "tiercache's warm reads are compiled (`WarmReader`: the same py-lmdb calls "
               "made from C), so they can come in under this floor even with two gets, a "
               "checksum and the policy update per read; what remains is LMDB's own B-tree "
-              "search. A limit below its floor cannot be met on this machine by a Python "
-              "implementation with that contract; a tiercache value above the floor is the "
-              "price of the policy (sketch and segment updates per access), the TTL check, "
-              "the lock and verification."]
+              "search. Ratios against a peer: the ratio raw py-lmdb itself reaches against "
+              "that peer in the same measurements (beyond it, a target asks more than a "
+              "hand-rolled py-lmdb cache gets). A limit below its floor (or a ratio beyond "
+              "it) cannot be met on this machine by a Python implementation with that "
+              "contract; a tiercache value above the floor is the price of the policy "
+              "(sketch and segment updates per access), the TTL check, the lock and "
+              "verification."]
     L += ["", "Where the time goes, why a target is not met and what would close the gap: "
           "[performance.md](performance.md)."]
     return "\n".join(L) + "\n"
