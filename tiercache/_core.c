@@ -1190,6 +1190,14 @@ static PyObject *Reader_call(PyObject *self, PyObject *args, PyObject *kwds) {
  * caller and no entry carrying an expiry, copy the hot row of every content found into
  * out[i] and record its access (draining a full buffer once at the end, as
  * record_hot_hits does). Hits are not counted here (the caller counts the batch). */
+/* out is a writable C-contiguous float32 array of dim columns (gather's and rows') */
+static int out_rows_ok(PyObject *out, npy_intp dim) {
+    if (!PyArray_Check(out)) return 0;
+    PyArrayObject *a = (PyArrayObject *)out;
+    return PyArray_TYPE(a) == NPY_FLOAT32 && PyArray_NDIM(a) == 2 &&
+           PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISWRITEABLE(a) && PyArray_DIM(a, 1) == dim;
+}
+
 static PyObject *Reader_gather(Reader *r, PyObject *args) {
     PyObject *contents, *outobj;
     if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &contents, &outobj)) return NULL;
@@ -1202,12 +1210,7 @@ static PyObject *Reader_gather(Reader *r, PyObject *args) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(contents);
-    if (!PyArray_Check(outobj) || PyArray_TYPE((PyArrayObject *)outobj) != NPY_FLOAT32 ||
-        PyArray_NDIM((PyArrayObject *)outobj) != 2 ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outobj) ||
-        !PyArray_ISWRITEABLE((PyArrayObject *)outobj) ||
-        PyArray_DIM((PyArrayObject *)outobj, 0) != n ||
-        PyArray_DIM((PyArrayObject *)outobj, 1) != r->dim) {
+    if (!out_rows_ok(outobj, r->dim) || PyArray_DIM((PyArrayObject *)outobj, 0) != n) {
         PyErr_SetString(PyExc_TypeError,
                         "out must be a writable C-contiguous float32 array (len(contents), dim)");
         return NULL;
@@ -1806,15 +1809,23 @@ static PyObject *wreader_segment(WReader *r, PyObject *txn, const WSlot *slot) {
     return seg;
 }
 
+/* the record of key's slot inside the segment's bytes (seg, n): its address when the slot
+ * lies inside the segment and holds key's digest, else NULL (corrupt) */
+static inline const uint8_t *slot_record(const uint8_t *seg, Py_ssize_t n, const WSlot *slot,
+                                         PyObject *key) {
+    if (!seg || (uint64_t)slot->off + 16 + slot->len > (uint64_t)n ||
+        memcmp(seg + slot->off, PyBytes_AS_STRING(key), 16) != 0)
+        return NULL;
+    return seg + slot->off + 16;
+}
+
 /* the packed record of key at slot inside the segment's bytes (seg, n): WR_HIT (decoded
- * into dst) when the slot lies inside the segment and holds key's digest and a valid
- * record, else WR_CORRUPT; -1 on error */
+ * into dst) when slot_record finds it and it is valid, else WR_CORRUPT; -1 on error */
 static int wreader_slot(WReader *r, const uint8_t *seg, Py_ssize_t n, const WSlot *slot,
                         PyObject *key, float *dst, double *expires, int *blob) {
-    if ((uint64_t)slot->off + 16 + slot->len > (uint64_t)n ||
-        memcmp(seg + slot->off, PyBytes_AS_STRING(key), 16) != 0)
-        return WR_CORRUPT;
-    int d = wreader_decode(r, seg + slot->off + 16, (Py_ssize_t)slot->len, dst, expires, blob);
+    const uint8_t *rec = slot_record(seg, n, slot, key);
+    if (!rec) return WR_CORRUPT;
+    int d = wreader_decode(r, rec, (Py_ssize_t)slot->len, dst, expires, blob);
     return d < 0 ? -1 : d ? WR_HIT : WR_CORRUPT;
 }
 
@@ -2215,11 +2226,7 @@ static PyObject *WReader_rows(WReader *r, PyObject *args) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(contents);
-    if (!PyArray_Check(outobj) || PyArray_TYPE((PyArrayObject *)outobj) != NPY_FLOAT32 ||
-        PyArray_NDIM((PyArrayObject *)outobj) != 2 ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outobj) ||
-        !PyArray_ISWRITEABLE((PyArrayObject *)outobj) ||
-        PyArray_DIM((PyArrayObject *)outobj, 1) != r->dim) {
+    if (!out_rows_ok(outobj, r->dim)) {
         PyErr_SetString(PyExc_TypeError, "out must be a writable C-contiguous float32 array "
                                          "(rows, dim)");
         return NULL;
@@ -2378,13 +2385,7 @@ static PyObject *WReader_rows(WReader *r, PyObject *args) {
                     }
                     Py_DECREF(seg);
                 }
-                /* a slot inside its segment, holding key's digest; else corrupt (NULL) */
-                recp[q] = segp && (uint64_t)p->slot.off + 16 + p->slot.len <= (uint64_t)segn &&
-                                  memcmp(segp + p->slot.off,
-                                         PyBytes_AS_STRING(PyList_GET_ITEM(keys, p->i)),
-                                         16) == 0
-                              ? segp + p->slot.off + 16
-                              : NULL;
+                recp[q] = slot_record(segp, segn, &p->slot, PyList_GET_ITEM(keys, p->i));
             }
             /* phase 3: decode, with the record PREFETCH_AHEAD slots ahead prefetched (cold
                pages: the loads of several records overlap) */
