@@ -598,8 +598,9 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     }
     Py_ssize_t nn = cap + FIRST_NODE + 4;
     c->nodes = PyMem_Calloc((size_t)nn, sizeof(Node));
-    int hbits = 4;
-    while (hbits < 40 && ((Py_ssize_t)1 << hbits) < nn) hbits++;
+    int hbits = 4; /* one entry per node, at most 2^22 (32 MB): a direct-mapped cache
+                      smaller than the policy only misses more, into the dict */
+    while (hbits < 22 && ((Py_ssize_t)1 << hbits) < nn) hbits++;
     c->hint_shift = 64 - hbits;
     c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
     if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
