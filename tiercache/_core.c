@@ -950,15 +950,41 @@ static PyTypeObject CoreType = {
  * lookup in 16 is timed and passed to ``record_latency(seconds)``.
  */
 
+/* the fields both compiled readers (HotReader, WarmReader) start with, so that their
+ * close(), take_hits() and hits are one implementation */
+#define READER_HEAD                                                                          \
+    PyObject_HEAD                                                                            \
+    unsigned long long hits; /* served and not yet taken by the cache's counters */          \
+    char closed;             /* TierCache.close(): every call goes to the fallback */
+
 typedef struct {
-    PyObject_HEAD
+    READER_HEAD
+} ReaderHead;
+
+static PyObject *reader_close(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    ((ReaderHead *)self)->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reader_take_hits(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    ReaderHead *r = (ReaderHead *)self;
+    unsigned long long n = r->hits;
+    r->hits = 0;
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *reader_get_hits(PyObject *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromUnsignedLongLong(((ReaderHead *)self)->hits);
+}
+
+typedef struct {
+    READER_HEAD
     PyObject *fallback, *acquire, *release, *by_content, *slab, *expires, *keys, *buffer;
     PyObject *drain, *clock, *record_latency;
     const char *slab_data;
     Py_ssize_t rows, row_bytes, access_buffer;
     npy_intp dim;
-    unsigned long long hits, tick;
-    char closed; /* TierCache.close(): every call goes to the fallback (which raises) */
+    unsigned long long tick;
     vectorcallfunc vectorcall;
 } Reader;
 
@@ -1256,34 +1282,19 @@ fail:
     return NULL;
 }
 
-static PyObject *Reader_close(Reader *r, PyObject *Py_UNUSED(ignored)) {
-    r->closed = 1;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Reader_take_hits(Reader *r, PyObject *Py_UNUSED(ignored)) {
-    unsigned long long n = r->hits;
-    r->hits = 0;
-    return PyLong_FromUnsignedLongLong(n);
-}
-
-static PyObject *Reader_get_hits(Reader *r, void *Py_UNUSED(closure)) {
-    return PyLong_FromUnsignedLongLong(r->hits);
-}
-
 static PyMethodDef Reader_methods[] = {
     {"gather", (PyCFunction)Reader_gather, METH_VARARGS,
      "gather(contents, out) -> indices not served: copy hot rows into out (lock held by "
      "the caller; only when no hot entry has an expiry)."},
-    {"close", (PyCFunction)Reader_close, METH_NOARGS,
+    {"close", reader_close, METH_NOARGS,
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
-    {"take_hits", (PyCFunction)Reader_take_hits, METH_NOARGS,
+    {"take_hits", reader_take_hits, METH_NOARGS,
      "Hits served since the last call (the counter restarts at 0)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef Reader_getset[] = {
-    {"hits", (getter)Reader_get_hits, NULL, "Hits served and not yet taken.", NULL},
+    {"hits", reader_get_hits, NULL, "Hits served and not yet taken.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1546,7 +1557,7 @@ static xxh3_fn resolve_xxh3(PyObject *pyfn) {
 }
 
 typedef struct {
-    PyObject_HEAD
+    READER_HEAD
     PyObject *fallback, *acquire, *release, *tier, *generations, *buffer, *drain, *clock,
         *record_latency, *xxh3;
     xxh3_fn xxh3_c; /* xxh3's own C function, when resolved (see resolve_xxh3) */
@@ -1557,8 +1568,8 @@ typedef struct {
     B2 base;
     npy_intp dim;
     Py_ssize_t access_buffer;
-    unsigned long long hits, tick;
-    char closed, ready;
+    unsigned long long tick;
+    char ready;
     vectorcallfunc vectorcall;
 } WReader;
 
@@ -2434,17 +2445,6 @@ out:
     return result;
 }
 
-static PyObject *WReader_close(WReader *r, PyObject *Py_UNUSED(ignored)) {
-    r->closed = 1;
-    Py_RETURN_NONE;
-}
-
-static PyObject *WReader_take_hits(WReader *r, PyObject *Py_UNUSED(ignored)) {
-    unsigned long long n = r->hits;
-    r->hits = 0;
-    return PyLong_FromUnsignedLongLong(n);
-}
-
 static PyObject *WReader_digest(WReader *r, PyObject *content) {
     if (!r->ready) {
         PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
@@ -2457,14 +2457,10 @@ static PyObject *WReader_digest(WReader *r, PyObject *content) {
     return PyBytes_FromStringAndSize((const char *)digest, 16);
 }
 
-static PyObject *WReader_get_hits(WReader *r, void *Py_UNUSED(closure)) {
-    return PyLong_FromUnsignedLongLong(r->hits);
-}
-
 static PyMethodDef WReader_methods[] = {
-    {"close", (PyCFunction)WReader_close, METH_NOARGS,
+    {"close", reader_close, METH_NOARGS,
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
-    {"take_hits", (PyCFunction)WReader_take_hits, METH_NOARGS,
+    {"take_hits", reader_take_hits, METH_NOARGS,
      "Warm hits served since the last call (the counter restarts at 0)."},
     {"rows", (PyCFunction)WReader_rows, METH_VARARGS,
      "rows(contents, out, rows_of, now, digest) -> (keys, status, expiries) or None: the "
@@ -2480,7 +2476,7 @@ static PyObject *WReader_get_native_xxh3(WReader *r, void *Py_UNUSED(closure)) {
 }
 
 static PyGetSetDef WReader_getset[] = {
-    {"hits", (getter)WReader_get_hits, NULL, "Hits served and not yet taken.", NULL},
+    {"hits", reader_get_hits, NULL, "Hits served and not yet taken.", NULL},
     {"native_xxh3", (getter)WReader_get_native_xxh3, NULL,
      "True when records are checksummed by xxhash's own C function (no Python call).",
      NULL},
