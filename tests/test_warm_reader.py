@@ -212,7 +212,7 @@ def test_corrupt_records_are_never_served(tmp_path: Path, monkeypatch: pytest.Mo
     up at construction) and with the Python callable (a wrapper it cannot look through)."""
     from xxhash import xxh3_64_intdigest
 
-    import tiercache.cache as cache_mod
+    import tiercache.readpath as cache_mod
 
     if not native:
         monkeypatch.setattr(cache_mod, "xxh3_64_intdigest",

@@ -22,7 +22,7 @@ import numpy as np
 from .keys import Content
 
 if TYPE_CHECKING:
-    from .cache import Entry
+    from .entry import Entry
 
 T = TypeVar("T")
 
@@ -33,10 +33,6 @@ class AsyncAPI:
 
     _executor: ThreadPoolExecutor | None = None
     _executor_lock = threading.Lock()
-
-    # provided by TierCache
-    _lock: threading.RLock
-    _closed: bool
 
     def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
         raise NotImplementedError

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from .. import codec
-from ..cache import warm_capacity as _warm_capacity
+from ..context import warm_capacity as _warm_capacity
 from ..errors import ConfigError
 from ..keys import KEY_BYTES, key_hash64_many
 from ..policy import PolicyEngine, default_hasher

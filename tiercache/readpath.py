@@ -1,0 +1,773 @@
+"""The one read path: every public read goes through :class:`ReadPath`.
+
+``embed``, ``embed_many``, ``get``, ``mget``, ``exists``, ``mexists``, ``get_by_key`` and
+the adapters built on them (RedisVL, LangChain) look up hot (in-process, by exact content),
+then warm (LMDB, by digest; the compiled :class:`tiercache._core.WarmReader` when built),
+then shared (Redis), then recompute the rest with the encoder (``embed`` and
+``embed_many`` only) under single-flight. What a read decides to move (a promotion, a
+demotion, an expired record to delete, a shared hit to place locally, a computed vector to
+store) is handed to the write path (:mod:`tiercache.writepath`).
+
+The hot hit of ``embed`` (and, with the hot tier off, its warm hit) runs in C
+(:class:`tiercache._core.HotReader` / ``WarmReader``) when the extension is built: the same
+lookup, copy, access record and counters as :meth:`ReadPath.embed`, which it calls for
+anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from time import perf_counter as _perf
+from typing import Any, cast
+
+import numpy as np
+from xxhash import xxh3_64_intdigest
+
+from . import codec
+from .context import CacheContext
+from .encoders import check_output
+from .entry import Entry
+from .errors import ClosedError, EncoderError, TierCacheError
+from .keys import KEY_BYTES, Content, KeyMaker, key_from_str, key_to_str
+from .singleflight import SingleFlight
+from .tiers import lmdb as _lmdb_tier
+from .tiers.memory import NEVER
+from .tiers.redis import SharedUnavailable
+from .writepath import WritePath, check_content
+
+try:
+    from . import _core
+except ImportError:  # built without a C compiler: reads stay pure Python
+    _core = None  # type: ignore[assignment]
+
+_ABSENT = object()  # LmdbTier.get_at's value for a key not stored
+_TEXT_TYPES = frozenset((str, bytes))
+_decode_at = codec.decode_at
+
+# lookup_lower's warm read: (fast_j, fast_exp, todo, corrupt, expired, drop)
+_WarmRows = tuple[list[int], list[float], list[tuple[int, Any]], int, int, list[bytes]]
+
+
+class _OwnRow:
+    """``rows_of`` of a batch without repeats: the j-th wanted content fills row j only.
+    Stands in for a list of one-row lists, so a hit-only batch allocates none of them."""
+
+    __slots__ = ()
+
+    def __getitem__(self, j: int) -> list[int]:
+        return [j]
+
+
+_OWN_ROW = _OwnRow()
+
+
+class ReadPath:
+    """Lookups over the context's tiers, recompute on a miss (see the module docstring).
+
+    ``compiled``: build the C readers (a subclass of TierCache that overrides ``embed``
+    passes False, so that its override is never bypassed).
+    """
+
+    def __init__(self, ctx: CacheContext, write: WritePath, *, compiled: bool = True) -> None:
+        self._ctx = ctx
+        self._w = write
+        self._hot = ctx.hot
+        self._warm = ctx.warm
+        self._shared = ctx.shared
+        self._engine = ctx.engine
+        self._lock = ctx.lock
+        self._clock = ctx.clock
+        self._keys = ctx.keys
+        self._codec = ctx.codec
+        self.dim = ctx.dim
+        self._s_hot = ctx.s_hot
+        self._s_warm = ctx.s_warm
+        self._s_shared = ctx.s_shared
+        self._s_enc = ctx.s_enc
+        self._record_hit = ctx.engine.record_hot_hit  # bound once: the hot path
+        self._flights = SingleFlight()
+        self._tick = 0
+        self.fast: Any = None  # HotReader: embed's hot hit in C
+        self.warm_reader: Any = None  # WarmReader: embed_many's warm rows in C
+        self.fast_warm: Any = None  # the same WarmReader, when it also serves embed
+        if _core is None:
+            return
+        engine = ctx.engine
+        if compiled and self._hot.capacity > 0:
+            hot = self._hot
+            self.fast = _core.HotReader(
+                self.embed, self._lock, hot._by_content, hot.slab, hot.expires, hot._key,
+                engine._buffer, engine.access_buffer, engine.drain, self._clock,
+                ctx.record_hot_latency,
+            )
+        if self._warm is not None:
+            # digests, one read transaction through the tier's own py-lmdb environment,
+            # records verified and decoded as codec.decode_at does; anything else (a miss,
+            # a corrupt or expired record, an LMDB error, a resize, a fork) calls embed
+            # unchanged, before anything is counted
+            self.warm_reader = _core.WarmReader(
+                self.embed, self._lock, self._warm, _lmdb_tier.__dict__, self._keys.prefix,
+                KeyMaker.person, self.dim, engine._buffer, engine.access_buffer,
+                engine.drain, self._clock, ctx.record_warm_latency, xxh3_64_intdigest,
+            )
+            if compiled and self._hot.capacity == 0:
+                self.fast_warm = self.warm_reader
+
+    def close(self) -> None:
+        """Stop the C readers (references taken earlier fall back to :meth:`embed`)."""
+        for fast in (self.fast, self.fast_warm):
+            if fast is not None:
+                fast.close()
+
+    def fold_fast_hits_locked(self) -> None:
+        """Add the C read paths' hits to the counters (call with the lock held)."""
+        ctx = self._ctx
+        if self.fast is not None:
+            n = self.fast.take_hits()
+            ctx.s_hot.hits += n
+            ctx.lookups += n
+        if self.fast_warm is not None:  # a warm hit is a hot miss first, as in Python
+            n = self.fast_warm.take_hits()
+            ctx.s_warm.hits += n
+            ctx.s_hot.misses += n
+            ctx.lookups += n
+
+    def embed(self, content: Content) -> np.ndarray:
+        """The vector of ``content`` (shape ``(dim,)``, float32, the caller's own copy).
+
+        Served from hot, else warm, else computed by the encoder (and cached per policy).
+        """
+        if self._ctx.closed:
+            raise ClosedError("this TierCache is closed")
+        t = type(content)
+        if t is not str and t is not bytes:
+            check_content(content)
+        self._tick += 1
+        timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
+        t0 = _perf() if timed else 0.0
+        hot = self._hot
+        with self._lock:  # the hot hit, inlined (_hot_hit_locked): the hottest path
+            slot = hot._by_content.get(content)
+            if slot is not None:
+                exp = hot.expires[slot]
+                # the clock is the caller's code and the lock re-entrant: after calling
+                # it, serve only if content still maps to the same slot
+                if exp == NEVER or (exp > self._clock()
+                                    and hot._by_content.get(content) == slot):
+                    vec: np.ndarray = hot.slab[slot].copy()
+                    self._record_hit(hot._key[slot])
+                    self._s_hot.hits += 1
+                    self._ctx.lookups += 1
+                    if timed:
+                        self._s_hot.latency.add(_perf() - t0)
+                    return vec
+        return self.embed_one(content, slot is not None, timed)
+
+    def hot_hit_locked(self, content: Content) -> np.ndarray | None:
+        """With the lock held: a fresh hot entry's vector (a copy), its hit recorded and
+        counted; None if absent or expired (an expired entry is left for the caller)."""
+        hot = self._hot
+        slot = hot._by_content.get(content)
+        if slot is None:
+            return None
+        exp = hot.expires[slot]
+        if exp != NEVER:
+            if exp <= self._clock():
+                return None
+            if hot._by_content.get(content) != slot:  # the clock (caller's code) changed it
+                return self.hot_hit_locked(content)
+        vec: np.ndarray = hot.slab[slot].copy()
+        self._engine.record_hot_hit(hot._key[slot])
+        self._s_hot.hits += 1
+        self._ctx.lookups += 1
+        return vec
+
+    def hot_get_nowait(self, content: Content) -> np.ndarray | None:
+        """A hot hit without waiting for the lock (for the event loop); None otherwise."""
+        if self._ctx.closed or (type(content) is not str and type(content) is not bytes):
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self.hot_hit_locked(content)
+        finally:
+            self._lock.release()
+
+    def embed_one(self, content: Content, expired_entry: bool, timed: bool) -> np.ndarray:
+        """``embed`` past a hot miss: one digest, one warm read, else the encoder.
+
+        The hot miss is recorded in the same locked section as the warm outcome (one lock
+        round trip), unless hot held an expired entry, which is removed first.
+        """
+        key = self._keys.digest(content)
+        recorded = False
+        if expired_entry:
+            with self._lock:
+                fresh = self.hot_hit_locked(content)  # another thread may have refreshed it
+                if fresh is not None:
+                    return fresh
+                self._w.remove_hot_locked(key, "expired")
+                self.record_hot_miss_locked(key)
+            recorded = True
+        if self._warm is not None:
+            vec = self.warm_get_one(content, key, record_miss=not recorded, timed=timed)
+            if vec is not None:
+                return vec
+        elif not recorded:
+            with self._lock:
+                self.record_hot_miss_locked(key)
+        if self._shared is not None:
+            out = np.empty((1, self.dim), dtype=np.float32)
+            if not self.shared_lookup({content: (key, [0])}, out, None, self._clock()):
+                hit: np.ndarray = out[0]
+                return hit
+        check_content(content, self._ctx.accepts)
+        return self.compute([key], [content])[key].copy()
+
+    def record_hot_miss_locked(self, key: bytes) -> None:
+        self._ctx.lookups += 1
+        self._s_hot.misses += 1
+        self._engine.record_miss(key)
+
+    def warm_get_one(self, content: Content, key: bytes, *, record_miss: bool = False,
+                      timed: bool = True) -> np.ndarray | None:
+        """One warm lookup (counted, promoted per policy); None on a miss of any kind.
+
+        ``record_miss``: also record the hot miss that led here, in the same locked section.
+        The record is verified and decoded in place in the map (``LmdbTier.get_at`` +
+        ``codec.decode_at``): one header unpack, one checksum, one copy of the vector.
+        """
+        warm = self._warm
+        assert warm is not None
+        t0 = _perf() if timed else 0.0
+        try:
+            rec = warm.get_at(key, _decode_at, self.dim, _ABSENT)
+        except Exception:
+            with self._lock:
+                if record_miss:
+                    self.record_hot_miss_locked(key)
+                self._s_warm.errors += 1
+                self._s_warm.misses += 1
+            return None
+        sw = self._s_warm
+        with self._lock:
+            if record_miss:  # _record_hot_miss_locked, inlined
+                self._ctx.lookups += 1
+                self._s_hot.misses += 1
+                self._engine.record_miss(key)
+            if timed:
+                sw.latency.add(_perf() - t0)
+            if rec is _ABSENT or rec is None:
+                sw.misses += 1
+                if rec is None:  # stored but unreadable: corrupt (recomputed by the caller)
+                    sw.corrupt += 1
+                return None
+            vector, expires_at, blob = cast(codec.VectorRecord, rec)
+            if expires_at and expires_at <= self._clock():
+                sw.misses += 1
+                sw.expired += 1
+                sw.evictions["expired"] += 1
+                expired = True
+            else:
+                expired = False
+                sw.hits += 1
+                demote = self._w.promote_locked(
+                    [(content, key, vector, expires_at, blob)]
+                ) if self._hot.capacity else None
+        if expired:
+            self._w.warm_delete([key])
+            return None
+        if demote:
+            self._w.warm_write(demote, forced=False)
+        return vector
+
+    def embed_many(self, contents: Sequence[Content]) -> np.ndarray:
+        """Vectors of ``contents`` as one ``(n, dim)`` float32 array, in input order.
+
+        Duplicates are looked up and encoded once; misses are encoded in batches of
+        ``encoder.batch_size``; concurrent misses of one key are computed once. An encoder
+        failure raises :class:`EncoderError` to every waiting caller and caches nothing.
+        """
+        contents = list(contents)
+        if set(map(type, contents)) - _TEXT_TYPES:  # one C-level pass when all are text
+            for c in contents:
+                check_content(c)
+        out = np.empty((len(contents), self.dim), dtype=np.float32)
+        if not contents:
+            return out
+        missing = self.lookup_into(contents, out, None)
+        if not missing:
+            return out
+        for c in missing:
+            check_content(c, self._ctx.accepts)
+        keys = [k for k, _ in missing.values()]
+        vectors = self.compute(keys, list(missing))
+        for k, rows in missing.values():
+            out[rows] = vectors[k]
+        return out
+
+    def lookup_into(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """Fill ``out`` rows from hot and warm; return {missing content: (key, rows)}.
+
+        With ``found`` (a list of None of the same length), hits also produce Entries.
+        """
+        now = self._clock()
+        t0 = _perf()
+        hot = self._hot
+        warm_wanted: dict[Content, list[int]] = {}
+        if not hot.capacity:  # no hot tier: every distinct content goes to warm
+            if len(dict.fromkeys(contents)) == len(contents):  # no repeats (C speed)
+                with self._lock:
+                    self._ctx.lookups += len(contents)
+                    self._s_hot.misses += len(contents)
+                return self.lookup_lower(out, found, now, contents, _OWN_ROW)
+            for i, c in enumerate(contents):
+                if c in warm_wanted:
+                    warm_wanted[c].append(i)
+                else:
+                    warm_wanted[c] = [i]
+            with self._lock:
+                self._ctx.lookups += len(contents)
+                self._s_hot.misses += len(warm_wanted)
+                self._s_enc.deduplicated += len(contents) - len(warm_wanted)
+            return self.lookup_lower(out, found, now, list(warm_wanted),
+                                      list(warm_wanted.values()))
+        with self._lock:
+            self._ctx.lookups += len(contents)
+            if self.fast is not None and found is None and not hot.n_expiring:
+                # the C gather: rows copied into out, accesses recorded, misses returned
+                unserved = self.fast.gather(contents, out)
+                for i in unserved:
+                    c = contents[i]
+                    if c in warm_wanted:
+                        warm_wanted[c].append(i)
+                    else:
+                        warm_wanted[c] = [i]
+                n_hits = len(contents) - len(unserved)
+                self._s_hot.hits += n_hits
+                self._s_hot.misses += len(warm_wanted)
+                self._s_enc.deduplicated += len(unserved) - len(warm_wanted)
+                if n_hits:
+                    self._s_hot.latency.add((_perf() - t0) / len(contents))
+            else:
+                slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
+                hit_slots: list[int]
+                if hot.n_expiring:  # only entries with a TTL need a clock comparison
+                    expires = hot.expires
+                    expired: set[int] = set()  # a repeat of an expired content is a miss too
+                    for i, s in enumerate(slots):
+                        if s is not None and (s in expired or expires[s] <= now):
+                            if s not in expired:
+                                expired.add(s)
+                                self._w.remove_hot_locked(hot._key[s], "expired")
+                            slots[i] = None
+                if None in slots:
+                    hit_pos = [i for i, s in enumerate(slots) if s is not None]
+                    hit_slots = cast(list[int], [slots[i] for i in hit_pos])
+                    for i, c in enumerate(contents):
+                        if slots[i] is None:
+                            if c in warm_wanted:
+                                warm_wanted[c].append(i)
+                            else:
+                                warm_wanted[c] = [i]
+                    if hit_slots:
+                        out[hit_pos] = hot.slab[hit_slots]
+                else:  # every lookup hit hot: one gather
+                    hit_pos = list(range(len(contents)))
+                    hit_slots = cast(list[int], slots)
+                    out[:] = hot.slab[hit_slots]
+                if hit_slots:
+                    self._engine.record_hot_hits(list(map(hot._key.__getitem__, hit_slots)))
+                    if found is not None:
+                        for i, s in zip(hit_pos, hit_slots):
+                            meta = hot._meta[s]
+                            found[i] = Entry(
+                                key_to_str(hot._key[s]), out[i].copy(),
+                                codec.unpack_blob(meta).get("m") if meta else None, "hot",
+                            )
+                self._s_hot.hits += len(hit_slots)
+                self._s_hot.misses += len(warm_wanted)
+                # repeats of a missing content in this batch ride on its single lookup/encode
+                self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
+                if hit_slots:
+                    self._s_hot.latency.add((_perf() - t0) / len(contents))
+        return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
+
+    def lookup_lower(
+        self,
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        now: float,
+        wanted: list[Content],
+        rows_of: list[list[int]] | _OwnRow,
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """``_lookup_into`` past the hot tier: warm, then shared, for the distinct contents
+        ``wanted``; ``rows_of[j]`` lists the rows of ``out`` that ``wanted[j]`` fills."""
+        missing: dict[Content, tuple[bytes, list[int]]] = {}
+        if not wanted:
+            return missing
+        read = None
+        t1 = _perf()
+        if self.warm_reader is not None:  # keys and records in C, one transaction
+            read = self.warm_reader.rows(wanted, out, None if rows_of is _OWN_ROW else rows_of,
+                                          now, self._keys.digest)
+        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest,
+                                                                      wanted))
+        with self._lock:
+            self._engine.record_misses(keys)
+        if self._warm is None:
+            missing = {c: (k, rows_of[j]) for j, (c, k) in enumerate(zip(wanted, keys))}
+            if self._shared is not None:
+                return self.shared_lookup(missing, out, found, now)
+            return missing
+        n_keys = len(keys)
+        hit = np.zeros(n_keys, dtype=bool)
+        if read is not None:
+            fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_c(
+                keys, read[1], read[2])
+        else:
+            t1 = _perf()
+            fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_python(
+                keys, rows_of, out, now)
+        hit[fast_j] = True
+        # the rest one by one: records of another codec or with metadata, other lengths
+        slow_j: list[int] = []
+        raws: list[codec.RawRecord] = []
+        dim = self.dim
+        for j, buf in todo:
+            raw = codec.decode_raw(buf, dim) if buf is not None else None
+            if raw is None:
+                if buf is not None:
+                    corrupt += 1
+            elif raw[2] and raw[2] <= now:
+                expired += 1
+                drop.append(keys[j])
+            else:
+                slow_j.append(j)
+                raws.append(raw)
+        hit[slow_j] = True
+        if slow_j:
+            smatrix = codec.raw_to_matrix(raws, dim)
+            for m, j in enumerate(slow_j):
+                out[rows_of[j]] = smatrix[m]
+        for j in np.flatnonzero(~hit).tolist():
+            missing[wanted[j]] = (keys[j], rows_of[j])
+        elapsed = _perf() - t1
+        hits = fast_j + slow_j  # indexes into wanted/keys; a hit's vector is out[rows[0]]
+        hit_exp: list[float] = fast_exp + [r[2] for r in raws]
+        hit_blob: list[bytes | None] = [None] * len(fast_j)
+        hit_blob += [r[3] for r in raws]
+        if found is not None:
+            for j, blob in zip(hits, hit_blob):
+                meta = codec.unpack_blob(blob).get("m") if blob else None
+                vec = out[rows_of[j][0]]
+                for i in rows_of[j]:
+                    found[i] = Entry(key_to_str(keys[j]), vec.copy(), meta, "warm")
+        with self._lock:
+            sw = self._s_warm
+            sw.corrupt += corrupt
+            sw.expired += expired
+            if expired:
+                sw.evictions["expired"] += expired
+            sw.hits += len(hits)
+            sw.misses += len(missing)
+            sw.latency.add(elapsed / max(1, n_keys))
+            demote = self._w.promote_locked(
+                [(wanted[j], keys[j], out[rows_of[j][0]], e, b)
+                 for j, e, b in zip(hits, hit_exp, hit_blob)]
+            ) if hits and self._hot.capacity else []
+        if drop:
+            self._w.warm_delete(drop)
+        if demote:
+            self._w.warm_write(demote, forced=False)
+        if missing and self._shared is not None:
+            return self.shared_lookup(missing, out, found, now)
+        return missing
+
+    def _rows_from_c(
+        self, keys: list[bytes], status: bytes, expiries: bytes,
+    ) -> _WarmRows:
+        """``_lookup_lower``'s warm read, from ``WarmReader.rows``' result (every row of a
+        hit already in ``out``): ``(fast_j, fast_exp, todo, corrupt, expired, drop)``, as
+        :meth:`_rows_from_python` returns them. Records with a blob are read again here
+        (``todo``), for the blob."""
+        st = np.frombuffer(status, dtype=np.uint8)
+        fast = np.flatnonzero(st == 1)
+        fast_j: list[int] = fast.tolist()
+        fast_exp: list[float] = np.frombuffer(expiries, dtype=np.float64)[fast].tolist()
+        dead: list[int] = np.flatnonzero(st == 4).tolist()
+        todo: list[tuple[int, Any]] = []
+        blob_j: list[int] = np.flatnonzero(st == 2).tolist()
+        if blob_j:
+            warm = self._warm
+            assert warm is not None
+            try:
+                todo = list(zip(blob_j, warm.get_many_with([keys[j] for j in blob_j], bytes)))
+            except Exception:  # an unreadable store degrades to a miss, never an error
+                with self._lock:
+                    self._s_warm.errors += 1
+        return (fast_j, fast_exp, todo, int(np.count_nonzero(st == 3)), len(dead),
+                [keys[j] for j in dead])
+
+    def _rows_from_python(
+        self, keys: list[bytes], rows_of: list[list[int]] | _OwnRow, out: np.ndarray,
+        now: float,
+    ) -> _WarmRows:
+        """``_lookup_lower``'s warm read in Python: fixed rows (key + record) of this codec's
+        record length in one transaction, every header and expiry checked at once, vectors
+        converted as one strided view (only the checksums are per record). Fills the rows
+        of ``fast_j`` (hits of this codec without a blob) and returns ``(fast_j, fast_exp,
+        todo, corrupt, expired, drop)``: ``todo`` lists ``(j, record)`` to decode one by
+        one (another codec or length, a blob; ``b""`` for a missing slot: corrupt)."""
+        warm = self._warm
+        assert warm is not None
+        dim = self.dim
+        width = codec.record_size(dim, self._codec)
+        stride = KEY_BYTES + width
+        try:
+            pos, rows, others = warm.get_rows(keys, width)
+        except Exception:  # an unreadable store degrades to a miss, never an error
+            with self._lock:
+                self._s_warm.errors += 1
+            pos, rows, others = [], b"", []
+        fast, bad, expiry, fmatrix = codec.decode_rows(rows, len(pos), stride, KEY_BYTES,
+                                                       dim, self._codec)
+        corrupt = int(np.count_nonzero(bad))
+        posa = np.array(pos, dtype=np.intp)
+        dead = fast & (expiry != 0) & (expiry <= now)  # NaN never expires, as before
+        live = fast & ~dead
+        expired = int(np.count_nonzero(dead))
+        drop = [keys[j] for j in posa[dead].tolist()] if expired else []
+        fast_j: list[int] = posa[live].tolist()
+        todo: list[tuple[int, Any]] = list(others)
+        if len(fast_j) + corrupt + expired != len(pos):
+            mv = memoryview(rows)
+            todo = [(pos[r], mv[r * stride + KEY_BYTES:(r + 1) * stride])
+                    for r in np.flatnonzero(~(fast | bad)).tolist()] + todo
+        if fast_j:
+            fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
+            if rows_of is _OWN_ROW:
+                out[fast_j] = fm
+                return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
+            targets = [rows_of[j] for j in fast_j]
+            out[[r[0] for r in targets]] = fm  # one scatter; repeats copy their first row
+            for r in targets:
+                if len(r) > 1:
+                    out[r[1:]] = out[r[0]]
+        return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
+
+    # -- shared tier ------------------------------------------------------------------------
+    def shared_lookup(
+        self,
+        missing: dict[Content, tuple[bytes, list[int]]],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        now: float,
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """Look ``missing`` up in Redis: fill ``out`` rows (and ``found``) for hits, place
+        them locally (warm per gate, hot per admission) and return what is still missing.
+        Any failure is counted and treated as a miss of every key."""
+        shared = self._shared
+        assert shared is not None
+        items = list(missing.items())
+        keys = [k for _, (k, _) in items]
+        t0 = _perf()
+        try:
+            bufs = shared.get_many(keys)
+        except Exception as exc:
+            with self._lock:
+                sm = self._s_shared
+                sm.misses += len(keys)
+                if isinstance(exc, SharedUnavailable):
+                    sm.skipped += len(keys)
+                else:
+                    sm.errors += 1
+            return missing
+        elapsed = _perf() - t0
+        dim = self.dim
+        still: dict[Content, tuple[bytes, list[int]]] = {}
+        placed: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
+        corrupt = expired = 0
+        for (c, (k, rows)), buf in zip(items, bufs):
+            rec = codec.decode_record(buf, dim) if buf is not None else None
+            if rec is None:
+                corrupt += buf is not None
+                still[c] = (k, rows)
+                continue
+            if rec.expires_at and rec.expires_at <= now:
+                expired += 1
+                still[c] = (k, rows)
+                continue
+            if len(rows) == 1:
+                out[rows[0]] = rec.vector  # a plain row store: 5x cheaper than fancy indexing
+            else:
+                out[rows] = rec.vector
+            if found is not None:
+                meta = rec.metadata()
+                for i in rows:
+                    found[i] = Entry(key_to_str(k), rec.vector.copy(), meta, "shared")
+            placed.append((c, k, rec.vector, rec.expires_at, rec.blob))
+        with self._lock:
+            sm = self._s_shared
+            sm.hits += len(placed)
+            sm.misses += len(still)
+            sm.corrupt += corrupt
+            sm.expired += expired
+            sm.latency.add(elapsed)
+        if placed:
+            self._w.place_local(placed, promoted=True)
+        return still
+
+    def compute(self, keys: list[bytes], contents: list[Content], *,
+                 store: bool = True) -> dict[bytes, np.ndarray]:
+        """Encode the distinct missing keys once, with single-flight across threads.
+
+        ``store=False``: the caller stores the results itself (``precompute``)."""
+        flights = self._flights
+        with self._lock:
+            owned, waits = flights.claim_locked(keys, contents)
+            self._s_enc.waited += len(waits)
+        results: dict[bytes, np.ndarray] = {}
+        if owned:
+            batch_size = self._ctx.batch_size
+            if len(owned) > batch_size and all(type(c) is str for _, c, _ in owned):
+                # longest first, as SentenceTransformer.encode orders its own batches: texts
+                # of similar length share a batch, so less padding is encoded
+                owned.sort(key=lambda t: -len(cast(str, t[1])))
+            storing: Future[None] | None = None  # the previous chunk's store, in flight
+            try:
+                for start in range(0, len(owned), batch_size):
+                    chunk = owned[start:start + batch_size]
+                    batch = [c for _, c, _ in chunk]
+                    t0 = _perf()
+                    try:
+                        matrix = self._ctx.encoder.encode(batch)
+                    except TierCacheError:
+                        raise
+                    except Exception as exc:
+                        raise EncoderError(f"encoder failed: {exc!r}") from exc
+                    matrix = check_output(matrix, len(batch), self.dim)
+                    dt = _perf() - t0
+                    with self._lock:
+                        s = self._s_enc
+                        s.calls += 1
+                        s.texts += len(batch)
+                        s.seconds += dt
+                        s.max_batch = max(s.max_batch, len(batch))
+                        s.latency.add(dt)
+                    if store:
+                        # one store at a time, in order; while a chunk is written (LMDB
+                        # commits and fsyncs release the GIL) the next one is encoded
+                        if storing is not None:
+                            done, storing = storing, None
+                            done.result()
+                        if start + batch_size < len(owned):
+                            storing = self._w.store_pool().submit(
+                                self._w.store_computed, chunk, matrix)
+                        else:
+                            self._w.store_computed(chunk, matrix)
+                    for i, (k, _, _) in enumerate(chunk):
+                        results[k] = matrix[i]
+            except BaseException as exc:
+                if storing is not None:  # never leave a write running behind an error
+                    storing.exception()
+                err = exc if isinstance(exc, TierCacheError) else EncoderError(repr(exc))
+                with self._lock:
+                    self._s_enc.errors += 1
+                    flights.resolve_locked(owned, results, err)
+                if err is exc:
+                    raise  # keeps the encoder's own cause (e.g. CallableEncoder's)
+                raise err from exc
+            with self._lock:
+                flights.resolve_locked(owned, results)
+        for k, fut in waits:
+            results[k] = fut.result()
+        return results
+
+    def mget(self, contents: list[Content]) -> list[Entry | None]:
+        """Entries in input order, None where nothing is stored. Never encodes.
+        ``contents``: a list of checked contents."""
+        found: list[Entry | None] = [None] * len(contents)
+        out = np.empty((len(contents), self.dim), dtype=np.float32)
+        if contents:
+            self.lookup_into(contents, out, found)
+        return found
+
+    def mexists(self, contents: list[Content]) -> list[bool]:
+        """Whether an unexpired entry is stored, per content (no access is recorded,
+        nothing moves). ``contents``: a list of checked contents."""
+        now = self._clock()
+        result = [False] * len(contents)
+        rest: list[int] = []
+        with self._lock:
+            for i, c in enumerate(contents):
+                slot = self._hot.slot(c)
+                if slot is not None and self._hot.expires[slot] > now:
+                    result[i] = True
+                else:
+                    rest.append(i)
+        if rest and self._warm is not None:
+            keys = [self._keys.digest(contents[i]) for i in rest]
+            try:
+                expiries = self._warm.get_many_with(keys, codec.peek_expiry)
+            except Exception:  # an unreadable store holds nothing (counted), as in lookups
+                with self._lock:
+                    self._s_warm.errors += 1
+                expiries = [None] * len(keys)
+            for i, exp in zip(rest, expiries):
+                result[i] = exp is not None and (exp == 0.0 or exp > now)
+            rest = [i for i in rest if not result[i]]
+        if rest and self._shared is not None:
+            keys = [self._keys.digest(contents[i]) for i in rest]
+            try:
+                bufs = self._shared.get_many(keys)
+            except Exception:  # fail-open: an unreachable Redis holds nothing
+                with self._lock:
+                    self._s_shared.errors += 1
+                return result
+            for i, buf in zip(rest, bufs):
+                exp = codec.peek_expiry(buf) if buf is not None else None
+                result[i] = exp is not None and (exp == 0.0 or exp > now)
+        return result
+
+    def get_by_key(self, key: str) -> Entry | None:
+        """The entry stored under a public key: warm, then shared (hot is indexed by
+        content and consulted only when there is no warm tier). Nothing moves."""
+        raw = key_from_str(key)
+        now = self._clock()
+        if self._warm is None:
+            with self._lock:
+                slot = self._hot.slot_of_key(raw)
+                if slot is not None and self._hot.expires[slot] > now:
+                    meta = self._hot.meta_at(slot)
+                    return Entry(key, self._hot.slab[slot].copy(),
+                                 codec.unpack_blob(meta).get("m") if meta else None, "hot")
+        else:
+            try:
+                rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+            except Exception:  # an unreadable store holds nothing (counted)
+                with self._lock:
+                    self._s_warm.errors += 1
+                rec = None
+            if rec is not None and not (rec.expires_at and rec.expires_at <= now):
+                return Entry(key, rec.vector, rec.metadata(), "warm")
+        if self._shared is not None:
+            try:
+                buf = self._shared.get(raw)
+            except Exception:
+                with self._lock:
+                    self._s_shared.errors += 1
+                return None
+            srec = codec.decode_record(buf, self.dim) if buf is not None else None
+            if srec is not None and not (srec.expires_at and srec.expires_at <= now):
+                return Entry(key, srec.vector, srec.metadata(), "shared")
+        return None
+
+
+__all__ = ["ReadPath"]

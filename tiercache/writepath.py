@@ -1,0 +1,488 @@
+"""The one write path: every store, placement, demotion, eviction and removal.
+
+Explicit writes (``set``, ``mset``, ``precompute``), stores after a recompute, placements of
+shared-tier hits, promotions to hot and their demotions, the warm budget, shared writes,
+drops and ``clear`` all go through :class:`WritePath`. It executes the policy engine's
+decisions (``PolicyEngine.offer_hot``, ``warm_gate``, ``warm_victims``) and counts each
+one by reason in the tiers' :class:`~tiercache.stats.TierStats`.
+
+Failure rules: an explicit write (``forced``) or an invalidation that did not happen raises
+:class:`~tiercache.errors.StoreError`; anything the cache does on its own behalf (a store
+after a recompute, a demotion) is counted and never raised. The shared tier is fail-open
+for writes and fail-loud for invalidations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from time import perf_counter as _perf
+from typing import Any, NoReturn, cast
+
+import numpy as np
+
+from . import codec
+from .context import MAX_TTL_SECONDS, CacheContext
+from .errors import (
+    InvalidContentError,
+    InvalidTTLError,
+    InvalidVectorError,
+    StoreError,
+    TierCacheError,
+)
+from .keys import Content
+from .tags import TagIndex, check_tags, id_tag
+from .tiers.memory import NEVER
+from .tiers.redis import RedisTier, SharedUnavailable
+
+_BLOCK = 1024  # rows validated and encoded at a time by mset
+
+# (content, key, vector, expires_at or 0.0, blob): an entry on its way to the local tiers
+Placed = tuple[Content, bytes, np.ndarray, float, bytes | None]
+
+
+def check_content(content: object, accepts: tuple[type, ...] | None = None) -> None:
+    """Raise :class:`InvalidContentError` unless ``content`` is str or bytes (and, with
+    ``accepts``, a type the encoder takes)."""
+    t = type(content)
+    if t is not str and t is not bytes:
+        raise InvalidContentError(
+            f"content must be str or bytes, not {t.__name__}"
+        )
+    if accepts is not None and t not in accepts:
+        raise InvalidContentError(
+            f"the encoder takes {', '.join(a.__name__ for a in accepts)}, not {t.__name__}"
+        )
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """A validated TTL in seconds (None: no TTL)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidTTLError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        raise InvalidTTLError(f"ttl must be > 0 and <= {MAX_TTL_SECONDS:.0f} seconds, got {ttl}")
+    return float(ttl)
+
+
+class WritePath:
+    """Executes writes and the engine's placement decisions over the context's tiers."""
+
+    def __init__(self, ctx: CacheContext) -> None:
+        self._ctx = ctx
+        self._hot = ctx.hot
+        self._warm = ctx.warm
+        self._shared = ctx.shared
+        self._engine = ctx.engine
+        self._lock = ctx.lock
+        self._codec = ctx.codec
+        self.tags = TagIndex(ctx.warm, ctx.lock, self.raise_warm_fault)
+        self._storer: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Wait for the store of a computed chunk still running."""
+        if self._storer is not None:
+            self._storer.shutdown(wait=True)
+
+    # -- faults ---------------------------------------------------------------------------
+    def raise_warm_fault(self, exc: BaseException, message: str) -> NoReturn:
+        """Count a warm-store failure and raise it typed: a ``TierCacheError`` as it is,
+        anything else (an LMDB error, an OSError) as ``StoreError("<message>: <exc>")``.
+        For the operations whose failure must never be silent (explicit writes, drops,
+        clears, the tag index)."""
+        with self._lock:
+            self._ctx.s_warm.errors += 1
+        if isinstance(exc, TierCacheError):
+            raise exc
+        raise StoreError(f"{message}: {exc!r}") from exc
+
+    # -- placement (hot) --------------------------------------------------------------------
+    def remove_hot_locked(self, key: bytes, reason: str) -> None:
+        if self._hot.delete_key(key):
+            self._engine.remove_hot(key)
+            s_hot = self._ctx.s_hot
+            s_hot.evictions[reason] += 1
+            if reason == "expired":
+                s_hot.expired += 1
+
+    def admit_hot_locked(
+        self, content: Content, key: bytes, vector: np.ndarray, expires_at: float,
+        meta: bytes | None, in_warm: bool,
+    ) -> list[tuple[bytes, bytes]]:
+        """Offer one entry to hot; returns demotion writes (key, record) for warm."""
+        hot = self._hot
+        slot = hot.slot_of_key(key)
+        if slot is not None:  # already resident: refresh in place
+            hot.put(content, key, vector, expires_at, meta, in_warm or hot.in_warm(slot))
+            return []
+        adm = self._engine.offer_hot(key)
+        demote: list[tuple[bytes, bytes]] = []
+        s_hot = self._ctx.s_hot
+        for evicted in adm.evicted:
+            victim = cast(bytes, evicted)
+            vslot = hot.slot_of_key(victim)
+            if vslot is None:
+                continue
+            s_hot.evictions["capacity"] += 1
+            s_hot.demotions += 1
+            if not hot.in_warm(vslot) and self._warm is not None:
+                if self._engine.warm_gate(victim):
+                    exp = float(hot.expires[vslot])
+                    demote.append((victim, codec.encode_record(
+                        hot.slab[vslot], self._codec, 0.0 if exp == NEVER else exp,
+                        hot.meta_at(vslot))))
+                else:
+                    self._ctx.s_warm.rejections["min_frequency"] += 1
+            hot.delete_key(victim)
+        if adm.admitted:
+            hot.put(content, key, vector, expires_at, meta, in_warm)
+            s_hot.promotions += 1
+        else:
+            s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def promote_locked(self, items: list[Placed]) -> list[tuple[bytes, bytes]]:
+        """Offer warm hits ``(content, key, vector, expires_at, blob)`` to hot."""
+        demote: list[tuple[bytes, bytes]] = []
+        if self._hot.capacity == 0:
+            return demote
+        for c, k, vector, expires_at, blob in items:
+            demote += self.admit_hot_locked(c, k, vector, expires_at or NEVER, blob,
+                                            in_warm=True)
+        return demote
+
+    def place_local(self, entries: list[Placed], *, promoted: bool,
+                    records: list[bytes] | None = None) -> None:
+        """Write ``(content, key, vector, expires_at, blob)`` to warm (per the warm gate)
+        and offer them to hot. ``promoted``: they came from the shared tier (counted as
+        warm promotions). ``records``: the entries already encoded with this cache's
+        codec, one per entry (else they are encoded here, for the gated ones)."""
+        warm = self._warm
+        with self._lock:
+            gate = [warm is not None and self._engine.warm_gate(k) for _, k, _, _, _ in entries]
+            if warm is not None:
+                self._ctx.s_warm.rejections["min_frequency"] += gate.count(False)
+        if records is None:
+            warm_items = [(k, codec.encode_record(v, self._codec, exp, blob))
+                          for (_, k, v, exp, blob), g in zip(entries, gate) if g]
+        else:
+            warm_items = [(e[1], rec) for e, rec, g in zip(entries, records, gate) if g]
+        written = self.warm_write(warm_items, forced=False) if warm_items else False
+        in_warm = [g and written for g in gate]
+        if promoted and written:
+            with self._lock:
+                self._ctx.s_warm.promotions += len(warm_items)
+        if self._hot.capacity == 0:
+            return
+        demote: list[tuple[bytes, bytes]] = []
+        with self._lock:
+            for (c, k, v, exp, blob), w in zip(entries, in_warm):
+                demote += self.admit_hot_locked(c, k, v, exp or NEVER, blob, in_warm=w)
+        if demote:
+            self.warm_write(demote, forced=False)
+
+    # -- warm -----------------------------------------------------------------------------
+    def warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
+        """Write records to warm, evicting per policy to respect the budget.
+
+        Returns False if the write failed (counted; the caller still gets its vectors).
+        ``forced`` writes (explicit ``set``) raise instead, so an acknowledged write is
+        never silently dropped.
+        """
+        warm = self._warm
+        if warm is None or not items:
+            return False
+        engine = self._engine
+        lock = self._lock
+        new_keys = {k for k, _ in items}
+        victims: list[bytes] = []
+
+        def choose(excess: int, sample: Callable[[Sequence[bytes]], list[bytes]]) -> list[bytes]:
+            # runs inside the warm write transaction (serialised across processes)
+            nonlocal victims
+            limit = min(excess, len(new_keys) + engine.max_evictions_per_write)
+            with lock:
+                probes = engine.warm_probes(limit * engine.eviction_samples)
+            sampled = sample(probes)
+            with lock:
+                victims = engine.warm_victims(sampled, excess, protect=new_keys,
+                                              batch=len(new_keys))
+            return victims
+
+        try:
+            deleted = warm.put_bounded(items, engine.warm_capacity, choose)
+            with lock:
+                s_warm = self._ctx.s_warm
+                s_warm.writes += len(items)
+                s_warm.evictions["capacity"] += deleted
+                for v in victims:  # the hot copy of a warm victim is no longer backed
+                    slot = self._hot.slot_of_key(v)
+                    if slot is not None:
+                        self._hot.mark_in_warm(slot, False)
+            return True
+        except Exception as exc:
+            if forced:
+                self.raise_warm_fault(exc, "warm write failed, nothing was stored")
+            with lock:
+                self._ctx.s_warm.errors += 1
+            return False
+
+    def warm_delete(self, keys: list[bytes]) -> int:
+        """Delete records the cache found dead (expired); failures are counted."""
+        if self._warm is None or not keys:
+            return 0
+        try:
+            return self._warm.delete_many(keys)
+        except Exception:
+            with self._lock:
+                self._ctx.s_warm.errors += 1
+            return 0
+
+    # -- shared ---------------------------------------------------------------------------
+    def shared_write(self, entries: list[tuple[bytes, bytes, float]]) -> None:
+        """Write ``(key, record, expires_at)`` to Redis with their TTL; fail-open."""
+        shared = self._shared
+        if shared is None or not entries:
+            return
+        now = self._ctx.clock()
+        limit = self._ctx.shared_ttl
+        items: list[tuple[bytes, bytes, int | None]] = []
+        for k, record, expires_at in entries:
+            ttl = limit
+            if expires_at:
+                left = expires_at - now
+                if left <= 0:
+                    continue
+                ttl = left if ttl is None else min(ttl, left)
+            items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
+        if not items:
+            return
+        t0 = _perf()
+        try:
+            shared.put_many(items)
+        except Exception as exc:
+            with self._lock:
+                if isinstance(exc, SharedUnavailable):
+                    self._ctx.s_shared.skipped += len(items)
+                else:
+                    self._ctx.s_shared.errors += 1
+            return
+        with self._lock:
+            self._ctx.s_shared.writes += len(items)
+            self._ctx.s_shared.latency.add(_perf() - t0)
+
+    def shared_call(self, what: str, fn: Callable[[RedisTier], Any]) -> Any:
+        """An invalidating call on Redis (drop, clear): failures raise StoreError, since a
+        delete that did not happen would let other hosts serve the entry again."""
+        assert self._shared is not None
+        try:
+            return fn(self._shared)
+        except Exception as exc:
+            with self._lock:
+                self._ctx.s_shared.errors += 1
+            raise StoreError(
+                f"{what}: the local tiers are done, but the shared tier (Redis) could not be "
+                f"reached, so other hosts may still serve these entries: {exc}"
+            ) from exc
+
+    # -- stores after a recompute -----------------------------------------------------------
+    def store_pool(self) -> ThreadPoolExecutor:
+        """The single thread that stores computed chunks while the next one is encoded."""
+        with self._lock:
+            if self._storer is None:
+                self._storer = ThreadPoolExecutor(1, thread_name_prefix="tiercache-store")
+            return self._storer
+
+    def store_computed(
+        self, chunk: list[tuple[bytes, Content, Future[np.ndarray]]], matrix: np.ndarray
+    ) -> None:
+        """Place a chunk of freshly encoded vectors (warm per gate, hot per admission,
+        shared per ``shared.min_frequency``)."""
+        ctx = self._ctx
+        now = ctx.clock()
+        ttl = ctx.default_ttl
+        expires = now + ttl if ttl else 0.0
+        store_text = ctx.store_text
+        blobs = [codec.pack_blob(None, c) if store_text else None for _, c, _ in chunk]
+        entries = [(c, k, matrix[i], expires, blobs[i]) for i, (k, c, _) in enumerate(chunk)]
+        # encoded once, for warm and shared alike
+        records = codec.encode_records(matrix, self._codec, expires, blobs)
+        self.place_local(entries, promoted=False, records=records)
+        if self._shared is not None:
+            min_f = ctx.shared_min_frequency
+            if min_f:
+                with self._lock:
+                    share = [self._engine.frequency(k) >= min_f for _, k, _, _, _ in entries]
+                    ctx.s_shared.rejections["min_frequency"] += share.count(False)
+            else:
+                share = [True] * len(entries)
+            self.shared_write([(e[1], rec, expires)
+                               for e, rec, ok in zip(entries, records, share) if ok])
+
+    # -- explicit writes ------------------------------------------------------------------
+    def validate_vector(self, vector: Any) -> np.ndarray:
+        """``vector`` as a finite float32 array of shape ``(dim,)``, or InvalidVectorError."""
+        dim = self._ctx.dim
+        try:
+            arr = np.asarray(vector)
+        except Exception as exc:
+            raise InvalidVectorError(f"not an array: {exc}") from exc
+        if arr.dtype.kind != "f":
+            raise InvalidVectorError(f"vector dtype must be floating point, not {arr.dtype}")
+        if arr.shape != (dim,):
+            raise InvalidVectorError(f"vector shape must be ({dim},), not {arr.shape}")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidVectorError("vector holds NaN or infinite values")
+        return arr
+
+    def mset(self, items: Iterable[Any], *, ttl: float | None = None,
+             tags: Iterable[str] | None = None) -> list[str]:
+        """``TierCache.mset`` (see there): validate every item, then write them all."""
+        ctx = self._ctx
+        default_ttl = check_ttl(ttl) if ttl is not None else ctx.default_ttl
+        now = ctx.clock()
+        dim = ctx.dim
+        contents: list[Content] = []
+        rows: list[np.ndarray] = []
+        expiries: list[float] = []
+        blobs: list[bytes | None] = []
+        item_tags: list[list[str]] = []
+        common = check_tags(tags)
+        store_text = ctx.store_text
+        no_tags: list[str] = []
+        for item in items:
+            extra = no_tags
+            if type(item) is tuple and len(item) == 2:  # (content, vector): the bulk shape
+                content, vector = item
+                metadata = item_ttl = None
+            elif isinstance(item, Mapping):
+                content = item.get("content", item.get("text"))
+                vector = item.get("vector", item.get("embedding"))
+                metadata = item.get("metadata")
+                item_ttl = item.get("ttl")
+                extra = check_tags(item.get("tags"))
+                if item.get("doc_id") is not None:
+                    extra.append(id_tag(item["doc_id"]))
+            else:
+                parts = tuple(item)
+                if not 2 <= len(parts) <= 4:
+                    raise InvalidVectorError("items are (content, vector[, metadata[, ttl]])")
+                content, vector = parts[0], parts[1]
+                metadata = parts[2] if len(parts) > 2 else None
+                item_ttl = parts[3] if len(parts) > 3 else None
+            if type(content) is not str and type(content) is not bytes:
+                check_content(content)
+            if not (type(vector) is np.ndarray and vector.dtype == np.float32
+                    and vector.shape == (dim,)):
+                vector = self.validate_vector(vector)  # converts, or raises
+            life = default_ttl if item_ttl is None else check_ttl(item_ttl)
+            contents.append(content)
+            rows.append(vector)
+            expiries.append(now + life if life else 0.0)
+            blobs.append(codec.pack_blob(metadata, content if store_text else None)
+                         if metadata is not None or store_text else None)
+            item_tags.append(common + extra if extra or common else no_tags)
+        if not contents:
+            return []
+        return self.write_entries(contents, rows, expiries, blobs, item_tags)
+
+    def write_entries(self, contents: list[Content], rows: list[np.ndarray],
+                      expiries: list[float], blobs: list[bytes | None],
+                      item_tags: list[list[str]]) -> list[str]:
+        """Write validated entries: tag index, warm (committed, raising on failure),
+        shared (fail-open), then hot (refreshed or offered). Returns the public keys."""
+        hot = self._hot
+        keep = bool(hot.capacity or len(hot))  # hot off and empty (a bulk load): no refresh
+        # validated and encoded in blocks: a new 15 MB matrix costs ~13 ms of page faults on
+        # the reference VM (a few us per 4 KiB page); a 1.5 MB block freed before the next
+        # is recycled by malloc. Nothing is written before every block has validated.
+        blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
+        encoded: list[bytes] = []
+        for a in range(0, len(rows), _BLOCK):
+            block = np.stack(rows[a:a + _BLOCK])
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad = a + int(np.flatnonzero(~finite)[0])
+                raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
+            encoded += codec.encode_records(block, self._codec, expiries[a:a + _BLOCK],
+                                            blobs[a:a + _BLOCK])
+            if keep:
+                blocks.append(block)
+        digest = self._ctx.keys.digest
+        keys = [digest(c) for c in contents]
+        records = list(zip(keys, encoded))
+        if any(item_tags):  # the index first: a crash leaves a stale tag, never an untagged
+            self.tags.add([(k, t) for k, t in zip(keys, item_tags) if t])  # entry
+        if self._warm is not None:
+            self.warm_write(records, forced=True)
+        if self._shared is not None:
+            self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
+        demote: list[tuple[bytes, bytes]] = []
+        if keep:
+            vectors = itertools.chain.from_iterable(blocks)
+            in_warm = self._warm is not None
+            with self._lock:
+                for content, k, v, exp, blob in zip(contents, keys, vectors, expiries, blobs):
+                    if hot.capacity or hot.slot_of_key(k) is not None:
+                        demote += self.admit_hot_locked(content, k, v, exp or NEVER, blob,
+                                                        in_warm=in_warm)
+        if demote:
+            self.warm_write(demote, forced=False)
+        return [k.hex() for k in keys]  # key_to_str
+
+    # -- removals -------------------------------------------------------------------------
+    def drop_keys(self, keys: list[bytes], reason: str, what: str) -> int:
+        """Remove ``keys`` from every tier, counting ``evictions[reason]`` per tier; returns
+        how many were removed from at least one. A delete that did not happen is never
+        silent: warm or shared failures raise :class:`StoreError` (after the hot tier)."""
+        ctx = self._ctx
+        removed: set[bytes] = set()
+        with self._lock:
+            for k in keys:
+                if self._hot.delete_key(k):
+                    self._engine.remove_hot(k)
+                    ctx.s_hot.evictions[reason] += 1
+                    removed.add(k)
+        if self._warm is not None:
+            try:
+                flags = self._warm.delete_each(keys)
+            except Exception as exc:
+                self.raise_warm_fault(exc, f"{what}: the warm store could not be updated")
+            gone = [k for k, g in zip(keys, flags) if g]
+            with self._lock:
+                ctx.s_warm.evictions[reason] += len(gone)
+            removed.update(gone)
+        if self._shared is not None:
+            flags = self.shared_call(what, lambda r: r.delete_each(keys))
+            gone = [k for k, g in zip(keys, flags) if g]
+            with self._lock:
+                ctx.s_shared.evictions[reason] += len(gone)
+            removed.update(gone)
+        return len(removed)
+
+    def invalidate_tags(self, tags: list[str]) -> int:
+        """Drop every key registered under ``tags`` (forgetting the registrations)."""
+        keys = sorted(self.tags.keys(tags, remove=True))
+        return self.drop_keys(keys, "invalidated", "invalidate_tags") if keys else 0
+
+    def clear(self) -> None:
+        """Empty hot, the warm store directory (and its tag index) and the shared prefix."""
+        with self._lock:
+            for k in list(self._hot.keys()):
+                self.remove_hot_locked(k, "dropped")
+        if self._warm is not None:
+            try:
+                self._warm.clear()
+            except Exception as exc:
+                self.raise_warm_fault(exc, "clear: the warm store could not be cleared")
+        self.tags.clear()
+        if self._shared is not None:
+            n = self.shared_call("clear", lambda r: r.clear())
+            with self._lock:
+                self._ctx.s_shared.evictions["dropped"] += n
+
+__all__ = ["Placed", "WritePath", "check_content", "check_ttl"]
