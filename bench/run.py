@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import cachetools  # noqa: E402
 import diskcache  # noqa: E402
+import entrypoints  # noqa: E402  (bench/entrypoints.py, beside this file)
 import lmdb  # noqa: E402
 import paths  # noqa: E402  (bench/paths.py, beside this file)
 
@@ -69,6 +70,9 @@ TARGETS = {  # name -> (limit, unit)
 }
 AT_LEAST = {"cos_float16", "cos_int8", "cold_ratio", "bulk_per_s", "x_diskcache",
             "x_redisvl_get", "x_redisvl_mget"}
+# every public entry point against embed (issue #16): ratios within one run, a rate or two
+TARGETS.update({k: (lim, unit) for k, (lim, unit, _) in entrypoints.EP_TARGETS.items()})
+AT_LEAST |= {k for k, (_, _, at_least) in entrypoints.EP_TARGETS.items() if at_least}
 
 
 def log(msg: str) -> None:
@@ -419,15 +423,7 @@ PAIRED_ROUNDS = 5
 # --------------------------------------------------------------------------- timing
 
 
-def time_each(fn: Callable[[Any], Any], args: Sequence[Any]) -> np.ndarray:
-    """Nanoseconds of each ``fn(arg)``; only the call sits between the two clock reads."""
-    out = np.empty(len(args), dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i, a in enumerate(args):
-        t0 = clock()
-        fn(a)
-        out[i] = clock() - t0
-    return out
+time_each = entrypoints.time_each  # one timing loop for every table
 
 
 def pct(ns: np.ndarray, unit: float) -> dict[str, float]:
@@ -802,6 +798,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             res["bulk"]["fast"]["vectors_per_s"])
     if res.get("cold"):
         add("cold path throughput vs sentence-transformers", "cold_ratio", res["cold"]["ratio"])
+    for what, key, value in entrypoints.targets_of(res.get("entry_points") or {}):
+        add(what, key, value)
     return rows
 
 
@@ -931,6 +929,8 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:
             for r in stores]
     L += ["", "## Single set of a fresh key (µs)", ""]
     L += _table(["store", "p50", "p90", "p99", "max"], rows)
+    if "entry_points" in res:
+        L += entrypoints.render_entry_points(res["entry_points"])
     rows = []
     for r in stores:
         fp = r["footprint"]
@@ -1250,6 +1250,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for st in kept.values():
                 st.close()
+        log("every entry point beside embed, in alternating rounds")
+        res["entry_points"] = entrypoints.entry_points(
+            p.n, tmp, log, rounds=2 if a.smoke else 5, redis_url=REDIS_URL)
         log("memory floors (dict probe + row copy, in C)")
         res["floors"] = memory_floors(w)
         log("end-to-end stream")

@@ -30,6 +30,7 @@ SECTIONS = [
     "## Single get (µs)",
     "## Batch get of 1000 keys",
     "## Single set of a fresh key (µs)",
+    "## Every entry point (one run, ratios against embed)",
     "## Footprint per vector",
     "## End to end: embed_many on a mixed stream",
     "## Codec accuracy",
@@ -67,6 +68,9 @@ def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
         assert f"| {name} |" in md, name
     assert md.count("| store | dist | p50 | p90 | p99 | max |") == 1
     assert "met" in md.split("## Targets", 1)[1]
+    for row in ("| get | hot |", "| get_by_key(key) | warm |", "| mget(1000) | warm |",
+                "| set | warm fast |", "| set, 8 threads | warm durable |"):
+        assert row in md, row  # the entry-point table (bench/entrypoints.py)
 
 
 def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:

@@ -1,0 +1,617 @@
+"""Every public entry point of TierCache measured beside ``embed``, in one run (issue #16).
+
+    python bench/entrypoints.py [--n 20000] [--rounds 5] [--smoke] [--redis-url URL]
+                                [--json PATH] [--tmp DIR]
+
+The machine's speed drifts by up to 2x over minutes, so only ratios measured in the same
+run mean anything: every entry point is timed in alternating rounds (each round times a
+slice of the same key picks on every entry point in turn, the order rotated per round) and
+each ratio is the median over rounds of the entry point's per-round p50, divided by the
+same for its reference (``embed``, ``embed_many``, a raw py-lmdb write transaction, one
+thread). Caches are built through the public API only. The markdown goes to stdout,
+progress to stderr; bench/run.py calls :func:`entry_points` and
+:func:`render_entry_points` for its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import lmdb  # noqa: E402
+
+from tiercache import TierCache, codec, parse_config  # noqa: E402
+from tiercache.encoders import HashEncoder  # noqa: E402
+
+DIM = 384
+BATCH = 1000
+SEED = 20240616
+HOT_ENTRY = 4 * DIM + 256  # tiercache's hot budget per entry (row + bookkeeping)
+WARM_MAX = 2**30  # warm.max_bytes of every cache here
+RECORD = codec.record_size(DIM, "float32")  # bytes of one float32 record (header + row)
+MSET_VECTORS = 10_000  # fresh vectors written by the timed msets, in blocks of BATCH
+THREADS = 8
+SECTION = "## Every entry point (one run, ratios against embed)"
+
+# key -> (limit, unit, at least?): the issue's targets, each a ratio or a rate
+EP_TARGETS: dict[str, tuple[float, str, bool]] = {
+    "ep_get_hot": (2.0, "x embed", False),
+    "ep_get_warm": (1.3, "x embed", False),
+    "ep_exists": (1.2, "x embed", False),
+    "ep_mexists": (1.2, "x embed_many", False),
+    "ep_mget": (1.5, "x embed_many", False),
+    "ep_get_by_key": (1.3, "x embed", False),
+    "ep_set_fast": (3.0, "x raw py-lmdb txn", False),
+    "ep_mset": (150_000, "vectors/s", True),
+    "ep_durable_threads": (4.0, "x 1 thread", True),
+}
+
+
+def lmdb_flags(durable: bool) -> dict[str, Any]:
+    """The flags tiercache/tiers/lmdb.py (``_Env``) opens its environment with, minus the
+    map size: ``durable`` fsyncs data and meta pages on every commit, ``fast`` neither."""
+    return {"subdir": True, "max_dbs": 8, "max_readers": 126, "sync": durable,
+            "metasync": durable, "readahead": False, "writemap": False, "lock": True,
+            "mode": 0o600}
+
+
+def _log(msg: str) -> None:
+    print(f"[entrypoints {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def text_of(i: int) -> str:
+    return f"query number {i} about topic {i % 97}"
+
+
+def fresh(texts: Sequence[str], idx: Sequence[int] | np.ndarray) -> list[str]:
+    """New str objects equal to texts[i] (no cached str hash inside the timed calls)."""
+    return [texts[i].encode().decode() for i in idx]
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def time_each(fn: Callable[[Any], Any], args: Sequence[Any]) -> np.ndarray:
+    """Nanoseconds of each ``fn(arg)``; only the call sits between the two clock reads."""
+    out = np.empty(len(args), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i, a in enumerate(args):
+        t0 = clock()
+        fn(a)
+        out[i] = clock() - t0
+    return out
+
+
+def _config(tmp: Path, name: str, *, hot_entries: int = 0, durability: str = "fast",
+            warm: bool = True, shared: str | None = None) -> Any:
+    cfg: dict[str, Any] = {
+        "encoder": {"kind": "hash", "dim": DIM},
+        "hot": ({"enabled": True, "max_bytes": int(hot_entries * HOT_ENTRY * 1.1)}
+                if hot_entries else {"enabled": False}),
+        "warm": ({"enabled": True, "path": str(tmp / name), "codec": "float32",
+                  "max_bytes": WARM_MAX, "durability": durability}
+                 if warm else {"enabled": False}),
+        "policy": {"seed": 1},
+    }
+    if shared is not None:
+        cfg["shared"] = {"url": shared, "ttl": None, "timeout": "2s",
+                         "key_prefix": "tiercache-bench-ep:"}
+    return parse_config(cfg)
+
+
+def _cache(cfg: Any) -> TierCache:
+    return TierCache(cfg, encoder=HashEncoder(DIM))
+
+
+def _digest(t: str) -> bytes:
+    return hashlib.blake2b(t.encode(), digest_size=16).digest()
+
+
+def _raw_put(env: lmdb.Environment) -> Callable[[tuple[str, np.ndarray]], None]:
+    """A hand-rolled single write: digest the text, one write transaction, one put of a
+    value as long as tiercache's record (zeroed header + the row's bytes), commit."""
+    pad = bytes(RECORD - 4 * DIM)
+
+    def put(tv: tuple[str, np.ndarray]) -> None:
+        t, v = tv
+        with env.begin(write=True) as txn:
+            txn.put(hashlib.blake2b(t.encode(), digest_size=16).digest(), pad + v.tobytes())
+
+    return put
+
+
+def _group_rate(cache: TierCache, threads: int, seconds: float, tag: str,
+                vectors: np.ndarray) -> float:
+    """Single ``set`` calls of fresh keys per second, ``threads`` threads for ``seconds``."""
+    barrier = threading.Barrier(threads + 1)
+    counts = [0] * threads
+    errors: list[BaseException] = []
+    deadline = [0.0]
+
+    def work(j: int) -> None:
+        v = vectors[j % len(vectors)]
+        clock = time.perf_counter
+        i = 0
+        barrier.wait()
+        try:
+            while clock() < deadline[0]:
+                cache.set(f"group {tag} thread {j} set {i}", v)
+                i += 1
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+        counts[j] = i
+
+    pool = [threading.Thread(target=work, args=(j,), daemon=True) for j in range(threads)]
+    for th in pool:
+        th.start()
+    deadline[0] = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    barrier.wait()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return sum(counts) / elapsed
+
+
+def _pct(ns: np.ndarray) -> dict[str, float]:
+    q = np.percentile(ns, [50, 90, 99]) / 1e3
+    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+            "max": float(ns.max() / 1e3)}
+
+
+@dataclass
+class Probe:
+    """One measured entry point. ``run(r)`` times round r's slice: ns per call (latency
+    probes) or a rate per second (``rate`` probes, one number per round)."""
+
+    label: str  # unique: "<tier> <entry>"
+    entry: str
+    tier: str
+    run: Callable[[int], Any]
+    ref: str | None = None  # label of the probe it is divided by
+    target: str | None = None  # key in EP_TARGETS
+    rate: str | None = None  # unit of a rate probe ("sets/s"), None for a latency probe
+    per: int = 0  # a latency probe whose calls each move ``per`` vectors: also a rate
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int = 5,
+                 redis_url: str | None = None) -> dict[str, Any]:
+    """Load n keys into a "hot" cache (hot tier holding all of them, warm LMDB fast behind
+    it), a "warm" cache (hot off, warm LMDB fast) and, when ``redis_url`` is given, a
+    shared-only cache; then time every public entry point in ``rounds`` alternating
+    rounds. Returns a JSON-ready dict (``rows``: one per entry point, see
+    :func:`render_entry_points`)."""
+    t_start = time.perf_counter()
+    rounds = max(1, rounds)
+    small = n <= 5000
+    singles = max(200 * rounds, min(20_000, n))  # single calls per entry point, all rounds
+    batches = max(2 * rounds, min(50, n // 400))  # calls of BATCH keys per batch probe
+    sets = max(50 * rounds, min(2000, n // 10))  # fast single sets per set probe
+    durable_sets = (25 if small else 100) * rounds
+    mset_blocks = max(rounds, MSET_VECTORS // BATCH)
+    group_s = 0.1 if small else 0.25  # seconds per thread-count per round
+    rng = np.random.default_rng(SEED)
+    texts = [text_of(i) for i in range(n)]
+    vectors = unit_vectors(rng, n)
+    pool = unit_vectors(rng, 256)  # vectors of the fresh keys written by the write probes
+    single_idx = np.array_split(rng.integers(0, n, size=singles), rounds)
+    batch_idx = [rng.integers(0, n, size=min(BATCH, n)) for _ in range(batches)]
+    batch_rounds = np.array_split(np.arange(batches), rounds)
+    block_rounds = np.array_split(np.arange(mset_blocks), rounds)
+    items = list(zip(texts, vectors))
+    hot_room = n + mset_blocks * BATCH + sets + 1000  # every key the hot cache will hold
+
+    caches: list[TierCache] = []
+    envs: list[lmdb.Environment] = []
+    closers: list[Callable[[], None]] = []  # the shared probes' cleanup
+    res: dict[str, Any] = {
+        "n": n, "dim": DIM, "rounds": rounds, "singles": singles, "batches": batches,
+        "batch": BATCH, "sets": sets, "durable_sets": durable_sets,
+        "mset_vectors": mset_blocks * BATCH, "threads": THREADS, "group_seconds": group_s,
+        "record_bytes": RECORD,
+        "lmdb_flags": {k: {f: v for f, v in lmdb_flags(k == "durable").items()
+                           if f != "mode"} for k in ("fast", "durable")},
+        "lmdb_map_size": 4 * WARM_MAX,
+    }
+    try:
+        hot = _cache(_config(tmp, "ep-hot", hot_entries=hot_room))
+        caches.append(hot)
+        warm = _cache(_config(tmp, "ep-warm"))
+        caches.append(warm)
+        dur = _cache(_config(tmp, "ep-durable", durability="durable"))
+        caches.append(dur)
+        t0 = time.perf_counter()
+        for cache in (hot, warm):
+            for i in range(0, n, 5000):
+                cache.mset(items[i:i + 5000])
+        log(f"  entry points: loaded {n} keys into the hot and warm caches in "
+            f"{time.perf_counter() - t0:.1f}s")
+        # raw py-lmdb beside tiercache's own: the same flags and map size (tiercache's auto
+        # map size is 4 * warm.max_bytes)
+        raw_fast = lmdb.open(str(tmp / "ep-raw-fast"), map_size=4 * WARM_MAX,
+                             **lmdb_flags(False))
+        envs.append(raw_fast)
+        raw_dur = lmdb.open(str(tmp / "ep-raw-durable"), map_size=4 * WARM_MAX,
+                            **lmdb_flags(True))
+        envs.append(raw_dur)
+
+        # read everything through once, untimed (the hot cache's entries are offered to
+        # hot by mset; a first embed promotes any that were not), then check the answers
+        for cache in (hot, warm):
+            for i in range(0, n, BATCH):
+                cache.embed_many(texts[i:i + BATCH])
+        probe = list(range(0, n, max(1, n // 200)))
+        for cache, tier in ((hot, "hot"), (warm, "warm")):
+            got = cache.mget([texts[i] for i in probe])
+            bad = [i for i, e in zip(probe, got)
+                   if e is None or not np.allclose(e.vector, vectors[i], atol=1e-6)]
+            if bad:
+                raise AssertionError(f"{tier} cache: mget returned a wrong or no vector "
+                                     f"for {len(bad)} of {len(probe)} keys")
+            k = probe[len(probe) // 2]
+            e = cache.get(texts[k])
+            if (e is None or not np.allclose(e.vector, vectors[k], atol=1e-6)
+                    or not np.allclose(cache.embed(texts[k]), vectors[k], atol=1e-6)
+                    or not cache.exists(texts[k]) or not all(cache.mexists([texts[k]]))):
+                raise AssertionError(f"{tier} cache: get/embed/exists disagree with mset")
+            if tier == "hot":
+                res["hot_share"] = sum(e is not None and e.tier == "hot"
+                                       for e in got) / len(got)
+        keyed = warm.get_by_key(warm.key(texts[probe[0]]))
+        if keyed is None or not np.allclose(keyed.vector, vectors[probe[0]], atol=1e-6):
+            raise AssertionError("warm cache: get_by_key returned a wrong or no vector")
+        public = [warm.key(t) for t in texts]
+        os.sync()  # no kernel writeback of the load's dirty pages inside the first round
+        enc0 = {id(c): c.stats()["encoder"]["texts"] for c in (hot, warm)}
+
+        def singles_of(fn: Callable[[str], Any], keys: Sequence[str] = texts
+                       ) -> Callable[[int], np.ndarray]:
+            return lambda r: time_each(fn, fresh(keys, single_idx[r]))
+
+        def batches_of(fn: Callable[[list[str]], Any]) -> Callable[[int], np.ndarray]:
+            return lambda r: time_each(fn, [fresh(texts, batch_idx[j])
+                                            for j in batch_rounds[r]])
+
+        def fresh_pairs(tag: str, r: int, count: int) -> list[tuple[str, np.ndarray]]:
+            lo = r * count
+            return [(f"fresh {tag} {i} about topic {i % 89}", pool[i % len(pool)])
+                    for i in range(lo, lo + count)]
+
+        per_round_sets = max(1, sets // rounds)
+        per_round_dur = max(1, durable_sets // rounds)
+
+        def sets_of(fn: Callable[[tuple[str, np.ndarray]], Any], tag: str, count: int
+                    ) -> Callable[[int], np.ndarray]:
+            return lambda r: time_each(fn, fresh_pairs(tag, r, count))
+
+        def mset_blocks_of(r: int) -> np.ndarray:
+            blocks = []
+            for b in block_rounds[r]:
+                lo = int(b) * BATCH
+                blocks.append([(f"bulk text {i} about topic {i % 83}", pool[i % len(pool)])
+                               for i in range(lo, lo + BATCH)])
+            return time_each(hot.mset, blocks)
+
+        probes = [
+            Probe("hot embed", "embed", "hot", singles_of(hot.embed)),
+            Probe("hot get", "get", "hot", singles_of(hot.get), "hot embed", "ep_get_hot"),
+            Probe("hot exists", "exists", "hot", singles_of(hot.exists), "hot embed",
+                  "ep_exists"),
+            Probe("hot mexists1", "mexists([x])", "hot",
+                  singles_of(lambda t: hot.mexists([t])), "hot embed", "ep_exists"),
+            Probe("hot embed_many", f"embed_many({BATCH})", "hot",
+                  batches_of(hot.embed_many)),
+            Probe("hot mget", f"mget({BATCH})", "hot", batches_of(hot.mget),
+                  "hot embed_many", "ep_mget"),
+            Probe("warm embed", "embed", "warm", singles_of(warm.embed)),
+            Probe("warm get", "get", "warm", singles_of(warm.get), "warm embed",
+                  "ep_get_warm"),
+            Probe("warm exists", "exists", "warm", singles_of(warm.exists), "warm embed",
+                  "ep_exists"),
+            Probe("warm get_by_key", "get_by_key(key)", "warm",
+                  singles_of(warm.get_by_key, public), "warm embed", "ep_get_by_key"),
+            Probe("warm embed_many", f"embed_many({BATCH})", "warm",
+                  batches_of(warm.embed_many)),
+            Probe("warm mget", f"mget({BATCH})", "warm", batches_of(warm.mget),
+                  "warm embed_many", "ep_mget"),
+            Probe("warm mexists", f"mexists({BATCH})", "warm", batches_of(warm.mexists),
+                  "warm embed_many", "ep_mexists"),
+            Probe("raw fast", "py-lmdb write txn (raw)", "py-lmdb fast",
+                  sets_of(_raw_put(raw_fast), "raw", per_round_sets)),
+            Probe("warm set", "set", "warm fast",
+                  sets_of(lambda tv: warm.set(*tv), "warm", per_round_sets), "raw fast",
+                  "ep_set_fast"),
+            Probe("hot set", "set", "hot + warm fast",
+                  sets_of(lambda tv: hot.set(*tv), "hot", per_round_sets), "raw fast",
+                  "ep_set_fast"),
+            Probe("raw durable", "py-lmdb write txn (raw)", "py-lmdb durable",
+                  sets_of(_raw_put(raw_dur), "raw", per_round_dur)),
+            Probe("durable set", "set", "warm durable",
+                  sets_of(lambda tv: dur.set(*tv), "durable", per_round_dur),
+                  "raw durable"),
+            Probe("hot mset", f"mset({BATCH})", "hot + warm fast", mset_blocks_of,
+                  target="ep_mset", per=BATCH),
+            Probe("group 1", "set, 1 thread", "warm durable",
+                  lambda r: _group_rate(dur, 1, group_s, f"1-{r}", pool), rate="sets/s"),
+            Probe(f"group {THREADS}", f"set, {THREADS} threads", "warm durable",
+                  lambda r: _group_rate(dur, THREADS, group_s, f"{THREADS}-{r}", pool),
+                  ref="group 1", target="ep_durable_threads", rate="sets/s"),
+        ]
+        res["redis"] = "skipped: no redis url"
+        if redis_url is not None:
+            probes += _shared_probes(n, tmp, redis_url, texts, items, single_idx, closers,
+                                     res, log)
+
+        got_lat: dict[str, list[np.ndarray]] = {p.label: [] for p in probes}
+        got_rate: dict[str, list[float]] = {p.label: [] for p in probes}
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            k = r % len(probes)
+            for p in probes[k:] + probes[:k]:
+                gc.collect()
+                out = p.run(r)
+                if p.rate:
+                    got_rate[p.label].append(float(out))
+                else:
+                    got_lat[p.label].append(out)
+            log(f"  entry points: round {r + 1}/{rounds} in {time.perf_counter() - t0:.1f}s")
+        res["encoded_texts"] = sum(c.stats()["encoder"]["texts"] - enc0[id(c)]
+                                   for c in (hot, warm))
+        res["rows"] = _rows(probes, got_lat, got_rate)
+    finally:
+        for close in closers:
+            close()
+        for c in caches:
+            c.close()
+        for env in envs:
+            env.close()
+    res["elapsed_s"] = time.perf_counter() - t_start
+    log(f"  entry points: done in {res['elapsed_s']:.1f}s")
+    return res
+
+
+def _shared_probes(n: int, tmp: Path, url: str, texts: list[str],
+                   items: list[tuple[str, np.ndarray]], single_idx: list[np.ndarray],
+                   closers: list[Callable[[], None]], res: dict[str, Any],
+                   log: Callable[[str], None]) -> list[Probe]:
+    """Shared tier (hot and warm off, so every get is a Redis hit) beside a hand-rolled
+    redis-py GET + ``np.frombuffer``; keys under their own prefixes, removed at close."""
+    try:
+        import redis
+    except ImportError:
+        res["redis"] = "skipped: redis-py is not installed"
+        return []
+    r = redis.Redis.from_url(url)
+    try:
+        res["redis"] = f"redis-server {r.info('server')['redis_version']}"
+    except redis.RedisError as exc:
+        r.close()
+        res["redis"] = f"skipped: {url} unreachable ({exc})"
+        return []
+    shared = _cache(_config(tmp, "ep-shared", warm=False, shared=url))
+    prefix = b"tiercache-bench-ep-raw:"
+
+    def key(t: str) -> bytes:
+        return prefix + _digest(t)
+
+    def close() -> None:
+        try:
+            shared.clear()  # every key under this cache's shared.key_prefix
+            for i in range(0, n, 5000):
+                r.delete(*[key(t) for t in texts[i:i + 5000]])
+        finally:
+            r.close()
+            shared.close()
+
+    closers.append(close)
+    for i in range(0, n, 5000):
+        part = items[i:i + 5000]
+        shared.mset(part)
+        r.mset({key(t): v.tobytes() for t, v in part})
+    e = shared.get(texts[0])
+    if e is None or e.tier != "shared":
+        raise AssertionError(f"shared cache: get returned {e!r}, not a shared hit")
+    log(f"  entry points: {res['redis']}: loaded {n} keys into the shared cache and raw")
+    few = [a[: max(1, len(a) // 4)] for a in single_idx]  # a round trip costs ~50-100 µs
+
+    def singles_of(fn: Callable[[str], Any]) -> Callable[[int], np.ndarray]:
+        return lambda rr: time_each(fn, fresh(texts, few[rr]))
+
+    def raw_get(t: str) -> np.ndarray:
+        return np.frombuffer(cast(bytes, r.get(key(t))), dtype=np.float32).copy()
+
+    return [
+        Probe("raw redis", "redis-py GET + frombuffer (raw)", "redis-py",
+              singles_of(raw_get)),
+        Probe("shared get", "get", "shared", singles_of(shared.get), "raw redis"),
+        Probe("shared embed", "embed", "shared", singles_of(shared.embed), "raw redis"),
+    ]
+
+
+def _rows(probes: list[Probe], lat: dict[str, list[np.ndarray]],
+          rate: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """One dict per probe: pooled quantiles (µs), the median of the rounds' p50s (µs) or
+    of the rounds' rates, the ratio against the reference and the target's verdict."""
+    by = {p.label: p for p in probes}
+    mid: dict[str, float] = {}  # median over rounds of each round's p50 (µs), or rate
+    rows = []
+    for p in probes:
+        row: dict[str, Any] = {"label": p.label, "entry": p.entry, "tier": p.tier,
+                               "ref": p.ref, "target": p.target}
+        if p.rate:
+            mid[p.label] = float(np.median(rate[p.label]))
+            row.update({"rounds": rate[p.label], "value": mid[p.label], "unit": p.rate})
+        else:
+            per_round = [float(np.median(a)) / 1e3 for a in lat[p.label]]
+            mid[p.label] = float(np.median(per_round))
+            row.update(_pct(np.concatenate(lat[p.label])))
+            row.update({"calls": int(sum(len(a) for a in lat[p.label])),
+                        "rounds_p50": per_round, "p50": mid[p.label]})
+            if p.per:
+                row.update({"value": p.per / (mid[p.label] / 1e6), "unit": "vectors/s"})
+        rows.append(row)
+    for row in rows:
+        ref = row["ref"]
+        if ref is not None:
+            num, den = mid[row["label"]], mid[ref]
+            row["ratio"] = num / den if den else None
+            row["ref_entry"] = by[ref].entry
+        t = row["target"]
+        if t is not None:
+            limit, _, at_least = EP_TARGETS[t]
+            v = row["value"] if EP_TARGETS[t][1] == "vectors/s" else row.get("ratio")
+            row["met"] = v is not None and (v >= limit if at_least else v <= limit)
+    return rows
+
+
+def targets_of(res: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(what, EP_TARGETS key, measured value) of every row with a target, for a Targets
+    table (bench/run.py adds them to its own)."""
+    out = []
+    for row in res.get("rows", []):
+        t = row.get("target")
+        if t is None:
+            continue
+        unit = EP_TARGETS[t][1]
+        value = row.get("value") if unit == "vectors/s" else row.get("ratio")
+        ref = f" vs {row['ref_entry']}" if row.get("ref_entry") else ""
+        out.append((f"{row['tier']} {row['entry']}{ref} (entry points, same rounds)", t,
+                    value))
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _us(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.2f}"
+
+
+def _limit(key: str) -> str:
+    limit, unit, at_least = EP_TARGETS[key]
+    sep = "" if unit.startswith("x ") else " "
+    return f"{'≥' if at_least else '≤'} {limit:,g}{sep}{unit}"
+
+
+def render_entry_points(res: dict[str, Any]) -> list[str]:
+    """Markdown lines: the section heading, a method paragraph and the table."""
+    L = ["", SECTION, ""]
+    if not res or "rows" not in res:
+        return L + ["Not run."]
+    fl = res["lmdb_flags"]["fast"]
+    L += [
+        f"N = {res['n']:,} keys of {res['dim']}-d float32, loaded with `mset` into a **hot** "
+        "cache (hot tier sized for every key it will hold, warm LMDB `durability: fast` "
+        "behind it; "
+        f"{100 * res.get('hot_share', float('nan')):.0f}% of a sample of `get`s were "
+        "served by hot) and a **warm** cache (hot off, warm LMDB fast); a third cache "
+        "(hot off, warm `durable`) takes the durable writes. Public API only, "
+        f"`HashEncoder({res['dim']})`; {res['encoded_texts']} texts were encoded during the "
+        f"rounds (0: every read was a hit). {res['rounds']} alternating rounds: each "
+        "round times a slice of the same uniform key picks on every entry point in turn "
+        "(order rotated per round, `gc.collect()` before each), every call on newly built "
+        "`str` keys, `time.perf_counter_ns()` around each call. Per entry point: "
+        f"{res['singles']:,} single calls, {res['batches']} calls of {res['batch']:,} keys, "
+        f"{res['sets']:,} fast and {res['durable_sets']:,} durable sets of fresh keys, "
+        f"{res['mset_vectors']:,} fresh vectors by `mset` of {res['batch']:,}. "
+        "**p50 is the median of the rounds' p50s** (p90/p99/max pool every call); a ratio "
+        "divides two such medians of the same rounds, so the machine's drift cancels. "
+        f"Raw py-lmdb: one write transaction putting a 16-byte blake2b key and a "
+        f"{res['record_bytes']}-byte value (the size of tiercache's float32 record), "
+        "digest included, on an environment opened with tiercache's own flags "
+        f"(`sync={fl['sync']}, metasync={fl['metasync']}, readahead={fl['readahead']}, "
+        f"writemap={fl['writemap']}, lock={fl['lock']}, max_dbs={fl['max_dbs']}`, map "
+        f"{res['lmdb_map_size'] / 2**30:.0f} GiB; durable: `sync=True, metasync=True`). "
+        f"mset: vectors/s = {res['batch']:,} / the block p50. Group: {res['threads']} "
+        f"threads each doing single durable `set`s for {res['group_seconds']} s vs one "
+        "thread, sets/s per round (median). Shared: "
+        + (res["redis"] if res["redis"].startswith("skipped") else
+           f"{res['redis']}, hot and warm off, beside redis-py `GET` + `np.frombuffer`")
+        + ". Times in µs.",
+        "",
+        "| entry point | tier | p50 | p90 | p99 | max | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    refs = {r["ref"] for r in res["rows"] if r.get("ref")}
+    for row in res["rows"]:
+        if row.get("unit") == "sets/s":
+            q = ["–"] * 4
+        else:
+            q = [_us(row[k]) for k in ("p50", "p90", "p99", "max")]
+        ratio = "–"
+        if row.get("ratio") is not None:
+            ratio = f"{row['ratio']:.2f}x {row['ref_entry']}"
+        elif row["label"] in refs:
+            ratio = "ref."
+        if row.get("unit") in ("vectors/s", "sets/s"):
+            rate = f"{row['value']:,.0f} {row['unit']}"
+            ratio = rate if ratio == "–" else f"{ratio} ({rate})"
+            ratio = f"ref. ({rate})" if row["label"] in refs else ratio
+        t = row.get("target")
+        met = "–" if t is None else ("met" if row.get("met") else "**NOT met**")
+        L.append(f"| {row['entry']} | {row['tier']} | " + " | ".join(q)
+                 + f" | {ratio} | {_limit(t) if t else '–'} | {met} |")
+    return L
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=None, help="keys (default 20000; smoke 2000)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5; smoke 2)")
+    ap.add_argument("--smoke", action="store_true", help="tiny run: N=2000, 2 rounds")
+    ap.add_argument("--redis-url", default=None, help="measure the shared tier on this "
+                    "Redis (keys under tiercache-bench-ep prefixes, removed after)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--tmp", default=None, help="directory for the LMDB stores")
+    a = ap.parse_args(argv)
+    n = a.n or (2000 if a.smoke else 20_000)
+    rounds = a.rounds or (2 if a.smoke else 5)
+    tmp = Path(tempfile.mkdtemp(prefix="tiercache-ep-", dir=a.tmp))
+    try:
+        res = entry_points(n, tmp, _log, rounds=rounds, redis_url=a.redis_url)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2), encoding="utf-8")
+    print("\n".join(render_entry_points(res)[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
