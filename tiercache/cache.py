@@ -338,7 +338,14 @@ class TierCache(AsyncAPI):
     def get(self, content: Content, *, model: str | None = None) -> Entry | None:
         """The stored entry of ``content`` (hot, then warm, then shared), or None. Never
         encodes."""
-        return self._read.mget(self._checked([content], model))[0]
+        if self._ctx.closed:
+            raise ClosedError("this TierCache is closed")
+        if model is not None:
+            self._check_model(model)
+        t = type(content)
+        if t is not str and t is not bytes:
+            check_content(content)
+        return self._read.get(content)
 
     def mget(self, contents: Sequence[Content], *, model: str | None = None
              ) -> list[Entry | None]:
@@ -347,7 +354,14 @@ class TierCache(AsyncAPI):
 
     def exists(self, content: Content, *, model: str | None = None) -> bool:
         """Whether an unexpired entry is stored (no access is recorded, nothing moves)."""
-        return self._read.mexists(self._checked([content], model))[0]
+        if self._ctx.closed:
+            raise ClosedError("this TierCache is closed")
+        if model is not None:
+            self._check_model(model)
+        t = type(content)
+        if t is not str and t is not bytes:
+            check_content(content)
+        return self._read.exists(content)
 
     def mexists(self, contents: Sequence[Content], *, model: str | None = None) -> list[bool]:
         """:meth:`exists` of each content, in input order."""

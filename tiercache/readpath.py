@@ -27,7 +27,7 @@ from xxhash import xxh3_64_intdigest
 from . import codec
 from .context import CacheContext
 from .encoders import check_output
-from .entry import Entry
+from .entry import Entry, new_entry
 from .errors import ClosedError, EncoderError, TierCacheError
 from .keys import KEY_BYTES, Content, KeyMaker, key_from_str, key_to_str
 from .singleflight import SingleFlight
@@ -210,20 +210,36 @@ class ReadPath:
                 self._w.remove_hot_locked(key, "expired")
                 self.record_hot_miss_locked(key)
             recorded = True
+        vec = self.lower_one(content, key, recorded=recorded, timed=timed, found=None)
+        if vec is not None:
+            return vec
+        check_content(content, self._ctx.accepts)
+        return self.compute([key], [content])[key].copy()
+
+    def lower_one(self, content: Content, key: bytes, *, recorded: bool, timed: bool,
+                  found: list[Entry | None] | None) -> np.ndarray | None:
+        """One content past its hot miss: warm, then shared; the vector, or None on a miss.
+        ``recorded``: the hot miss is already counted. With ``found`` (``[None]``), a hit
+        also sets ``found[0]`` to its :class:`Entry`. The single-key form of
+        :meth:`lookup_lower`, for ``embed`` and ``get``."""
         if self._warm is not None:
-            vec = self.warm_get_one(content, key, record_miss=not recorded, timed=timed)
-            if vec is not None:
-                return vec
+            rec = self.warm_get_one(content, key, record_miss=not recorded, timed=timed)
+            if rec is not None:
+                if found is not None:
+                    blob = rec[2]
+                    found[0] = new_entry(key.hex(), rec[0],
+                                         codec.unpack_blob(blob).get("m") if blob else None,
+                                         "warm")
+                return rec[0]
         elif not recorded:
             with self._lock:
                 self.record_hot_miss_locked(key)
         if self._shared is not None:
             out = np.empty((1, self.dim), dtype=np.float32)
-            if not self.shared_lookup({content: (key, [0])}, out, None, self._clock()):
+            if not self.shared_lookup({content: (key, [0])}, out, found, self._clock()):
                 hit: np.ndarray = out[0]
                 return hit
-        check_content(content, self._ctx.accepts)
-        return self.compute([key], [content])[key].copy()
+        return None
 
     def record_hot_miss_locked(self, key: bytes) -> None:
         self._ctx.lookups += 1
@@ -231,8 +247,9 @@ class ReadPath:
         self._engine.record_miss(key)
 
     def warm_get_one(self, content: Content, key: bytes, *, record_miss: bool = False,
-                      timed: bool = True) -> np.ndarray | None:
-        """One warm lookup (counted, promoted per policy); None on a miss of any kind.
+                     timed: bool = True) -> codec.VectorRecord | None:
+        """One warm lookup (counted, promoted per policy): ``(vector, expires_at, blob)``,
+        None on a miss of any kind.
 
         ``record_miss``: also record the hot miss that led here, in the same locked section.
         The record is verified and decoded in place in the map (``LmdbTier.get_at`` +
@@ -280,7 +297,7 @@ class ReadPath:
             return None
         if demote:
             self._w.warm_write(demote, forced=False)
-        return vector
+        return vector, expires_at, blob
 
     def embed_many(self, contents: Sequence[Content]) -> np.ndarray:
         """Vectors of ``contents`` as one ``(n, dim)`` float32 array, in input order.
@@ -690,6 +707,70 @@ class ReadPath:
             results[k] = fut.result()
         return results
 
+    def get(self, content: Content) -> Entry | None:
+        """The stored entry of one checked content, or None; never encodes. The hot hit
+        in one locked section (as ``embed``'s), the rest through :meth:`lower_one`."""
+        hot = self._hot
+        if hot.capacity:
+            with self._lock:
+                slot = hot._by_content.get(content)
+                if slot is not None:
+                    exp = hot.expires[slot]
+                    fresh = exp == NEVER or (exp > self._clock()
+                                             and hot._by_content.get(content) == slot)
+                    if fresh:
+                        vec: np.ndarray = hot.slab[slot].copy()
+                        key = hot._key[slot]
+                        meta = hot._meta[slot]
+                        self._record_hit(key)
+                        self._s_hot.hits += 1
+                        self._ctx.lookups += 1
+            if slot is not None:
+                if not fresh:  # expired (or replaced meanwhile): the batch path sorts it out
+                    return self.mget([content])[0]
+                return new_entry(key.hex(), vec,
+                                 codec.unpack_blob(meta).get("m") if meta else None, "hot")
+        found: list[Entry | None] = [None]
+        self.lower_one(content, self._keys.digest(content), recorded=False, timed=False,
+                       found=found)
+        return found[0]
+
+    def exists(self, content: Content) -> bool:
+        """Whether one checked content has an unexpired entry; nothing is recorded."""
+        hot = self._hot
+        if hot.capacity:
+            with self._lock:
+                slot = hot._by_content.get(content)
+                if slot is not None:
+                    exp = hot.expires[slot]
+                    if exp == NEVER or exp > self._clock():
+                        return True
+        if self._warm is None and self._shared is None:
+            return False
+        return self._exists_below(self._keys.digest(content), self._clock())
+
+    def _exists_below(self, key: bytes, now: float) -> bool:
+        """:meth:`exists` past hot: the warm record's expiry, then the shared one's."""
+        if self._warm is not None:
+            try:
+                exp = self._warm.get_with(key, codec.peek_expiry)
+            except Exception:  # an unreadable store holds nothing (counted), as in lookups
+                with self._lock:
+                    self._s_warm.errors += 1
+                exp = None
+            if exp is not None and (exp == 0.0 or exp > now):
+                return True
+        if self._shared is not None:
+            try:
+                buf = self._shared.get(key)
+            except Exception:  # fail-open: an unreachable Redis holds nothing
+                with self._lock:
+                    self._s_shared.errors += 1
+                return False
+            exp = codec.peek_expiry(buf) if buf is not None else None
+            return exp is not None and (exp == 0.0 or exp > now)
+        return False
+
     def mget(self, contents: list[Content]) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes.
         ``contents``: a list of checked contents."""
@@ -750,13 +831,15 @@ class ReadPath:
                                  codec.unpack_blob(meta).get("m") if meta else None, "hot")
         else:
             try:
-                rec = self._warm.get_with(raw, lambda b: codec.decode_record(b, self.dim))
+                rec = self._warm.get_at(raw, _decode_at, self.dim, None)
             except Exception:  # an unreadable store holds nothing (counted)
                 with self._lock:
                     self._s_warm.errors += 1
                 rec = None
-            if rec is not None and not (rec.expires_at and rec.expires_at <= now):
-                return Entry(key, rec.vector, rec.metadata(), "warm")
+            if rec is not None and not (rec[1] and rec[1] <= now):
+                blob = rec[2]
+                return new_entry(key, rec[0], codec.unpack_blob(blob).get("m") if blob else None,
+                                 "warm")
         if self._shared is not None:
             try:
                 buf = self._shared.get(raw)
