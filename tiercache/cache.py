@@ -38,6 +38,8 @@ from .tiers.memory import MemoryTier, hot_capacity
 from .tiers.redis import RedisTier
 from .writepath import WritePath, check_content
 
+_TEXT_TYPES = frozenset((str, bytes))
+
 
 class TierCache(AsyncAPI):
     """A tiered embedding cache: hot RAM, warm LMDB, cold recompute.
@@ -202,8 +204,9 @@ class TierCache(AsyncAPI):
         self._check_open()
         self._check_model(model)
         contents = list(contents)
-        for c in contents:
-            check_content(c)
+        if not _TEXT_TYPES.issuperset(map(type, contents)):  # one C-level pass when all are
+            for c in contents:  # text
+                check_content(c)
         return contents
 
     # -- keys ----------------------------------------------------------------------------

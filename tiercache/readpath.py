@@ -16,7 +16,7 @@ anything else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from time import perf_counter as _perf
 from typing import Any, cast
@@ -60,6 +60,16 @@ class _OwnRow:
 
 
 _OWN_ROW = _OwnRow()
+
+
+def _fill_entries(found: list[Entry | None], out: np.ndarray, positions: Iterable[int],
+                  keys: list[bytes], blobs: list[bytes | None], tier: str) -> None:
+    """``found[i]`` = the Entry of row ``i`` of ``out``, for each position. An Entry's
+    vector is that row: ``out`` is this call's own array, never a tier's memory, so each
+    caller owns its rows (no aliasing), and a batch costs no copy per entry."""
+    unpack = codec.unpack_blob
+    for i, k, blob in zip(positions, keys, blobs):
+        found[i] = new_entry(k.hex(), out[i], unpack(blob).get("m") if blob else None, tier)
 
 
 class ReadPath:
@@ -355,11 +365,20 @@ class ReadPath:
                 self._s_enc.deduplicated += len(contents) - len(warm_wanted)
             return self.lookup_lower(out, found, now, list(warm_wanted),
                                       list(warm_wanted.values()))
+        entries: tuple[Sequence[int], list[bytes], list[bytes | None]] | None = None
         with self._lock:
             self._ctx.lookups += len(contents)
-            if self.fast is not None and found is None and not hot.n_expiring:
+            if self.fast is not None and not hot.n_expiring:
                 # the C gather: rows copied into out, accesses recorded, misses returned
                 unserved = self.fast.gather(contents, out)
+                if found is not None and len(unserved) < len(contents):
+                    by_content = hot._by_content
+                    skip = set(unserved)
+                    hit_pos = [i for i in range(len(contents)) if i not in skip] \
+                        if skip else range(len(contents))
+                    served = [by_content[contents[i]] for i in hit_pos]
+                    entries = (hit_pos, [hot._key[s] for s in served],
+                               [hot._meta[s] for s in served])
                 for i in unserved:
                     c = contents[i]
                     if c in warm_wanted:
@@ -400,20 +419,19 @@ class ReadPath:
                     hit_slots = cast(list[int], slots)
                     out[:] = hot.slab[hit_slots]
                 if hit_slots:
-                    self._engine.record_hot_hits(list(map(hot._key.__getitem__, hit_slots)))
+                    hit_keys = list(map(hot._key.__getitem__, hit_slots))
+                    self._engine.record_hot_hits(hit_keys)
                     if found is not None:
-                        for i, s in zip(hit_pos, hit_slots):
-                            meta = hot._meta[s]
-                            found[i] = Entry(
-                                key_to_str(hot._key[s]), out[i].copy(),
-                                codec.unpack_blob(meta).get("m") if meta else None, "hot",
-                            )
+                        entries = (hit_pos, hit_keys, [hot._meta[s] for s in hit_slots])
                 self._s_hot.hits += len(hit_slots)
                 self._s_hot.misses += len(warm_wanted)
                 # repeats of a missing content in this batch ride on its single lookup/encode
                 self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
                 if hit_slots:
                     self._s_hot.latency.add((_perf() - t0) / len(contents))
+        if entries is not None:  # keys and blobs were read under the lock; Entries outside
+            assert found is not None
+            _fill_entries(found, out, *entries, "hot")
         return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
 
     def lookup_lower(
@@ -481,11 +499,14 @@ class ReadPath:
         hit_blob: list[bytes | None] = [None] * len(fast_j)
         hit_blob += [r[3] for r in raws]
         if found is not None:
-            for j, blob in zip(hits, hit_blob):
-                meta = codec.unpack_blob(blob).get("m") if blob else None
-                vec = out[rows_of[j][0]]
-                for i in rows_of[j]:
-                    found[i] = Entry(key_to_str(keys[j]), vec.copy(), meta, "warm")
+            if rows_of is _OWN_ROW:
+                _fill_entries(found, out, hits, [keys[j] for j in hits], hit_blob, "warm")
+            else:
+                for j, blob in zip(hits, hit_blob):
+                    meta = codec.unpack_blob(blob).get("m") if blob else None
+                    hexkey = keys[j].hex()
+                    for i in rows_of[j]:
+                        found[i] = new_entry(hexkey, out[i], meta, "warm")
         with self._lock:
             sw = self._s_warm
             sw.corrupt += corrupt
@@ -784,25 +805,16 @@ class ReadPath:
         """Whether an unexpired entry is stored, per content (no access is recorded,
         nothing moves). ``contents``: a list of checked contents."""
         now = self._clock()
-        result = [False] * len(contents)
-        rest: list[int] = []
+        hot = self._hot
         with self._lock:
-            for i, c in enumerate(contents):
-                slot = self._hot.slot(c)
-                if slot is not None and self._hot.expires[slot] > now:
-                    result[i] = True
-                else:
-                    rest.append(i)
+            slots = list(map(hot._by_content.get, contents))  # C speed
+            expires = hot.expires
+            result = [s is not None and expires[s] > now for s in slots]
+        rest = [i for i, r in enumerate(result) if not r]
         if rest and self._warm is not None:
-            keys = [self._keys.digest(contents[i]) for i in rest]
-            try:
-                expiries = self._warm.get_many_with(keys, codec.peek_expiry)
-            except Exception:  # an unreadable store holds nothing (counted), as in lookups
-                with self._lock:
-                    self._s_warm.errors += 1
-                expiries = [None] * len(keys)
-            for i, exp in zip(rest, expiries):
-                result[i] = exp is not None and (exp == 0.0 or exp > now)
+            live = self._warm_live([contents[i] for i in rest], now)
+            for i, ok in zip(rest, live):
+                result[i] = ok
             rest = [i for i in rest if not result[i]]
         if rest and self._shared is not None:
             keys = [self._keys.digest(contents[i]) for i in rest]
@@ -816,6 +828,40 @@ class ReadPath:
                 exp = codec.peek_expiry(buf) if buf is not None else None
                 result[i] = exp is not None and (exp == 0.0 or exp > now)
         return result
+
+    def _warm_live(self, wanted: list[Content], now: float) -> list[bool]:
+        """For each content, whether warm holds a readable, unexpired record of it: the
+        compiled batch reader (``WarmReader.rows``, into a scratch matrix: records are
+        verified as a read would verify them), records with a blob by their expiry."""
+        distinct = list(dict.fromkeys(wanted))
+        read = None
+        if self.warm_reader is not None:
+            scratch = np.empty((len(distinct), self.dim), dtype=np.float32)
+            read = self.warm_reader.rows(distinct, scratch, None, now, self._keys.digest)
+        warm = self._warm
+        assert warm is not None
+        try:
+            if read is not None:
+                keys, status = read[0], read[1]
+                live = [st == 1 for st in status]
+                blob_j = [j for j, st in enumerate(status) if st == 2]
+                if blob_j:
+                    blob_exps = warm.get_many_with([keys[j] for j in blob_j],
+                                                   codec.peek_expiry)
+                    for j, exp in zip(blob_j, blob_exps):
+                        live[j] = exp is not None and (exp == 0.0 or exp > now)
+            else:
+                exps = warm.get_many_with(list(map(self._keys.digest, distinct)),
+                                          codec.peek_expiry)
+                live = [exp is not None and (exp == 0.0 or exp > now) for exp in exps]
+        except Exception:  # an unreadable store holds nothing (counted), as in lookups
+            with self._lock:
+                self._s_warm.errors += 1
+            return [False] * len(wanted)
+        if len(distinct) == len(wanted):
+            return live
+        by_content = dict(zip(distinct, live))
+        return [by_content[c] for c in wanted]
 
     def get_by_key(self, key: str) -> Entry | None:
         """The entry stored under a public key: warm, then shared (hot is indexed by
