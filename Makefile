@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[model,dev]'
 	touch $(STAMP)
 
-# The compiled policy core (tiercache/_core.c), rebuilt in place when its source changes.
-CORE := $(VENV)/.core
-$(CORE): $(STAMP) tiercache/_core.c setup.py
+# The compiled policy core (tiercache/_core_src/*.c, *.h: one extension module,
+# tiercache._core), rebuilt in place when any of its sources changes.
+CORE     := $(VENV)/.core
+CORE_SRC := $(sort $(wildcard tiercache/_core_src/*.c tiercache/_core_src/*.h))
+$(CORE): $(STAMP) $(CORE_SRC) setup.py
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/python -c "import tiercache._core"
-	@# the extension is optional for pip (a failed compile keeps a stale .so): refuse it here
-	@test -n "$$(find tiercache -name '_core*.so' -newer tiercache/_core.c)" || \
-		{ echo "tiercache/_core.c did not compile (pip install -v -e . shows why)"; exit 1; }
+	@# the extension is optional for pip (a failed compile keeps a stale .so): refuse it
+	@# here, unless a .so is newer than every source (than the newest one)
+	@newest=$$(ls -t $(CORE_SRC) | head -n 1); \
+	test -n "$$(find tiercache -name '_core*.so' -newer "$$newest")" || \
+		{ echo "tiercache/_core_src did not compile (pip install -v -e . shows why)"; exit 1; }
 	touch $(CORE)
 
 install: $(STAMP) $(CORE)

@@ -1,6 +1,7 @@
-"""The compiled policy core (tiercache/_core.c) against its specification, the pure-Python
-``WTinyLFUPolicy``: random operation sequences, the engine's drain and the simulator's
-loop must give identical decisions, segments, climber steps and sketch counters."""
+"""The compiled policy core (tiercache/_core_src/policy.c) against its specification, the
+pure-Python ``WTinyLFUPolicy``: random operation sequences, the engine's drain and the
+simulator's loop must give identical decisions, segments, climber steps and sketch
+counters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Adversarial and stress tests for the compiled core (tiercache/_core.c).
+"""Adversarial and stress tests for the compiled core (tiercache/_core_src/).
 
 What the C code must survive, beyond the happy-path equivalence in test_core.py:
 
@@ -387,7 +387,7 @@ except RuntimeError as exc:
     assert "re-entered" in str(exc), exc
 consistent(p)
 assert list(p.keys()) == before           # the failed admit changed nothing
-""", "_core.c:337-377 place()/tinylfu_admit(): node indices cand/v are kept across the "
+""", "policy.c place()/tinylfu_admit(): node indices cand/v are kept across the "
          "hasher and rng calls; drop_node()/unlink_node() then act on a freed node"),
     "hasher_removes_the_key_during_replay": ("""
 box = {}
@@ -410,7 +410,7 @@ consistent(p)
 for i in range(40):
     p.admit(("n", i))
 consistent(p)
-""", "_core.c:1140-1145 replay_one(): n = find() before key_hash() runs the hasher; "
+""", "policy.c replay_one(): n = find() before key_hash() runs the hasher; "
          "touch(n) relinks a freed node (NULL key) into the window"),
     "hasher_clears_the_list_being_drained": ("""
 lst = [("x", i) for i in range(1000)]
@@ -418,7 +418,7 @@ def h(k):
     lst.clear()
     return 1
 _core.drain(mk(8, hasher=h), lst)
-""", "_core.c:1115-1118 mod_drain() (and on_hits 571-574, replay 1187/1215): "
+""", "policy.c tc_mod_drain() (and Core_on_hits_impl(), tc_mod_replay()): "
          "PySequence_Fast returns the caller's list itself; the length is read once and "
          "items are borrowed, so a callback that shrinks the list makes reads go out of "
          "bounds"),
@@ -433,7 +433,7 @@ for i in range(4):
     p.admit(i)
 lst.extend([("z", i) for i in range(2000)])
 p.on_hits(lst)
-""", "_core.c:571-574 Core_on_hits(): the comment says a climb cannot change seq, but "
+""", "policy.c Core_on_hits_impl(): the comment says a climb cannot change seq, but "
          "for a list seq IS the caller's list"),
     "sketch_shift_is_not_checked_against_width": ("""
 sk = FrequencySketch(64, seed=1)
@@ -443,7 +443,7 @@ try:
     _core.drain(p, list(range(1000)))
 except ValueError:
     pass                                  # refusing is fine; writing out of bounds is not
-""", "_core.c:479 Core_setup(): only 1 <= shift <= 63 is checked, not "
+""", "policy.c Core_setup(): only 1 <= shift <= 63 is checked, not "
          "width == 2**(64 - shift); sk_increment() then writes outside the bytearray"),
     "setup_accepts_a_window_equal_to_the_capacity": ("""
 p = mk(4, adaptive=False)
@@ -453,7 +453,7 @@ except ValueError:
     print("OK"); sys.exit(0)              # refusing is the fix
 for i in range(6):
     p.admit(i)                            # main_capacity 0: the victim is a sentinel node
-""", "_core.c:446 Core_setup() (and 701-707 _set_window): window == capacity leaves "
+""", "policy.c Core_setup() (and Core_set_window()): window == capacity leaves "
          "main_capacity 0; place() then takes the protected sentinel (key NULL) as victim"),
     "a_key_finalizer_queries_the_policy_while_it_is_reset": ("""
 box = {}
@@ -469,7 +469,7 @@ box["p"] = p
 for i in range(3):
     p.admit(K(i))
 p._init_segments(2)                       # _core_setup -> Core_clear: index freed first
-""", "_core.c:405-413 Core_clear(): Py_CLEAR(index) then the node keys are released "
+""", "policy.c Core_clear(): Py_CLEAR(index) then the node keys are released "
          "while ready == 1; a key's __del__ re-entering the policy reads the NULL index"),
 }
 

@@ -1,4 +1,4 @@
-"""The compiled warm read path (tiercache/_core.c WarmReader) against the Python one.
+"""The compiled warm read path (tiercache/_core_src/warm.c WarmReader) against the Python one.
 
 A cache whose hot tier is off answers ``embed`` with ``_core.WarmReader``: the key's
 BLAKE2b digest in C, one read transaction through the tier's own py-lmdb environment, the

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled policy core (tiercache/_core.c)."""
+"""Type stubs for the compiled policy core (built from tiercache/_core_src/)."""
 
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any

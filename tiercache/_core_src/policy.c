@@ -1,0 +1,1099 @@
+/*
+ * tiercache._core's policy engine: the compiled core of the default policy (W-TinyLFU)
+ * and the loops that drive it.
+ *
+ * One implementation serves both the live cache and the simulator:
+ *
+ *   - WTinyLFUCore: the residency state of tiercache.policy.WTinyLFUPolicy (window LRU,
+ *     probation and protected segments as intrusive doubly linked lists over node arrays,
+ *     a dict from key to node) and its per-access operations (on_hit, on_hits, admit,
+ *     remove, resize_window, keys, segment). The Python subclass keeps configuration and
+ *     the hill climber's decision (_climb), which runs once per sample period.
+ *   - drain(policy, keys): the engine's buffered drain (sketch increment, then on_hit, per
+ *     key, in order).
+ *   - replay(policy, trace, misses_out): the simulator's loop (hit: record; miss: record
+ *     and offer), the exact calls TierCache makes for its hot tier.
+ *
+ * The frequency sketch stays a Python object (tiercache.sketch.FrequencySketch); this code
+ * reads and updates its counter buffer in place with the same indexing and aging, and keeps
+ * its ``additions`` and ``resets`` attributes in step. The Python implementation in
+ * tiercache/policy.py (_PyWTinyLFUPolicy) is the specification; tests replay random traces
+ * through both and require identical decisions.
+ *
+ * Not thread-safe on its own: the engine serialises calls (it holds the cache's lock), and
+ * every call runs with the GIL held.
+ */
+#include "core.h"
+
+#define SEG_FREE 0
+#define SEG_WINDOW 1
+#define SEG_PROBATION 2
+#define SEG_PROTECTED 3
+#define FIRST_NODE 4
+#define MAX_COUNT 15
+
+static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
+static PyObject *ADMITTED = NULL;      /* Admission(True) */
+static PyObject *REJECTED = NULL;      /* Admission(False, (), "rejected") */
+PyObject *tc_SEG_NAMES[4] = {NULL, NULL, NULL, NULL};
+
+static inline uint64_t splitmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    Py_ssize_t prev, next;
+    PyObject *key; /* strong reference while resident */
+    uint8_t seg;
+} Node;
+
+typedef struct {
+    PyObject_HEAD
+    /* configuration and sizes (window_capacity etc. are exposed as attributes) */
+    Py_ssize_t cap;
+    Py_ssize_t window_capacity, main_capacity, protected_capacity;
+    double protected_fraction;
+    /* hill climber sampling state (the decision itself is the Python _climb) */
+    Py_ssize_t sample_hits, sample_requests, period;
+    char climbing, full, ready, fast_hash;
+    char busy; /* a mutating operation is running (it may call the hasher, the rng, a key's
+                  __eq__/__hash__, or trigger a finalizer): re-entry is refused */
+    Py_ssize_t jitter_threshold;
+    /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
+    Py_ssize_t len[4];
+    Py_ssize_t n_nodes, free_head;
+    Node *nodes; /* one struct per node: a touch costs one cache line, not four */
+    PyObject *index; /* dict: key -> int node */
+    /* a direct-mapped cache of key object -> node, by the object's address: a hit (the
+       node's key is that very object) skips the dict probe and the int it returns,
+       ~3 cache misses of a drained access. A stale or colliding entry fails the identity
+       check and the dict answers (and refills the entry). */
+    Py_ssize_t *hint;
+    int hint_shift;
+    /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
+    PyObject *sketch, *counts, *hasher, *rng;
+    uint8_t *table;
+    uint64_t width, k0, mult[4];
+    int shift;
+} Core;
+
+/* ---- sketch ------------------------------------------------------------------------- */
+
+static inline uint8_t sk_frequency(Core *c, uint64_t h) {
+    uint64_t z = splitmix64(h ^ c->k0);
+    uint8_t *t = c->table;
+    uint64_t w = c->width;
+    uint8_t m = t[(z * c->mult[0]) >> c->shift];
+    uint8_t v = t[w + ((z * c->mult[1]) >> c->shift)];
+    if (v < m) m = v;
+    v = t[2 * w + ((z * c->mult[2]) >> c->shift)];
+    if (v < m) m = v;
+    v = t[3 * w + ((z * c->mult[3]) >> c->shift)];
+    if (v < m) m = v;
+    return m;
+}
+
+/* additions/resets/sample_size mirrored from the Python sketch during a C loop */
+typedef struct {
+    long long additions, resets, sample_size;
+} SketchSync;
+
+static int load_ll(PyObject *obj, const char *name, long long *out) {
+    PyObject *a = PyObject_GetAttrString(obj, name);
+    if (!a) return -1;
+    long long v = PyLong_AsLongLong(a);
+    Py_DECREF(a);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+/* the sketch's counters into s; on error s is unusable (never store it back) */
+static int sync_load(Core *c, SketchSync *s) {
+    if (load_ll(c->sketch, "additions", &s->additions) < 0 ||
+        load_ll(c->sketch, "resets", &s->resets) < 0 ||
+        load_ll(c->sketch, "sample_size", &s->sample_size) < 0)
+        return -1;
+    if (s->sample_size < 1) {
+        PyErr_SetString(PyExc_ValueError, "sketch.sample_size must be >= 1");
+        return -1;
+    }
+    return 0;
+}
+
+static int sync_store(Core *c, SketchSync *s) {
+    /* keeps an exception already set (the loop's error) and reports its own otherwise */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    int rc = 0;
+    PyObject *a = PyLong_FromLongLong(s->additions);
+    if (!a || PyObject_SetAttrString(c->sketch, "additions", a) < 0) rc = -1;
+    Py_XDECREF(a);
+    if (rc == 0) {
+        a = PyLong_FromLongLong(s->resets);
+        if (!a || PyObject_SetAttrString(c->sketch, "resets", a) < 0) rc = -1;
+        Py_XDECREF(a);
+    }
+    if (et) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return rc;
+}
+
+static inline void sk_increment(Core *c, SketchSync *s, uint64_t h) {
+    uint64_t z = splitmix64(h ^ c->k0);
+    uint8_t *t = c->table;
+    uint64_t w = c->width;
+    for (int r = 0; r < 4; r++) {
+        uint8_t *p = t + (uint64_t)r * w + ((z * c->mult[r]) >> c->shift);
+        if (*p < MAX_COUNT) (*p)++;
+    }
+    s->additions += 1;
+    if (s->additions >= s->sample_size) {
+        uint64_t n = 4 * w;
+        for (uint64_t i = 0; i < n; i++) t[i] >>= 1;
+        s->additions >>= 1;
+        s->resets += 1;
+    }
+}
+
+/* The 64-bit hash the sketch sees for a key: tiercache.policy.default_hasher's fast cases
+ * inline (16-byte digests: first 8 bytes little endian; ints: value mod 2**64), anything
+ * else (or a custom hasher) through the Python callable. */
+static int key_hash(Core *c, PyObject *key, uint64_t *out) {
+    /* fast_hash: 0 = always call the hasher; 1 = default_hasher (8+ byte bytes, ints);
+       2 = keys.key_hash64 (8+ byte bytes) */
+    if (c->fast_hash) {
+        if (PyBytes_CheckExact(key) && PyBytes_GET_SIZE(key) >= 8) {
+            const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(key);
+            uint64_t h = 0;
+            for (int i = 7; i >= 0; i--) h = (h << 8) | b[i];
+            *out = h;
+            return 0;
+        }
+        if (c->fast_hash == 1 && PyLong_CheckExact(key)) {
+            uint64_t h = PyLong_AsUnsignedLongLongMask(key);
+            if (h == (uint64_t)-1 && PyErr_Occurred()) return -1;
+            *out = h;
+            return 0;
+        }
+    }
+    PyObject *r = PyObject_CallOneArg(c->hasher, key);
+    if (!r) return -1;
+    if (!PyLong_Check(r)) {
+        PyErr_Format(PyExc_TypeError, "hasher must return an int, not %s", Py_TYPE(r)->tp_name);
+        Py_DECREF(r);
+        return -1;
+    }
+    uint64_t h = PyLong_AsUnsignedLongLongMask(r);
+    Py_DECREF(r);
+    if (h == (uint64_t)-1 && PyErr_Occurred()) return -1;
+    *out = h;
+    return 0;
+}
+
+/* ---- segments ----------------------------------------------------------------------- */
+
+static inline void unlink_node(Core *c, Py_ssize_t n) {
+    Py_ssize_t p = c->nodes[n].prev, x = c->nodes[n].next;
+    c->nodes[p].next = x;
+    c->nodes[x].prev = p;
+    c->len[c->nodes[n].seg]--;
+}
+
+static inline void push_mru(Core *c, int s, Py_ssize_t n) {
+    Py_ssize_t last = c->nodes[s].prev;
+    c->nodes[last].next = n;
+    c->nodes[n].prev = last;
+    c->nodes[n].next = s;
+    c->nodes[s].prev = n;
+    c->nodes[n].seg = (uint8_t)s;
+    c->len[s]++;
+}
+
+static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
+    Py_ssize_t x = c->nodes[at].next;
+    c->nodes[at].next = n;
+    c->nodes[n].prev = at;
+    c->nodes[n].next = x;
+    c->nodes[x].prev = n;
+    c->nodes[n].seg = (uint8_t)s;
+    c->len[s]++;
+}
+
+static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
+
+static inline Py_ssize_t *hint_slot(Core *c, PyObject *key) {
+    return &c->hint[((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> c->hint_shift];
+}
+
+/* node of key, -1 if not resident, -2 on error */
+static inline Py_ssize_t find(Core *c, PyObject *key) {
+    Py_ssize_t *h = hint_slot(c, key);
+    Py_ssize_t n = *h;
+    /* a live key object is at one address only: the node holding this very object is
+       key's node (its strong reference keeps the object, hence the address, alive) */
+    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) return n;
+    PyObject *v = PyDict_GetItemWithError(c->index, key);
+    if (!v) return PyErr_Occurred() ? -2 : -1;
+    n = PyLong_AsSsize_t(v);
+    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) *h = n;
+    return n;
+}
+
+/* a new resident node for key (not linked); -1 on error */
+static Py_ssize_t new_node(Core *c, PyObject *key) {
+    Py_ssize_t n = c->free_head;
+    if (n < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "tiercache._core: node pool exhausted");
+        return -1;
+    }
+    c->free_head = c->nodes[n].next; /* taken before any Python code can run */
+    PyObject *v = PyLong_FromSsize_t(n);
+    int rc = v ? PyDict_SetItem(c->index, key, v) : -1;
+    Py_XDECREF(v);
+    if (rc < 0) {
+        c->nodes[n].next = c->free_head;
+        c->free_head = n;
+        return -1;
+    }
+    Py_INCREF(key);
+    c->nodes[n].key = key;
+    return n;
+}
+
+/* unlink and free node n; returns its key (a new reference) or NULL on error */
+static PyObject *drop_node(Core *c, Py_ssize_t n) {
+    PyObject *k = c->nodes[n].key;
+    if (PyDict_DelItem(c->index, k) < 0) return NULL;
+    unlink_node(c, n);
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
+    c->free_head = n;
+    return k; /* the reference the node held */
+}
+
+/* free node n that new_node made but that is not linked yet; returns its key */
+static PyObject *drop_node_unlinked(Core *c, Py_ssize_t n) {
+    PyObject *k = c->nodes[n].key;
+    if (PyDict_DelItem(c->index, k) < 0) return NULL;
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
+    c->free_head = n;
+    return k;
+}
+
+/* ---- the policy --------------------------------------------------------------------- */
+
+static PyObject *reentered(void) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "tiercache policy re-entered from a callback (the hasher, the rng, a key's "
+                    "__eq__ or __hash__, or a finalizer) in the middle of an operation");
+    return NULL;
+}
+
+static int do_climb(Core *c, SketchSync *s) {
+    /* the climber is Python (WTinyLFUPolicy._climb); keep the sketch attributes current
+       around it in case it reads or ages the sketch */
+    if (s && sync_store(c, s) < 0) return -1;
+    char busy = c->busy;
+    c->busy = 0; /* the climber may call the policy's own methods */
+    PyObject *r = PyObject_CallMethod((PyObject *)c, "_climb", NULL);
+    c->busy = busy;
+    if (!r) return -1;
+    Py_DECREF(r);
+    if (s && sync_load(c, s) < 0) return -1;
+    return 0;
+}
+
+/* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
+   climber (Python) ran, or -1 on error */
+static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
+    int hit = 0;
+    if (n >= 0) {
+        hit = 1;
+        int sg = c->nodes[n].seg;
+        if (sg == SEG_PROTECTED) {
+            unlink_node(c, n);
+            push_mru(c, SEG_PROTECTED, n);
+        } else if (sg == SEG_PROBATION) {
+            unlink_node(c, n);
+            push_mru(c, SEG_PROTECTED, n);
+            if (c->len[SEG_PROTECTED] > c->protected_capacity) {
+                Py_ssize_t d = lru_of(c, SEG_PROTECTED);
+                unlink_node(c, d);
+                push_mru(c, SEG_PROBATION, d);
+            }
+        } else {
+            unlink_node(c, n);
+            push_mru(c, SEG_WINDOW, n);
+        }
+    }
+    if (c->climbing && c->full) {
+        c->sample_hits += hit;
+        c->sample_requests += 1;
+        if (c->sample_requests >= c->period) return do_climb(c, s) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* TinyLFU: does candidate replace victim? 1 yes, 0 no, -1 error */
+static int tinylfu_admit(Core *c, PyObject *cand, PyObject *victim) {
+    uint64_t hc, hv;
+    Py_INCREF(cand);
+    Py_INCREF(victim);
+    int rc = key_hash(c, cand, &hc) < 0 || key_hash(c, victim, &hv) < 0 ? -1 : 0;
+    Py_DECREF(cand);
+    Py_DECREF(victim);
+    if (rc < 0) return -1;
+    uint8_t fc = sk_frequency(c, hc), fv = sk_frequency(c, hv);
+    if (fc > fv) return 1;
+    if ((Py_ssize_t)fc >= c->jitter_threshold) {
+        PyObject *r = PyObject_CallMethod(c->rng, "getrandbits", "i", 7);
+        if (!r) return -1;
+        long v = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        return v == 0;
+    }
+    return 0;
+}
+
+typedef struct {
+    int admitted;
+    PyObject *evicted; /* new reference or NULL */
+} Placed;
+
+/* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
+static int place(Core *c, PyObject *key, Placed *out) {
+    out->admitted = 0;
+    out->evicted = NULL;
+    if (c->cap == 0) return 0;
+    if (c->window_capacity == 0) {
+        /* capacity 1: no window; the offered key itself is the candidate */
+        if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
+            Py_ssize_t n = new_node(c, key);
+            if (n < 0) return -1;
+            push_mru(c, SEG_PROBATION, n);
+            out->admitted = 1;
+            return 0;
+        }
+        if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) return 0; /* no victim */
+        Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
+        int ok = tinylfu_admit(c, key, c->nodes[v].key);
+        if (ok < 0) return -1;
+        if (!ok) return 0;
+        Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
+        if (n < 0) return -1;
+        PyObject *vk = drop_node(c, v);
+        if (!vk) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyObject *k2 = drop_node_unlinked(c, n);
+            Py_XDECREF(k2);
+            PyErr_Restore(et, ev, tb);
+            return -1;
+        }
+        push_mru(c, SEG_PROBATION, n);
+        out->admitted = 1;
+        out->evicted = vk;
+        return 0;
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) return -1;
+    push_mru(c, SEG_WINDOW, n);
+    out->admitted = 1;
+    if (c->len[SEG_WINDOW] <= c->window_capacity) return 0;
+    Py_ssize_t cand = lru_of(c, SEG_WINDOW);
+    if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
+        unlink_node(c, cand);
+        push_mru(c, SEG_PROBATION, cand);
+        return 0;
+    }
+    if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "tiercache._core: main region is empty and full");
+        goto rollback;
+    }
+    Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
+    int ok = tinylfu_admit(c, c->nodes[cand].key, c->nodes[v].key);
+    if (ok < 0) goto rollback;
+    if (!ok) {
+        PyObject *ck = drop_node(c, cand); /* the window's loser leaves the cache */
+        if (!ck) return -1;
+        out->evicted = ck;
+        return 0;
+    }
+    PyObject *vk = drop_node(c, v);
+    if (!vk) goto rollback;
+    unlink_node(c, cand);
+    push_mru(c, SEG_PROBATION, cand);
+    out->evicted = vk;
+    return 0;
+rollback: {
+        /* the competition failed (the hasher or the rng raised): undo the insert, so the
+           policy is exactly as before the call */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *k2 = drop_node(c, n);
+        if (k2) Py_DECREF(k2); else PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        out->admitted = 0;
+        return -1;
+    }
+}
+
+static inline void mark_full(Core *c) {
+    if (!c->full && c->len[1] + c->len[2] + c->len[3] >= c->cap) c->full = 1;
+}
+
+static void free_arrays(Core *c) {
+    if (c->nodes) {
+        for (Py_ssize_t i = 0; i < c->n_nodes; i++) Py_CLEAR(c->nodes[i].key);
+    }
+    PyMem_Free(c->nodes);
+    c->nodes = NULL;
+    c->n_nodes = 0;
+    PyMem_Free(c->hint);
+    c->hint = NULL;
+}
+
+static int Core_traverse(Core *c, visitproc visit, void *arg) {
+    Py_VISIT(c->index);
+    Py_VISIT(c->sketch);
+    Py_VISIT(c->counts);
+    Py_VISIT(c->hasher);
+    Py_VISIT(c->rng);
+    if (c->nodes) {
+        for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->nodes[i].key);
+    }
+    return 0;
+}
+
+static int Core_clear(Core *c) {
+    /* not ready first, and the nodes detached, before anything is released: a key's
+       finalizer that calls back into the policy finds it empty, never half freed */
+    c->ready = 0;
+    Node *nodes = c->nodes;
+    Py_ssize_t nn = c->n_nodes;
+    c->nodes = NULL;
+    c->n_nodes = 0;
+    c->free_head = -1;
+    for (int s = 0; s < 4; s++) c->len[s] = 0;
+    if (nodes) {
+        for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
+        PyMem_Free(nodes);
+    }
+    Py_CLEAR(c->index);
+    Py_CLEAR(c->sketch);
+    Py_CLEAR(c->counts);
+    Py_CLEAR(c->hasher);
+    Py_CLEAR(c->rng);
+    return 0;
+}
+
+static void Core_dealloc(Core *c) {
+    PyObject_GC_UnTrack(c);
+    Core_clear(c);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static int not_ready(Core *c) {
+    if (!c->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "WTinyLFUCore used before _core_setup()");
+        return 1;
+    }
+    return 0;
+}
+
+static void apply_window(Core *c, Py_ssize_t window) {
+    c->window_capacity = window;
+    c->main_capacity = c->cap - window;
+    c->protected_capacity = (Py_ssize_t)((double)c->main_capacity * c->protected_fraction);
+}
+
+/* _core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng,
+               jitter_threshold, climbing, period) */
+static PyObject *Core_setup(Core *c, PyObject *args) {
+    Py_ssize_t cap, window, jitter, period;
+    double pf;
+    PyObject *sketch, *hasher, *rng;
+    int fast, climbing;
+    if (!PyArg_ParseTuple(args, "nndOOiOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
+                          &rng, &jitter, &climbing, &period))
+        return NULL;
+    if (c->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
+        return NULL;
+    }
+    if (cap < 0 || cap > (PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(Node)) - 64) {
+        PyErr_SetString(PyExc_ValueError, "capacity out of range");
+        return NULL;
+    }
+    if (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
+        return NULL;
+    }
+    if (!(pf >= 0.0 && pf <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "protected_fraction must be in [0, 1]");
+        return NULL;
+    }
+    PyObject *counts = PyObject_GetAttrString(sketch, "_counts");
+    if (!counts) return NULL;
+    if (!PyByteArray_Check(counts)) {
+        Py_DECREF(counts);
+        PyErr_SetString(PyExc_TypeError, "sketch._counts must be a bytearray");
+        return NULL;
+    }
+    long long width = 0, shift = 0, k0 = 0;
+    unsigned long long mult[4];
+    PyObject *a = PyObject_GetAttrString(sketch, "width");
+    if (a) { width = PyLong_AsLongLong(a); Py_DECREF(a); }
+    a = PyObject_GetAttrString(sketch, "_shift");
+    if (a) { shift = PyLong_AsLongLong(a); Py_DECREF(a); }
+    a = PyObject_GetAttrString(sketch, "_k0");
+    if (a) { k0 = (long long)PyLong_AsUnsignedLongLongMask(a); Py_DECREF(a); }
+    PyObject *m = PyObject_GetAttrString(sketch, "_mults");
+    if (m) {
+        for (int r = 0; r < 4; r++) {
+            PyObject *x = PySequence_GetItem(m, r);
+            if (!x) break;
+            mult[r] = PyLong_AsUnsignedLongLongMask(x);
+            Py_DECREF(x);
+        }
+        Py_DECREF(m);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(counts);
+        return NULL;
+    }
+    if (width < 16 || PyByteArray_GET_SIZE(counts) != 4 * width || shift < 1 || shift > 60 ||
+        (unsigned long long)width != (1ULL << (64 - shift))) {
+        Py_DECREF(counts);
+        PyErr_SetString(PyExc_ValueError, "sketch layout not understood");
+        return NULL;
+    }
+    Core_clear(c);
+    c->index = PyDict_New();
+    if (!c->index) {
+        Py_DECREF(counts);
+        return NULL;
+    }
+    Py_ssize_t nn = cap + FIRST_NODE + 4;
+    c->nodes = PyMem_Calloc((size_t)nn, sizeof(Node));
+    int hbits = 4; /* one entry per node, at most 2^22 (32 MB): a direct-mapped cache
+                      smaller than the policy only misses more, into the dict */
+    while (hbits < 22 && ((Py_ssize_t)1 << hbits) < nn) hbits++;
+    c->hint_shift = 64 - hbits;
+    c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
+    if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
+    if (!c->nodes || !c->hint) {
+        Py_DECREF(counts);
+        free_arrays(c);
+        return PyErr_NoMemory();
+    }
+    c->n_nodes = nn;
+    for (int s = 1; s <= 3; s++) {
+        c->nodes[s].prev = c->nodes[s].next = s;
+        c->nodes[s].seg = (uint8_t)s;
+        c->len[s] = 0;
+    }
+    c->free_head = -1;
+    for (Py_ssize_t i = nn - 1; i >= FIRST_NODE; i--) {
+        c->nodes[i].next = c->free_head;
+        c->free_head = i;
+    }
+    c->counts = counts;
+    c->table = (uint8_t *)PyByteArray_AS_STRING(counts);
+    c->width = (uint64_t)width;
+    c->shift = (int)shift;
+    c->k0 = (uint64_t)k0;
+    for (int r = 0; r < 4; r++) c->mult[r] = mult[r];
+    Py_INCREF(sketch);
+    c->sketch = sketch;
+    Py_INCREF(hasher);
+    c->hasher = hasher;
+    Py_INCREF(rng);
+    c->rng = rng;
+    if (fast < 0 || fast > 2) {
+        PyErr_SetString(PyExc_ValueError, "fast_hash must be 0, 1 or 2");
+        Core_clear(c);
+        return NULL;
+    }
+    c->fast_hash = (char)fast;
+    c->cap = cap;
+    c->protected_fraction = pf;
+    c->jitter_threshold = jitter;
+    c->climbing = (char)climbing;
+    c->period = period;
+    c->full = 0;
+    c->sample_hits = c->sample_requests = 0;
+    apply_window(c, window);
+    c->ready = 1;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Core_len(Core *c) {
+    return c->len[1] + c->len[2] + c->len[3];
+}
+
+static int Core_contains(Core *c, PyObject *key) {
+    if (!c->ready) return 0;
+    PyObject *v = PyDict_GetItemWithError(c->index, key);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    return 1;
+}
+
+static PyObject *Core_segment(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    if (n < 0) Py_RETURN_NONE;
+    PyObject *name = tc_SEG_NAMES[c->nodes[n].seg];
+    Py_INCREF(name);
+    return name;
+}
+
+static PyObject *Core_on_hit_impl(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    if (touch(c, n, NULL) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_on_hit(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_on_hit_impl(c, key);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *Core_on_hits_impl(Core *c, PyObject *keys) {
+    if (not_ready(c)) return NULL;
+    PyObject *seq = PySequence_Tuple(keys); /* a private copy: callbacks cannot change it */
+    if (!seq) return NULL;
+    Py_ssize_t len = PyTuple_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_ssize_t n = find(c, PyTuple_GET_ITEM(seq, i));
+        if (n == -2 || touch(c, n, NULL) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_on_hits(Core *c, PyObject *keys) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_on_hits_impl(c, keys);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *admission_of(Placed *p) {
+    if (!p->admitted && !p->evicted) {
+        Py_INCREF(REJECTED);
+        return REJECTED;
+    }
+    if (!p->evicted) {
+        Py_INCREF(ADMITTED);
+        return ADMITTED;
+    }
+    PyObject *t = PyTuple_Pack(1, p->evicted);
+    Py_DECREF(p->evicted);
+    p->evicted = NULL;
+    if (!t) return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(AdmissionType, Py_True, t, NULL);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *Core_admit_impl(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    PyObject *r;
+    if (n >= 0) {
+        Py_INCREF(ADMITTED);
+        r = ADMITTED;
+    } else {
+        Placed p;
+        if (place(c, key, &p) < 0) return NULL;
+        r = admission_of(&p);
+    }
+    mark_full(c);
+    return r;
+}
+
+static PyObject *Core_admit(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_admit_impl(c, key);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *Core_remove_impl(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    if (n < 0) Py_RETURN_FALSE;
+    PyObject *k = drop_node(c, n);
+    if (!k) return NULL;
+    Py_DECREF(k);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Core_remove(Core *c, PyObject *key) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_remove_impl(c, key);
+    c->busy = 0;
+    return r;
+}
+
+static int extend_segment(Core *c, PyObject *list, int s) {
+    for (Py_ssize_t n = c->nodes[s].next; n != s; n = c->nodes[n].next) {
+        if (PyList_Append(list, c->nodes[n].key) < 0) return -1;
+    }
+    return 0;
+}
+
+static PyObject *Core_keys(Core *c, PyObject *Py_UNUSED(ignored)) {
+    if (not_ready(c)) return NULL;
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (int s = 1; s <= 3; s++) {
+        if (extend_segment(c, list, s) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    PyObject *it = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return it;
+}
+
+static PyObject *Core_segment_keys(Core *c, PyObject *arg) {
+    if (not_ready(c)) return NULL;
+    long s = PyLong_AsLong(arg);
+    if (s == -1 && PyErr_Occurred()) return NULL;
+    if (s < 1 || s > 3) {
+        PyErr_SetString(PyExc_ValueError, "segment must be 1, 2 or 3");
+        return NULL;
+    }
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    if (extend_segment(c, list, (int)s) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
+}
+
+static PyObject *Core_resize_window_impl(Core *c, PyObject *arg) {
+    if (not_ready(c)) return NULL;
+    int overflow = 0;
+    long long w = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (w == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t cap = c->cap;
+    Py_ssize_t window = overflow > 0 ? cap : overflow < 0 ? 0
+                        : (Py_ssize_t)(w > cap ? cap : (w < 0 ? 0 : w));
+    if (cap < 3) Py_RETURN_NONE;
+    if (window > cap - 1) window = cap - 1;
+    if (window < 1) window = 1;
+    if (window == c->window_capacity) Py_RETURN_NONE;
+    apply_window(c, window);
+    while (c->len[SEG_WINDOW] > window) {
+        Py_ssize_t k = lru_of(c, SEG_WINDOW);
+        unlink_node(c, k);
+        push_mru(c, SEG_PROBATION, k);
+    }
+    /* main's LRU entries (probation first) move to the window's LRU end, oldest first */
+    Py_ssize_t at = SEG_WINDOW;
+    while (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] > c->main_capacity) {
+        int s = c->len[SEG_PROBATION] ? SEG_PROBATION : SEG_PROTECTED;
+        Py_ssize_t k = lru_of(c, s);
+        unlink_node(c, k);
+        insert_after(c, at, SEG_WINDOW, k);
+        at = k;
+    }
+    while (c->len[SEG_PROTECTED] > c->protected_capacity) {
+        Py_ssize_t k = lru_of(c, SEG_PROTECTED);
+        unlink_node(c, k);
+        push_mru(c, SEG_PROBATION, k);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_resize_window(Core *c, PyObject *arg) {
+    if (c->busy) return reentered();
+    c->busy = 1;
+    PyObject *r = Core_resize_window_impl(c, arg);
+    c->busy = 0;
+    return r;
+}
+
+static PyObject *Core_set_window(Core *c, PyObject *arg) {
+    /* sizes only (no entries move): the Python _set_window */
+    if (not_ready(c)) return NULL;
+    if (c->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
+        return NULL;
+    }
+    Py_ssize_t window = PyLong_AsSsize_t(arg);
+    if (window == -1 && PyErr_Occurred()) return NULL;
+    if (c->cap <= 1 ? window != 0 : (window < 1 || window > c->cap - 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
+        return NULL;
+    }
+    if (c->len[SEG_WINDOW] > window || c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] >
+                                           c->cap - window) {
+        PyErr_SetString(PyExc_ValueError, "_set_window would leave a segment over its size "
+                                          "(use resize_window)");
+        return NULL;
+    }
+    apply_window(c, window);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Core_methods[] = {
+    {"_core_setup", (PyCFunction)Core_setup, METH_VARARGS,
+     "_core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng, "
+     "jitter_threshold, climbing, period): allocate the segments and bind the sketch."},
+    {"segment", (PyCFunction)Core_segment, METH_O,
+     "\"window\", \"probation\", \"protected\" or None (not resident)."},
+    {"on_hit", (PyCFunction)Core_on_hit, METH_O,
+     "Record a hit on a resident key (no-op otherwise; a climber sample either way)."},
+    {"on_hits", (PyCFunction)Core_on_hits, METH_O, "on_hit for each key, in order."},
+    {"admit", (PyCFunction)Core_admit, METH_O, "Offer a key; returns an Admission."},
+    {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
+    {"keys", (PyCFunction)Core_keys, METH_NOARGS,
+     "Window, then probation, then protected; least recently used first in each."},
+    {"_segment_keys", (PyCFunction)Core_segment_keys, METH_O,
+     "Keys of segment 1 (window), 2 (probation) or 3 (protected), LRU first."},
+    {"resize_window", (PyCFunction)Core_resize_window, METH_O,
+     "Move the window/main split (clamped to [1, C - 1]); never evicts."},
+    {"_set_window", (PyCFunction)Core_set_window, METH_O,
+     "Set the window capacity and the derived main/protected capacities (no moves)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Core_members[] = {
+    {"window_capacity", T_PYSSIZET, offsetof(Core, window_capacity), READONLY,
+     "Entries the window may hold."},
+    {"main_capacity", T_PYSSIZET, offsetof(Core, main_capacity), READONLY,
+     "Entries probation and protected may hold together."},
+    {"protected_capacity", T_PYSSIZET, offsetof(Core, protected_capacity), READONLY,
+     "Entries protected may hold."},
+    {"_sample_hits", T_PYSSIZET, offsetof(Core, sample_hits), 0, "Climber sample hits."},
+    {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
+     "Climber sample requests."},
+    {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
+    {"_climbing", T_BOOL, offsetof(Core, climbing), 0, "The climber is on."},
+    {"_full", T_BOOL, offsetof(Core, full), 0, "The cache has filled once."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods Core_as_sequence = {
+    .sq_length = (lenfunc)Core_len,
+    .sq_contains = (objobjproc)Core_contains,
+};
+
+PyTypeObject tc_CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tiercache._core.WTinyLFUCore",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Segments and per-access operations of the W-TinyLFU policy (see "
+              "tiercache/_core_src/policy.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_traverse = (traverseproc)Core_traverse,
+    .tp_clear = (inquiry)Core_clear,
+    .tp_methods = Core_methods,
+    .tp_members = Core_members,
+    .tp_as_sequence = &Core_as_sequence,
+};
+
+/* ---- module functions: the policy's loops (drain, replay) and bind ----------------- */
+
+static Core *as_core(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &tc_CoreType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a WTinyLFUCore policy");
+        return NULL;
+    }
+    Core *c = (Core *)o;
+    if (not_ready(c)) return NULL;
+    return c;
+}
+
+PyObject *tc_mod_drain(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *pol, *keys;
+    if (!PyArg_ParseTuple(args, "OO", &pol, &keys)) return NULL;
+    Core *c = as_core(pol);
+    if (!c) return NULL;
+    if (c->busy) return reentered();
+    PyObject *seq = PySequence_Tuple(keys); /* a private copy: callbacks cannot change it */
+    if (!seq) return NULL;
+    SketchSync s;
+    if (sync_load(c, &s) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    c->busy = 1;
+    Py_ssize_t len = PyTuple_GET_SIZE(seq);
+    int err = 0;
+    for (Py_ssize_t i = 0; i < len && !err; i++) {
+        PyObject *k = PyTuple_GET_ITEM(seq, i);
+        uint64_t h;
+        Py_ssize_t n;
+        if (key_hash(c, k, &h) < 0 || (n = find(c, k)) == -2) {
+            err = 1;
+            break;
+        }
+        sk_increment(c, &s, h);
+        if (touch(c, n, &s) < 0) err = 1;
+    }
+    c->busy = 0;
+    Py_DECREF(seq);
+    if (sync_store(c, &s) < 0 || err) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* one request of the simulator: 1 hit, 0 miss, -1 error; counts updated */
+typedef struct {
+    long long hits, admitted, rejected, evicted;
+} Counts;
+
+static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
+    uint64_t h;
+    if (key_hash(c, k, &h) < 0) return -1; /* first: the hasher may run Python code */
+    Py_ssize_t n = find(c, k);
+    if (n == -2) return -1;
+    sk_increment(c, s, h);
+    if (n >= 0) {
+        out->hits++;
+        if (touch(c, n, s) < 0) return -1;
+        return 1;
+    }
+    int t = touch(c, -1, s);
+    if (t < 0) return -1;
+    if (t > 0) {
+        /* the climber ran: an override may have admitted k, then the offer finds it */
+        n = find(c, k);
+        if (n == -2) return -1;
+        if (n >= 0) {
+            out->admitted++;
+            return 0;
+        }
+    }
+    Placed p;
+    if (place(c, k, &p) < 0) return -1;
+    if (p.admitted) out->admitted++; else out->rejected++;
+    if (p.evicted) {
+        out->evicted++;
+        Py_DECREF(p.evicted);
+    }
+    mark_full(c);
+    return 0;
+}
+
+PyObject *tc_mod_replay(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *pol, *trace, *mask_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &pol, &trace, &mask_obj)) return NULL;
+    Core *c = as_core(pol);
+    if (!c) return NULL;
+    if (c->busy) return reentered();
+    Py_buffer tb, mb;
+    int have_mask = mask_obj != Py_None;
+    int is_buffer = PyObject_CheckBuffer(trace) && !PyList_Check(trace) && !PyTuple_Check(trace);
+    PyObject *seq = NULL;
+    Py_ssize_t len;
+    char fmt = 0;
+    if (is_buffer) {
+        if (PyObject_GetBuffer(trace, &tb, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+        const char *f = tb.format ? tb.format : "B";
+        if (*f == '<' || *f == '=' || *f == '@') f++;
+        fmt = *f;
+        if (tb.itemsize != 8 || (fmt != 'q' && fmt != 'l' && fmt != 'Q' && fmt != 'L') ||
+            f[1] != '\0') {
+            PyBuffer_Release(&tb);
+            PyErr_SetString(PyExc_TypeError, "trace buffer must hold int64 or uint64 items");
+            return NULL;
+        }
+        len = tb.len / 8;
+    } else {
+        seq = PySequence_Tuple(trace); /* a private copy: callbacks cannot change it */
+        if (!seq) return NULL;
+        len = PyTuple_GET_SIZE(seq);
+    }
+    uint8_t *mask = NULL;
+    if (have_mask) {
+        if (PyObject_GetBuffer(mask_obj, &mb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) goto fail_trace;
+        if (mb.len != len) {
+            PyBuffer_Release(&mb);
+            PyErr_SetString(PyExc_ValueError, "misses_out must have one byte per request");
+            goto fail_trace;
+        }
+        mask = (uint8_t *)mb.buf;
+    }
+    SketchSync s;
+    Counts cnt = {0, 0, 0, 0};
+    int loaded = sync_load(c, &s) == 0;
+    int err = !loaded;
+    c->busy = 1;
+    for (Py_ssize_t i = 0; i < len && !err; i++) {
+        int r;
+        if (is_buffer) {
+            PyObject *k = (fmt == 'q' || fmt == 'l')
+                              ? PyLong_FromLongLong(((long long *)tb.buf)[i])
+                              : PyLong_FromUnsignedLongLong(((unsigned long long *)tb.buf)[i]);
+            if (!k) {
+                err = 1;
+                break;
+            }
+            r = replay_one(c, &s, k, &cnt);
+            Py_DECREF(k);
+        } else {
+            r = replay_one(c, &s, PyTuple_GET_ITEM(seq, i), &cnt);
+        }
+        if (r < 0) err = 1;
+        else if (mask) mask[i] = (uint8_t)(r == 0);
+    }
+    c->busy = 0;
+    if (loaded && sync_store(c, &s) < 0) err = 1;
+    if (have_mask) PyBuffer_Release(&mb);
+    if (is_buffer) PyBuffer_Release(&tb);
+    Py_XDECREF(seq);
+    if (err) return NULL;
+    return Py_BuildValue("(LLLLL)", (long long)len, cnt.hits, cnt.admitted, cnt.rejected,
+                         cnt.evicted);
+fail_trace:
+    if (is_buffer) PyBuffer_Release(&tb);
+    Py_XDECREF(seq);
+    return NULL;
+}
+
+PyObject *tc_mod_bind(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *t, *a, *r;
+    if (!PyArg_ParseTuple(args, "OOO", &t, &a, &r)) return NULL;
+    Py_INCREF(t);
+    Py_INCREF(a);
+    Py_INCREF(r);
+    Py_XSETREF(AdmissionType, t);
+    Py_XSETREF(ADMITTED, a);
+    Py_XSETREF(REJECTED, r);
+    Py_RETURN_NONE;
+}
