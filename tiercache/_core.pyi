@@ -46,6 +46,13 @@ class HotReader:
     def gather(self, contents: list[Any], out: Any, /) -> list[int]: ...
     def take_hits(self) -> int: ...
 
+class HotGetter:
+    def __init__(
+        self, reader: HotReader, fallback: Any, metas: list[bytes | None], entry_type: type,
+        tier: str, /,
+    ) -> None: ...
+    def __call__(self, content: Any, /, *, model: str | None = None) -> Any: ...
+
 class WarmReader:
     hits: int
     native_xxh3: bool

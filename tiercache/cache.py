@@ -121,6 +121,9 @@ class TierCache(AsyncAPI):
         fast = read.fast if read.fast is not None else read.fast_warm
         if fast is not None:
             self.__dict__["embed"] = fast
+        if read.fast is not None and type(self).get is TierCache.get:
+            # get's hot hit likewise (an Entry built in C; anything else: the method)
+            self.__dict__["get"] = read.fast_getter(TierCache.get.__get__(self, type(self)))
 
     # -- construction helpers ----------------------------------------------------------
     @classmethod
@@ -149,6 +152,7 @@ class TierCache(AsyncAPI):
                 return
             self._ctx.closed = True
             self.__dict__.pop("embed", None)  # the C hot path; the method raises from now on
+            self.__dict__.pop("get", None)
             self._read.close()
             self._read.fold_fast_hits_locked()
             self._engine.drain()

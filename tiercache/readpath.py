@@ -124,6 +124,12 @@ class ReadPath:
             if compiled and self._hot.capacity == 0:
                 self.fast_warm = self.warm_reader
 
+    def fast_getter(self, fallback: Any) -> Any:
+        """A ``HotGetter``: ``get``'s hot hit in C over :attr:`fast`'s state, returning an
+        :class:`Entry`; anything it does not serve calls ``fallback`` (the facade's get)."""
+        assert _core is not None and self.fast is not None
+        return _core.HotGetter(self.fast, fallback, self._hot._meta, Entry, "hot")
+
     def close(self) -> None:
         """Stop the C readers (references taken earlier fall back to :meth:`embed`)."""
         for fast in (self.fast, self.fast_warm):
@@ -773,13 +779,13 @@ class ReadPath:
     def _exists_below(self, key: bytes, now: float) -> bool:
         """:meth:`exists` past hot: the warm record's expiry, then the shared one's."""
         if self._warm is not None:
-            try:
-                exp = self._warm.get_with(key, codec.peek_expiry)
+            try:  # verified as a read verifies it: a corrupt record does not exist
+                rec = self._warm.get_at(key, _decode_at, self.dim, None)
             except Exception:  # an unreadable store holds nothing (counted), as in lookups
                 with self._lock:
                     self._s_warm.errors += 1
-                exp = None
-            if exp is not None and (exp == 0.0 or exp > now):
+                rec = None
+            if rec is not None and (not rec[1] or rec[1] > now):
                 return True
         if self._shared is not None:
             try:
@@ -788,9 +794,13 @@ class ReadPath:
                 with self._lock:
                     self._s_shared.errors += 1
                 return False
-            exp = codec.peek_expiry(buf) if buf is not None else None
-            return exp is not None and (exp == 0.0 or exp > now)
+            return self._live_shared(buf, now)
         return False
+
+    def _live_shared(self, buf: bytes | None, now: float) -> bool:
+        """Whether a shared-tier value is a valid, unexpired record of this cache's dim."""
+        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
+        return rec is not None and (not rec[1] or rec[1] > now)
 
     def mget(self, contents: list[Content]) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes.
@@ -825,8 +835,7 @@ class ReadPath:
                     self._s_shared.errors += 1
                 return result
             for i, buf in zip(rest, bufs):
-                exp = codec.peek_expiry(buf) if buf is not None else None
-                result[i] = exp is not None and (exp == 0.0 or exp > now)
+                result[i] = self._live_shared(buf, now)
         return result
 
     def _warm_live(self, wanted: list[Content], now: float) -> list[bool]:
@@ -850,10 +859,11 @@ class ReadPath:
                                                    codec.peek_expiry)
                     for j, exp in zip(blob_j, blob_exps):
                         live[j] = exp is not None and (exp == 0.0 or exp > now)
-            else:
-                exps = warm.get_many_with(list(map(self._keys.digest, distinct)),
-                                          codec.peek_expiry)
-                live = [exp is not None and (exp == 0.0 or exp > now) for exp in exps]
+            else:  # verified as a read verifies it: a corrupt record does not exist
+                dim = self.dim
+                recs = warm.get_many_with(list(map(self._keys.digest, distinct)),
+                                          lambda b: _decode_at(b, 0, len(b), dim))
+                live = [r is not None and (not r[1] or r[1] > now) for r in recs]
         except Exception:  # an unreadable store holds nothing (counted), as in lookups
             with self._lock:
                 self._s_warm.errors += 1

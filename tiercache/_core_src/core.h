@@ -100,6 +100,7 @@ int tc_out_rows_ok(PyObject *out, npy_intp dim);
 /* ---- hot.c -------------------------------------------------------------------------- */
 
 extern PyTypeObject tc_ReaderType;
+extern PyTypeObject tc_GetterType; /* hot.c: TierCache.get's hot hit */
 
 /* ---- warm.c ------------------------------------------------------------------------- */
 

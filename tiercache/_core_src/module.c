@@ -36,6 +36,7 @@ PyMODINIT_FUNC PyInit__core(void) {
 #endif
     if (PyType_Ready(&tc_CoreType) < 0) return NULL;
     if (PyType_Ready(&tc_ReaderType) < 0) return NULL;
+    if (PyType_Ready(&tc_GetterType) < 0) return NULL;
     if (PyType_Ready(&tc_WReaderType) < 0) return NULL;
     tc_S_handle = PyUnicode_InternFromString("_handle");
     tc_S_resizing = PyUnicode_InternFromString("resizing");
@@ -64,6 +65,12 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&tc_ReaderType);
     if (PyModule_AddObject(m, "HotReader", (PyObject *)&tc_ReaderType) < 0) {
         Py_DECREF(&tc_ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&tc_GetterType);
+    if (PyModule_AddObject(m, "HotGetter", (PyObject *)&tc_GetterType) < 0) {
+        Py_DECREF(&tc_GetterType);
         Py_DECREF(m);
         return NULL;
     }

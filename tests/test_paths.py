@@ -1,0 +1,176 @@
+"""The one read path: every single-key entry point answers as the batch path answers.
+
+``get``, ``exists`` and ``get_by_key`` take their own short paths (a single locked hot
+section, ``ReadPath.lower_one``, the compiled ``HotGetter``); ``mget`` / ``mexists`` take
+the batch path. Two caches over separate stores, same config, same clock, same operations:
+one is read one key at a time, the other in one-item batches. Their answers and their
+counters must agree at every step (so the single paths also make the same policy
+decisions), for every tier layout, with the compiled getter and without it.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tiercache import TierCache
+from tiercache.entry import Entry, new_entry
+
+from .conftest import DIM, CountingEncoder, FakeClock, make_config
+from .test_faults import corrupt_records
+
+LAYOUTS = {
+    "hot+warm": {},
+    "hot only": {"warm": {"enabled": False}},
+    "warm only": {"hot": {"enabled": False}},
+}
+
+
+def _same(a: Entry | None, b: Entry | None) -> None:
+    if a is None or b is None:
+        assert a is b
+        return
+    assert (a.key, a.metadata, a.tier) == (b.key, b.metadata, b.tier)
+    assert a.vector.dtype == np.float32 and a.vector.shape == (DIM,)
+    np.testing.assert_array_equal(a.vector, b.vector)
+
+
+def _counters(c: TierCache) -> Any:
+    st = c.stats()
+    return st["lookups"], {t: {k: v for k, v in s.items() if k not in ("latency_us", "path",
+                                                                         "bytes", "file_bytes")}
+                           for t, s in st["tiers"].items()}
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["c-getter", "python-get"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_single_reads_answer_and_decide_as_batch_reads(tmp_path: Path, layout: str,
+                                                        compiled: bool) -> None:
+    clock = FakeClock()
+    sections = dict(LAYOUTS[layout])
+    sections.setdefault("hot", {"max_bytes": 24 * (4 * DIM + 256)})  # small: evictions
+    one, batch = (TierCache(make_config(tmp_path / n, **sections), encoder=CountingEncoder(),
+                            clock=clock) for n in ("one", "batch"))
+    if not compiled:
+        one.__dict__.pop("get", None)
+    if compiled and layout != "warm only":
+        assert type(one.get).__name__ == "HotGetter"
+    texts = [f"t{i}" for i in range(60)] + [b"raw", "\u00e9t\u00e9"]
+    rng = random.Random(7)
+    for step in range(1500):
+        t = texts[min(int(rng.paretovariate(0.8)) - 1, len(texts) - 1)]
+        op = rng.random()
+        if op < 0.08:  # writes: with and without metadata and a TTL, on both
+            meta = {"step": step} if rng.random() < 0.5 else None
+            ttl = 3 if rng.random() < 0.3 else None
+            v = np.full(DIM, step, np.float32)
+            for c in (one, batch):
+                c.set(t, v, metadata=meta, ttl=ttl)
+        elif op < 0.12:
+            for c in (one, batch):
+                c.drop(t)
+        elif op < 0.30:
+            for c in (one, batch):
+                c.embed(t)
+        elif op < 0.45:
+            assert one.exists(t) == batch.mexists([t])[0]
+        else:
+            _same(one.get(t), batch.mget([t])[0])
+        if step % 11 == 0:
+            clock.advance(1)
+        if step % 100 == 0:
+            assert _counters(one) == _counters(batch)
+    assert _counters(one) == _counters(batch)
+    for c in (one, batch):
+        c.close()
+
+
+@pytest.mark.parametrize("rows_in_c", [True, False], ids=["c-rows", "python-rows"])
+def test_get_by_key_and_exists_agree_with_get_on_damaged_records(tmp_path: Path,
+                                                                 rows_in_c: bool) -> None:
+    """A corrupt warm record: get misses it, and so do exists, mexists and get_by_key
+    (before, exists read the expiry without the checksum and said True)."""
+    c = TierCache(make_config(tmp_path, hot={"enabled": False}), encoder=CountingEncoder())
+    if not rows_in_c:
+        c._warm_reader = None
+    texts = [f"d{i}" for i in range(80)]
+    for i, t in enumerate(texts):
+        c.set(t, np.full(DIM, i, np.float32))
+    rng = random.Random(3)
+    victims = set(rng.sample(texts, 20))
+    corrupt_records(c, [c._keys.digest(t) for t in victims], rng)
+    many = c.mexists(texts)
+    for t, m in zip(texts, many):
+        e = c.get(t)
+        assert (e is None) == (t in victims)
+        assert c.exists(t) == m == (e is not None)
+        _same(c.get_by_key(c.key(t)), e)
+    c.close()
+
+
+def test_batch_entries_own_their_vectors(tmp_path: Path) -> None:
+    """mget's Entries are rows of the call's own matrix: writing one changes no other
+    entry, no later read and no tier (the no-aliasing rule)."""
+    c = TierCache(make_config(tmp_path), encoder=CountingEncoder())
+    texts = [f"o{i}" for i in range(10)]
+    c.embed_many(texts[:5])  # hot
+    c.mset([(t, np.full(DIM, i, np.float32)) for i, t in enumerate(texts[5:])])
+    got = c.mget(texts + texts[:2])  # repeats too
+    assert all(e is not None for e in got)
+    before = [e.vector.copy() for e in got if e is not None]
+    for e in got:
+        assert e is not None
+        e.vector[:] = -7
+    again = c.mget(texts + texts[:2])
+    for e, b in zip(again, before):
+        assert e is not None
+        np.testing.assert_array_equal(e.vector, b)
+    c.close()
+
+
+def test_compiled_get_falls_back_for_everything_it_does_not_serve(tmp_path: Path) -> None:
+    clock = FakeClock()
+    c = TierCache(make_config(tmp_path), encoder=CountingEncoder(), clock=clock)
+    c.set("m", np.ones(DIM, np.float32), metadata={"a": [1, 2]})
+    c.set("ttl", np.ones(DIM, np.float32), ttl=5)
+    c.embed("plain")
+    assert c.get("m").metadata == {"a": [1, 2]}  # type: ignore[union-attr]
+    assert c.get("plain", model=c.fingerprint.model).tier == "hot"  # type: ignore[union-attr]
+    assert c.get("ttl") is not None
+    clock.advance(10)
+    assert c.get("ttl") is None and c.get("never stored") is None
+    from tiercache.errors import InvalidContentError, UnknownModelError
+
+    with pytest.raises(InvalidContentError):
+        c.get(42)  # type: ignore[arg-type]
+    with pytest.raises(UnknownModelError):
+        c.get("plain", model="another-model")
+    c.close()
+    from tiercache.errors import ClosedError
+
+    with pytest.raises(ClosedError):
+        c.get("plain")
+
+
+def test_a_subclass_that_overrides_get_keeps_its_override(tmp_path: Path) -> None:
+    class Mine(TierCache):
+        def get(self, content: Any, *, model: str | None = None) -> Entry | None:
+            return new_entry("mine", np.zeros(DIM, np.float32), None, "hot")
+
+    c = Mine(make_config(tmp_path), encoder=CountingEncoder())
+    c.embed("x")
+    e = c.get("x")
+    assert e is not None and e.key == "mine"
+    c.close()
+
+
+def test_new_entry_is_an_entry() -> None:
+    v = np.arange(3, dtype=np.float32)
+    a, b = new_entry("k", v, {"m": 1}, "warm"), Entry("k", v, {"m": 1}, "warm")
+    assert type(a) is Entry and repr(a) == repr(b)
+    with pytest.raises(AttributeError):
+        a.key = "other"  # type: ignore[misc]
