@@ -105,6 +105,32 @@ static int reader_hit(Reader *r, PyObject *content, PyObject **out, Py_ssize_t *
     return 1;
 }
 
+/* the cache's lock without blocking: 1 taken, 0 busy, -1 error */
+static int reader_trylock(Reader *r) {
+    PyObject *got = PyObject_CallOneArg(r->acquire, Py_False);
+    if (!got) return -1;
+    int locked = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    return locked;
+}
+
+/* release the lock, keeping an exception already set; -1 if the release failed (its
+ * exception replaces the pending one) */
+static int reader_unlock(Reader *r) {
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *rel = PyObject_CallNoArgs(r->release);
+    if (!rel) {
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_value);
+        Py_XDECREF(exc_tb);
+        return -1;
+    }
+    Py_DECREF(rel);
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    return 0;
+}
+
 static PyObject *Reader_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                    PyObject *kwnames) {
     Reader *r = (Reader *)self;
@@ -121,27 +147,16 @@ static PyObject *Reader_vectorcall(PyObject *self, PyObject *const *args, size_t
         return reader_fallback(r, content);
     int timed = (++r->tick & 15) == 0;
     double t0 = timed ? mono_s() : 0.0;
-    PyObject *got = PyObject_CallOneArg(r->acquire, Py_False);
-    if (!got) return NULL;
-    int locked = PyObject_IsTrue(got);
-    Py_DECREF(got);
+    int locked = reader_trylock(r);
     if (locked < 0) return NULL;
     if (!locked) return reader_fallback(r, content); /* busy: the Python path waits */
     PyObject *vec = NULL;
     Py_ssize_t slot;
     int rc = reader_hit(r, content, &vec, &slot);
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    PyObject *rel = PyObject_CallNoArgs(r->release);
-    if (!rel) {
+    if (reader_unlock(r) < 0) {
         Py_XDECREF(vec);
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_value);
-        Py_XDECREF(exc_tb);
         return NULL;
     }
-    Py_DECREF(rel);
-    PyErr_Restore(exc_type, exc_value, exc_tb);
     if (rc < 0) return NULL;
     if (rc == 0) return reader_fallback(r, content);
     if (timed) {
@@ -436,10 +451,7 @@ static PyObject *Getter_vectorcall(PyObject *self, PyObject *const *args, size_t
     PyObject *content = args[0];
     if (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content))
         return PyObject_CallOneArg(g->fallback, content);
-    PyObject *got = PyObject_CallOneArg(r->acquire, Py_False);
-    if (!got) return NULL;
-    int locked = PyObject_IsTrue(got);
-    Py_DECREF(got);
+    int locked = reader_trylock(r);
     if (locked < 0) return NULL;
     if (!locked) return PyObject_CallOneArg(g->fallback, content); /* busy: Python waits */
     PyObject *vec = NULL, *key = NULL;
@@ -455,19 +467,11 @@ static PyObject *Getter_vectorcall(PyObject *self, PyObject *const *args, size_t
             Py_INCREF(key);
         }
     }
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    PyObject *rel = PyObject_CallNoArgs(r->release);
-    if (!rel) {
+    if (reader_unlock(r) < 0) {
         Py_XDECREF(vec);
         Py_XDECREF(key);
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_value);
-        Py_XDECREF(exc_tb);
         return NULL;
     }
-    Py_DECREF(rel);
-    PyErr_Restore(exc_type, exc_value, exc_tb);
     if (rc < 0) return NULL;
     if (rc == 0) return PyObject_CallOneArg(g->fallback, content);
     PyObject *e = getter_entry(g, key, vec);
