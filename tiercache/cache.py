@@ -121,8 +121,8 @@ class TierCache(AsyncAPI):
         fast = read.fast if read.fast is not None else read.fast_warm
         if fast is not None:
             self.__dict__["embed"] = fast
-        if read.fast is not None and type(self).get is TierCache.get:
-            # get's hot hit likewise (an Entry built in C; anything else: the method)
+        if fast is not None and type(self).get is TierCache.get:
+            # get's hit likewise (an Entry built in C; anything else: the method)
             self.__dict__["get"] = read.fast_getter(TierCache.get.__get__(self, type(self)))
 
     # -- construction helpers ----------------------------------------------------------

@@ -42,6 +42,7 @@ except ImportError:  # built without a C compiler: reads stay pure Python
     _core = None  # type: ignore[assignment]
 
 _ABSENT = object()  # LmdbTier.get_at's value for a key not stored
+_UNSERVED = object()  # WarmReader.record's value when the store cannot be read in C now
 _TEXT_TYPES = frozenset((str, bytes))
 _decode_at = codec.decode_at
 
@@ -125,10 +126,16 @@ class ReadPath:
                 self.fast_warm = self.warm_reader
 
     def fast_getter(self, fallback: Any) -> Any:
-        """A ``HotGetter``: ``get``'s hot hit in C over :attr:`fast`'s state, returning an
-        :class:`Entry`; anything it does not serve calls ``fallback`` (the facade's get)."""
-        assert _core is not None and self.fast is not None
-        return _core.HotGetter(self.fast, fallback, self._hot._meta, Entry, "hot")
+        """An ``EntryGetter``: ``get``'s hit in C, returning an :class:`Entry`, through
+        :attr:`fast` (hot tier on) or :attr:`fast_warm` (hot tier off); anything it does
+        not serve calls ``fallback`` (the facade's get). None without a compiled reader."""
+        if _core is None:
+            return None
+        if self.fast is not None:
+            return _core.EntryGetter(self.fast, fallback, self._hot._meta, Entry, "hot")
+        if self.fast_warm is not None:
+            return _core.EntryGetter(self.fast_warm, fallback, None, Entry, "warm")
+        return None
 
     def close(self) -> None:
         """Stop the C readers (references taken earlier fall back to :meth:`embed`)."""
@@ -262,6 +269,19 @@ class ReadPath:
         self._s_hot.misses += 1
         self._engine.record_miss(key)
 
+    def warm_record(self, key: bytes) -> Any:
+        """The warm record of ``key``: ``(vector, expires_at, blob)``, None if stored but
+        corrupt, ``_ABSENT`` if not stored. Read and verified in C
+        (``WarmReader.record``) when it can read the store now, else by
+        ``LmdbTier.get_at`` + ``codec.decode_at`` (same rules); nothing is counted."""
+        reader = self.warm_reader
+        if reader is not None:
+            rec = reader.record(key, _ABSENT, _UNSERVED)
+            if rec is not _UNSERVED:
+                return rec
+        assert self._warm is not None
+        return self._warm.get_at(key, _decode_at, self.dim, _ABSENT)
+
     def warm_get_one(self, content: Content, key: bytes, *, record_miss: bool = False,
                      timed: bool = True) -> codec.VectorRecord | None:
         """One warm lookup (counted, promoted per policy): ``(vector, expires_at, blob)``,
@@ -275,7 +295,7 @@ class ReadPath:
         assert warm is not None
         t0 = _perf() if timed else 0.0
         try:
-            rec = warm.get_at(key, _decode_at, self.dim, _ABSENT)
+            rec = self.warm_record(key)
         except Exception:
             with self._lock:
                 if record_miss:
@@ -780,12 +800,12 @@ class ReadPath:
         """:meth:`exists` past hot: the warm record's expiry, then the shared one's."""
         if self._warm is not None:
             try:  # verified as a read verifies it: a corrupt record does not exist
-                rec = self._warm.get_at(key, _decode_at, self.dim, None)
+                rec = self.warm_record(key)
             except Exception:  # an unreadable store holds nothing (counted), as in lookups
                 with self._lock:
                     self._s_warm.errors += 1
                 rec = None
-            if rec is not None and (not rec[1] or rec[1] > now):
+            if rec is not None and rec is not _ABSENT and (not rec[1] or rec[1] > now):
                 return True
         if self._shared is not None:
             try:
@@ -887,12 +907,12 @@ class ReadPath:
                                  codec.unpack_blob(meta).get("m") if meta else None, "hot")
         else:
             try:
-                rec = self._warm.get_at(raw, _decode_at, self.dim, None)
+                rec = self.warm_record(raw)
             except Exception:  # an unreadable store holds nothing (counted)
                 with self._lock:
                     self._s_warm.errors += 1
                 rec = None
-            if rec is not None and not (rec[1] and rec[1] <= now):
+            if rec is not None and rec is not _ABSENT and not (rec[1] and rec[1] <= now):
                 blob = rec[2]
                 return new_entry(key, rec[0], codec.unpack_blob(blob).get("m") if blob else None,
                                  "warm")

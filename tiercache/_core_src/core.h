@@ -100,11 +100,16 @@ int tc_out_rows_ok(PyObject *out, npy_intp dim);
 /* ---- hot.c -------------------------------------------------------------------------- */
 
 extern PyTypeObject tc_ReaderType;
-extern PyTypeObject tc_GetterType; /* hot.c: TierCache.get's hot hit */
 
 /* ---- warm.c ------------------------------------------------------------------------- */
 
 extern PyTypeObject tc_WReaderType;
+
+/* entry.c: TierCache.get's hit, served by hot.c's or warm.c's reader */
+extern PyTypeObject tc_GetterType;
+int tc_hot_serve(PyObject *reader, PyObject *metas, PyObject *content, PyObject **vec_out,
+                 PyObject **key_out);
+int tc_warm_serve(PyObject *reader, PyObject *content, PyObject **vec_out, PyObject **key_out);
 extern PyObject *tc_S_handle, *tc_S_resizing, *tc_S_get, *tc_S_abort, *tc_S_fork_generation;
 
 /* ---- hash.c: BLAKE2b and XXH3 ------------------------------------------------------- */

@@ -10,12 +10,7 @@
  * busy) is handed to ``fallback(content)``, the Python implementation, unchanged. One
  * lookup in 16 is timed and passed to ``record_latency(seconds)``.
  *
- * HotGetter(reader, fallback, metas, entry_type, tier): TierCache.get's hot hit in one C
- * call, through a HotReader's state and its hit (the same lookup, copy, access record and
- * counter), returned as an ``entry_type`` (tiercache.entry.Entry) built here: the key's
- * hex digest, the vector, metadata None. An entry with metadata (its msgpack blob is
- * decoded in Python), keyword arguments and everything HotReader does not serve go to
- * ``fallback`` (the Python get) unchanged.
+ * tc_hot_serve: the same hit for TierCache.get (entry.c's EntryGetter).
  */
 #include "core.h"
 
@@ -369,98 +364,23 @@ PyTypeObject tc_ReaderType = {
 };
 
 
-/* ---------------------------------------------------------------- HotGetter */
-
-typedef struct {
-    PyObject_HEAD
-    Reader *reader;
-    PyObject *fallback, *metas, *tier;
-    PyTypeObject *entry_type;
-    Py_ssize_t off_key, off_vector, off_metadata, off_tier;
-    vectorcallfunc vectorcall;
-} Getter;
-
-/* the byte offset of slot ``name`` of a __slots__ class (its member descriptor's) */
-static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
-    if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
-        return -1;
-    }
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    if (m->type != T_OBJECT_EX || m->offset <= 0 || m->offset > type->tp_basicsize) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, name);
-        return -1;
-    }
-    return m->offset;
-}
-
-/* 32 lowercase hex digits of a 16-byte key (key_to_str) */
-static PyObject *hex16(PyObject *key) {
-    static const char digits[] = "0123456789abcdef";
-    if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != 16) {
-        PyErr_SetString(PyExc_RuntimeError, "hot tier key is not a 16-byte digest");
-        return NULL;
-    }
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(key);
-    PyObject *s = PyUnicode_New(32, 127);
-    if (!s) return NULL;
-    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
-    for (int i = 0; i < 16; i++) {
-        d[2 * i] = (Py_UCS1)digits[b[i] >> 4];
-        d[2 * i + 1] = (Py_UCS1)digits[b[i] & 15];
-    }
-    return s;
-}
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-/* the Entry of a served hit (steals vec) */
-static PyObject *getter_entry(Getter *g, PyObject *key, PyObject *vec) {
-    PyObject *hex = hex16(key);
-    if (!hex) {
-        Py_DECREF(vec);
-        return NULL;
-    }
-    PyObject *e = g->entry_type->tp_alloc(g->entry_type, 0);
-    if (!e) {
-        Py_DECREF(hex);
-        Py_DECREF(vec);
-        return NULL;
-    }
-    SLOT(e, g->off_key) = hex;
-    SLOT(e, g->off_vector) = vec;
-    Py_INCREF(Py_None);
-    SLOT(e, g->off_metadata) = Py_None;
-    Py_INCREF(g->tier);
-    SLOT(e, g->off_tier) = g->tier;
-    return e;
-}
-
-static PyObject *Getter_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                   PyObject *kwnames) {
-    Getter *g = (Getter *)self;
-    Reader *r = g->reader;
-    if (!g->fallback || !r) {
-        PyErr_SetString(PyExc_RuntimeError, "HotGetter is not initialised");
-        return NULL;
-    }
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames)) || r->closed || !r->slab_data)
-        return PyObject_Vectorcall(g->fallback, args, nargsf, kwnames);
-    PyObject *content = args[0];
-    if (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content))
-        return PyObject_CallOneArg(g->fallback, content);
+/* get's hot hit for the EntryGetter (entry.c): 1 *vec and *key set (new references), the
+ * access recorded and counted as embed's; 0 not served (a miss, an expired entry, an entry
+ * with metadata, whose blob Python decodes, the lock busy, a closed reader); -1 error */
+int tc_hot_serve(PyObject *reader, PyObject *metas, PyObject *content, PyObject **vec_out,
+                 PyObject **key_out) {
+    Reader *r = (Reader *)reader;
+    if (r->closed || !r->slab_data || !PyList_Check(metas)) return 0;
+    if (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content)) return 0;
     int locked = reader_trylock(r);
-    if (locked < 0) return NULL;
-    if (!locked) return PyObject_CallOneArg(g->fallback, content); /* busy: Python waits */
+    if (locked <= 0) return locked; /* busy: the Python path waits */
     PyObject *vec = NULL, *key = NULL;
     int rc = 0;
     Py_ssize_t slot = reader_slot(r, content);
     if (slot == -2) {
         rc = -1;
-    } else if (slot >= 0 && slot < PyList_GET_SIZE(g->metas) &&
-               PyList_GET_ITEM(g->metas, slot) == Py_None) { /* no metadata to decode */
+    } else if (slot >= 0 && slot < PyList_GET_SIZE(metas) &&
+               PyList_GET_ITEM(metas, slot) == Py_None) { /* no metadata to decode */
         rc = reader_hit(r, content, &vec, &slot);
         if (rc > 0) {
             key = PyList_GET_ITEM(r->keys, slot);
@@ -470,84 +390,11 @@ static PyObject *Getter_vectorcall(PyObject *self, PyObject *const *args, size_t
     if (reader_unlock(r) < 0) {
         Py_XDECREF(vec);
         Py_XDECREF(key);
-        return NULL;
-    }
-    if (rc < 0) return NULL;
-    if (rc == 0) return PyObject_CallOneArg(g->fallback, content);
-    PyObject *e = getter_entry(g, key, vec);
-    Py_DECREF(key);
-    return e;
-}
-
-static int Getter_init(Getter *g, PyObject *args, PyObject *kwds) {
-    PyObject *reader, *fallback, *metas, *tier;
-    PyTypeObject *entry_type;
-    if (!PyArg_ParseTuple(args, "O!OO!O!U", &tc_ReaderType, &reader, &fallback, &PyList_Type,
-                          &metas, &PyType_Type, &entry_type, &tier))
         return -1;
-    Py_ssize_t ok = slot_offset(entry_type, "key"), ov = slot_offset(entry_type, "vector"),
-               om = slot_offset(entry_type, "metadata"), ot = slot_offset(entry_type, "tier");
-    if (ok < 0 || ov < 0 || om < 0 || ot < 0) return -1;
-    g->off_key = ok;
-    g->off_vector = ov;
-    g->off_metadata = om;
-    g->off_tier = ot;
-    Py_INCREF(reader);
-    Py_XSETREF(g->reader, (Reader *)reader);
-    Py_INCREF(fallback);
-    Py_XSETREF(g->fallback, fallback);
-    Py_INCREF(metas);
-    Py_XSETREF(g->metas, metas);
-    Py_INCREF(entry_type);
-    Py_XSETREF(g->entry_type, entry_type);
-    Py_INCREF(tier);
-    Py_XSETREF(g->tier, tier);
-    g->vectorcall = Getter_vectorcall;
-    return 0;
+    }
+    if (rc > 0) {
+        *vec_out = vec;
+        *key_out = key;
+    }
+    return rc;
 }
-
-static int Getter_traverse(Getter *g, visitproc visit, void *arg) {
-    Py_VISIT(g->reader);
-    Py_VISIT(g->fallback);
-    Py_VISIT(g->metas);
-    Py_VISIT(g->entry_type);
-    Py_VISIT(g->tier);
-    return 0;
-}
-
-static int Getter_clear(Getter *g) {
-    Py_CLEAR(g->reader);
-    Py_CLEAR(g->fallback);
-    Py_CLEAR(g->metas);
-    Py_CLEAR(g->entry_type);
-    Py_CLEAR(g->tier);
-    return 0;
-}
-
-static void Getter_dealloc(Getter *g) {
-    PyObject_GC_UnTrack(g);
-    Getter_clear(g);
-    Py_TYPE(g)->tp_free((PyObject *)g);
-}
-
-static PyMemberDef Getter_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Getter, vectorcall), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
-PyTypeObject tc_GetterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tiercache._core.HotGetter",
-    .tp_basicsize = sizeof(Getter),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "TierCache.get's hot hit in C (see tiercache/_core_src/hot.c); everything "
-              "else falls back.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Getter_init,
-    .tp_dealloc = (destructor)Getter_dealloc,
-    .tp_traverse = (traverseproc)Getter_traverse,
-    .tp_clear = (inquiry)Getter_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Getter, vectorcall),
-    .tp_members = Getter_members,
-};

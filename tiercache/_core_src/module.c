@@ -69,7 +69,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         return NULL;
     }
     Py_INCREF(&tc_GetterType);
-    if (PyModule_AddObject(m, "HotGetter", (PyObject *)&tc_GetterType) < 0) {
+    if (PyModule_AddObject(m, "EntryGetter", (PyObject *)&tc_GetterType) < 0) {
         Py_DECREF(&tc_GetterType);
         Py_DECREF(m);
         return NULL;

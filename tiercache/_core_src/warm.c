@@ -33,6 +33,9 @@ typedef struct {
     PyObject *h, *begin, *index, *records, *segs, *active, *wake;
     long generation;
     int packed_first;
+    /* the blob of the record wreader_decode verified last (valid inside its transaction) */
+    const uint8_t *blob_at;
+    Py_ssize_t blob_len;
     B2 base;
     npy_intp dim;
     Py_ssize_t access_buffer;
@@ -153,6 +156,8 @@ static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst
         for (npy_intp i = 0; i < r->dim; i++) dst[i] = (float)(int8_t)body[i] * scale;
     }
     *blob = n != body_end;
+    r->blob_at = p + body_end;
+    r->blob_len = n - body_end;
     return 1;
 }
 
@@ -353,17 +358,19 @@ static int wtxn_exit(WReader *r, WTxn *t, int rc) {
     return rc;
 }
 
-/* embed's read: 1 *vec (a new array) and *expires set, 0 not served here, -1 error */
-static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expires) {
+/* embed's read: 1 *vec (a new array), *expires and *blob set, 0 not served here, -1 error */
+static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expires,
+                        int *blob) {
     /* the array first: its allocation may run the garbage collector (finalizers are
        Python code), better before the transaction than inside it */
     PyObject *a = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
     if (!a) return -1;
     WTxn t;
-    int rc = wtxn_enter(r, &t), blob = 0;
+    int rc = wtxn_enter(r, &t);
+    *blob = 0;
     if (rc > 0) {
         rc = wreader_lookup(r, t.txn, key, (float *)PyArray_DATA((PyArrayObject *)a), expires,
-                            &blob);
+                            blob);
         if (rc >= 0) rc = rc == WR_HIT;
     }
     rc = wtxn_exit(r, &t, rc);
@@ -375,33 +382,90 @@ static int wreader_read(WReader *r, PyObject *key, PyObject **vec, double *expir
     return rc;
 }
 
-static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames) {
-    WReader *r = (WReader *)self;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (!r->ready) {
-        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+/* record(key, absent, unserved) -> (vector, expires_at, blob) | None | absent | unserved:
+ * LmdbTier.get_at(key, codec.decode_at, dim, absent) in C, for a 16-byte digest: the
+ * record found and verified as a read finds and verifies it, decoded into a new float32
+ * array; ``blob`` the record's metadata/text bytes or None; None when the record is stored
+ * but corrupt. Nothing is counted or recorded. ``unserved``: the store cannot be read here
+ * now (closed, a forked child, a resize, an LMDB error): the caller reads it in Python. */
+static PyObject *WReader_record(WReader *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "record(key, absent, unserved)");
         return NULL;
     }
-    if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames)))
-        return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
-    PyObject *content = args[0];
-    if (r->closed) return wreader_fallback(r, content);
-    int timed = (++r->tick & 15) == 0;
-    double t0 = timed ? mono_s() : 0.0;
+    PyObject *key = args[0], *absent = args[1], *unserved = args[2];
+    if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != 16) {
+        PyErr_SetString(PyExc_ValueError, "warm keys are 16-byte digests");
+        return NULL;
+    }
+    if (!r->ready || r->closed) return Py_NewRef(unserved);
+    PyObject *a = PyArray_SimpleNew(1, &r->dim, NPY_FLOAT32);
+    if (!a) return NULL;
+    WTxn t;
+    double expires = 0.0;
+    int blob = 0;
+    PyObject *blob_bytes = NULL;
+    int rc = wtxn_enter(r, &t);
+    if (rc > 0) {
+        rc = wreader_lookup(r, t.txn, key, (float *)PyArray_DATA((PyArrayObject *)a),
+                            &expires, &blob);
+        if (rc == WR_HIT && blob) { /* copied before the transaction ends */
+            blob_bytes = PyBytes_FromStringAndSize((const char *)r->blob_at, r->blob_len);
+            if (!blob_bytes) rc = -1;
+        }
+        if (rc >= 0) rc += 1; /* WR_* + 1: 0 stays "not served" for wtxn_exit */
+    }
+    rc = wtxn_exit(r, &t, rc);
+    if (rc <= 0) {
+        Py_DECREF(a);
+        Py_XDECREF(blob_bytes);
+        return rc < 0 ? NULL : Py_NewRef(unserved);
+    }
+    if (rc - 1 != WR_HIT) {
+        Py_DECREF(a);
+        Py_XDECREF(blob_bytes);
+        return Py_NewRef(rc - 1 == WR_ABSENT ? absent : Py_None);
+    }
+    PyObject *e = PyFloat_FromDouble(expires);
+    if (!e) {
+        Py_DECREF(a);
+        Py_XDECREF(blob_bytes);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(3);
+    if (!out) {
+        Py_DECREF(a);
+        Py_DECREF(e);
+        Py_XDECREF(blob_bytes);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, a);
+    PyTuple_SET_ITEM(out, 1, e);
+    PyTuple_SET_ITEM(out, 2, blob_bytes ? blob_bytes : Py_NewRef(Py_None));
+    return out;
+}
+
+/* A clean warm hit of content served here: 1 with *vec (a new array) and *key (its digest,
+ * new references), the access recorded under the cache's lock and counted in r->hits, as
+ * TierCache's warm_get_one records it; 0 not served here (a miss, a corrupt or expired
+ * record, ``no_blob`` and a record with a blob, an unreadable store: the fallback's job,
+ * nothing counted); -1 error. */
+static int wreader_serve(WReader *r, PyObject *content, int no_blob, PyObject **vec_out,
+                         PyObject **key_out) {
     uint8_t digest[16];
     int d = tc_content_digest(&r->base, content, digest);
-    if (d < 0) return NULL;
-    if (d == 0) return wreader_fallback(r, content);
+    if (d <= 0) return d;
     PyObject *key = PyBytes_FromStringAndSize((const char *)digest, 16);
-    if (!key) return NULL;
+    if (!key) return -1;
     PyObject *vec = NULL;
     double expires = 0.0;
-    int rc = wreader_read(r, key, &vec, &expires);
+    int blob = 0;
+    int rc = wreader_read(r, key, &vec, &expires, &blob);
     if (rc <= 0) {
         Py_DECREF(key);
-        return rc < 0 ? NULL : wreader_fallback(r, content);
+        return rc;
     }
+    if (no_blob && blob) goto unserved;
     if (expires != 0.0) { /* the caller's clock decides; expired: the Python path deletes */
         PyObject *now = PyObject_CallNoArgs(r->clock);
         if (!now) goto fail;
@@ -410,18 +474,10 @@ static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_
         Py_XDECREF(e);
         Py_DECREF(now);
         if (fresh < 0) goto fail;
-        if (!fresh) {
-            Py_DECREF(vec);
-            Py_DECREF(key);
-            return wreader_fallback(r, content);
-        }
+        if (!fresh) goto unserved;
     }
-    if (r->closed) { /* closed by the clock (the caller's code) */
-        Py_DECREF(vec);
-        Py_DECREF(key);
-        return wreader_fallback(r, content);
-    }
-    /* _warm_get_one's locked section for a hit: record the access (and drain a full
+    if (r->closed) goto unserved; /* closed by the clock (the caller's code) */
+    /* warm_get_one's locked section for a hit: record the access (and drain a full
        buffer); the counters are kept here and folded in by take_hits() */
     PyObject *got = PyObject_CallNoArgs(r->acquire);
     if (!got) goto fail;
@@ -445,6 +501,45 @@ static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_
     Py_DECREF(rel);
     PyErr_Restore(exc_type, exc_value, exc_tb);
     if (!ok) goto fail;
+    *vec_out = vec;
+    *key_out = key;
+    return 1;
+unserved:
+    Py_DECREF(vec);
+    Py_DECREF(key);
+    return 0;
+fail:
+    Py_DECREF(vec);
+    Py_DECREF(key);
+    return -1;
+}
+
+/* get's warm hit for the EntryGetter (entry.c), for a cache without a hot tier: a clean
+ * hit of a record without a blob, as embed's (wreader_serve); 0 not served */
+int tc_warm_serve(PyObject *reader, PyObject *content, PyObject **vec_out,
+                  PyObject **key_out) {
+    WReader *r = (WReader *)reader;
+    if (!r->ready || r->closed) return 0;
+    return wreader_serve(r, content, 1, vec_out, key_out);
+}
+
+static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    WReader *r = (WReader *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!r->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "WarmReader is not initialised");
+        return NULL;
+    }
+    if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames)))
+        return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
+    PyObject *content = args[0];
+    if (r->closed) return wreader_fallback(r, content);
+    int timed = (++r->tick & 15) == 0;
+    double t0 = timed ? mono_s() : 0.0;
+    PyObject *vec = NULL, *key = NULL;
+    int rc = wreader_serve(r, content, 0, &vec, &key);
+    if (rc <= 0) return rc < 0 ? NULL : wreader_fallback(r, content);
     Py_DECREF(key);
     if (timed) {
         PyObject *sec = PyFloat_FromDouble(mono_s() - t0);
@@ -457,10 +552,6 @@ static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_
         Py_DECREF(res);
     }
     return vec;
-fail:
-    Py_DECREF(vec);
-    Py_DECREF(key);
-    return NULL;
 }
 
 static int WReader_init(WReader *r, PyObject *args, PyObject *kwds) {
@@ -864,6 +955,9 @@ static PyObject *WReader_digest(WReader *r, PyObject *content) {
 }
 
 static PyMethodDef WReader_methods[] = {
+    {"record", (PyCFunction)(void (*)(void))WReader_record, METH_FASTCALL,
+     "record(key, absent, unserved) -> (vector, expires_at, blob), None (corrupt), absent "
+     "or unserved: LmdbTier.get_at with codec.decode_at, in C; nothing counted."},
     {"close", tc_reader_close, METH_NOARGS,
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
     {"take_hits", tc_reader_take_hits, METH_NOARGS,
