@@ -794,11 +794,20 @@ class ReadPath:
                         return True
         if self._warm is None and self._shared is None:
             return False
-        return self._exists_below(self._keys.digest(content), self._clock())
+        now = self._clock()
+        reader = self.warm_reader
+        if reader is not None:  # the digest and the warm record in C
+            live = reader.live(content, now)
+            if live is not None:
+                if live or self._shared is None:
+                    return bool(live)
+                return self._exists_below(self._keys.digest(content), now, warm=False)
+        return self._exists_below(self._keys.digest(content), now)
 
-    def _exists_below(self, key: bytes, now: float) -> bool:
-        """:meth:`exists` past hot: the warm record's expiry, then the shared one's."""
-        if self._warm is not None:
+    def _exists_below(self, key: bytes, now: float, *, warm: bool = True) -> bool:
+        """:meth:`exists` past hot: the warm record's expiry (``warm``), then the shared
+        one's."""
+        if warm and self._warm is not None:
             try:  # verified as a read verifies it: a corrupt record does not exist
                 rec = self.warm_record(key)
             except Exception:  # an unreadable store holds nothing (counted), as in lookups
@@ -834,6 +843,8 @@ class ReadPath:
     def mexists(self, contents: list[Content]) -> list[bool]:
         """Whether an unexpired entry is stored, per content (no access is recorded,
         nothing moves). ``contents``: a list of checked contents."""
+        if len(contents) == 1:
+            return [self.exists(contents[0])]
         now = self._clock()
         hot = self._hot
         with self._lock:

@@ -523,6 +523,45 @@ int tc_warm_serve(PyObject *reader, PyObject *content, PyObject **vec_out,
     return wreader_serve(r, content, 1, vec_out, key_out);
 }
 
+/* live(content, now) -> True | False | None: whether warm holds a valid record of content
+ * unexpired at ``now`` (a record verified as a read verifies it; a corrupt one is not
+ * live); None when the store cannot be read here now (the caller reads it in Python).
+ * Nothing is counted or recorded; the vector is decoded into scratch memory. */
+static PyObject *WReader_live(WReader *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "live(content, now)");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    if (!r->ready || r->closed) Py_RETURN_NONE;
+    uint8_t digest[16];
+    int d = tc_content_digest(&r->base, args[0], digest);
+    if (d < 0) return NULL;
+    if (d == 0) Py_RETURN_NONE;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)digest, 16);
+    if (!key) return NULL;
+    float *scratch = PyMem_Malloc((size_t)r->dim * sizeof(float));
+    if (!scratch) {
+        Py_DECREF(key);
+        return PyErr_NoMemory();
+    }
+    WTxn t;
+    double expires = 0.0;
+    int blob = 0;
+    int rc = wtxn_enter(r, &t);
+    if (rc > 0) {
+        rc = wreader_lookup(r, t.txn, key, scratch, &expires, &blob);
+        if (rc >= 0) rc += 1; /* WR_* + 1: 0 stays "not served" for wtxn_exit */
+    }
+    rc = wtxn_exit(r, &t, rc);
+    PyMem_Free(scratch);
+    Py_DECREF(key);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    return PyBool_FromLong(rc - 1 == WR_HIT && (expires == 0.0 || expires > now));
+}
+
 static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                     PyObject *kwnames) {
     WReader *r = (WReader *)self;
@@ -955,6 +994,9 @@ static PyObject *WReader_digest(WReader *r, PyObject *content) {
 }
 
 static PyMethodDef WReader_methods[] = {
+    {"live", (PyCFunction)(void (*)(void))WReader_live, METH_FASTCALL,
+     "live(content, now) -> whether warm holds a valid record of content unexpired at now; "
+     "None: read it in Python. Nothing counted."},
     {"record", (PyCFunction)(void (*)(void))WReader_record, METH_FASTCALL,
      "record(key, absent, unserved) -> (vector, expires_at, blob), None (corrupt), absent "
      "or unserved: LmdbTier.get_at with codec.decode_at, in C; nothing counted."},
