@@ -16,7 +16,7 @@ anything else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from time import perf_counter as _perf
 from typing import Any, cast
@@ -63,12 +63,24 @@ class _OwnRow:
 _OWN_ROW = _OwnRow()
 
 
-def _fill_entries(found: list[Entry | None], out: np.ndarray, positions: Iterable[int],
-                  keys: list[bytes], blobs: list[bytes | None], tier: str) -> None:
+def _fill_entries(found: list[Entry | None], out: np.ndarray, positions: Sequence[int],
+                  keys: list[bytes], blobs: list[bytes | None], tier: str,
+                  filler: Any = None) -> None:
     """``found[i]`` = the Entry of row ``i`` of ``out``, for each position. An Entry's
     vector is that row: ``out`` is this call's own array, never a tier's memory, so each
-    caller owns its rows (no aliasing), and a batch costs no copy per entry."""
+    caller owns its rows (no aliasing), and a batch costs no copy per entry. ``filler``
+    (an ``EntryGetter``) builds the entries without metadata in C."""
     unpack = codec.unpack_blob
+    if filler is not None:
+        left = filler.fill(found, out, positions, keys, blobs, tier)
+        if not left:
+            return
+        at = {i: j for j, i in enumerate(positions)}
+        for i in left:
+            blob = blobs[at[i]]
+            found[i] = new_entry(keys[at[i]].hex(), out[i],
+                                 unpack(blob).get("m") if blob else None, tier)
+        return
     for i, k, blob in zip(positions, keys, blobs):
         found[i] = new_entry(k.hex(), out[i], unpack(blob).get("m") if blob else None, tier)
 
@@ -102,6 +114,7 @@ class ReadPath:
         self.fast: Any = None  # HotReader: embed's hot hit in C
         self.warm_reader: Any = None  # WarmReader: embed_many's warm rows in C
         self.fast_warm: Any = None  # the same WarmReader, when it also serves embed
+        self._filler: Any = None  # an EntryGetter: fill() builds batch Entries in C
         if _core is None:
             return
         engine = ctx.engine
@@ -124,6 +137,9 @@ class ReadPath:
             )
             if compiled and self._hot.capacity == 0:
                 self.fast_warm = self.warm_reader
+        reader = self.fast or self.warm_reader
+        if reader is not None:  # its fill() builds batch Entries in C
+            self._filler = _core.EntryGetter(reader, self.get, self._hot._meta, Entry, "hot")
 
     def fast_getter(self, fallback: Any) -> Any:
         """An ``EntryGetter``: ``get``'s hit in C, returning an :class:`Entry`, through
@@ -398,13 +414,17 @@ class ReadPath:
                 # the C gather: rows copied into out, accesses recorded, misses returned
                 unserved = self.fast.gather(contents, out)
                 if found is not None and len(unserved) < len(contents):
-                    by_content = hot._by_content
-                    skip = set(unserved)
-                    hit_pos = [i for i in range(len(contents)) if i not in skip] \
-                        if skip else range(len(contents))
-                    served = [by_content[contents[i]] for i in hit_pos]
-                    entries = (hit_pos, [hot._key[s] for s in served],
-                               [hot._meta[s] for s in served])
+                    if unserved:
+                        skip = set(unserved)
+                        hit_pos: Sequence[int] = [i for i in range(len(contents))
+                                                  if i not in skip]
+                        served = list(map(hot._by_content.__getitem__,
+                                          [contents[i] for i in hit_pos]))
+                    else:  # every content a hit: C-speed maps only
+                        hit_pos = range(len(contents))
+                        served = list(map(hot._by_content.__getitem__, contents))
+                    entries = (hit_pos, list(map(hot._key.__getitem__, served)),
+                               list(map(hot._meta.__getitem__, served)))
                 for i in unserved:
                     c = contents[i]
                     if c in warm_wanted:
@@ -457,7 +477,7 @@ class ReadPath:
                     self._s_hot.latency.add((_perf() - t0) / len(contents))
         if entries is not None:  # keys and blobs were read under the lock; Entries outside
             assert found is not None
-            _fill_entries(found, out, *entries, "hot")
+            _fill_entries(found, out, *entries, "hot", self._filler)
         return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
 
     def lookup_lower(
@@ -526,7 +546,8 @@ class ReadPath:
         hit_blob += [r[3] for r in raws]
         if found is not None:
             if rows_of is _OWN_ROW:
-                _fill_entries(found, out, hits, [keys[j] for j in hits], hit_blob, "warm")
+                _fill_entries(found, out, hits, [keys[j] for j in hits], hit_blob, "warm",
+                              self._filler)
             else:
                 for j, blob in zip(hits, hit_blob):
                     meta = codec.unpack_blob(blob).get("m") if blob else None

@@ -57,8 +57,8 @@ static PyObject *hex16(PyObject *key) {
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-/* the Entry of a served hit (steals vec) */
-static PyObject *getter_entry(Getter *g, PyObject *key, PyObject *vec) {
+/* the Entry of a served hit in ``tier`` (steals vec) */
+static PyObject *getter_entry(Getter *g, PyObject *key, PyObject *vec, PyObject *tier) {
     PyObject *hex = hex16(key);
     if (!hex) {
         Py_DECREF(vec);
@@ -73,7 +73,10 @@ static PyObject *getter_entry(Getter *g, PyObject *key, PyObject *vec) {
     SLOT(e, g->off_key) = hex;
     SLOT(e, g->off_vector) = vec;
     SLOT(e, g->off_metadata) = Py_NewRef(Py_None);
-    SLOT(e, g->off_tier) = Py_NewRef(g->tier);
+    SLOT(e, g->off_tier) = Py_NewRef(tier);
+    /* no cycle can pass through it (a frozen instance holding two str, a float32 array and
+       None): the garbage collector need not traverse it (a batch makes a thousand) */
+    if (PyObject_GC_IsTracked(e)) PyObject_GC_UnTrack(e);
     return e;
 }
 
@@ -91,10 +94,83 @@ static PyObject *Getter_vectorcall(PyObject *self, PyObject *const *args, size_t
                      : tc_hot_serve(g->reader, g->metas, content, &vec, &key);
     if (rc < 0) return NULL;
     if (rc == 0) return PyObject_CallOneArg(g->fallback, content);
-    PyObject *e = getter_entry(g, key, vec);
+    PyObject *e = getter_entry(g, key, vec, g->tier);
     Py_DECREF(key);
     return e;
 }
+
+/* fill(found, out, positions, keys, blobs, tier) -> positions left: found[i] = the Entry
+ * (in ``tier``) of row i of out (a view of that row: out is the caller's own array) for
+ * each position whose blob is None; the positions with a blob (metadata to decode) are
+ * returned for Python. */
+static PyObject *Getter_fill(Getter *g, PyObject *args) {
+    PyObject *found, *outobj, *positions, *keys, *blobs, *tier;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!U", &PyList_Type, &found, &outobj, &positions,
+                          &PyList_Type, &keys, &PyList_Type, &blobs, &tier))
+        return NULL;
+    if (!g->entry_type) {
+        PyErr_SetString(PyExc_RuntimeError, "EntryGetter is not initialised");
+        return NULL;
+    }
+    if (!PyArray_Check(outobj) || PyArray_NDIM((PyArrayObject *)outobj) != 2) {
+        PyErr_SetString(PyExc_TypeError, "out must be a 2-d array");
+        return NULL;
+    }
+    PyArrayObject *out = (PyArrayObject *)outobj;
+    npy_intp nrows = PyArray_DIM(out, 0), dim = PyArray_DIM(out, 1);
+    PyObject *pos = PySequence_Fast(positions, "positions must be a sequence");
+    if (!pos) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(pos);
+    PyObject *left = PyList_New(0);
+    if (!left) goto fail;
+    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(blobs) != n) {
+        PyErr_SetString(PyExc_ValueError, "positions, keys and blobs differ in length");
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *po = PySequence_Fast_GET_ITEM(pos, j);
+        Py_ssize_t i = PyLong_AsSsize_t(po);
+        if (i == -1 && PyErr_Occurred()) goto fail;
+        if (i < 0 || i >= nrows || i >= PyList_GET_SIZE(found)) {
+            PyErr_SetString(PyExc_IndexError, "position out of range");
+            goto fail;
+        }
+        if (PyList_GET_ITEM(blobs, j) != Py_None) {
+            if (PyList_Append(left, po) < 0) goto fail;
+            continue;
+        }
+        PyArray_Descr *descr = PyArray_DESCR(out);
+        Py_INCREF(descr);
+        npy_intp stride = PyArray_STRIDE(out, 1);
+        PyObject *row = PyArray_NewFromDescr(&PyArray_Type, descr, 1, &dim, &stride,
+                                             PyArray_BYTES(out) + i * PyArray_STRIDE(out, 0),
+                                             PyArray_FLAGS(out) & NPY_ARRAY_WRITEABLE, NULL);
+        if (!row) goto fail;
+        Py_INCREF(outobj);
+        if (PyArray_SetBaseObject((PyArrayObject *)row, outobj) < 0) {
+            Py_DECREF(row);
+            goto fail;
+        }
+        PyObject *e = getter_entry(g, PyList_GET_ITEM(keys, j), row, tier);
+        if (!e) goto fail;
+        PyObject *old = PyList_GET_ITEM(found, i);
+        PyList_SET_ITEM(found, i, e);
+        Py_XDECREF(old);
+    }
+    Py_DECREF(pos);
+    return left;
+fail:
+    Py_DECREF(pos);
+    Py_XDECREF(left);
+    return NULL;
+}
+
+static PyMethodDef Getter_methods[] = {
+    {"fill", (PyCFunction)Getter_fill, METH_VARARGS,
+     "fill(found, out, positions, keys, blobs, tier) -> positions left (those with a "
+     "blob): found[i] = Entry(hex key, out[i] (a view), None, tier)."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int Getter_init(Getter *g, PyObject *args, PyObject *kwds) {
     PyObject *reader, *fallback, *metas, *tier;
@@ -172,4 +248,5 @@ PyTypeObject tc_GetterType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Getter, vectorcall),
     .tp_members = Getter_members,
+    .tp_methods = Getter_methods,
 };
