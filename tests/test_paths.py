@@ -174,3 +174,34 @@ def test_new_entry_is_an_entry() -> None:
     assert type(a) is Entry and repr(a) == repr(b)
     with pytest.raises(AttributeError):
         a.key = "other"  # type: ignore[misc]
+
+
+def test_single_writes_store_what_batch_writes_store(tmp_path: Path) -> None:
+    """set (and mset of one item) take ``WritePath.write_one``; mset of many takes
+    ``write_entries``: the same records, tags, hot entries and counters."""
+    clock = FakeClock()
+    one, batch = (TierCache(make_config(tmp_path / n, warm={"store_text": True}),
+                            encoder=CountingEncoder(), clock=clock) for n in ("one", "batch"))
+    rng = np.random.default_rng(5)
+    items = [{"content": f"w{i}" if i % 3 else f"w{i}".encode(),
+              "vector": rng.standard_normal(DIM).astype(np.float32 if i % 2 else np.float64),
+              "metadata": {"i": i} if i % 4 else None, "ttl": 50.0 if i % 5 == 0 else None,
+              "tags": ["even"] if i % 2 == 0 else None, "doc_id": i if i % 7 == 0 else None}
+             for i in range(40)]
+    for it in items:
+        one.set(it["content"], it["vector"], metadata=it["metadata"], ttl=it["ttl"],
+                tags=it["tags"], doc_id=it["doc_id"])
+    batch.mset(items)
+    keys = [one._keys.digest(it["content"]) for it in items]
+    assert one._warm.get_many(keys) == batch._warm.get_many(keys)  # type: ignore[union-attr]
+    for it in items:
+        _same(one.get(it["content"]), batch.get(it["content"]))
+    assert one.tagged("even") == batch.tagged("even")
+    assert _counters(one) == _counters(batch)
+    with pytest.raises(Exception, match="NaN"):
+        one.set("bad", np.full(DIM, np.nan, np.float32))
+    with pytest.raises(Exception, match="NaN"):
+        one.mset([("bad", np.full(DIM, np.inf, np.float32))])
+    assert not one.exists("bad")
+    for c in (one, batch):
+        c.close()

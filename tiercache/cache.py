@@ -256,9 +256,10 @@ class TierCache(AsyncAPI):
         overrides the configured default. ``tags`` and ``doc_id`` register the entry for
         :meth:`invalidate_tags` and :meth:`drop_ids`. Bad input raises and changes nothing.
         """
-        item: dict[str, Any] = {"content": content, "vector": vector, "metadata": metadata,
-                                "ttl": ttl, "tags": tags, "doc_id": doc_id}
-        return self.mset([item], model=model)[0]
+        self._check_open()
+        if model is not None:
+            self._check_model(model)
+        return self._write.set_one(content, vector, metadata, ttl, tags, doc_id)
 
     def mset(self, items: Iterable[Any], *, ttl: float | None = None,
              model: str | None = None, tags: Iterable[str] | None = None) -> list[str]:

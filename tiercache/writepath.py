@@ -388,7 +388,52 @@ class WritePath:
             item_tags.append(common + extra if extra or common else no_tags)
         if not contents:
             return []
+        if len(contents) == 1:
+            return [self.write_one(contents[0], rows[0], expiries[0], blobs[0], item_tags[0])]
         return self.write_entries(contents, rows, expiries, blobs, item_tags)
+
+    def set_one(self, content: Content, vector: Any, metadata: Any, ttl: float | None,
+                tags: Iterable[str] | None, doc_id: Any) -> str:
+        """``TierCache.set``: :meth:`mset` of one item without the batch machinery (one
+        record encoded, no stacking); the same checks, order of writes and failures."""
+        ctx = self._ctx
+        if type(content) is not str and type(content) is not bytes:
+            check_content(content)
+        if not (type(vector) is np.ndarray and vector.dtype == np.float32
+                and vector.shape == (ctx.dim,)):
+            vector = self.validate_vector(vector)  # converts, or raises
+        item_tags = check_tags(tags)
+        if doc_id is not None:
+            item_tags.append(id_tag(doc_id))
+        life = ctx.default_ttl if ttl is None else check_ttl(ttl)
+        expires = ctx.clock() + life if life else 0.0
+        blob = codec.pack_blob(metadata, content if ctx.store_text else None) \
+            if metadata is not None or ctx.store_text else None
+        return self.write_one(content, vector, expires, blob, item_tags)
+
+    def write_one(self, content: Content, vector: np.ndarray, expires: float,
+                  blob: bytes | None, item_tags: list[str]) -> str:
+        """:meth:`write_entries` of one validated entry (a float32 vector of this dim):
+        one record encoded, nothing stacked. Returns the public key."""
+        if not np.isfinite(vector).all():
+            raise InvalidVectorError("item 0: vector holds NaN or infinite values")
+        ctx = self._ctx
+        record = codec.encode_record(vector, self._codec, expires, blob)
+        key = ctx.keys.digest(content)
+        if item_tags:  # the index first: a crash leaves a stale tag, never an untagged entry
+            self.tags.add([(key, item_tags)])
+        if self._warm is not None:
+            self.warm_write([(key, record)], forced=True)
+        if self._shared is not None:
+            self.shared_write([(key, record, expires)])
+        hot = self._hot
+        if hot.capacity or (len(hot) and hot.slot_of_key(key) is not None):
+            with self._lock:  # the slab takes its own copy of the vector
+                demote = self.admit_hot_locked(content, key, vector, expires or NEVER, blob,
+                                               in_warm=self._warm is not None)
+            if demote:
+                self.warm_write(demote, forced=False)
+        return key.hex()  # key_to_str
 
     def write_entries(self, contents: list[Content], rows: list[np.ndarray],
                       expiries: list[float], blobs: list[bytes | None],
