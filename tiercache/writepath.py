@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from time import perf_counter as _perf
@@ -68,6 +69,52 @@ def check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
+class GroupCommit:
+    """Durable writes from concurrent threads share one commit (and its fsync).
+
+    A thread that finds no commit running leads: it takes every write queued so far (its
+    own included), runs them as one ``commit(items)`` and hands each its outcome. Threads
+    that arrive meanwhile queue and wait; when the commit ends, one of them leads the next
+    round with all of theirs. A write is acknowledged only when the commit that holds it
+    has returned (with ``durability: durable``, after LMDB's fsync), and a failed commit
+    fails every write in it: nothing is acknowledged that was not committed.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[list[Any]] = []  # [items, outcome, error, done]
+        self._busy = False
+        self.commits = 0  # rounds run (for tests and stats)
+
+    def run(self, items: list[tuple[bytes, bytes]],
+            commit: Callable[[list[tuple[bytes, bytes]]], bool]) -> bool:
+        me: list[Any] = [items, False, None, False]
+        with self._cond:
+            self._queue.append(me)
+            while self._busy and not me[3]:
+                self._cond.wait()
+            if not me[3]:  # lead this round: everything queued, in arrival order
+                self._busy = True
+                batch, self._queue = self._queue, []
+        if not me[3]:
+            outcome, error = False, None
+            try:
+                merged = batch[0][0] if len(batch) == 1 else \
+                    [it for entry in batch for it in entry[0]]
+                outcome = commit(merged)
+            except BaseException as exc:  # every write of the round fails with it
+                error = exc
+            with self._cond:
+                for entry in batch:
+                    entry[1], entry[2], entry[3] = outcome, error, True
+                self._busy = False
+                self.commits += 1
+                self._cond.notify_all()
+        if me[2] is not None:
+            raise me[2]
+        return bool(me[1])
+
+
 class WritePath:
     """Executes writes and the engine's placement decisions over the context's tiers."""
 
@@ -81,6 +128,8 @@ class WritePath:
         self._codec = ctx.codec
         self.tags = TagIndex(ctx.warm, ctx.lock, self.raise_warm_fault)
         self._storer: ThreadPoolExecutor | None = None
+        # explicit writes with durability durable share fsyncs across threads
+        self.group = GroupCommit() if ctx.warm is not None and ctx.warm.durable else None
 
     def close(self) -> None:
         """Wait for the store of a computed chunk still running."""
@@ -190,8 +239,17 @@ class WritePath:
 
         Returns False if the write failed (counted; the caller still gets its vectors).
         ``forced`` writes (explicit ``set``) raise instead, so an acknowledged write is
-        never silently dropped.
+        never silently dropped; with ``durability: durable`` concurrent forced writes
+        share one commit and fsync (:class:`GroupCommit`).
         """
+        if forced and self.group is not None and items:
+            return self.group.run(items, self._warm_write_forced)
+        return self._warm_write(items, forced=forced)
+
+    def _warm_write_forced(self, items: list[tuple[bytes, bytes]]) -> bool:
+        return self._warm_write(items, forced=True)
+
+    def _warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
         warm = self._warm
         if warm is None or not items:
             return False
