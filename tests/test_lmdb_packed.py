@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from tiercache import codec
+from tiercache.geometry import segment_cost, segment_slots
 from tiercache.keys import Fingerprint
 from tiercache.tiers import lmdb as lmdb_tier
-from tiercache.tiers.lmdb import LmdbTier, segment_cost, segment_slots
+from tiercache.tiers.lmdb import LmdbTier
 
 from .test_tiers import FP, RecordStoreContract, k
 

@@ -205,3 +205,19 @@ def test_single_writes_store_what_batch_writes_store(tmp_path: Path) -> None:
     assert not one.exists("bad")
     for c in (one, batch):
         c.close()
+
+
+def test_the_policy_and_the_simulator_import_without_storage_or_torch() -> None:
+    """DESIGN.md "Layers": ``import tiercache.policy`` / ``tiercache.sim`` load neither LMDB
+    nor Redis nor torch (the package's names are imported on first use)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tiercache.policy, tiercache.sim, tiercache; "
+            "print(sorted(m for m in ('lmdb', 'redis', 'torch', 'tiercache.cache') "
+            "if m in sys.modules)); "
+            "from tiercache import TierCache, ResultCache, parse_config; "
+            "print('lmdb' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "True"

@@ -11,9 +11,9 @@ decides what moves where. ``ResultCache`` keeps search results (top-k lists) bes
 
 from __future__ import annotations
 
-from .cache import Entry, TierCache
-from .config import TierCacheConfig, default_config, load_config, parse_config
-from .encoders import CallableEncoder, Encoder, HashEncoder, SentenceTransformerEncoder
+from typing import TYPE_CHECKING, Any
+
+from .entry import Entry
 from .errors import (
     ClosedError,
     ConfigError,
@@ -29,7 +29,43 @@ from .errors import (
     UnknownModelError,
 )
 from .keys import Fingerprint
-from .results import ResultCache
+
+if TYPE_CHECKING:
+    from .cache import TierCache
+    from .config import TierCacheConfig, default_config, load_config, parse_config
+    from .encoders import CallableEncoder, Encoder, HashEncoder, SentenceTransformerEncoder
+    from .results import ResultCache
+
+# Imported on first use (PEP 562), so that ``import tiercache.policy`` or ``tiercache.sim``
+# loads neither LMDB nor Redis nor torch: name -> module.
+_LAZY = {
+    "TierCache": "cache",
+    "TierCacheConfig": "config",
+    "default_config": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "CallableEncoder": "encoders",
+    "Encoder": "encoders",
+    "HashEncoder": "encoders",
+    "SentenceTransformerEncoder": "encoders",
+    "ResultCache": "results",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tiercache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

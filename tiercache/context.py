@@ -12,36 +12,20 @@ single-flight table and every counter here; LMDB, Redis and the encoder run outs
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .encoders import Encoder
+from .geometry import warm_capacity
 from .keys import Fingerprint, KeyMaker
 from .policy import PolicyEngine
 from .stats import EncoderStats, TierStats
-from .tiers.lmdb import LmdbTier, segment_cost, segment_slots
+from .tiers.lmdb import LmdbTier
 from .tiers.memory import MemoryTier
 from .tiers.redis import RedisTier
 
 MAX_TTL_SECONDS = 100 * 365 * 86400.0
-
-
-def warm_capacity(max_bytes: int, record_len: int, page_size: int = 4096) -> int:
-    """Entries that fit a warm byte budget, from LMDB's page geometry.
-
-    Records of ``record_len`` bytes (vectors without metadata) are packed K to a segment
-    (see ``tiers.lmdb.segment_slots``); a slot costs ``segment_cost(K, record_len)`` bytes
-    when segments are full. Under steady eviction segments run ~69% full on average (they
-    are compacted below half full), and the digest index adds ~60 bytes a key, so an entry
-    is charged ``slot_cost / 0.69 + 60`` bytes: 384-d float32 ~2,370 B (measured ~2,310 B
-    while evicting, ~1,660 B before any delete). Records carrying metadata are stored
-    unpacked and cost more. See docs/record-format.md.
-    """
-    k = segment_slots(record_len, page_size)
-    per_entry = math.ceil(segment_cost(k, record_len, page_size) / 0.69) + 60
-    return max(1, max_bytes // per_entry)
 
 
 @dataclass(eq=False)

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from .. import codec
-from ..context import warm_capacity as _warm_capacity
 from ..errors import ConfigError
+from ..geometry import warm_capacity as _warm_capacity
 from ..keys import KEY_BYTES, key_hash64_many
 from ..policy import PolicyEngine, default_hasher
 from .simulate import SimResult
@@ -91,7 +91,7 @@ def sim_key_digest(key: Hashable) -> bytes:
 def warm_entries(max_bytes: int, dim: int, codec_name: str = "float32") -> int:
     """Entries the live cache allows a warm byte budget, for ``dim``-d vectors.
 
-    The same conversion as the cache's (``tiercache.cache.warm_capacity`` of the codec's
+    The same conversion as the cache's (``tiercache.geometry.warm_capacity`` of the codec's
     record size): each entry is charged its packed-segment slot at the ~69% fill steady
     eviction leaves plus ~60 bytes of index, about 2,370 B for 384-d float32 (1.52x the
     1,560-byte record). A freshly filled store with no evictions uses only ~1.08x the

@@ -44,6 +44,7 @@ import msgpack
 import numpy as np
 
 from ..errors import FingerprintMismatchError, StoreError
+from ..geometry import MAX_SEGMENT_SLOTS, segment_slots
 from ..keys import KEY_BYTES, Fingerprint
 
 T = TypeVar("T")
@@ -72,7 +73,6 @@ _SEG_ID = struct.Struct(">Q")
 _PK_OPEN = b"pk:open:"  # + u32 BE record length -> open segment id
 _PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for relocation
 
-MAX_SEGMENT_SLOTS = 64
 SPARSE_FRACTION = 0.5
 """A closed segment with fewer live slots than this fraction of K is relocated. Under
 uniform random deletes a segment spends time ~1/live at each live count, so the average
@@ -83,7 +83,6 @@ MAX_RELOCATIONS_PER_WRITE = 2
 """Segments relocated per write transaction at least, when some are waiting; a transaction
 that frees n packed slots may relocate ``2 * n / K`` more (see relocation_budget)."""
 _MAX_PENDING = 4096
-_K_TOLERANCE = 0.01
 
 _DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                   lmdb.IncompatibleError, lmdb.BadValsizeError, lmdb.PanicError)
@@ -96,34 +95,6 @@ def _after_fork() -> None:
     global _fork_generation
     _fork_generation += 1
     _ENVS.clear()  # inherited handles must never be used (nor closed) in the child
-
-
-def segment_cost(slots: int, record_len: int, page_size: int = 4096) -> float:
-    """Bytes of B-tree and overflow pages one segment of ``slots`` slots costs, per slot.
-
-    A value of V bytes over the leaf limit takes ``ceil((V + 16) / page_size)`` overflow
-    pages plus a 26-byte leaf node (8 header + 8 key + 8 page number + 2 pointer); a smaller
-    value stays in leaf pages filled densely by appends (8 + 8 + V + 2 bytes a node).
-    """
-    value = slots * (KEY_BYTES + record_len)
-    node_max = ((page_size - 16) // 2 & -2) - 2
-    if 8 + 8 + value <= node_max:
-        per_page = (page_size - 16) // (8 + 8 + value + 2)
-        return page_size / per_page / slots
-    return (math.ceil((value + 16) / page_size) * page_size + 26) / slots
-
-
-@functools.lru_cache(maxsize=64)
-def segment_slots(record_len: int, page_size: int = 4096) -> int:
-    """K, the slots per segment for records of ``record_len`` bytes.
-
-    The K in 2..64 with the fewest bytes per slot; among those within 1% of that minimum,
-    the smallest (a rewrite of a segment rewrites all its pages). 384-d float32 (1,560 B):
-    K = 18 (7 pages, 1,594 B a slot); float16 (792 B): K = 5 (1 page, 824 B a slot).
-    """
-    costs = {k: segment_cost(k, record_len, page_size) for k in range(2, MAX_SEGMENT_SLOTS + 1)}
-    best = min(costs.values())
-    return min(k for k, c in costs.items() if c <= best * (1 + _K_TOLERANCE))
 
 
 def relocation_budget(freed: int, page_size: int = 4096, record_len: int | None = None) -> int:
