@@ -73,8 +73,10 @@ bench: $(STAMP) $(CORE) redis-server
 sim-grid: $(STAMP) $(CORE)
 	$(BIN)/python -m tiercache.sim.grid --out docs/simulator-grid.md --png docs/img/sim-grid.png
 
+## lint: ruff (rules, a complexity limit of 15, the format check) and mypy strict
 lint: $(STAMP)
 	$(BIN)/ruff check tiercache tests bench
+	$(BIN)/ruff format --check tiercache tests bench
 	$(BIN)/mypy
 
 clean:

@@ -68,9 +68,17 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
 def lmdb_flags(durable: bool) -> dict[str, Any]:
     """The flags tiercache/tiers/lmdb.py (``_Env``) opens its environment with, minus the
     map size: ``durable`` fsyncs data and meta pages on every commit, ``fast`` neither."""
-    return {"subdir": True, "max_dbs": 8, "max_readers": 126, "sync": durable,
-            "metasync": durable, "readahead": False, "writemap": False, "lock": True,
-            "mode": 0o600}
+    return {
+        "subdir": True,
+        "max_dbs": 8,
+        "max_readers": 126,
+        "sync": durable,
+        "metasync": durable,
+        "readahead": False,
+        "writemap": False,
+        "lock": True,
+        "mode": 0o600,
+    }
 
 
 def _log(msg: str) -> None:
@@ -106,20 +114,42 @@ def time_each(fn: Callable[[Any], Any], args: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _config(tmp: Path, name: str, *, hot_entries: int = 0, durability: str = "fast",
-            warm: bool = True, shared: str | None = None) -> Any:
+def _config(
+    tmp: Path,
+    name: str,
+    *,
+    hot_entries: int = 0,
+    durability: str = "fast",
+    warm: bool = True,
+    shared: str | None = None,
+) -> Any:
     cfg: dict[str, Any] = {
         "encoder": {"kind": "hash", "dim": DIM},
-        "hot": ({"enabled": True, "max_bytes": int(hot_entries * HOT_ENTRY * 1.1)}
-                if hot_entries else {"enabled": False}),
-        "warm": ({"enabled": True, "path": str(tmp / name), "codec": "float32",
-                  "max_bytes": WARM_MAX, "durability": durability}
-                 if warm else {"enabled": False}),
+        "hot": (
+            {"enabled": True, "max_bytes": int(hot_entries * HOT_ENTRY * 1.1)}
+            if hot_entries
+            else {"enabled": False}
+        ),
+        "warm": (
+            {
+                "enabled": True,
+                "path": str(tmp / name),
+                "codec": "float32",
+                "max_bytes": WARM_MAX,
+                "durability": durability,
+            }
+            if warm
+            else {"enabled": False}
+        ),
         "policy": {"seed": 1},
     }
     if shared is not None:
-        cfg["shared"] = {"url": shared, "ttl": None, "timeout": "2s",
-                         "key_prefix": "tiercache-bench-ep:"}
+        cfg["shared"] = {
+            "url": shared,
+            "ttl": None,
+            "timeout": "2s",
+            "key_prefix": "tiercache-bench-ep:",
+        }
     return parse_config(cfg)
 
 
@@ -144,8 +174,9 @@ def _raw_put(env: lmdb.Environment) -> Callable[[tuple[str, np.ndarray]], None]:
     return put
 
 
-def _group_rate(cache: TierCache, threads: int, seconds: float, tag: str,
-                vectors: np.ndarray) -> float:
+def _group_rate(
+    cache: TierCache, threads: int, seconds: float, tag: str, vectors: np.ndarray
+) -> float:
     """Single ``set`` calls of fresh keys per second, ``threads`` threads for ``seconds``."""
     barrier = threading.Barrier(threads + 1)
     counts = [0] * threads
@@ -181,8 +212,12 @@ def _group_rate(cache: TierCache, threads: int, seconds: float, tag: str,
 
 def _pct(ns: np.ndarray) -> dict[str, float]:
     q = np.percentile(ns, [50, 90, 99]) / 1e3
-    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
-            "max": float(ns.max() / 1e3)}
+    return {
+        "p50": float(q[0]),
+        "p90": float(q[1]),
+        "p99": float(q[2]),
+        "max": float(ns.max() / 1e3),
+    }
 
 
 @dataclass
@@ -203,8 +238,9 @@ class Probe:
 # --------------------------------------------------------------------------- measure
 
 
-def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int = 5,
-                 redis_url: str | None = None) -> dict[str, Any]:
+def entry_points(  # noqa: C901
+    n: int, tmp: Path, log: Callable[[str], None], *, rounds: int = 5, redis_url: str | None = None
+) -> dict[str, Any]:
     """Load n keys into a "hot" cache (hot tier holding all of them, warm LMDB fast behind
     it), a "warm" cache (hot off, warm LMDB fast) and, when ``redis_url`` is given, a
     shared-only cache; then time every public entry point in ``rounds`` alternating
@@ -234,12 +270,22 @@ def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int =
     envs: list[lmdb.Environment] = []
     closers: list[Callable[[], None]] = []  # the shared probes' cleanup
     res: dict[str, Any] = {
-        "n": n, "dim": DIM, "rounds": rounds, "singles": singles, "batches": batches,
-        "batch": BATCH, "sets": sets, "durable_sets": durable_sets,
-        "mset_vectors": mset_blocks * BATCH, "threads": THREADS, "group_seconds": group_s,
+        "n": n,
+        "dim": DIM,
+        "rounds": rounds,
+        "singles": singles,
+        "batches": batches,
+        "batch": BATCH,
+        "sets": sets,
+        "durable_sets": durable_sets,
+        "mset_vectors": mset_blocks * BATCH,
+        "threads": THREADS,
+        "group_seconds": group_s,
         "record_bytes": RECORD,
-        "lmdb_flags": {k: {f: v for f, v in lmdb_flags(k == "durable").items()
-                           if f != "mode"} for k in ("fast", "durable")},
+        "lmdb_flags": {
+            k: {f: v for f, v in lmdb_flags(k == "durable").items() if f != "mode"}
+            for k in ("fast", "durable")
+        },
         "lmdb_map_size": 4 * WARM_MAX,
     }
     try:
@@ -252,40 +298,48 @@ def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int =
         t0 = time.perf_counter()
         for cache in (hot, warm):
             for i in range(0, n, 5000):
-                cache.mset(items[i:i + 5000])
-        log(f"  entry points: loaded {n} keys into the hot and warm caches in "
-            f"{time.perf_counter() - t0:.1f}s")
+                cache.mset(items[i : i + 5000])
+        log(
+            f"  entry points: loaded {n} keys into the hot and warm caches in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
         # raw py-lmdb beside tiercache's own: the same flags and map size (tiercache's auto
         # map size is 4 * warm.max_bytes)
-        raw_fast = lmdb.open(str(tmp / "ep-raw-fast"), map_size=4 * WARM_MAX,
-                             **lmdb_flags(False))
+        raw_fast = lmdb.open(str(tmp / "ep-raw-fast"), map_size=4 * WARM_MAX, **lmdb_flags(False))
         envs.append(raw_fast)
-        raw_dur = lmdb.open(str(tmp / "ep-raw-durable"), map_size=4 * WARM_MAX,
-                            **lmdb_flags(True))
+        raw_dur = lmdb.open(str(tmp / "ep-raw-durable"), map_size=4 * WARM_MAX, **lmdb_flags(True))
         envs.append(raw_dur)
 
         # read everything through once, untimed (the hot cache's entries are offered to
         # hot by mset; a first embed promotes any that were not), then check the answers
         for cache in (hot, warm):
             for i in range(0, n, BATCH):
-                cache.embed_many(texts[i:i + BATCH])
+                cache.embed_many(texts[i : i + BATCH])
         probe = list(range(0, n, max(1, n // 200)))
         for cache, tier in ((hot, "hot"), (warm, "warm")):
             got = cache.mget([texts[i] for i in probe])
-            bad = [i for i, e in zip(probe, got)
-                   if e is None or not np.allclose(e.vector, vectors[i], atol=1e-6)]
+            bad = [
+                i
+                for i, e in zip(probe, got)
+                if e is None or not np.allclose(e.vector, vectors[i], atol=1e-6)
+            ]
             if bad:
-                raise AssertionError(f"{tier} cache: mget returned a wrong or no vector "
-                                     f"for {len(bad)} of {len(probe)} keys")
+                raise AssertionError(
+                    f"{tier} cache: mget returned a wrong or no vector "
+                    f"for {len(bad)} of {len(probe)} keys"
+                )
             k = probe[len(probe) // 2]
             e = cache.get(texts[k])
-            if (e is None or not np.allclose(e.vector, vectors[k], atol=1e-6)
-                    or not np.allclose(cache.embed(texts[k]), vectors[k], atol=1e-6)
-                    or not cache.exists(texts[k]) or not all(cache.mexists([texts[k]]))):
+            if (
+                e is None
+                or not np.allclose(e.vector, vectors[k], atol=1e-6)
+                or not np.allclose(cache.embed(texts[k]), vectors[k], atol=1e-6)
+                or not cache.exists(texts[k])
+                or not all(cache.mexists([texts[k]]))
+            ):
                 raise AssertionError(f"{tier} cache: get/embed/exists disagree with mset")
             if tier == "hot":
-                res["hot_share"] = sum(e is not None and e.tier == "hot"
-                                       for e in got) / len(got)
+                res["hot_share"] = sum(e is not None and e.tier == "hot" for e in got) / len(got)
         keyed = warm.get_by_key(warm.key(texts[probe[0]]))
         if keyed is None or not np.allclose(keyed.vector, vectors[probe[0]], atol=1e-6):
             raise AssertionError("warm cache: get_by_key returned a wrong or no vector")
@@ -293,83 +347,155 @@ def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int =
         os.sync()  # no kernel writeback of the load's dirty pages inside the first round
         enc0 = {id(c): c.stats()["encoder"]["texts"] for c in (hot, warm)}
 
-        def singles_of(fn: Callable[[str], Any], keys: Sequence[str] = texts
-                       ) -> Callable[[int], np.ndarray]:
+        def singles_of(
+            fn: Callable[[str], Any], keys: Sequence[str] = texts
+        ) -> Callable[[int], np.ndarray]:
             return lambda r: time_each(fn, fresh(keys, single_idx[r]))
 
         def batches_of(fn: Callable[[list[str]], Any]) -> Callable[[int], np.ndarray]:
-            return lambda r: time_each(fn, [fresh(texts, batch_idx[j])
-                                            for j in batch_rounds[r]])
+            return lambda r: time_each(fn, [fresh(texts, batch_idx[j]) for j in batch_rounds[r]])
 
         def fresh_pairs(tag: str, r: int, count: int) -> list[tuple[str, np.ndarray]]:
             lo = r * count
-            return [(f"fresh {tag} {i} about topic {i % 89}", pool[i % len(pool)])
-                    for i in range(lo, lo + count)]
+            return [
+                (f"fresh {tag} {i} about topic {i % 89}", pool[i % len(pool)])
+                for i in range(lo, lo + count)
+            ]
 
         per_round_sets = max(1, sets // rounds)
         per_round_dur = max(1, durable_sets // rounds)
 
-        def sets_of(fn: Callable[[tuple[str, np.ndarray]], Any], tag: str, count: int
-                    ) -> Callable[[int], np.ndarray]:
+        def sets_of(
+            fn: Callable[[tuple[str, np.ndarray]], Any], tag: str, count: int
+        ) -> Callable[[int], np.ndarray]:
             return lambda r: time_each(fn, fresh_pairs(tag, r, count))
 
         def mset_blocks_of(r: int) -> np.ndarray:
             blocks = []
             for b in block_rounds[r]:
                 lo = int(b) * BATCH
-                blocks.append([(f"bulk text {i} about topic {i % 83}", pool[i % len(pool)])
-                               for i in range(lo, lo + BATCH)])
+                blocks.append(
+                    [
+                        (f"bulk text {i} about topic {i % 83}", pool[i % len(pool)])
+                        for i in range(lo, lo + BATCH)
+                    ]
+                )
             return time_each(hot.mset, blocks)
 
         probes = [
             Probe("hot embed", "embed", "hot", singles_of(hot.embed)),
             Probe("hot get", "get", "hot", singles_of(hot.get), "hot embed", "ep_get_hot"),
-            Probe("hot exists", "exists", "hot", singles_of(hot.exists), "hot embed",
-                  "ep_exists"),
-            Probe("hot mexists1", "mexists([x])", "hot",
-                  singles_of(lambda t: hot.mexists([t])), "hot embed", "ep_exists"),
-            Probe("hot embed_many", f"embed_many({BATCH})", "hot",
-                  batches_of(hot.embed_many)),
-            Probe("hot mget", f"mget({BATCH})", "hot", batches_of(hot.mget),
-                  "hot embed_many", "ep_mget"),
+            Probe("hot exists", "exists", "hot", singles_of(hot.exists), "hot embed", "ep_exists"),
+            Probe(
+                "hot mexists1",
+                "mexists([x])",
+                "hot",
+                singles_of(lambda t: hot.mexists([t])),
+                "hot embed",
+                "ep_exists",
+            ),
+            Probe("hot embed_many", f"embed_many({BATCH})", "hot", batches_of(hot.embed_many)),
+            Probe(
+                "hot mget",
+                f"mget({BATCH})",
+                "hot",
+                batches_of(hot.mget),
+                "hot embed_many",
+                "ep_mget",
+            ),
             Probe("warm embed", "embed", "warm", singles_of(warm.embed)),
-            Probe("warm get", "get", "warm", singles_of(warm.get), "warm embed",
-                  "ep_get_warm"),
-            Probe("warm exists", "exists", "warm", singles_of(warm.exists), "warm embed",
-                  "ep_exists"),
-            Probe("warm get_by_key", "get_by_key(key)", "warm",
-                  singles_of(warm.get_by_key, public), "warm embed", "ep_get_by_key"),
-            Probe("warm embed_many", f"embed_many({BATCH})", "warm",
-                  batches_of(warm.embed_many)),
-            Probe("warm mget", f"mget({BATCH})", "warm", batches_of(warm.mget),
-                  "warm embed_many", "ep_mget"),
-            Probe("warm mexists", f"mexists({BATCH})", "warm", batches_of(warm.mexists),
-                  "warm embed_many", "ep_mexists"),
-            Probe("raw fast", "py-lmdb write txn (raw)", "py-lmdb fast",
-                  sets_of(_raw_put(raw_fast), "raw", per_round_sets)),
-            Probe("warm set", "set", "warm fast",
-                  sets_of(lambda tv: warm.set(*tv), "warm", per_round_sets), "raw fast",
-                  "ep_set_fast"),
-            Probe("hot set", "set", "hot + warm fast",
-                  sets_of(lambda tv: hot.set(*tv), "hot", per_round_sets), "raw fast",
-                  "ep_set_fast"),
-            Probe("raw durable", "py-lmdb write txn (raw)", "py-lmdb durable",
-                  sets_of(_raw_put(raw_dur), "raw", per_round_dur)),
-            Probe("durable set", "set", "warm durable",
-                  sets_of(lambda tv: dur.set(*tv), "durable", per_round_dur),
-                  "raw durable"),
-            Probe("hot mset", f"mset({BATCH})", "hot + warm fast", mset_blocks_of,
-                  target="ep_mset", per=BATCH),
-            Probe("group 1", "set, 1 thread", "warm durable",
-                  lambda r: _group_rate(dur, 1, group_s, f"1-{r}", pool), rate="sets/s"),
-            Probe(f"group {THREADS}", f"set, {THREADS} threads", "warm durable",
-                  lambda r: _group_rate(dur, THREADS, group_s, f"{THREADS}-{r}", pool),
-                  ref="group 1", target="ep_durable_threads", rate="sets/s"),
+            Probe("warm get", "get", "warm", singles_of(warm.get), "warm embed", "ep_get_warm"),
+            Probe(
+                "warm exists", "exists", "warm", singles_of(warm.exists), "warm embed", "ep_exists"
+            ),
+            Probe(
+                "warm get_by_key",
+                "get_by_key(key)",
+                "warm",
+                singles_of(warm.get_by_key, public),
+                "warm embed",
+                "ep_get_by_key",
+            ),
+            Probe("warm embed_many", f"embed_many({BATCH})", "warm", batches_of(warm.embed_many)),
+            Probe(
+                "warm mget",
+                f"mget({BATCH})",
+                "warm",
+                batches_of(warm.mget),
+                "warm embed_many",
+                "ep_mget",
+            ),
+            Probe(
+                "warm mexists",
+                f"mexists({BATCH})",
+                "warm",
+                batches_of(warm.mexists),
+                "warm embed_many",
+                "ep_mexists",
+            ),
+            Probe(
+                "raw fast",
+                "py-lmdb write txn (raw)",
+                "py-lmdb fast",
+                sets_of(_raw_put(raw_fast), "raw", per_round_sets),
+            ),
+            Probe(
+                "warm set",
+                "set",
+                "warm fast",
+                sets_of(lambda tv: warm.set(*tv), "warm", per_round_sets),
+                "raw fast",
+                "ep_set_fast",
+            ),
+            Probe(
+                "hot set",
+                "set",
+                "hot + warm fast",
+                sets_of(lambda tv: hot.set(*tv), "hot", per_round_sets),
+                "raw fast",
+                "ep_set_fast",
+            ),
+            Probe(
+                "raw durable",
+                "py-lmdb write txn (raw)",
+                "py-lmdb durable",
+                sets_of(_raw_put(raw_dur), "raw", per_round_dur),
+            ),
+            Probe(
+                "durable set",
+                "set",
+                "warm durable",
+                sets_of(lambda tv: dur.set(*tv), "durable", per_round_dur),
+                "raw durable",
+            ),
+            Probe(
+                "hot mset",
+                f"mset({BATCH})",
+                "hot + warm fast",
+                mset_blocks_of,
+                target="ep_mset",
+                per=BATCH,
+            ),
+            Probe(
+                "group 1",
+                "set, 1 thread",
+                "warm durable",
+                lambda r: _group_rate(dur, 1, group_s, f"1-{r}", pool),
+                rate="sets/s",
+            ),
+            Probe(
+                f"group {THREADS}",
+                f"set, {THREADS} threads",
+                "warm durable",
+                lambda r: _group_rate(dur, THREADS, group_s, f"{THREADS}-{r}", pool),
+                ref="group 1",
+                target="ep_durable_threads",
+                rate="sets/s",
+            ),
         ]
         res["redis"] = "skipped: no redis url"
         if redis_url is not None:
-            probes += _shared_probes(n, tmp, redis_url, texts, items, single_idx, closers,
-                                     res, log)
+            probes += _shared_probes(n, tmp, redis_url, texts, items, single_idx, closers, res, log)
 
         got_lat: dict[str, list[np.ndarray]] = {p.label: [] for p in probes}
         got_rate: dict[str, list[float]] = {p.label: [] for p in probes}
@@ -384,8 +510,7 @@ def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int =
                 else:
                     got_lat[p.label].append(out)
             log(f"  entry points: round {r + 1}/{rounds} in {time.perf_counter() - t0:.1f}s")
-        res["encoded_texts"] = sum(c.stats()["encoder"]["texts"] - enc0[id(c)]
-                                   for c in (hot, warm))
+        res["encoded_texts"] = sum(c.stats()["encoder"]["texts"] - enc0[id(c)] for c in (hot, warm))
         res["rows"] = _rows(probes, got_lat, got_rate)
     finally:
         for close in closers:
@@ -399,10 +524,17 @@ def entry_points(n: int, tmp: Path, log: Callable[[str], None], *, rounds: int =
     return res
 
 
-def _shared_probes(n: int, tmp: Path, url: str, texts: list[str],
-                   items: list[tuple[str, np.ndarray]], single_idx: list[np.ndarray],
-                   closers: list[Callable[[], None]], res: dict[str, Any],
-                   log: Callable[[str], None]) -> list[Probe]:
+def _shared_probes(
+    n: int,
+    tmp: Path,
+    url: str,
+    texts: list[str],
+    items: list[tuple[str, np.ndarray]],
+    single_idx: list[np.ndarray],
+    closers: list[Callable[[], None]],
+    res: dict[str, Any],
+    log: Callable[[str], None],
+) -> list[Probe]:
     """Shared tier (hot and warm off, so every get is a Redis hit) beside a hand-rolled
     redis-py GET + ``np.frombuffer``; keys under their own prefixes, removed at close."""
     try:
@@ -427,14 +559,14 @@ def _shared_probes(n: int, tmp: Path, url: str, texts: list[str],
         try:
             shared.clear()  # every key under this cache's shared.key_prefix
             for i in range(0, n, 5000):
-                r.delete(*[key(t) for t in texts[i:i + 5000]])
+                r.delete(*[key(t) for t in texts[i : i + 5000]])
         finally:
             r.close()
             shared.close()
 
     closers.append(close)
     for i in range(0, n, 5000):
-        part = items[i:i + 5000]
+        part = items[i : i + 5000]
         shared.mset(part)
         r.mset({key(t): v.tobytes() for t, v in part})
     e = shared.get(texts[0])
@@ -450,23 +582,28 @@ def _shared_probes(n: int, tmp: Path, url: str, texts: list[str],
         return np.frombuffer(cast(bytes, r.get(key(t))), dtype=np.float32).copy()
 
     return [
-        Probe("raw redis", "redis-py GET + frombuffer (raw)", "redis-py",
-              singles_of(raw_get)),
+        Probe("raw redis", "redis-py GET + frombuffer (raw)", "redis-py", singles_of(raw_get)),
         Probe("shared get", "get", "shared", singles_of(shared.get), "raw redis"),
         Probe("shared embed", "embed", "shared", singles_of(shared.embed), "raw redis"),
     ]
 
 
-def _rows(probes: list[Probe], lat: dict[str, list[np.ndarray]],
-          rate: dict[str, list[float]]) -> list[dict[str, Any]]:
+def _rows(
+    probes: list[Probe], lat: dict[str, list[np.ndarray]], rate: dict[str, list[float]]
+) -> list[dict[str, Any]]:
     """One dict per probe: pooled quantiles (µs), the median of the rounds' p50s (µs) or
     of the rounds' rates, the ratio against the reference and the target's verdict."""
     by = {p.label: p for p in probes}
     mid: dict[str, float] = {}  # median over rounds of each round's p50 (µs), or rate
     rows = []
     for p in probes:
-        row: dict[str, Any] = {"label": p.label, "entry": p.entry, "tier": p.tier,
-                               "ref": p.ref, "target": p.target}
+        row: dict[str, Any] = {
+            "label": p.label,
+            "entry": p.entry,
+            "tier": p.tier,
+            "ref": p.ref,
+            "target": p.target,
+        }
         if p.rate:
             mid[p.label] = float(np.median(rate[p.label]))
             row.update({"rounds": rate[p.label], "value": mid[p.label], "unit": p.rate})
@@ -474,8 +611,13 @@ def _rows(probes: list[Probe], lat: dict[str, list[np.ndarray]],
             per_round = [float(np.median(a)) / 1e3 for a in lat[p.label]]
             mid[p.label] = float(np.median(per_round))
             row.update(_pct(np.concatenate(lat[p.label])))
-            row.update({"calls": int(sum(len(a) for a in lat[p.label])),
-                        "rounds_p50": per_round, "p50": mid[p.label]})
+            row.update(
+                {
+                    "calls": int(sum(len(a) for a in lat[p.label])),
+                    "rounds_p50": per_round,
+                    "p50": mid[p.label],
+                }
+            )
             if p.per:
                 row.update({"value": p.per / (mid[p.label] / 1e6), "unit": "vectors/s"})
         rows.append(row)
@@ -504,8 +646,7 @@ def targets_of(res: dict[str, Any]) -> list[tuple[str, str, float | None]]:
         unit = EP_TARGETS[t][1]
         value = row.get("value") if unit == "vectors/s" else row.get("ratio")
         ref = f" vs {row['ref_entry']}" if row.get("ref_entry") else ""
-        out.append((f"{row['tier']} {row['entry']}{ref} (entry points, same rounds)", t,
-                    value))
+        out.append((f"{row['tier']} {row['entry']}{ref} (entry points, same rounds)", t, value))
     return out
 
 
@@ -558,8 +699,11 @@ def render_entry_points(res: dict[str, Any]) -> list[str]:
         f"mset: vectors/s = {res['batch']:,} / the block p50. Group: {res['threads']} "
         f"threads each doing single durable `set`s for {res['group_seconds']} s vs one "
         "thread, sets/s per round (median). Shared: "
-        + (res["redis"] if res["redis"].startswith("skipped") else
-           f"{res['redis']}, hot and warm off, beside redis-py `GET` + `np.frombuffer`")
+        + (
+            res["redis"]
+            if res["redis"].startswith("skipped")
+            else f"{res['redis']}, hot and warm off, beside redis-py `GET` + `np.frombuffer`"
+        )
         + ". Times in µs.",
         "",
         "| entry point | tier | p50 | p90 | p99 | max | ratio | target | met |",
@@ -582,8 +726,11 @@ def render_entry_points(res: dict[str, Any]) -> list[str]:
             ratio = f"ref. ({rate})" if row["label"] in refs else ratio
         t = row.get("target")
         met = "–" if t is None else ("met" if row.get("met") else "**NOT met**")
-        L.append(f"| {row['entry']} | {row['tier']} | " + " | ".join(q)
-                 + f" | {ratio} | {_limit(t) if t else '–'} | {met} |")
+        L.append(
+            f"| {row['entry']} | {row['tier']} | "
+            + " | ".join(q)
+            + f" | {ratio} | {_limit(t) if t else '–'} | {met} |"
+        )
     return L
 
 
@@ -595,8 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="keys (default 20000; smoke 2000)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5; smoke 2)")
     ap.add_argument("--smoke", action="store_true", help="tiny run: N=2000, 2 rounds")
-    ap.add_argument("--redis-url", default=None, help="measure the shared tier on this "
-                    "Redis (keys under tiercache-bench-ep prefixes, removed after)")
+    ap.add_argument(
+        "--redis-url",
+        default=None,
+        help="measure the shared tier on this "
+        "Redis (keys under tiercache-bench-ep prefixes, removed after)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--tmp", default=None, help="directory for the LMDB stores")
     a = ap.parse_args(argv)

@@ -38,8 +38,11 @@ def codec_accuracy(n: int = 2000, dim: int = 384, seed: int = 7) -> dict[str, An
             assert rec is not None
             r = rec.vector
             cos[i] = float(v[i] @ r / (np.linalg.norm(v[i]) * np.linalg.norm(r)))
-        out[name] = {"min": float(cos.min()), "mean": float(cos.mean()),
-                     "record_bytes": codec.record_size(dim, name)}
+        out[name] = {
+            "min": float(cos.min()),
+            "mean": float(cos.mean()),
+            "record_bytes": codec.record_size(dim, name),
+        }
     return out
 
 
@@ -50,8 +53,9 @@ ROUNDS = 5
 """Cold-path rounds per path (this VM's run-to-run spread is +-10%)."""
 
 
-def cold_path(texts: list[str], batch_size: int, log: Log,
-              redis_url: str | None = None) -> dict[str, Any]:
+def cold_path(
+    texts: list[str], batch_size: int, log: Log, redis_url: str | None = None
+) -> dict[str, Any]:
     """``embed_many`` of unique texts through a fresh TierCache vs the model's own
     ``SentenceTransformer.encode`` on the same texts, batch size and threads (and RedisVL's
     ``HFTextVectorizer`` with its ``EmbeddingsCache`` when a Redis URL is given); rounds
@@ -68,8 +72,11 @@ def cold_path(texts: list[str], batch_size: int, log: Log,
     model = encoder._load()
     threads = enc_cfg.threads or default_threads()
     model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
-    ST, TC, RV = ("sentence-transformers encode", "tiercache embed_many",
-                  "RedisVL HFTextVectorizer + EmbeddingsCache")
+    ST, TC, RV = (
+        "sentence-transformers encode",
+        "tiercache embed_many",
+        "RedisVL HFTextVectorizer + EmbeddingsCache",
+    )
     rounds: dict[str, list[float]] = {ST: [], TC: []}
     hits: dict[str, list[float]] = {TC: []}
     vectorizer = rv_cache = None
@@ -90,15 +97,25 @@ def cold_path(texts: list[str], batch_size: int, log: Log,
     def run_st() -> None:
         nonlocal ref
         t0 = time.perf_counter()
-        ref = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+        ref = model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         rounds[ST].append(time.perf_counter() - t0)
 
     def run_tc() -> None:
         nonlocal got
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = parse_config({"warm": {"path": tmp, "durability": "durable"},
-                                "encoder": {"batch_size": batch_size}, "policy": {"seed": 1}})
+            cfg = parse_config(
+                {
+                    "warm": {"path": tmp, "durability": "durable"},
+                    "encoder": {"batch_size": batch_size},
+                    "policy": {"seed": 1},
+                }
+            )
             with TierCache(cfg, encoder=encoder) as cache:
                 t0 = time.perf_counter()
                 got = cache.embed_many(texts)
@@ -109,7 +126,7 @@ def cold_path(texts: list[str], batch_size: int, log: Log,
                 hits[TC].append(time.perf_counter() - t0)
 
     for r in range(ROUNDS):
-        for fn in ((run_st, run_tc) if r % 2 == 0 else (run_tc, run_st)):
+        for fn in (run_st, run_tc) if r % 2 == 0 else (run_tc, run_st):
             fn()
         if vectorizer is not None and rv_cache is not None:
             rv_cache.clear()
@@ -121,12 +138,16 @@ def cold_path(texts: list[str], batch_size: int, log: Log,
             hits[RV].append(time.perf_counter() - t0)
             rv_cache.clear()
         vecs = {"ref": ref, "got": got}
-        log(f"  cold round {r + 1}: " + ", ".join(f"{k.split()[0]} {v[-1]:.2f}s"
-                                                  for k, v in rounds.items()))
+        log(
+            f"  cold round {r + 1}: "
+            + ", ".join(f"{k.split()[0]} {v[-1]:.2f}s" for k, v in rounds.items())
+        )
     n = len(texts)
     best = {k: min(v) for k, v in rounds.items()}
     return {
-        "texts": n, "batch_size": batch_size, "threads": threads,
+        "texts": n,
+        "batch_size": batch_size,
+        "threads": threads,
         "seconds": rounds,
         "texts_per_s": {k: n / s for k, s in best.items()},
         "hits_per_s": {k: n / min(v) for k, v in hits.items()},
@@ -136,7 +157,7 @@ def cold_path(texts: list[str], batch_size: int, log: Log,
         "ratio_vs_redisvl": best[RV] / best[TC] if RV in best else None,
         "max_abs_diff": float(np.abs(vecs["ref"] - vecs["got"]).max()),
         "note": f"best of {ROUNDS} rounds, the order alternating; tiercache includes keys, "
-                "single-flight, durable warm writes (fsync per batch) and hot admission",
+        "single-flight, durable warm writes (fsync per batch) and hot admission",
     }
 
 
@@ -150,16 +171,22 @@ def bulk_warm(n: int, dim: int, tmp: Path, log: Log, chunk: int = 10_000) -> dic
     texts = [f"catalog item {i}" for i in range(n)]
     out: dict[str, Any] = {"n": n, "dim": dim, "chunk": chunk}
     for durability in ("fast", "durable"):
-        cfg = parse_config({
-            "encoder": {"kind": "hash", "dim": dim}, "hot": {"enabled": False},
-            "warm": {"path": str(tmp / f"bulk-{durability}"), "max_bytes": 8 * 2**30,
-                     "durability": durability},
-            "policy": {"seed": 1},
-        })
+        cfg = parse_config(
+            {
+                "encoder": {"kind": "hash", "dim": dim},
+                "hot": {"enabled": False},
+                "warm": {
+                    "path": str(tmp / f"bulk-{durability}"),
+                    "max_bytes": 8 * 2**30,
+                    "durability": durability,
+                },
+                "policy": {"seed": 1},
+            }
+        )
         with TierCache(cfg, encoder=HashEncoder(dim)) as cache:
             t0 = time.perf_counter()
             for i in range(0, n, chunk):
-                cache.mset(list(zip(texts[i:i + chunk], vectors[i:i + chunk])))
+                cache.mset(list(zip(texts[i : i + chunk], vectors[i : i + chunk])))
             dt = time.perf_counter() - t0
         out[durability] = {"seconds": dt, "vectors_per_s": n / dt}
         log(f"  bulk warm {durability}: {n / dt:,.0f} vectors/s")
@@ -176,13 +203,15 @@ def _reader_main(argv: list[str]) -> None:
     import json
     import sys
 
-    path, dim, n, seconds, seed = argv[0], int(argv[1]), int(argv[2]), float(argv[3]), \
-        int(argv[4])
-    cfg = parse_config({
-        "encoder": {"kind": "hash", "dim": dim}, "hot": {"enabled": False},
-        "warm": {"path": path, "max_bytes": 8 * 2**30, "durability": "fast"},
-        "policy": {"seed": 1},
-    })
+    path, dim, n, seconds, seed = argv[0], int(argv[1]), int(argv[2]), float(argv[3]), int(argv[4])
+    cfg = parse_config(
+        {
+            "encoder": {"kind": "hash", "dim": dim},
+            "hot": {"enabled": False},
+            "warm": {"path": path, "max_bytes": 8 * 2**30, "durability": "fast"},
+            "policy": {"seed": 1},
+        }
+    )
     rng = np.random.default_rng(seed)
     texts = [f"catalog item {i}" for i in rng.integers(0, n, size=100_000)]
     with TierCache(cfg, encoder=HashEncoder(dim)) as cache:
@@ -192,16 +221,17 @@ def _reader_main(argv: list[str]) -> None:
         done = 0
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            for t in texts[done % 99_000: done % 99_000 + 1000]:
+            for t in texts[done % 99_000 : done % 99_000 + 1000]:
                 cache.embed(t)
             done += 1000
-        print(json.dumps({"gets": done, "encoded": cache.stats()["encoder"]["texts"] - 0}),
-              flush=True)
+        print(
+            json.dumps({"gets": done, "encoded": cache.stats()["encoder"]["texts"] - 0}), flush=True
+        )
 
 
-def concurrent_readers(n: int, dim: int, tmp: Path, log: Log,
-                       procs: tuple[int, ...] = (1, 2, 4),
-                       seconds: float = 3.0) -> dict[str, Any]:
+def concurrent_readers(
+    n: int, dim: int, tmp: Path, log: Log, procs: tuple[int, ...] = (1, 2, 4), seconds: float = 3.0
+) -> dict[str, Any]:
     """Aggregate single-get throughput of 1, 2, 4 processes reading one warm store."""
     import json
     import subprocess
@@ -209,22 +239,45 @@ def concurrent_readers(n: int, dim: int, tmp: Path, log: Log,
 
     path = tmp / "shared-warm"
     rng = np.random.default_rng(4)
-    cfg = parse_config({
-        "encoder": {"kind": "hash", "dim": dim}, "hot": {"enabled": False},
-        "warm": {"path": str(path), "max_bytes": 8 * 2**30, "durability": "fast"},
-        "policy": {"seed": 1},
-    })
+    cfg = parse_config(
+        {
+            "encoder": {"kind": "hash", "dim": dim},
+            "hot": {"enabled": False},
+            "warm": {"path": str(path), "max_bytes": 8 * 2**30, "durability": "fast"},
+            "policy": {"seed": 1},
+        }
+    )
     with TierCache(cfg, encoder=HashEncoder(dim)) as cache:
         for i in range(0, n, 10_000):
             m = min(10_000, n - i)
-            cache.mset(list(zip([f"catalog item {j}" for j in range(i, i + m)],
-                                rng.standard_normal((m, dim), dtype=np.float32))))
+            cache.mset(
+                list(
+                    zip(
+                        [f"catalog item {j}" for j in range(i, i + m)],
+                        rng.standard_normal((m, dim), dtype=np.float32),
+                    )
+                )
+            )
     out: dict[str, Any] = {"n": n, "seconds": seconds, "cores": os.cpu_count(), "runs": {}}
     for k in procs:
-        ps = [subprocess.Popen([sys.executable, __file__, "reader", str(path), str(dim),
-                                str(n), str(seconds), str(100 + j)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-              for j in range(k)]
+        ps = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "reader",
+                    str(path),
+                    str(dim),
+                    str(n),
+                    str(seconds),
+                    str(100 + j),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for j in range(k)
+        ]
         for p in ps:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         for p in ps:  # start them together
@@ -237,8 +290,10 @@ def concurrent_readers(n: int, dim: int, tmp: Path, log: Log,
             results.append(json.loads(p.stdout.readline()))
             p.wait(60)
         ops = sum(r["gets"] for r in results)
-        out["runs"][str(k)] = {"ops_per_s": ops / seconds,
-                               "encoder_texts": sum(r["encoded"] for r in results)}
+        out["runs"][str(k)] = {
+            "ops_per_s": ops / seconds,
+            "encoder_texts": sum(r["encoded"] for r in results),
+        }
         log(f"  {k} reader process(es): {ops / seconds:,.0f} gets/s in all")
     return out
 
@@ -246,22 +301,29 @@ def concurrent_readers(n: int, dim: int, tmp: Path, log: Log,
 # --------------------------------------------------------------------------- 768-d
 
 
-def warm_768(n: int, tmp: Path, log: Log, gets: int = 20_000,
-             batches: int = 50) -> dict[str, Any]:
+def warm_768(n: int, tmp: Path, log: Log, gets: int = 20_000, batches: int = 50) -> dict[str, Any]:
     """A 768-d float32 warm store: single get, batch(1000) get, footprint."""
     dim = 768
     rng = np.random.default_rng(5)
-    cfg = parse_config({
-        "encoder": {"kind": "hash", "dim": dim}, "hot": {"enabled": False},
-        "warm": {"path": str(tmp / "warm-768"), "max_bytes": 8 * 2**30, "durability": "fast"},
-        "policy": {"seed": 1},
-    })
+    cfg = parse_config(
+        {
+            "encoder": {"kind": "hash", "dim": dim},
+            "hot": {"enabled": False},
+            "warm": {"path": str(tmp / "warm-768"), "max_bytes": 8 * 2**30, "durability": "fast"},
+            "policy": {"seed": 1},
+        }
+    )
     texts = [f"long document {i}" for i in range(n)]
     with TierCache(cfg, encoder=HashEncoder(dim)) as cache:
         for i in range(0, n, 10_000):
-            cache.mset(list(zip(texts[i:i + 10_000],
-                                rng.standard_normal((min(10_000, n - i), dim),
-                                                    dtype=np.float32))))
+            cache.mset(
+                list(
+                    zip(
+                        texts[i : i + 10_000],
+                        rng.standard_normal((min(10_000, n - i), dim), dtype=np.float32),
+                    )
+                )
+            )
         idx = rng.integers(0, n, size=gets)
         probe = [texts[i].encode().decode() for i in idx]
         for t in probe[:2000]:
@@ -282,17 +344,26 @@ def warm_768(n: int, tmp: Path, log: Log, gets: int = 20_000,
     q = np.percentile(ns, [50, 90, 99]) / 1e3
     payload = 4 * dim
     res = {
-        "n": n, "dim": dim,
-        "get_us": {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
-                   "max": float(ns.max() / 1e3)},
-        "batch_ms": {"p50": float(np.percentile(bns, 50) / 1e6),
-                     "p99": float(np.percentile(bns, 99) / 1e6)},
+        "n": n,
+        "dim": dim,
+        "get_us": {
+            "p50": float(q[0]),
+            "p90": float(q[1]),
+            "p99": float(q[2]),
+            "max": float(ns.max() / 1e3),
+        },
+        "batch_ms": {
+            "p50": float(np.percentile(bns, 50) / 1e6),
+            "p99": float(np.percentile(bns, 99) / 1e6),
+        },
         "bytes_per_vector": warm["bytes"] / n,
         "file_bytes_per_vector": warm["file_bytes"] / n,
         "payload": payload,
     }
-    log(f"  768-d warm: get p50 {res['get_us']['p50']:.2f} µs, batch p50 "
-        f"{res['batch_ms']['p50']:.2f} ms, {res['bytes_per_vector'] / payload:.2f}x payload")
+    log(
+        f"  768-d warm: get p50 {res['get_us']['p50']:.2f} µs, batch p50 "
+        f"{res['batch_ms']['p50']:.2f} ms, {res['bytes_per_vector'] / payload:.2f}x payload"
+    )
     return res
 
 

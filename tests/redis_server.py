@@ -78,18 +78,44 @@ def make_tls_cert(directory: Path) -> tuple[Path, Path]:
     if openssl is None:
         pytest.skip("openssl is not installed")
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   capture_output=True, check=True, timeout=60)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     return cert, key
 
 
 class RedisServer:
     """One redis-server on 127.0.0.1:<port>; ``stop``/``start`` keep the port."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, cluster: bool = False,
-                 extra: tuple[str, ...] = (), tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+        extra: tuple[str, ...] = (),
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.server, self.cli = redis_binaries()
         self.port = port or (free_cluster_port() if cluster else free_port())
         self.dir = workdir / f"redis-{self.port}"
@@ -107,18 +133,49 @@ class RedisServer:
 
     def start(self, wait: float = 10.0) -> RedisServer:
         args = [
-            self.server, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-            "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning",
+            self.server,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file",
-                     str(self.dir / "nodes.conf"), "--cluster-node-timeout", "2000"]
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ]
         if self.tls is not None:
             cert, key = self.tls
-            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
-                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-                     "--tls-auth-clients", "no"]
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         args += list(self.extra)
         self.log = self.dir / "redis.log"
         with open(self.log, "ab") as log:
@@ -140,8 +197,13 @@ class RedisServer:
             self.proc = None
 
     def cli_run(self, *args: str) -> str:
-        out = subprocess.run([self.cli, "-p", str(self.port), *args], capture_output=True,
-                             text=True, timeout=30, check=True)
+        out = subprocess.run(
+            [self.cli, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return out.stdout
 
 
@@ -155,9 +217,21 @@ class RedisCluster3:
         for n in self.nodes:
             n.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run([self.nodes[0].cli, "--cluster", "create", *addrs,
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       capture_output=True, text=True, timeout=60, check=True)
+        subprocess.run(
+            [
+                self.nodes[0].cli,
+                "--cluster",
+                "create",
+                *addrs,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if all("cluster_state:ok" in n.cli_run("cluster", "info") for n in self.nodes):

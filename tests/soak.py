@@ -22,8 +22,15 @@ T = TypeVar("T")
 SOAK = os.environ.get("TIERCACHE_SOAK", "").lower() in ("1", "true", "yes")
 """True under ``make soak``."""
 
-_SUMMED = ("cycles", "records_checked", "faults_injected", "acked_lost", "wrong_vectors",
-           "caller_errors", "ops")
+_SUMMED = (
+    "cycles",
+    "records_checked",
+    "faults_injected",
+    "acked_lost",
+    "wrong_vectors",
+    "caller_errors",
+    "ops",
+)
 
 
 def scale(fast: T, soak: T) -> T:
@@ -43,18 +50,24 @@ def record(section: str, **figures: Any) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault("meta", {
-        "first_figures_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "soak": SOAK,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    })
+    data.setdefault(
+        "meta",
+        {
+            "first_figures_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "soak": SOAK,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        },
+    )
     sections: dict[str, Any] = data.setdefault("sections", {})
     old = sections.get(section, {})
     merged = dict(old)
     for k, v in figures.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(
-                old.get(k), (int, float)):
+        if (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and isinstance(old.get(k), (int, float))
+        ):
             merged[k] = old[k] + v
         else:
             merged[k] = v

@@ -43,8 +43,9 @@ def test_async_api_mirrors_sync(tmp_path: Path) -> None:
     run(main())
 
 
-def test_hot_hit_is_served_on_the_loop_without_a_thread(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hot_hit_is_served_on_the_loop_without_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = TierCache(make_config(tmp_path), encoder=CountingEncoder())
     c.embed("hot one")
 
@@ -58,7 +59,8 @@ def test_hot_hit_is_served_on_the_loop_without_a_thread(tmp_path: Path,
 
 
 def test_slow_encoder_never_blocks_the_loop_and_single_flight_spans_sync_and_async(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     calls: list[list[Any]] = []
     gate = threading.Event()
 

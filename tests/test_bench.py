@@ -50,9 +50,21 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     tmp = tmp_path_factory.mktemp("bench")
     md, js = tmp / "b.md", tmp / "b.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(md),
-         "--json", str(js), "--tmp", str(tmp)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--smoke",
+            "--out",
+            str(md),
+            "--json",
+            str(js),
+            "--tmp",
+            str(tmp),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "[bench" in proc.stderr  # progress on stderr
@@ -68,8 +80,13 @@ def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
         assert f"| {name} |" in md, name
     assert md.count("| store | dist | p50 | p90 | p99 | max |") == 1
     assert "met" in md.split("## Targets", 1)[1]
-    for row in ("| get | hot |", "| get_by_key(key) | warm |", "| mget(1000) | warm |",
-                "| set | warm fast |", "| set, 8 threads | warm durable |"):
+    for row in (
+        "| get | hot |",
+        "| get_by_key(key) | warm |",
+        "| mget(1000) | warm |",
+        "| set | warm fast |",
+        "| set, 8 threads | warm durable |",
+    ):
         assert row in md, row  # the entry-point table (bench/entrypoints.py)
 
 
@@ -77,8 +94,11 @@ def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
     _, res = smoke
     by = {r["name"]: r for r in res["stores"]}
     # the Redis stores run when redis-server is installed (`make test` installs it)
-    expected = STORES if shutil.which("redis-server") else [
-        s for s in STORES if "Redis" not in s and "redis" not in s]
+    expected = (
+        STORES
+        if shutil.which("redis-server")
+        else [s for s in STORES if "Redis" not in s and "redis" not in s]
+    )
     if importlib.util.find_spec("redisvl") is None:
         expected = [s for s in expected if not s.startswith("RedisVL")]
     assert sorted(by) == sorted(expected)
@@ -108,9 +128,19 @@ def test_ratio_stores_are_measured_side_by_side(smoke: tuple[str, dict]) -> None
     md, res = smoke
     pr = res["paired"]
     by = {r["name"]: r for r in res["stores"]}
-    paired = [n for n in ("tiercache hot", "dict", "tiercache warm float32",
-                          "tiercache warm float16", "raw lmdb", "diskcache",
-                          "RedisVL EmbeddingsCache") if n in by]
+    paired = [
+        n
+        for n in (
+            "tiercache hot",
+            "dict",
+            "tiercache warm float32",
+            "tiercache warm float16",
+            "raw lmdb",
+            "diskcache",
+            "RedisVL EmbeddingsCache",
+        )
+        if n in by
+    ]
     assert sorted(pr) == sorted(paired)
     for v in pr.values():
         for dist in ("uniform", "zipf1.0"):
@@ -120,7 +150,8 @@ def test_ratio_stores_are_measured_side_by_side(smoke: tuple[str, dict]) -> None
     value = {t["target"]: t for t in res["targets"]}
     warm = pr["tiercache warm float32"]["get_us"]["uniform"]["p50"]
     assert value["warm f32 single get vs diskcache (uniform p50)"]["value"] == pytest.approx(
-        pr["diskcache"]["get_us"]["uniform"]["p50"] / warm)
+        pr["diskcache"]["get_us"]["uniform"]["p50"] / warm
+    )
     w16 = value["warm float16 single get p50 (zipf1.0)"]
     assert w16["value"] == pr["tiercache warm float16"]["get_us"]["zipf1.0"]["p50"]
     assert w16["floor"] == pr["raw lmdb"]["get_us"]["zipf1.0"]["p50"]
@@ -136,7 +167,10 @@ def test_a_saved_run_renders_again_without_measuring(
     out = tmp_path / "again.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--render", str(js), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = out.read_text(encoding="utf-8")

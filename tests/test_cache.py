@@ -40,8 +40,9 @@ def test_embed_shapes_and_dedup(cache: TierCache, encoder: CountingEncoder) -> N
     assert cache.embed_many([]).shape == (0, DIM)
 
 
-def test_second_lookup_is_a_hit_and_encodes_nothing(cache: TierCache,
-                                                    encoder: CountingEncoder) -> None:
+def test_second_lookup_is_a_hit_and_encodes_nothing(
+    cache: TierCache, encoder: CountingEncoder
+) -> None:
     first = cache.embed_many([f"t{i}" for i in range(20)])
     calls = encoder.texts
     again = cache.embed_many([f"t{i}" for i in range(20)])
@@ -83,8 +84,13 @@ def test_set_get_exists_drop(cache: TierCache) -> None:
 
 
 def test_m_variants_keep_order(cache: TierCache) -> None:
-    keys = cache.mset([("a", vec(1)), {"content": "b", "vector": vec(2), "metadata": [1]},
-                       ("c", vec(3), {"x": 1}, 100)])
+    keys = cache.mset(
+        [
+            ("a", vec(1)),
+            {"content": "b", "vector": vec(2), "metadata": [1]},
+            ("c", vec(3), {"x": 1}, 100),
+        ]
+    )
     assert len(keys) == 3
     got = cache.mget(["c", "zz", "a", "b"])
     assert got[1] is None
@@ -146,8 +152,9 @@ def test_single_flight_16_threads_one_encoder_call(tmp_path: Path) -> None:
     enc = CallableEncoder(slow, dim=DIM, name="slow")
     results: list[np.ndarray] = []
     with TierCache(make_config(tmp_path), encoder=enc) as c:
-        threads = [threading.Thread(target=lambda: results.append(c.embed("same")))
-                   for _ in range(16)]
+        threads = [
+            threading.Thread(target=lambda: results.append(c.embed("same"))) for _ in range(16)
+        ]
         for t in threads:
             t.start()
         time.sleep(0.3)
@@ -192,12 +199,15 @@ def test_encoder_error_reaches_every_waiter_and_caches_nothing(tmp_path: Path) -
         assert np.array_equal(c.embed("boom"), np.ones(DIM, dtype=np.float32))  # retried
 
 
-@pytest.mark.parametrize("bad_output", [
-    lambda n: np.ones((n, DIM + 1)),
-    lambda n: np.full((n, DIM), np.nan),
-    lambda n: np.array([["x"] * DIM] * n),
-    lambda n: None,
-])
+@pytest.mark.parametrize(
+    "bad_output",
+    [
+        lambda n: np.ones((n, DIM + 1)),
+        lambda n: np.full((n, DIM), np.nan),
+        lambda n: np.array([["x"] * DIM] * n),
+        lambda n: None,
+    ],
+)
 def test_bad_encoder_output_is_encoder_error(tmp_path: Path, bad_output: Any) -> None:
     enc = CallableEncoder(lambda xs: bad_output(len(xs)), dim=DIM, name="bad")
     with TierCache(make_config(tmp_path), encoder=enc) as c:
@@ -206,9 +216,14 @@ def test_bad_encoder_output_is_encoder_error(tmp_path: Path, bad_output: Any) ->
         assert not c.exists("x")
 
 
-@pytest.mark.parametrize("bad, exc", [
-    (None, InvalidContentError), (3, InvalidContentError), (["a"], InvalidContentError),
-])
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        (None, InvalidContentError),
+        (3, InvalidContentError),
+        (["a"], InvalidContentError),
+    ],
+)
 def test_bad_content_is_typed_and_changes_nothing(cache: TierCache, bad: Any, exc: type) -> None:
     cache.set("keep", vec(1))
     before = cache.stats()["tiers"]["warm"]["entries"]
@@ -224,11 +239,18 @@ def test_bad_content_is_typed_and_changes_nothing(cache: TierCache, bad: Any, ex
     assert not cache.exists("ok") and not cache.exists("fine")
 
 
-@pytest.mark.parametrize("bad", [
-    np.ones(DIM + 1, np.float32), np.ones((1, DIM), np.float32), np.ones(DIM, np.int64),
-    np.full(DIM, np.nan, np.float32), np.full(DIM, np.inf, np.float32), "not a vector",
-    np.ones(DIM, np.complex64),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones(DIM + 1, np.float32),
+        np.ones((1, DIM), np.float32),
+        np.ones(DIM, np.int64),
+        np.full(DIM, np.nan, np.float32),
+        np.full(DIM, np.inf, np.float32),
+        "not a vector",
+        np.ones(DIM, np.complex64),
+    ],
+)
 def test_bad_vectors_are_typed_and_change_nothing(cache: TierCache, bad: Any) -> None:
     with pytest.raises(InvalidVectorError):
         cache.set("v", bad)
@@ -250,8 +272,9 @@ def test_bad_metadata_ttl_model_are_typed(cache: TierCache) -> None:
     assert cache.exists("m")
 
 
-def test_ttl_expiry_with_injected_clock(cache: TierCache, clock: FakeClock,
-                                        encoder: CountingEncoder) -> None:
+def test_ttl_expiry_with_injected_clock(
+    cache: TierCache, clock: FakeClock, encoder: CountingEncoder
+) -> None:
     cache.set("short", vec(1), ttl=10)
     cache.set("long", vec(2))
     clock.advance(9)
@@ -349,8 +372,18 @@ def test_stats_shape(cache: TierCache) -> None:
     s = cache.stats()
     for tier in ("hot", "warm"):
         t = s["tiers"][tier]
-        for k in ("hits", "misses", "promotions", "demotions", "evictions", "rejections",
-                  "corrupt", "entries", "bytes", "latency_us"):
+        for k in (
+            "hits",
+            "misses",
+            "promotions",
+            "demotions",
+            "evictions",
+            "rejections",
+            "corrupt",
+            "entries",
+            "bytes",
+            "latency_us",
+        ):
             assert k in t
         assert set(t["latency_us"]) == {"count", "p50", "p90", "p99", "max"}
     assert s["encoder"]["calls"] == 1 and s["encoder"]["texts"] == 2
@@ -362,6 +395,7 @@ def test_threads_mixed_workload_no_errors_no_wrong_vectors(tmp_path: Path) -> No
     ref = HashEncoder(DIM)
     errors: list[BaseException] = []
     with TierCache(cfg, encoder=HashEncoder(DIM)) as c:
+
         def work(seed: int) -> None:
             rng = np.random.default_rng(seed)
             try:
@@ -395,11 +429,13 @@ def test_several_processes_share_one_warm_store(tmp_path: Path) -> None:
     import textwrap
 
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
+    cfg_path.write_text(
+        textwrap.dedent(f"""
         encoder: {{kind: hash, dim: {DIM}}}
         hot: {{max_bytes: 4KiB}}
         warm: {{path: {tmp_path / "warm"}, durability: durable}}
-    """))
+    """)
+    )
     script = textwrap.dedent("""
         import sys
         from tiercache import TierCache
@@ -408,8 +444,9 @@ def test_several_processes_share_one_warm_store(tmp_path: Path) -> None:
             for i in range(start, start + 300):
                 c.embed(f"p{i}")
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(cfg_path), str(s)])
-             for s in (0, 150)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(cfg_path), str(s)]) for s in (0, 150)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     enc = CountingEncoder(role="document")  # the fingerprint kind: hash builds from YAML
     from tiercache import load_config
@@ -421,8 +458,9 @@ def test_several_processes_share_one_warm_store(tmp_path: Path) -> None:
         assert np.array_equal(m, HashEncoder(DIM).encode([f"p{i}" for i in range(450)]))
 
 
-def test_warm_write_failure_set_raises_embed_degrades(cache: TierCache,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_write_failure_set_raises_embed_degrades(
+    cache: TierCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import lmdb
 
     from tiercache import StoreError
@@ -450,20 +488,28 @@ def test_mset_keeps_its_own_copy_of_the_vectors(cache: TierCache) -> None:
 
 
 def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
-        tmp_path: Path, clock: FakeClock) -> None:
+    tmp_path: Path, clock: FakeClock
+) -> None:
     """embed_many / mget over warm records of every shape the batch path sorts (this
     codec's packed slots, another codec's, records with metadata, expired, corrupt, absent,
     a content asked twice) give what single reads give, with the same counters."""
     texts = [f"t{i}" for i in range(40)]
-    with TierCache(make_config(tmp_path, hot={"enabled": False}, warm={"codec": "float16"}),
-                   encoder=CountingEncoder(), clock=clock) as c16:
+    with TierCache(
+        make_config(tmp_path, hot={"enabled": False}, warm={"codec": "float16"}),
+        encoder=CountingEncoder(),
+        clock=clock,
+    ) as c16:
         c16.mset([(t, vec(i)) for i, t in enumerate(texts[:10])])
     cfg = make_config(tmp_path, hot={"enabled": False})
     enc = CountingEncoder()
     with TierCache(cfg, encoder=enc, clock=clock) as c:
         c.mset([(t, vec(i)) for i, t in enumerate(texts[10:30], 10)])
-        c.mset([{"content": t, "vector": vec(i), "metadata": {"i": i}}
-                for i, t in enumerate(texts[30:35], 30)])
+        c.mset(
+            [
+                {"content": t, "vector": vec(i), "metadata": {"i": i}}
+                for i, t in enumerate(texts[30:35], 30)
+            ]
+        )
         c.mset([(t, vec(i), None, 5.0) for i, t in enumerate(texts[35:38], 35)])  # ttl 5 s
         warm = c._warm
         assert warm is not None

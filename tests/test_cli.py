@@ -14,8 +14,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
 def write_config(tmp_path: Path) -> Path:
-    cfg = {"encoder": {"kind": "hash", "dim": 8}, "warm": {"path": str(tmp_path / "w")},
-           "hot": {"max_bytes": "16KiB"}}
+    cfg = {
+        "encoder": {"kind": "hash", "dim": 8},
+        "warm": {"path": str(tmp_path / "w")},
+        "hot": {"max_bytes": "16KiB"},
+    }
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -26,8 +29,9 @@ def test_embed_writes_npy_and_prints_table(tmp_path: Path) -> None:
     inp = tmp_path / "q.txt"
     inp.write_text("a\nb\na\n\nc\n")
     out = tmp_path / "o.npy"
-    r = CliRunner().invoke(main, ["embed", "-c", str(cfg), "-i", str(inp), "-o", str(out),
-                                  "--passes", "2"])
+    r = CliRunner().invoke(
+        main, ["embed", "-c", str(cfg), "-i", str(inp), "-o", str(out), "--passes", "2"]
+    )
     assert r.exit_code == 0, r.output
     arr = np.load(out)
     assert arr.shape == (4, 8) and np.array_equal(arr[0], arr[2])
@@ -83,16 +87,20 @@ def test_stats_does_not_register_a_fingerprint(tmp_path: Path) -> None:
     inp.write_text("a\n")
     assert CliRunner().invoke(main, ["embed", "-c", str(cfg), "-i", str(inp)]).exit_code == 0
     assert CliRunner().invoke(main, ["stats", "-c", str(cfg)]).exit_code == 0
-    t = LmdbTier(tmp_path / "w", fingerprint=Fingerprint(model="", dim=0),
-                 on_fingerprint_mismatch="inspect")
+    t = LmdbTier(
+        tmp_path / "w", fingerprint=Fingerprint(model="", dim=0), on_fingerprint_mismatch="inspect"
+    )
     fps = t.manifest()["namespaces"]["default"]
     t.close()
     assert [fp["model"] for fp in fps] == ["tiercache/hash"]
 
 
 def _warm_summary(output: str) -> dict[str, int]:
-    m = re.search(r"(\d+) lines in .*: (\d+) encoded .*, (\d+) already stored, (\d+) copied "
-                  r"from the shared tier, (\d+) skipped", output)
+    m = re.search(
+        r"(\d+) lines in .*: (\d+) encoded .*, (\d+) already stored, (\d+) copied "
+        r"from the shared tier, (\d+) skipped",
+        output,
+    )
     assert m, output
     keys = ("lines", "encoded", "present", "shared", "skipped")
     return dict(zip(keys, map(int, m.groups())))
@@ -130,8 +138,13 @@ def test_warm_precomputes_a_catalog_and_resumes_after_an_interruption(
         assert cache.stats()["tiers"]["warm"]["entries"] == 95
     # a finished file leaves no progress behind: a rerun finds everything stored
     r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg)])
-    assert _warm_summary(r.output) == {"lines": 96, "encoded": 0, "present": 96, "shared": 0,
-                                       "skipped": 0}
+    assert _warm_summary(r.output) == {
+        "lines": 96,
+        "encoded": 0,
+        "present": 96,
+        "shared": 0,
+        "skipped": 0,
+    }
 
 
 def test_warm_jsonl_keeps_id_and_metadata_and_reports_bad_lines(tmp_path: Path) -> None:
@@ -141,11 +154,17 @@ def test_warm_jsonl_keeps_id_and_metadata_and_reports_bad_lines(tmp_path: Path) 
 
     cfg = write_config(tmp_path)
     cat = tmp_path / "docs.jsonl"
-    cat.write_text("\n".join(json.dumps(o) for o in [
-        {"id": "d1", "text": "first doc", "metadata": {"lang": "en"}},
-        {"id": 2, "text": "second doc"},
-        {"text": "third doc"},
-    ]) + "\n")
+    cat.write_text(
+        "\n".join(
+            json.dumps(o)
+            for o in [
+                {"id": "d1", "text": "first doc", "metadata": {"lang": "en"}},
+                {"id": 2, "text": "second doc"},
+                {"text": "third doc"},
+            ]
+        )
+        + "\n"
+    )
     r = CliRunner().invoke(main, ["warm", str(cat), "-c", str(cfg)])
     assert r.exit_code == 0, r.output
     with TierCache(load_config(cfg)) as cache:
@@ -202,8 +221,9 @@ def test_compact_to_a_directory_and_in_place(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     texts = [f"doc {i} " + "x" * 300 for i in range(3000)]
     with TierCache(load_config(cfg)) as cache:
-        cache.mset([(t, np.full(8, i, np.float32), {"pad": "y" * 500})
-                    for i, t in enumerate(texts)])
+        cache.mset(
+            [(t, np.full(8, i, np.float32), {"pad": "y" * 500}) for i, t in enumerate(texts)]
+        )
         cache.mdrop(texts[::2])
         kept = {t: cache.get(t) for t in texts[1::2]}
     out = tmp_path / "copy"
@@ -211,14 +231,23 @@ def test_compact_to_a_directory_and_in_place(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (out / "data.mdb").stat().st_size < (tmp_path / "w" / "data.mdb").stat().st_size
     # a process serving from the store blocks an in-place swap
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from tiercache import TierCache, load_config
         with TierCache(load_config({str(cfg)!r})) as c:
             c.exists("doc 1")
             print("ready", flush=True)
             sys.stdin.readline()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
         r = CliRunner().invoke(main, ["compact", "-c", str(cfg), "--replace"])
@@ -248,23 +277,32 @@ def test_migrate_reembeds_stored_texts_into_a_new_key_space(tmp_path: Path) -> N
 
     from tiercache import TierCache, load_config
 
-    old_data = {"encoder": {"kind": "hash", "dim": 8},
-                "warm": {"path": str(tmp_path / "w"), "store_text": True}}
+    old_data = {
+        "encoder": {"kind": "hash", "dim": 8},
+        "warm": {"path": str(tmp_path / "w"), "store_text": True},
+    }
     old_path = tmp_path / "old.yaml"
     old_path.write_text(yaml.safe_dump(old_data))
     new_path = tmp_path / "new.yaml"  # another role (a fingerprint field), own namespace
-    new_path.write_text(yaml.safe_dump({
-        "encoder": {"kind": "hash", "dim": 8, "role": "query"},
-        "warm": {"path": str(tmp_path / "w"), "namespace": "v2"}}))
+    new_path.write_text(
+        yaml.safe_dump(
+            {
+                "encoder": {"kind": "hash", "dim": 8, "role": "query"},
+                "warm": {"path": str(tmp_path / "w"), "namespace": "v2"},
+            }
+        )
+    )
     texts = [f"stored text {i}" for i in range(70)]
     with TierCache(load_config(old_path)) as old:
         old.mset([(t, np.full(8, i, np.float32), {"i": i}) for i, t in enumerate(texts)])
-        plain = dataclasses.replace(old.config, warm=dataclasses.replace(
-            old.config.warm, store_text=False))
+        plain = dataclasses.replace(
+            old.config, warm=dataclasses.replace(old.config.warm, store_text=False)
+        )
     with TierCache(plain) as old:  # a record without its text cannot be migrated
         old.set("no text kept", np.ones(8, np.float32))
-    r = CliRunner().invoke(main, ["migrate", "-c", str(old_path), "--to", str(new_path),
-                                  "--batch", "16"])
+    r = CliRunner().invoke(
+        main, ["migrate", "-c", str(old_path), "--to", str(new_path), "--batch", "16"]
+    )
     assert r.exit_code == 0, r.output
     assert "71 records" in r.output and "70 texts encoded" in r.output
     assert "1 without a stored text" in r.output

@@ -89,9 +89,11 @@ def test_encode_records_equals_encode_record_row_by_row(name: str) -> None:
     blobs = [None if i % 3 else codec.pack_blob({"i": i}, "t") for i in range(40)]
     exp = [0.0 if i % 2 else 1e9 + i for i in range(40)]
     assert codec.encode_records(m, name, exp, blobs) == [
-        codec.encode_record(m[i], name, exp[i], blobs[i]) for i in range(40)]
+        codec.encode_record(m[i], name, exp[i], blobs[i]) for i in range(40)
+    ]
     assert codec.encode_records(m, name, 7.0) == [
-        codec.encode_record(m[i], name, 7.0) for i in range(40)]
+        codec.encode_record(m[i], name, 7.0) for i in range(40)
+    ]
     assert codec.encode_records(m[:0], name) == []
 
 
@@ -100,8 +102,12 @@ def _same(a: object, b: object) -> bool:
     if a is None or b is None:
         return a is None and b is None
     vec, exp, blob = a  # type: ignore[misc]
-    return bool(np.array_equal(vec, b.vector) and exp == b.expires_at  # type: ignore[attr-defined]
-                and blob == b.blob and vec.flags.writeable)  # type: ignore[attr-defined]
+    return bool(
+        np.array_equal(vec, b.vector)
+        and exp == b.expires_at  # type: ignore[attr-defined]
+        and blob == b.blob
+        and vec.flags.writeable
+    )  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("codec_name", ["float32", "float16", "int8"])
@@ -148,7 +154,7 @@ def test_decode_rows_classifies_like_decode_raw(codec_name: str) -> None:
     fast, bad, exp, mat = codec.decode_rows(buf, n, 16 + size, 16, dim, codec_name)
     assert not (fast & bad).any()
     for i in range(n):
-        rec = buf[i * (16 + size) + 16:(i + 1) * (16 + size)]
+        rec = buf[i * (16 + size) + 16 : (i + 1) * (16 + size)]
         raw = codec.decode_raw(rec, dim)
         if fast[i]:
             assert raw is not None and raw[0] == codec.CODEC_IDS[codec_name] and raw[3] is None

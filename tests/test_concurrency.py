@@ -71,15 +71,23 @@ WORKER = textwrap.dedent("""
 
 def test_four_processes_eight_threads_one_store(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(textwrap.dedent(f"""
+    cfg.write_text(
+        textwrap.dedent(f"""
         encoder: {{kind: hash, dim: {DIM}, batch_size: 4}}
         hot: {{max_bytes: 8KiB}}
         warm: {{path: {tmp_path / "warm"}, durability: fast, max_bytes: 48KiB}}
-    """))
+    """)
+    )
     t0 = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(cfg), str(p), str(SECONDS)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(cfg), str(p), str(SECONDS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(4)
+    ]
     outs = [p.communicate(timeout=SECONDS + 120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
@@ -96,15 +104,23 @@ def test_four_processes_eight_threads_one_store(tmp_path: Path) -> None:
         texts = [f"t{i}" for i in range(400)]
         ref = HashEncoder(DIM, role="document").encode(texts)
         final = c.mget(texts)
-        wrong = sum(1 for i, e in enumerate(final)
-                    if e is not None and not (e.vector == ref[i]).all())
+        wrong = sum(
+            1 for i, e in enumerate(final) if e is not None and not (e.vector == ref[i]).all()
+        )
         assert wrong == 0
     soak.record(
-        "concurrency", processes=4, threads_per_process=8, seconds=SECONDS,
+        "concurrency",
+        processes=4,
+        threads_per_process=8,
+        seconds=SECONDS,
         ops=sum(int(out.split()[3]) for out, _ in outs),
         records_checked=sum(int(out.split()[7]) for out, _ in outs)
         + sum(e is not None for e in final),
         warm_evictions=sum(int(out.split()[5]) for out, _ in outs),
-        warm_entries=s["entries"], warm_capacity=s["capacity"], caller_errors=0,
-        wrong_vectors=wrong, acked_lost=0, wall_seconds=round(time.monotonic() - t0, 1),
+        warm_entries=s["entries"],
+        warm_capacity=s["capacity"],
+        caller_errors=0,
+        wrong_vectors=wrong,
+        acked_lost=0,
+        wall_seconds=round(time.monotonic() - t0, 1),
     )

@@ -48,10 +48,16 @@ def _same(a: Any, b: Any, where: object) -> None:
     assert list(a.keys()) == list(b.keys()), where
     assert len(a) == len(b), where
     assert (a.window_capacity, a.main_capacity, a.protected_capacity) == (
-        b.window_capacity, b.main_capacity, b.protected_capacity), where
+        b.window_capacity,
+        b.main_capacity,
+        b.protected_capacity,
+    ), where
     assert a.adjustments == b.adjustments, where
     assert (a._sample_hits, a._sample_requests, a._full) == (
-        b._sample_hits, b._sample_requests, b._full), where
+        b._sample_hits,
+        b._sample_requests,
+        b._full,
+    ), where
     assert a.sketch.table.tobytes() == b.sketch.table.tobytes(), where
     assert (a.sketch.additions, a.sketch.resets) == (b.sketch.additions, b.sketch.resets), where
 
@@ -170,6 +176,7 @@ def test_a_custom_hasher_is_called_like_the_python_policy_calls_it(kind: str) ->
         def h(k: Any) -> int:
             calls[tag].append(k)
             return hash(k) * 31
+
         return h
 
     keys = _keyspace(kind, 60)
@@ -221,16 +228,23 @@ def test_errors_from_the_hasher_and_bad_arguments_are_raised_typed() -> None:
 
 
 def _engine(policy_name: str, cap: int, **kw: Any) -> PolicyEngine:
-    return PolicyEngine(hot_capacity=cap, warm_capacity=10 * cap, policy=policy_name, seed=7,
-                        access_buffer=kw.pop("access_buffer", 64), **kw)
+    return PolicyEngine(
+        hot_capacity=cap,
+        warm_capacity=10 * cap,
+        policy=policy_name,
+        seed=7,
+        access_buffer=kw.pop("access_buffer", 64),
+        **kw,
+    )
 
 
 @needs_core
 def test_the_engines_compiled_drain_matches_the_python_drain(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    trace = [random.Random(i % 300).randbytes(16) for i in
-             zipf_trace(1.0, 300, 20_000, seed=2).tolist()]
+    trace = [
+        random.Random(i % 300).randbytes(16) for i in zipf_trace(1.0, 300, 20_000, seed=2).tolist()
+    ]
     fast = _engine("wtinylfu", 40)
     monkeypatch.setitem(POLICIES, "wtinylfu", WTinyLFUPolicy)
     slow = _engine("wtinylfu", 40)
@@ -250,14 +264,20 @@ def test_the_engines_compiled_drain_matches_the_python_drain(
 
 
 @needs_core
-@pytest.mark.parametrize("name,trace", [
-    ("zipf", zipf_trace(0.9, 2000, 40_000, seed=1)),
-    ("shifting", shifting_trace(0.9, 2000, 40_000, phases=4, seed=2)),
-    ("scan", scan_trace(0.9, 2000, 40_000, scan_every=500, scan_length=200, seed=3)),
-])
+@pytest.mark.parametrize(
+    "name,trace",
+    [
+        ("zipf", zipf_trace(0.9, 2000, 40_000, seed=1)),
+        ("shifting", shifting_trace(0.9, 2000, 40_000, phases=4, seed=2)),
+        ("scan", scan_trace(0.9, 2000, 40_000, scan_every=500, scan_length=200, seed=3)),
+    ],
+)
 @pytest.mark.parametrize("capacity", [1, 20, 200])
 def test_the_simulators_compiled_loop_matches_the_python_loop(
-    name: str, trace: np.ndarray, capacity: int, monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    trace: np.ndarray,
+    capacity: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     masks = [np.zeros(len(trace), dtype=bool) for _ in range(2)]
     fast = simulate(trace, capacity=capacity, seed=4, misses_out=masks[0])
@@ -307,6 +327,7 @@ def test_no_reference_leaks_and_the_policy_is_collected() -> None:
 
 
 # -- the hot read path (HotReader) ---------------------------------------------------------
+
 
 def _pair_of_caches(tmp_path: Any, clock: Any, **sections: Any) -> tuple[Any, Any]:
     """(C hot path, Python hot path) caches over separate stores, same config."""
@@ -410,8 +431,12 @@ def test_the_c_gather_checks_its_output_array(tmp_path: Any) -> None:
     from .conftest import FakeClock
 
     fast, _ = _pair_of_caches(tmp_path, FakeClock())
-    for bad in (np.empty((2, 16), np.float64), np.empty((3, 16), np.float32),
-                np.empty((16, 2), np.float32).T, np.empty((2, 15), np.float32)):
+    for bad in (
+        np.empty((2, 16), np.float64),
+        np.empty((3, 16), np.float32),
+        np.empty((16, 2), np.float32).T,
+        np.empty((2, 15), np.float32),
+    ):
         with pytest.raises(TypeError, match="out must be"):
             fast._fast.gather(["a", "b"], bad)
     out = np.zeros((2, 16), np.float32)
@@ -430,9 +455,10 @@ def test_a_subclass_that_overrides_embed_keeps_its_override(tmp_path: Any) -> No
 
     c = Mine(make_config(tmp_path), encoder=CountingEncoder())
     assert not c.embed("x").any() and c._fast is None
-    warm_only = Mine(make_config(tmp_path / "w", hot={"enabled": False}),
-                     encoder=CountingEncoder())
+    warm_only = Mine(make_config(tmp_path / "w", hot={"enabled": False}), encoder=CountingEncoder())
     assert not warm_only.embed("x").any() and warm_only._fast_warm is None
-    no_hot = TierCache(make_config(tmp_path / "b", hot={"enabled": False},
-                                   warm={"enabled": False}), encoder=CountingEncoder())
+    no_hot = TierCache(
+        make_config(tmp_path / "b", hot={"enabled": False}, warm={"enabled": False}),
+        encoder=CountingEncoder(),
+    )
     assert "embed" not in no_hot.__dict__

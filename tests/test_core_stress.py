@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # -- helpers ---------------------------------------------------------------------------
 
+
 class FlakyHasher:
     """A deterministic custom hasher that raises on chosen calls (0-based call numbers)."""
 
@@ -100,9 +101,15 @@ def assert_same(a: Any, b: Any, where: object) -> None:
         assert list(seg) == b._segment_keys(SEGMENTS.index(name) + 1), (where, name)
     assert len(a) == len(b), where
     assert (a.window_capacity, a.main_capacity, a.protected_capacity) == (
-        b.window_capacity, b.main_capacity, b.protected_capacity), where
+        b.window_capacity,
+        b.main_capacity,
+        b.protected_capacity,
+    ), where
     assert (a._sample_hits, a._sample_requests, a._full) == (
-        b._sample_hits, b._sample_requests, b._full), where
+        b._sample_hits,
+        b._sample_requests,
+        b._full,
+    ), where
     assert a.adjustments == b.adjustments, where
     assert a.sketch.table.tobytes() == b.sketch.table.tobytes(), where
     assert (a.sketch.additions, a.sketch.resets) == (b.sketch.additions, b.sketch.resets), where
@@ -220,9 +227,15 @@ PARAMS: list[dict[str, Any]] = [
 
 # -- 1. random operations with a failing hasher, against the specification -----------------
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          phases=[Phase.explicit, Phase.generate],  # a failure reports step and op; no
-          suppress_health_check=[HealthCheck.too_slow])  # minutes-long shrinking
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # a failure reports step and op; no
+    suppress_health_check=[HealthCheck.too_slow],
+)  # minutes-long shrinking
 @given(
     capacity=st.sampled_from([1, 2, 3, 5, 9]),
     params=st.sampled_from(PARAMS),
@@ -233,7 +246,11 @@ PARAMS: list[dict[str, Any]] = [
     data=st.data(),
 )
 def test_random_operations_with_a_failing_hasher_match_the_specification(
-    capacity: int, params: dict[str, Any], kind: str, fail_at: frozenset[int], data: Any,
+    capacity: int,
+    params: dict[str, Any],
+    kind: str,
+    fail_at: frozenset[int],
+    data: Any,
 ) -> None:
     keys = _keys_of(kind, 3 * capacity + 3)
     spec = _make(WTinyLFUPolicy, capacity, FlakyHasher(fail_at), **params)
@@ -263,11 +280,14 @@ def test_random_operations_with_a_failing_hasher_match_the_specification(
 @settings(max_examples=50, deadline=None, derandomize=True, database=None)
 @given(capacity=st.sampled_from([3, 6, 20]), params=st.sampled_from(PARAMS), data=st.data())
 def test_random_operations_with_the_fast_hasher_keep_capacity_and_match(
-    capacity: int, params: dict[str, Any], data: Any,
+    capacity: int,
+    params: dict[str, Any],
+    data: Any,
 ) -> None:
     """No failures: default_hasher's inline cases (ints, 16- and 5-byte bytes, str)."""
-    keys: list[Any] = _keys_of("int", capacity) + _keys_of("bytes", capacity) + _keys_of(
-        "str", capacity)
+    keys: list[Any] = (
+        _keys_of("int", capacity) + _keys_of("bytes", capacity) + _keys_of("str", capacity)
+    )
     spec = _make(WTinyLFUPolicy, capacity, default_hasher, **params)
     comp = _make(Compiled, capacity, default_hasher, **params)
     for step, op in enumerate(data.draw(_ops(len(keys), capacity))):
@@ -299,6 +319,7 @@ def test_a_failed_admit_leaves_the_policy_as_it_was() -> None:
 
 
 # -- 2. re-entrancy -------------------------------------------------------------------------
+
 
 def _reentrant(cls: Any) -> Any:
     """A subclass whose _climb also uses the policy it belongs to (hits, removes,
@@ -368,7 +389,8 @@ def consistent(p):
 """
 
 CRASHES: dict[str, tuple[str, str]] = {
-    "hasher_removes_the_victim_during_admit": ("""
+    "hasher_removes_the_victim_during_admit": (
+        """
 box = {}
 def h(k):
     if box.get("victim") is not None:
@@ -387,9 +409,12 @@ except RuntimeError as exc:
     assert "re-entered" in str(exc), exc
 consistent(p)
 assert list(p.keys()) == before           # the failed admit changed nothing
-""", "policy.c place()/tinylfu_admit(): node indices cand/v are kept across the "
-         "hasher and rng calls; drop_node()/unlink_node() then act on a freed node"),
-    "hasher_removes_the_key_during_replay": ("""
+""",
+        "policy.c place()/tinylfu_admit(): node indices cand/v are kept across the "
+        "hasher and rng calls; drop_node()/unlink_node() then act on a freed node",
+    ),
+    "hasher_removes_the_key_during_replay": (
+        """
 box = {}
 def h(k):
     if box.get("arm") and k in box["p"]:
@@ -410,19 +435,25 @@ consistent(p)
 for i in range(40):
     p.admit(("n", i))
 consistent(p)
-""", "policy.c replay_one(): n = find() before key_hash() runs the hasher; "
-         "touch(n) relinks a freed node (NULL key) into the window"),
-    "hasher_clears_the_list_being_drained": ("""
+""",
+        "policy.c replay_one(): n = find() before key_hash() runs the hasher; "
+        "touch(n) relinks a freed node (NULL key) into the window",
+    ),
+    "hasher_clears_the_list_being_drained": (
+        """
 lst = [("x", i) for i in range(1000)]
 def h(k):
     lst.clear()
     return 1
 _core.drain(mk(8, hasher=h), lst)
-""", "policy.c tc_mod_drain() (and Core_on_hits_impl(), tc_mod_replay()): "
-         "PySequence_Fast returns the caller's list itself; the length is read once and "
-         "items are borrowed, so a callback that shrinks the list makes reads go out of "
-         "bounds"),
-    "climb_clears_the_list_given_to_on_hits": ("""
+""",
+        "policy.c tc_mod_drain() (and Core_on_hits_impl(), tc_mod_replay()): "
+        "PySequence_Fast returns the caller's list itself; the length is read once and "
+        "items are borrowed, so a callback that shrinks the list makes reads go out of "
+        "bounds",
+    ),
+    "climb_clears_the_list_given_to_on_hits": (
+        """
 lst = []
 class P(C):
     def _climb(self):
@@ -433,9 +464,12 @@ for i in range(4):
     p.admit(i)
 lst.extend([("z", i) for i in range(2000)])
 p.on_hits(lst)
-""", "policy.c Core_on_hits_impl(): the comment says a climb cannot change seq, but "
-         "for a list seq IS the caller's list"),
-    "sketch_shift_is_not_checked_against_width": ("""
+""",
+        "policy.c Core_on_hits_impl(): the comment says a climb cannot change seq, but "
+        "for a list seq IS the caller's list",
+    ),
+    "sketch_shift_is_not_checked_against_width": (
+        """
 sk = FrequencySketch(64, seed=1)
 sk._shift = 8                             # width 64 needs 58: indices up to 2**56
 try:
@@ -443,9 +477,12 @@ try:
     _core.drain(p, list(range(1000)))
 except ValueError:
     pass                                  # refusing is fine; writing out of bounds is not
-""", "policy.c Core_setup(): only 1 <= shift <= 63 is checked, not "
-         "width == 2**(64 - shift); sk_increment() then writes outside the bytearray"),
-    "setup_accepts_a_window_equal_to_the_capacity": ("""
+""",
+        "policy.c Core_setup(): only 1 <= shift <= 63 is checked, not "
+        "width == 2**(64 - shift); sk_increment() then writes outside the bytearray",
+    ),
+    "setup_accepts_a_window_equal_to_the_capacity": (
+        """
 p = mk(4, adaptive=False)
 try:
     p._core_setup(4, 4, 0.8, p.sketch, default_hasher, 1, random.Random(1), 6, False, 100)
@@ -453,9 +490,12 @@ except ValueError:
     print("OK"); sys.exit(0)              # refusing is the fix
 for i in range(6):
     p.admit(i)                            # main_capacity 0: the victim is a sentinel node
-""", "policy.c Core_setup() (and Core_set_window()): window == capacity leaves "
-         "main_capacity 0; place() then takes the protected sentinel (key NULL) as victim"),
-    "a_key_finalizer_queries_the_policy_while_it_is_reset": ("""
+""",
+        "policy.c Core_setup() (and Core_set_window()): window == capacity leaves "
+        "main_capacity 0; place() then takes the protected sentinel (key NULL) as victim",
+    ),
+    "a_key_finalizer_queries_the_policy_while_it_is_reset": (
+        """
 box = {}
 class K:
     def __init__(self, i): self.i = i
@@ -469,18 +509,28 @@ box["p"] = p
 for i in range(3):
     p.admit(K(i))
 p._init_segments(2)                       # _core_setup -> Core_clear: index freed first
-""", "policy.c Core_clear(): Py_CLEAR(index) then the node keys are released "
-         "while ready == 1; a key's __del__ re-entering the policy reads the NULL index"),
+""",
+        "policy.c Core_clear(): Py_CLEAR(index) then the node keys are released "
+        "while ready == 1; a key's __del__ re-entering the policy reads the NULL index",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CRASHES))
 def test_callbacks_and_bad_inputs_cannot_crash_the_interpreter(case: str) -> None:
     code = _PRELUDE + textwrap.dedent(CRASHES[case][0]) + '\nprint("OK")\n'
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (
-        proc.returncode, proc.stdout[-500:], proc.stderr[-1500:])
+        proc.returncode,
+        proc.stdout[-500:],
+        proc.stderr[-1500:],
+    )
 
 
 def test_a_failed_replay_does_not_write_back_garbage_sketch_counters() -> None:
@@ -494,12 +544,23 @@ def test_a_failed_replay_does_not_write_back_garbage_sketch_counters() -> None:
 
 # -- 3. reference counts ------------------------------------------------------------------
 
+
 def _all_kinds() -> list[Any]:
     return [
-        *range(-5, 300, 13), 2**64 + 5, -(2**70), 10**30,      # small, huge, negative ints
-        *(random.Random(i).randbytes(16) for i in range(40)),   # digests (inline hash)
-        b"short", b"", *(f"text {i}" for i in range(30)), "\u00e9\u00e9",
-        *((i, "tuple") for i in range(30)), frozenset({1, 2}), None, 2.5, ("bad", 1),
+        *range(-5, 300, 13),
+        2**64 + 5,
+        -(2**70),
+        10**30,  # small, huge, negative ints
+        *(random.Random(i).randbytes(16) for i in range(40)),  # digests (inline hash)
+        b"short",
+        b"",
+        *(f"text {i}" for i in range(30)),
+        "\u00e9\u00e9",
+        *((i, "tuple") for i in range(30)),
+        frozenset({1, 2}),
+        None,
+        2.5,
+        ("bad", 1),
     ]
 
 
@@ -565,13 +626,13 @@ def test_reference_counts_are_stable_for_keys_of_every_kind(hasher: Any) -> None
 
 # -- 4. the hot read path (HotReader) -------------------------------------------------------
 
+
 def _cache(tmp_path: Path, clock: Any, **sections: Any) -> Any:
     from tiercache import TierCache
 
     from .conftest import CountingEncoder, make_config
 
-    cache = TierCache(make_config(tmp_path, **sections), encoder=CountingEncoder(),
-                      clock=clock)
+    cache = TierCache(make_config(tmp_path, **sections), encoder=CountingEncoder(), clock=clock)
     assert type(cache.embed).__name__ == "HotReader"
     return cache
 
@@ -585,8 +646,7 @@ def _check_hot_tier(cache: Any, expected: Callable[[Any], np.ndarray]) -> None:
         for content, slot in hot._by_content.items():
             assert hot._content[slot] == content
             np.testing.assert_array_equal(hot.slab[slot], expected(content))
-        assert hot.n_expiring == sum(hot.expires[s] != float("inf")
-                                     for s in hot._by_key.values())
+        assert hot.n_expiring == sum(hot.expires[s] != float("inf") for s in hot._by_key.values())
 
 
 def test_the_hot_path_serves_the_current_vector_while_the_hot_tier_changes(

@@ -50,8 +50,9 @@ def expected(cycle: int, i: int) -> np.ndarray:
 
 def run_child(cfg_path: Path, cycle: int, seconds: float) -> int:
     """Start a writer, SIGKILL it after ``seconds``; the last acknowledged batch (-1: none)."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(cfg_path), str(cycle)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(cfg_path), str(cycle)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
     deadline = time.monotonic() + seconds
     last = -1
@@ -73,11 +74,13 @@ def run_child(cfg_path: Path, cycle: int, seconds: float) -> int:
 
 def test_sigkill_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
+    cfg_path.write_text(
+        textwrap.dedent(f"""
         encoder: {{kind: hash, dim: {DIM}}}
         hot: {{max_bytes: 16KiB}}
         warm: {{path: {tmp_path / "warm"}, durability: durable, max_bytes: 256MiB}}
-    """))
+    """)
+    )
     rng = random.Random(1234)
     acked: dict[int, int] = {}
     lost = wrong = checked = scanned = bad_checksum = 0
@@ -89,8 +92,7 @@ def test_sigkill_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
             print(f"cycle {cycle}: {last + 1} acknowledged batches")
             assert last >= 0, "the child acknowledged nothing; the test proves nothing"
 
-            with TierCache(load_config(cfg_path),
-                           encoder=HashEncoder(DIM, role="document")) as c:
+            with TierCache(load_config(cfg_path), encoder=HashEncoder(DIM, role="document")) as c:
                 for cyc, top in acked.items():
                     texts = [f"c{cyc}-{i}" for i in range(top + 1)]
                     texts += [t + "b" for t in texts]
@@ -117,12 +119,19 @@ def test_sigkill_never_loses_an_acknowledged_write(tmp_path: Path) -> None:
             assert len(keys) >= 2 * sum(top + 1 for top in acked.values())
     finally:
         soak.record(
-            "crash", cycles=len(acked), faults_injected=len(acked),
+            "crash",
+            cycles=len(acked),
+            faults_injected=len(acked),
             acked_batches=sum(t + 1 for t in acked.values()),
-            records_checked=checked + scanned, acked_records_checked=checked,
-            records_checksum_scanned=scanned, acked_lost=lost, wrong_vectors=wrong,
-            bad_checksums=bad_checksum, seconds=round(time.monotonic() - t_start, 1),
-            durability="durable", kill="SIGKILL at a uniform 1.5-3.0 s after start",
+            records_checked=checked + scanned,
+            acked_records_checked=checked,
+            records_checksum_scanned=scanned,
+            acked_lost=lost,
+            wrong_vectors=wrong,
+            bad_checksums=bad_checksum,
+            seconds=round(time.monotonic() - t_start, 1),
+            durability="durable",
+            kill="SIGKILL at a uniform 1.5-3.0 s after start",
         )
 
 
@@ -158,17 +167,22 @@ def test_sigkill_never_loses_a_write_acknowledged_to_concurrent_threads(tmp_path
     ``writepath.GroupCommit``), SIGKILLed at random moments: every ``set`` that returned is
     there and bit-exact, and the commits were in fact shared."""
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
+    cfg_path.write_text(
+        textwrap.dedent(f"""
         encoder: {{kind: hash, dim: {DIM}}}
         hot: {{enabled: false}}
         warm: {{path: {tmp_path / "warm"}, durability: durable, max_bytes: 256MiB}}
-    """))
+    """)
+    )
     child_src = THREADED_CHILD.format(dim=DIM, threads=THREADS)
     rng = random.Random(99)
     acked: list[tuple[int, int, int]] = []
     for cycle in range(soak.scale(2, 10)):
-        child = subprocess.Popen([sys.executable, "-c", child_src, str(cfg_path), str(cycle)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", child_src, str(cfg_path), str(cycle)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout is not None
         time.sleep(rng.uniform(1.5, 2.5))
         child.send_signal(signal.SIGKILL)
@@ -218,9 +232,11 @@ def test_group_commit_shares_commits_between_threads(tmp_path: Path) -> None:
 def load_config_text(tmp: Path, durability: str) -> Any:
     tmp.mkdir(parents=True, exist_ok=True)
     p = tmp / "g.yaml"
-    p.write_text(textwrap.dedent(f"""
+    p.write_text(
+        textwrap.dedent(f"""
         encoder: {{kind: hash, dim: {DIM}}}
         hot: {{enabled: false}}
         warm: {{path: {tmp / "gwarm"}, durability: {durability}, max_bytes: 64MiB}}
-    """))
+    """)
+    )
     return load_config(p)

@@ -63,8 +63,15 @@ def vec(i: int) -> np.ndarray:
 N_PACKED = 1500  # ~120 pages of 4 KiB: branch, leaf and overflow pages, a free list
 N_PLAIN = 200
 PAGE = 4096
-DAMAGE_KINDS = ("flip8", "zero_page", "flip_meta", "flip64", "garbage_page", "truncate",
-                "zero_meta")
+DAMAGE_KINDS = (
+    "flip8",
+    "zero_page",
+    "flip_meta",
+    "flip64",
+    "garbage_page",
+    "truncate",
+    "zero_meta",
+)
 
 VICTIM = textwrap.dedent("""
     import faulthandler, json, sys
@@ -181,14 +188,14 @@ def damage(data: bytearray, kind: str, rng: random.Random) -> str:
         return f"bit flip in a meta page at {off}"
     if kind == "zero_meta":
         pg = rng.randrange(2)
-        data[pg * PAGE:(pg + 1) * PAGE] = bytes(PAGE)
+        data[pg * PAGE : (pg + 1) * PAGE] = bytes(PAGE)
         return f"meta page {pg} zeroed"
     pg = rng.randrange(2, pages)
     if kind == "zero_page":
-        data[pg * PAGE:(pg + 1) * PAGE] = bytes(PAGE)
+        data[pg * PAGE : (pg + 1) * PAGE] = bytes(PAGE)
         return f"page {pg} zeroed"
     if kind == "garbage_page":
-        data[pg * PAGE:(pg + 1) * PAGE] = rng.randbytes(PAGE)
+        data[pg * PAGE : (pg + 1) * PAGE] = rng.randbytes(PAGE)
         return f"page {pg} random bytes"
     assert kind == "truncate"
     cut = pg * PAGE - rng.choice([0, rng.randrange(1, PAGE)])
@@ -199,7 +206,10 @@ def damage(data: bytearray, kind: str, rng: random.Random) -> str:
 def run_victim(store: Path) -> tuple[int, dict[str, Any] | None, str]:
     proc = subprocess.run(
         [sys.executable, "-c", VICTIM, str(store), str(N_PACKED), str(N_PLAIN)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
     )
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
@@ -207,7 +217,8 @@ def run_victim(store: Path) -> tuple[int, dict[str, Any] | None, str]:
 
 
 def test_damaged_lmdb_pages_never_give_a_wrong_vector_or_an_untyped_error(
-        pristine_store: Path, tmp_path: Path) -> None:
+    pristine_store: Path, tmp_path: Path
+) -> None:
     trials = soak.scale(len(DAMAGE_KINDS) * 2, len(DAMAGE_KINDS) * 25)
     rng = random.Random(20240605)
     outcomes: Counter[str] = Counter()
@@ -251,14 +262,21 @@ def test_damaged_lmdb_pages_never_give_a_wrong_vector_or_an_untyped_error(
         if untyped:
             problems.append(f"{where}: a write raised an untyped error: {untyped[:3]}")
     soak.record(
-        "lmdb_page_damage", faults_injected=trials, trials=trials,
-        kinds=list(DAMAGE_KINDS), outcomes=dict(outcomes),
-        records_checked=totals["checked"], exact=totals["exact"], misses=totals["miss"],
-        wrong_vectors=totals["wrong"], crashed=outcomes["crashed"],
+        "lmdb_page_damage",
+        faults_injected=trials,
+        trials=trials,
+        kinds=list(DAMAGE_KINDS),
+        outcomes=dict(outcomes),
+        records_checked=totals["checked"],
+        exact=totals["exact"],
+        misses=totals["miss"],
+        wrong_vectors=totals["wrong"],
+        crashed=outcomes["crashed"],
         typed_write_errors=totals["typed_write_errors"],
         acked_after_damage_unreadable=totals["acked_unreadable"],
         caller_errors=sum(1 for p in problems if "raised" in p),
-        refused_with=dict(refusals), crash_cases=crashes,
+        refused_with=dict(refusals),
+        crash_cases=crashes,
         seconds=round(time.monotonic() - t0, 1),
     )
     for line in crashes:
@@ -268,8 +286,9 @@ def test_damaged_lmdb_pages_never_give_a_wrong_vector_or_an_untyped_error(
     assert outcomes["opened"] and outcomes["refused_on_open"]  # both paths were exercised
 
 
-def test_truncated_data_file_is_refused_on_open_not_a_crash(pristine_store: Path,
-                                                            tmp_path: Path) -> None:
+def test_truncated_data_file_is_refused_on_open_not_a_crash(
+    pristine_store: Path, tmp_path: Path
+) -> None:
     """Without the size check LMDB maps the missing pages and the reader dies of SIGBUS."""
     case = tmp_path / "cut"
     shutil.copytree(pristine_store, case)
@@ -305,7 +324,7 @@ def corrupt_records(cache: TierCache, keys: list[bytes], rng: random.Random) -> 
         elif how == "payload":
             rec[rng.randrange(codec.HEADER_SIZE, len(rec))] ^= 1 << rng.randrange(8)
         else:
-            del rec[rng.randrange(len(rec)):]
+            del rec[rng.randrange(len(rec)) :]
         warm.put_many([(k, bytes(rec))])
         kinds[how] += 1
     # packed-segment damage that never reaches a record's checksum: a flipped slot
@@ -331,8 +350,9 @@ def corrupt_records(cache: TierCache, keys: list[bytes], rng: random.Random) -> 
 
 
 @pytest.mark.parametrize("seed", range(soak.scale(2, 30)))
-def test_damaged_records_are_counted_misses_recomputed_and_rewritten(tmp_path: Path,
-                                                                     seed: int) -> None:
+def test_damaged_records_are_counted_misses_recomputed_and_rewritten(
+    tmp_path: Path, seed: int
+) -> None:
     n = soak.scale(400, 2000)
     rng = random.Random(seed)
     texts = [f"r{seed}-{i}" for i in range(n)]
@@ -369,9 +389,16 @@ def test_damaged_records_are_counted_misses_recomputed_and_rewritten(tmp_path: P
         stored = list(warm.keys())
         ok = warm.get_many_with(stored, lambda b: codec.decode_raw(b, DIM) is not None)
         assert all(ok) and len(stored) == n
-    soak.record("record_damage", faults_injected=len(victims), records_checked=2 * n,
-                wrong_vectors=wrong, corrupt_counted=s["corrupt"], recomputed=sum(calls),
-                seeds=1, **{f"kind_{k}": v for k, v in kinds.items()})
+    soak.record(
+        "record_damage",
+        faults_injected=len(victims),
+        records_checked=2 * n,
+        wrong_vectors=wrong,
+        corrupt_counted=s["corrupt"],
+        recomputed=sum(calls),
+        seeds=1,
+        **{f"kind_{k}": v for k, v in kinds.items()},
+    )
 
 
 # --------------------------------------------------------------------------- out of space
@@ -383,8 +410,11 @@ def small_tmpfs(where: Path, size: str = "2m") -> Iterator[Path]:
     where.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root (the injected ENOSPC test still runs)")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(where)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -393,8 +423,9 @@ def small_tmpfs(where: Path, size: str = "2m") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def fill_until_full(cache: TierCache, acked: dict[str, np.ndarray], start: int,
-                    limit: int = 100_000) -> tuple[int, list[BaseException]]:
+def fill_until_full(
+    cache: TierCache, acked: dict[str, np.ndarray], start: int, limit: int = 100_000
+) -> tuple[int, list[BaseException]]:
     """``mset`` batches of 8 until 5 are refused; returns the next index and the errors."""
     errors: list[BaseException] = []
     i = start
@@ -409,8 +440,9 @@ def fill_until_full(cache: TierCache, acked: dict[str, np.ndarray], start: int,
     return i, errors
 
 
-def check_out_of_space(cache: TierCache, acked: dict[str, np.ndarray],
-                       make_room: Any) -> dict[str, int]:
+def check_out_of_space(
+    cache: TierCache, acked: dict[str, np.ndarray], make_room: Any
+) -> dict[str, int]:
     """The out-of-space contract, on a store that is already full."""
     i, errors = fill_until_full(cache, acked, 0)
     assert errors, "the store never filled up"
@@ -425,8 +457,9 @@ def check_out_of_space(cache: TierCache, acked: dict[str, np.ndarray],
     names = list(acked)
     found = cache.mget(names)
     lost = sum(1 for e in found if e is None)
-    wrong = sum(1 for n, e in zip(names, found)
-                if e is not None and not np.array_equal(e.vector, acked[n]))
+    wrong = sum(
+        1 for n, e in zip(names, found) if e is not None and not np.array_equal(e.vector, acked[n])
+    )
     assert lost == 0 and wrong == 0
     # space returns: writes succeed again
     make_room()
@@ -435,8 +468,13 @@ def check_out_of_space(cache: TierCache, acked: dict[str, np.ndarray],
     acked.update(after)
     e = cache.get("after7")
     assert e is not None and np.array_equal(e.vector, vec(10**7 + 7))
-    return {"acked_records": len(acked), "refused_writes": len(errors), "lost": lost,
-            "wrong": wrong, "failed_commits": cache.stats()["tiers"]["warm"]["errors"]}
+    return {
+        "acked_records": len(acked),
+        "refused_writes": len(errors),
+        "lost": lost,
+        "wrong": wrong,
+        "failed_commits": cache.stats()["tiers"]["warm"]["errors"],
+    }
 
 
 def verify_reopened(cfg: Any, acked: dict[str, np.ndarray]) -> None:
@@ -454,16 +492,22 @@ def test_real_full_filesystem_fails_writes_softly_and_recovers(tmp_path: Path) -
     with small_tmpfs(tmp_path / "small") as fs:
         filler = fs / "filler"  # the space "returns" when it is deleted
         filler.write_bytes(bytes(512 * 1024))
-        cfg = make_config(fs, hot={"enabled": False},
-                          warm={"durability": "durable", "max_bytes": "64MiB"})
+        cfg = make_config(
+            fs, hot={"enabled": False}, warm={"durability": "durable", "max_bytes": "64MiB"}
+        )
         acked: dict[str, np.ndarray] = {}
         with TierCache(cfg, encoder=HashEncoder(DIM)) as c:
             figures = check_out_of_space(c, acked, filler.unlink)
         verify_reopened(cfg, acked)
-    soak.record("out_of_space_tmpfs", faults_injected=figures["failed_commits"],
-                refused_sets=figures["refused_writes"],
-                records_checked=2 * figures["acked_records"], acked_lost=figures["lost"],
-                wrong_vectors=figures["wrong"], filesystem="tmpfs 2 MiB")
+    soak.record(
+        "out_of_space_tmpfs",
+        faults_injected=figures["failed_commits"],
+        refused_sets=figures["refused_writes"],
+        records_checked=2 * figures["acked_records"],
+        acked_lost=figures["lost"],
+        wrong_vectors=figures["wrong"],
+        filesystem="tmpfs 2 MiB",
+    )
 
 
 class _FullDiskEnv:
@@ -521,10 +565,14 @@ def test_injected_enospc_fails_writes_softly_and_recovers(tmp_path: Path) -> Non
         finally:
             h.env = faulty._env
     verify_reopened(cfg, acked)
-    soak.record("out_of_space_injected", faults_injected=faulty.refused,
-                refused_sets=figures["refused_writes"],
-                records_checked=2 * figures["acked_records"], acked_lost=figures["lost"],
-                wrong_vectors=figures["wrong"])
+    soak.record(
+        "out_of_space_injected",
+        faults_injected=faulty.refused,
+        refused_sets=figures["refused_writes"],
+        records_checked=2 * figures["acked_records"],
+        acked_lost=figures["lost"],
+        wrong_vectors=figures["wrong"],
+    )
 
 
 # --------------------------------------------------------------------------- Redis outages
@@ -540,9 +588,15 @@ def test_redis_outages_never_reach_the_caller_nor_give_a_wrong_vector(tmp_path: 
     cycles = soak.scale(2, 20)
     hosts = []
     for name in ("a", "b"):
-        cfg = make_config(tmp_path / name, shared={
-            "url": server.url, "timeout": "100ms", "backoff_initial": 0.05,
-            "backoff_max": 0.2})
+        cfg = make_config(
+            tmp_path / name,
+            shared={
+                "url": server.url,
+                "timeout": "100ms",
+                "backoff_initial": 0.05,
+                "backoff_max": 0.2,
+            },
+        )
         hosts.append(TierCache(cfg, encoder=HashEncoder(DIM)))
     errors: list[str] = []
     checked = [0]
@@ -573,8 +627,7 @@ def test_redis_outages_never_reach_the_caller_nor_give_a_wrong_vector(tmp_path: 
         except BaseException as exc:  # noqa: BLE001 - any error reaching a caller fails
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=work, args=(h, f"{h}{t}")) for h in (0, 1)
-               for t in "pq"]
+    threads = [threading.Thread(target=work, args=(h, f"{h}{t}")) for h in (0, 1) for t in "pq"]
     for t in threads:
         t.start()
     rng = random.Random(5)
@@ -609,12 +662,19 @@ def test_redis_outages_never_reach_the_caller_nor_give_a_wrong_vector(tmp_path: 
             for n, e in zip(names, c.mget(names)):
                 lost += e is None
                 wrong[0] += e is not None and not np.array_equal(e.vector, acked[(h, n)])
-    soak.record("redis_outages", cycles=cycles, faults_injected=cycles,
-                killed=faults["killed"], frozen=faults["frozen"],
-                records_checked=checked[0] + len(acked), acked_lost=lost,
-                wrong_vectors=wrong[0], caller_errors=len(errors),
-                outages=sum(s["outages"] for s in stats),
-                shared_hits=sum(s["hits"] for s in stats))
+    soak.record(
+        "redis_outages",
+        cycles=cycles,
+        faults_injected=cycles,
+        killed=faults["killed"],
+        frozen=faults["frozen"],
+        records_checked=checked[0] + len(acked),
+        acked_lost=lost,
+        wrong_vectors=wrong[0],
+        caller_errors=len(errors),
+        outages=sum(s["outages"] for s in stats),
+        shared_hits=sum(s["hits"] for s in stats),
+    )
     assert errors == []
     assert wrong[0] == 0 and lost == 0
     assert sum(s["outages"] for s in stats) >= 1

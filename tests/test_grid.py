@@ -56,11 +56,28 @@ def test_grid_with_libcachesim_and_cli(tmp_path: Path) -> None:
         assert c.best_lcs[0] in c.lcs
     s = summary(grid)
     assert {"avg_gap_closed", "worst_deficit_pp", "worst_cell", "meets_target"} <= set(
-        s["wtinylfu"])
+        s["wtinylfu"]
+    )
     out, js, png = tmp_path / "grid.md", tmp_path / "grid.json", tmp_path / "img" / "g.png"
-    rc = main(["--out", str(out), "--json", str(js), "--png", str(png), "--keys", "400",
-               "--requests", "3000", "--fractions", "0.05", "--traces", "zipf-0.9,scan",
-               "--quiet"])
+    rc = main(
+        [
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            "--png",
+            str(png),
+            "--keys",
+            "400",
+            "--requests",
+            "3000",
+            "--fractions",
+            "0.05",
+            "--traces",
+            "zipf-0.9,scan",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
     assert "| zipf-0.9 |" in text and "| scan |" in text and "![" in text

@@ -26,8 +26,14 @@ def test_invalidate_tags_drops_every_tagged_entry_from_every_tier(tmp_path: Path
         c.embed("untagged")
         assert c.tagged("col:x") == sorted([c.key("a"), c.key("b")])
         assert c.invalidate_tags(["col:x"]) == 2
-        assert c.mexists(["a", "b", "c", "d", "e", "untagged"]) == [False, False, True, True,
-                                                                     True, True]
+        assert c.mexists(["a", "b", "c", "d", "e", "untagged"]) == [
+            False,
+            False,
+            True,
+            True,
+            True,
+            True,
+        ]
         assert c.invalidate_tags(["lang:en", "nothing"]) == 0  # a is gone already
         assert c.invalidate_tags(["batch:1"]) == 2
         s = c.stats()["tiers"]
@@ -46,8 +52,12 @@ def test_doc_ids_survive_reopen_and_str_int_ids_differ(tmp_path: Path) -> None:
     enc = CountingEncoder()
     with TierCache(cfg, encoder=enc) as c:
         assert c.drop_ids([7]) == 2
-        assert c.mexists(["chunk 1 of doc 7", "chunk 2 of doc 7", "chunk of doc '7'",
-                          "other"]) == [False, False, True, True]
+        assert c.mexists(["chunk 1 of doc 7", "chunk 2 of doc 7", "chunk of doc '7'", "other"]) == [
+            False,
+            False,
+            True,
+            True,
+        ]
         c.embed("chunk 1 of doc 7")  # recomputed: the stale vector is gone
         assert enc.texts == 1
         assert c.drop_ids(["7", "8"]) == 2

@@ -45,8 +45,10 @@ def test_field_boundaries_are_unambiguous() -> None:
     assert KeyMaker(a).digest("t") != KeyMaker(b).digest("t")
 
 
-@given(st.tuples(st.text(), st.text(), st.one_of(st.text(), st.binary())),
-       st.tuples(st.text(), st.text(), st.one_of(st.text(), st.binary())))
+@given(
+    st.tuples(st.text(), st.text(), st.one_of(st.text(), st.binary())),
+    st.tuples(st.text(), st.text(), st.one_of(st.text(), st.binary())),
+)
 def test_distinct_tuples_have_distinct_preimages(x: tuple, y: tuple) -> None:  # type: ignore[type-arg]
     fx = Fingerprint(model=x[0], dim=8, role=x[1])
     fy = Fingerprint(model=y[0], dim=8, role=y[1])

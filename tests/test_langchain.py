@@ -107,8 +107,10 @@ def test_bytestore_persists_and_namespaces_are_apart(tmp_path: Path) -> None:
     path = tmp_path / "warm"
     with TierCacheByteStore(path=path, namespace="one") as one:
         one.mset([("k", b"1"), ("shared/x", b"1x")])
-    with TierCacheByteStore(path=path, namespace="one") as one, \
-            TierCacheByteStore(path=path, namespace="onetwo") as other:
+    with (
+        TierCacheByteStore(path=path, namespace="one") as one,
+        TierCacheByteStore(path=path, namespace="onetwo") as other,
+    ):
         assert one.mget(["k", "shared/x"]) == [b"1", b"1x"]
         assert other.mget(["k"]) == [None]
         other.mset([("k", b"2")])
@@ -218,8 +220,9 @@ def test_bytestore_threads_beside_cache_writes(cache: TierCache) -> None:
 
 
 def test_named_db_hook_refuses_the_tier_databases(cache: TierCache) -> None:
-    tier = LmdbTier(cache.config.warm.path, fingerprint=cache.fingerprint,
-                    on_fingerprint_mismatch="inspect")
+    tier = LmdbTier(
+        cache.config.warm.path, fingerprint=cache.fingerprint, on_fingerprint_mismatch="inspect"
+    )
     try:
         for name in (b"records", b"meta", b"index", b"segs", b"segmeta", b""):
             with pytest.raises(ValueError):
@@ -264,8 +267,9 @@ def test_query_and_document_roles_never_share_keys(
     assert queries.config.warm.path == docs.config.warm.path  # one store, one budget
 
 
-def test_second_calls_do_not_encode(embedder: TierCacheEmbeddings,
-                                    encoder: CountingEncoder) -> None:
+def test_second_calls_do_not_encode(
+    embedder: TierCacheEmbeddings, encoder: CountingEncoder
+) -> None:
     first = embedder.embed_documents(["a", "b", "a"])
     q = embedder.embed_query("what is a?")
     assert encoder.texts == 3  # "a" once (deduplicated), "b", the query
@@ -324,12 +328,14 @@ def test_explicit_query_cache_and_guards(tmp_path: Path, encoder: CountingEncode
         with TierCache(make_config(tmp_path / "q"), encoder=CountingEncoder()) as twin:
             with pytest.raises(InvalidInputError, match="same fingerprint"):
                 TierCacheEmbeddings(docs, query_cache=twin)
-        with TierCache(make_config(tmp_path / "q2"),
-                       encoder=CountingEncoder(DIM + 1, role="query")) as other_dim:
+        with TierCache(
+            make_config(tmp_path / "q2"), encoder=CountingEncoder(DIM + 1, role="query")
+        ) as other_dim:
             with pytest.raises(InvalidInputError, match="dim"):
                 TierCacheEmbeddings(docs, query_cache=other_dim)
-        with TierCache(make_config(tmp_path / "q3"),
-                       encoder=CountingEncoder(role="query")) as queries:
+        with TierCache(
+            make_config(tmp_path / "q3"), encoder=CountingEncoder(role="query")
+        ) as queries:
             emb = TierCacheEmbeddings(docs, query_cache=queries)
             assert emb.queries is queries
             emb.close()
@@ -381,17 +387,18 @@ def test_from_embeddings_puts_the_tiers_in_front(tmp_path: Path) -> None:
 
 def test_from_embeddings_with_langchain_fakes(tmp_path: Path) -> None:
     det = DeterministicFakeEmbedding(size=DIM)
-    with TierCacheEmbeddings.from_embeddings(det, config=make_config(tmp_path / "d"),
-                                             name="det", revision="1") as emb:
+    with TierCacheEmbeddings.from_embeddings(
+        det, config=make_config(tmp_path / "d"), name="det", revision="1"
+    ) as emb:
         assert emb.documents.dim == DIM  # measured by one embed_query
         assert emb.documents.fingerprint.model == "det"
         got = emb.embed_documents(["hello", "world"])
         np.testing.assert_allclose(got, det.embed_documents(["hello", "world"]), rtol=1e-6)
-        np.testing.assert_allclose(emb.embed_query("hello"), det.embed_query("hello"),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(emb.embed_query("hello"), det.embed_query("hello"), rtol=1e-6)
     rnd = FakeEmbeddings(size=DIM)  # a new random vector on every call
-    with TierCacheEmbeddings.from_embeddings(rnd, config=make_config(tmp_path / "f"),
-                                             dim=DIM, namespace="fake") as emb:
+    with TierCacheEmbeddings.from_embeddings(
+        rnd, config=make_config(tmp_path / "f"), dim=DIM, namespace="fake"
+    ) as emb:
         assert emb.queries.config.warm.namespace == "fake.query"
         first = emb.embed_documents(["a"])
         assert emb.embed_documents(["a"]) == first  # cached: the fake is not asked again
@@ -400,12 +407,16 @@ def test_from_embeddings_with_langchain_fakes(tmp_path: Path) -> None:
 
 def test_from_embeddings_rejects_non_embeddings(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
-        TierCacheEmbeddings.from_embeddings(object(), config=make_config(tmp_path),  # type: ignore[arg-type]
-                                            dim=DIM)
+        TierCacheEmbeddings.from_embeddings(
+            object(),
+            config=make_config(tmp_path),  # type: ignore[arg-type]
+            dim=DIM,
+        )
 
 
-def test_in_a_langchain_vector_store(embedder: TierCacheEmbeddings,
-                                     encoder: CountingEncoder) -> None:
+def test_in_a_langchain_vector_store(
+    embedder: TierCacheEmbeddings, encoder: CountingEncoder
+) -> None:
     store = InMemoryVectorStore(embedding=embedder)
     store.add_texts(["apples", "pears", "cars"])
     hits = store.similarity_search("pears", k=1)
@@ -425,7 +436,15 @@ def test_missing_langchain_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 def test_migration_page_covers_the_public_surface() -> None:
     page = Path(__file__).resolve().parent.parent / "docs" / "migrate-from-langchain.md"
     text = page.read_text(encoding="utf-8")
-    for name in ("TierCacheEmbeddings", "from_embeddings", "TierCacheByteStore",
-                 "CacheBackedEmbeddings", "LocalFileStore", "InMemoryByteStore",
-                 "query_cache=", "tiercache[langchain]", "## Every difference"):
+    for name in (
+        "TierCacheEmbeddings",
+        "from_embeddings",
+        "TierCacheByteStore",
+        "CacheBackedEmbeddings",
+        "LocalFileStore",
+        "InMemoryByteStore",
+        "query_cache=",
+        "tiercache[langchain]",
+        "## Every difference",
+    ):
         assert name in text, name

@@ -81,8 +81,10 @@ def test_round_trip(tmp_path: Path, codec_name: str) -> None:
 def test_mixed_packed_and_plain_in_one_batch(tmp_path: Path) -> None:
     vecs = unit_vectors(20)
     blob = codec.pack_blob({"src": "doc"}, "hello")
-    recs = [codec.encode_record(v, "float32", blob=blob if i % 3 == 0 else None)
-            for i, v in enumerate(vecs)]
+    recs = [
+        codec.encode_record(v, "float32", blob=blob if i % 3 == 0 else None)
+        for i, v in enumerate(vecs)
+    ]
     t = tier(tmp_path / "w", F32)
     keys = [k(i) for i in range(20)]
     t.put_many(list(zip(keys, recs)))
@@ -270,7 +272,6 @@ def test_old_plain_store_opens_and_stays_format_1(tmp_path: Path) -> None:
     t.close()
 
 
-
 def _slice(buf: object, start: int, end: int, arg: object) -> bytes:
     return bytes(buf[start:end])  # type: ignore[index]
 
@@ -281,8 +282,12 @@ def test_get_at_and_get_rows_agree_with_get_with(tmp_path: Path) -> None:
     (corrupt) record in both, never another key's record."""
     vecs = unit_vectors(60)
     blob = codec.pack_blob({"src": "doc"}, "hello")
-    recs = [codec.encode_record(v, "float16" if i % 7 == 0 else "float32",
-                                blob=blob if i % 5 == 0 else None) for i, v in enumerate(vecs)]
+    recs = [
+        codec.encode_record(
+            v, "float16" if i % 7 == 0 else "float32", blob=blob if i % 5 == 0 else None
+        )
+        for i, v in enumerate(vecs)
+    ]
     keys = [k(i) for i in range(60)]
     for first in (F32, None):  # packed-first and plain-first tiers read the same store
         path = tmp_path / f"w{first}"
@@ -300,9 +305,8 @@ def test_get_at_and_get_rows_agree_with_get_with(tmp_path: Path) -> None:
         stored = dict(zip(keys, recs))
         assert pos == [p for p, q in enumerate(probe[:-1]) if len(stored[q]) == F32]
         for r, p in enumerate(pos):
-            assert rows[r * width:(r + 1) * width] == probe[p] + stored[probe[p]]
-        assert others == [(p, stored[q]) for p, q in enumerate(probe[:-1])
-                          if len(stored[q]) != F32]
+            assert rows[r * width : (r + 1) * width] == probe[p] + stored[probe[p]]
+        assert others == [(p, stored[q]) for p, q in enumerate(probe[:-1]) if len(stored[q]) != F32]
         with pytest.raises(ValueError):
             t.get_rows([b"short"], F32)
         assert t.get_rows([], F32) == ([], b"", [])

@@ -37,27 +37,35 @@ def test_metrics_mirror_stats(tmp_path: Path) -> None:
         st = cache.stats()
     svc = (("service", "search"),)
     assert got[("tiercache_lookups_total", svc)] == st["lookups"]
-    assert got[("tiercache_hits_total", (("service", "search"), ("tier", "hot")))] == \
-        st["tiers"]["hot"]["hits"]
-    assert got[("tiercache_misses_total", (("service", "search"), ("tier", "warm")))] == \
-        st["tiers"]["warm"]["misses"]
+    assert (
+        got[("tiercache_hits_total", (("service", "search"), ("tier", "hot")))]
+        == st["tiers"]["hot"]["hits"]
+    )
+    assert (
+        got[("tiercache_misses_total", (("service", "search"), ("tier", "warm")))]
+        == st["tiers"]["warm"]["misses"]
+    )
     assert got[("tiercache_encoder_texts_total", svc)] == 2
     assert got[("tiercache_entries", (("service", "search"), ("tier", "warm")))] == 2
-    assert ("tiercache_latency_seconds",
-            (("quantile", "0.99"), ("service", "search"), ("tier", "hot"))) in got
+    assert (
+        "tiercache_latency_seconds",
+        (("quantile", "0.99"), ("service", "search"), ("tier", "hot")),
+    ) in got
     assert not any(name.startswith("tiercache_shared") for name, _ in got)
 
 
-def test_metrics_over_http_with_the_shared_tier(tmp_path: Path,
-                                                redis_server: RedisServer) -> None:
+def test_metrics_over_http_with_the_shared_tier(tmp_path: Path, redis_server: RedisServer) -> None:
     cfg = make_config(tmp_path, shared={"url": redis_server.url})
     with TierCache(cfg, encoder=CountingEncoder()) as cache:
         cache.embed_many(["x", "y"])
         port = free_port()
         server, thread = serve_metrics(cache, port)
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                          timeout=5).read().decode()
+            body = (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
         finally:
             server.shutdown()
     got = samples(body)

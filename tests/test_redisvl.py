@@ -89,12 +89,19 @@ def factory(redis_server: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
         c.disconnect()
 
 
-def check_result(res: dict[str, Any] | None, kind: str, content: Any, model: str,
-                 embedding: list[float], metadata: Any = None) -> None:
+def check_result(
+    res: dict[str, Any] | None,
+    kind: str,
+    content: Any,
+    model: str,
+    embedding: list[float],
+    metadata: Any = None,
+) -> None:
     """One cache hit as RedisVL 0.28 returns it (ours: ``metadata`` always present)."""
     assert res is not None
-    expected_keys = RVL_KEYS | ({"metadata"} if metadata is not None or kind != "redisvl"
-                                else set())
+    expected_keys = RVL_KEYS | (
+        {"metadata"} if metadata is not None or kind != "redisvl" else set()
+    )
     assert set(res) == expected_keys
     assert res["content"] == content
     assert res["model_name"] == model
@@ -111,12 +118,17 @@ def check_result(res: dict[str, Any] | None, kind: str, content: Any, model: str
 
 def test_set_get_round_trip_with_metadata(impl: str, factory: Factory) -> None:
     c = factory(impl)
-    key = c.set(content="What is ML?", model_name=MODEL, embedding=vec(1),
-                metadata={"category": "ai", "n": 3, "tags": ["x", "y"]})
+    key = c.set(
+        content="What is ML?",
+        model_name=MODEL,
+        embedding=vec(1),
+        metadata={"category": "ai", "n": 3, "tags": ["x", "y"]},
+    )
     assert isinstance(key, str) and key.startswith("embedcache:")
     res = c.get(content="What is ML?", model_name=MODEL)
-    check_result(res, impl, "What is ML?", MODEL, vec(1),
-                 {"category": "ai", "n": 3, "tags": ["x", "y"]})
+    check_result(
+        res, impl, "What is ML?", MODEL, vec(1), {"category": "ai", "n": 3, "tags": ["x", "y"]}
+    )
     assert key == f"embedcache:{res['entry_id']}"
     # without metadata; positional arguments as in RedisVL's signature
     c.set("plain", MODEL, vec(2))
@@ -164,8 +176,10 @@ def test_by_key_variants(impl: str, factory: Factory) -> None:
 
 def test_batches_keep_order_and_report_misses(impl: str, factory: Factory) -> None:
     c = factory(impl)
-    items = [{"content": f"doc {i}", "model_name": MODEL, "embedding": vec(i),
-              "metadata": {"i": i}} for i in range(100)]
+    items = [
+        {"content": f"doc {i}", "model_name": MODEL, "embedding": vec(i), "metadata": {"i": i}}
+        for i in range(100)
+    ]
     keys = c.mset(items)
     assert len(keys) == 100 and len(set(keys)) == 100
     assert keys[7] == c.set("doc 7", MODEL, vec(7), {"i": 7})  # same entry, same key
@@ -225,12 +239,12 @@ def test_many_clear_isolation_with_glob_names(impl: str, factory: Factory) -> No
     names = ["emb[ab]", "emba", "embb", "emb*", "embXYZ", "emb?", "embQ", "e\\mb"]
     caches = {n: factory(impl, name=n) for n in names}
     for n, c in caches.items():
-        c.mset([{"content": f"{n} {i}", "model_name": MODEL, "embedding": vec(i)}
-                for i in range(3)])
+        c.mset(
+            [{"content": f"{n} {i}", "model_name": MODEL, "embedding": vec(i)} for i in range(3)]
+        )
 
     def alive() -> dict[str, int]:
-        return {n: sum(c.mexists([f"{n} {i}" for i in range(3)], MODEL))
-                for n, c in caches.items()}
+        return {n: sum(c.mexists([f"{n} {i}" for i in range(3)], MODEL)) for n, c in caches.items()}
 
     assert set(alive().values()) == {3}
     caches["emb[ab]"].clear()  # as a pattern, emb[ab]:* would match emba: and embb:
@@ -238,8 +252,7 @@ def test_many_clear_isolation_with_glob_names(impl: str, factory: Factory) -> No
     caches["emb*"].clear()
     caches["emb?"].clear()
     caches["e\\mb"].clear()
-    assert alive() == {n: 0 if n in ("emb[ab]", "emb*", "emb?", "e\\mb") else 3
-                       for n in names}
+    assert alive() == {n: 0 if n in ("emb[ab]", "emb*", "emb?", "e\\mb") else 3 for n in names}
     # a cleared cache is usable again
     caches["emb*"].set("again", MODEL, vec(9))
     assert caches["emb*"].exists("again", MODEL)
@@ -257,20 +270,30 @@ def test_ttl_default_override_and_batches(factory: Factory) -> None:
         plain = factory(kind, name=f"ttl-plain-{kind}")  # no default TTL
         k_default = short.set("default", MODEL, vec(1))
         k_long = short.set("override", MODEL, vec(2), ttl=30)
-        short_batch = short.mset([{"content": f"b{i}", "model_name": MODEL,
-                                   "embedding": vec(i)} for i in range(3)])
-        long_batch = short.mset([{"content": f"l{i}", "model_name": MODEL,
-                                  "embedding": vec(i)} for i in range(3)], ttl=30)
+        short_batch = short.mset(
+            [{"content": f"b{i}", "model_name": MODEL, "embedding": vec(i)} for i in range(3)]
+        )
+        long_batch = short.mset(
+            [{"content": f"l{i}", "model_name": MODEL, "embedding": vec(i)} for i in range(3)],
+            ttl=30,
+        )
         k_one = plain.set("one second", MODEL, vec(3), ttl=1)
         k_forever = plain.set("forever", MODEL, vec(4))
         async_key = asyncio.run(plain.aset("async short", MODEL, vec(5), ttl=1))
         assert short.exists_by_key(k_default) and plain.exists_by_key(k_one)
         assert short.ttl == 1 and plain.ttl is None
 
-        def check(short: Any = short, plain: Any = plain, k_default: str = k_default,
-                  k_long: str = k_long, short_batch: list[str] = short_batch,
-                  long_batch: list[str] = long_batch, k_one: str = k_one,
-                  k_forever: str = k_forever, async_key: str = async_key) -> None:
+        def check(
+            short: Any = short,
+            plain: Any = plain,
+            k_default: str = k_default,
+            k_long: str = k_long,
+            short_batch: list[str] = short_batch,
+            long_batch: list[str] = long_batch,
+            k_one: str = k_one,
+            k_forever: str = k_forever,
+            async_key: str = async_key,
+        ) -> None:
             assert not short.exists_by_key(k_default)
             assert short.get("default", MODEL) is None
             assert short.exists_by_key(k_long) and short.get("override", MODEL) is not None
@@ -312,16 +335,18 @@ def test_async_twins(impl: str, factory: Factory) -> None:
     c = factory(impl)
 
     async def main() -> None:
-        key = await c.aset(content="async text", model_name=MODEL, embedding=vec(1),
-                           metadata={"async": True})
+        key = await c.aset(
+            content="async text", model_name=MODEL, embedding=vec(1), metadata={"async": True}
+        )
         assert await c.aexists("async text", MODEL)
         assert await c.aexists_by_key(key)
-        check_result(await c.aget("async text", MODEL), impl, "async text", MODEL, vec(1),
-                     {"async": True})
-        check_result(await c.aget_by_key(key), impl, "async text", MODEL, vec(1),
-                     {"async": True})
-        keys = await c.amset([{"content": f"a{i}", "model_name": MODEL,
-                               "embedding": vec(i)} for i in range(5)])
+        check_result(
+            await c.aget("async text", MODEL), impl, "async text", MODEL, vec(1), {"async": True}
+        )
+        check_result(await c.aget_by_key(key), impl, "async text", MODEL, vec(1), {"async": True})
+        keys = await c.amset(
+            [{"content": f"a{i}", "model_name": MODEL, "embedding": vec(i)} for i in range(5)]
+        )
         got = await c.amget(["a4", "nope", "a0"], MODEL)
         assert got[1] is None and got[0]["content"] == "a4" and got[2]["content"] == "a0"
         assert await c.amexists(["a1", "nope"], MODEL) == [True, False]
@@ -382,9 +407,17 @@ def test_parity_results_field_by_field(factory: Factory) -> None:
     ops: list[Callable[[Any], Any]] = [
         lambda c: c.set("q1", MODEL, vec(1), {"a": 1, "b": [1, 2], "c": {"d": None}}),
         lambda c: c.set("q2", "m4", [0.5, -1.25, 3, 1e-3]),  # ints are numbers too
-        lambda c: c.mset([{"content": "q3", "model_name": "m2", "embedding": vec(3, 3),
-                           "metadata": {"k": "v"}},
-                          {"content": "q4", "model_name": MODEL, "embedding": vec(4)}]),
+        lambda c: c.mset(
+            [
+                {
+                    "content": "q3",
+                    "model_name": "m2",
+                    "embedding": vec(3, 3),
+                    "metadata": {"k": "v"},
+                },
+                {"content": "q4", "model_name": MODEL, "embedding": vec(4)},
+            ]
+        ),
         lambda c: c.get("q1", MODEL),
         lambda c: c.get("q2", "m4"),
         lambda c: c.mget(["q3", "q4", "zz"], "m2"),
@@ -398,8 +431,10 @@ def test_parity_results_field_by_field(factory: Factory) -> None:
     # by key: each with its own keys, the same answers
     ka = ours.mset([{"content": "k1", "model_name": MODEL, "embedding": vec(1)}])
     kb = theirs.mset([{"content": "k1", "model_name": MODEL, "embedding": vec(1)}])
-    compare(ours.mget_by_keys(ka + ["ours:" + "f" * 32]),
-            theirs.mget_by_keys(kb + ["theirs:" + "f" * 64]))
+    compare(
+        ours.mget_by_keys(ka + ["ours:" + "f" * 32]),
+        theirs.mget_by_keys(kb + ["theirs:" + "f" * 64]),
+    )
 
 
 def compare(a: Any, b: Any) -> None:
@@ -451,22 +486,31 @@ def test_ours_bad_input_raises_typed_errors_and_writes_nothing(tmp_path: Path) -
         ({"content": 3, "model_name": MODEL, "embedding": vec(1)}, InvalidContentError),
         ({"content": "x", "model_name": None, "embedding": vec(1)}, InvalidInputError),
         ({"content": "x", "model_name": MODEL, "embedding": vec(1, 3)}, InvalidVectorError),
-        ({"content": "x", "model_name": MODEL, "embedding": [1.0, float("nan")] * 4},
-         InvalidVectorError),
+        (
+            {"content": "x", "model_name": MODEL, "embedding": [1.0, float("nan")] * 4},
+            InvalidVectorError,
+        ),
         ({"content": "x", "model_name": MODEL, "embedding": [1e300] * 8}, InvalidVectorError),
         ({"content": "x", "model_name": MODEL, "embedding": "0.1,0.2"}, InvalidVectorError),
         ({"content": "x", "model_name": MODEL, "embedding": []}, InvalidVectorError),
         ({"content": "x", "model_name": MODEL, "embedding": [[1.0]] * 8}, InvalidVectorError),
-        ({"content": "x", "model_name": MODEL, "embedding": vec(1), "metadata": [1]},
-         InvalidMetadataError),
-        ({"content": "x", "model_name": MODEL, "embedding": vec(1), "metadata": {1: "a"}},
-         InvalidMetadataError),
-        ({"content": "x", "model_name": MODEL, "embedding": vec(1),
-          "metadata": {"s": {1, 2}}}, InvalidMetadataError),
-        ({"content": "x", "model_name": MODEL, "embedding": vec(1), "ttl": 3},
-         InvalidInputError),
-        ({"content": "x", "model_name": "new-model", "embedding": vec(1),
-          "metadata": object()}, InvalidMetadataError),
+        (
+            {"content": "x", "model_name": MODEL, "embedding": vec(1), "metadata": [1]},
+            InvalidMetadataError,
+        ),
+        (
+            {"content": "x", "model_name": MODEL, "embedding": vec(1), "metadata": {1: "a"}},
+            InvalidMetadataError,
+        ),
+        (
+            {"content": "x", "model_name": MODEL, "embedding": vec(1), "metadata": {"s": {1, 2}}},
+            InvalidMetadataError,
+        ),
+        ({"content": "x", "model_name": MODEL, "embedding": vec(1), "ttl": 3}, InvalidInputError),
+        (
+            {"content": "x", "model_name": "new-model", "embedding": vec(1), "metadata": object()},
+            InvalidMetadataError,
+        ),
     ]
     for bad, err in bad_items:
         with pytest.raises(err):
@@ -474,8 +518,7 @@ def test_ours_bad_input_raises_typed_errors_and_writes_nothing(tmp_path: Path) -
     with pytest.raises(InvalidInputError):
         c.mset([good, "not a dict"])  # type: ignore[list-item]
     with pytest.raises(InvalidVectorError):  # one model, two dims in one batch
-        c.mset([{**good, "model_name": "m9"}, {**good, "model_name": "m9",
-                                                "embedding": vec(1, 4)}])
+        c.mset([{**good, "model_name": "m9"}, {**good, "model_name": "m9", "embedding": vec(1, 4)}])
     assert c.get("new", MODEL) is None and c.get("new", "other") is None
     assert c.get("x", MODEL) is None and c.get("new", "m9") is None
     assert c.get("ok", MODEL) is not None
@@ -545,12 +588,22 @@ def test_ours_names_never_mix_locally_or_in_redis(tmp_path: Path, redis_server: 
 
 
 def test_ours_other_process_finds_vectors_on_disk_and_in_redis(
-        tmp_path: Path, redis_server: Any) -> None:
+    tmp_path: Path, redis_server: Any
+) -> None:
     """A model this process has not used: its dim comes from the model registry, in the
     warm directory (a restart) or in Redis (another host, its own warm directory)."""
     host1 = EmbeddingsCache("fleet", redis_url=redis_server.url, path=tmp_path / "h1")
-    keys = host1.mset([{"content": f"t{i}", "model_name": "m-768", "embedding": vec(i, 12),
-                        "metadata": {"i": i}} for i in range(5)])
+    keys = host1.mset(
+        [
+            {
+                "content": f"t{i}",
+                "model_name": "m-768",
+                "embedding": vec(i, 12),
+                "metadata": {"i": i},
+            }
+            for i in range(5)
+        ]
+    )
     host1.close()
     restarted = EmbeddingsCache("fleet", path=tmp_path / "h1")  # no Redis: disk only
     assert restarted.get("t3", "m-768")["metadata"] == {"i": 3}  # type: ignore[index]
@@ -583,8 +636,9 @@ def test_ours_fail_open_when_redis_is_down(tmp_path: Path) -> None:
     c.close()
 
 
-def test_ours_default_directory_config_and_expire(tmp_path: Path, monkeypatch: Any,
-                                                  redis_server: Any) -> None:
+def test_ours_default_directory_config_and_expire(
+    tmp_path: Path, monkeypatch: Any, redis_server: Any
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_root() == str(tmp_path / "xdg" / "tiercache" / "redisvl")
     c = EmbeddingsCache()
@@ -592,10 +646,12 @@ def test_ours_default_directory_config_and_expire(tmp_path: Path, monkeypatch: A
     c.set("x", MODEL, vec(1))
     c.close()
     cfg = tmp_path / "tc.yaml"
-    cfg.write_text(f"warm:\n  path: {tmp_path / 'from-yaml'}\n  durability: fast\n"
-                   f"hot:\n  max_bytes: 1MiB\n")
-    c = EmbeddingsCache("named", config=str(cfg), redis_client=redis.Redis.from_url(
-        redis_server.url))
+    cfg.write_text(
+        f"warm:\n  path: {tmp_path / 'from-yaml'}\n  durability: fast\nhot:\n  max_bytes: 1MiB\n"
+    )
+    c = EmbeddingsCache(
+        "named", config=str(cfg), redis_client=redis.Redis.from_url(redis_server.url)
+    )
     assert Path(c.path).parent == tmp_path / "from-yaml"
     key = c.set("y", MODEL, vec(2))
     c.expire(key, 100)
@@ -603,8 +659,9 @@ def test_ours_default_directory_config_and_expire(tmp_path: Path, monkeypatch: A
     assert 90_000 < ttl_ms <= 100_000
     assert c.get_by_key(key)["content"] == "y"  # type: ignore[index]
     c.close()
-    c = EmbeddingsCache("kw", redis_url=redis_server.url, path=tmp_path,
-                        connection_kwargs={"socket_timeout": 1.0})
+    c = EmbeddingsCache(
+        "kw", redis_url=redis_server.url, path=tmp_path, connection_kwargs={"socket_timeout": 1.0}
+    )
     k = c.set("z", MODEL, vec(3))
     assert redis.Redis.from_url(redis_server.url).exists(k) == 1
     c.close()

@@ -22,8 +22,7 @@ def test_no_pickle_anywhere_in_the_package() -> None:
                 names = [node.module.split(".")[0]]
             elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
                 names = [getattr(a, "value", "") for a in node.args[:1]]
-            offenders += [f"{path.name}:{node.lineno} {n}" for n in names
-                          if n in FORBIDDEN_MODULES]
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n in FORBIDDEN_MODULES]
     assert not offenders, offenders
     assert any(PACKAGE.rglob("*.py"))
 

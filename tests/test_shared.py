@@ -22,8 +22,14 @@ from tiercache.tiers.redis import RedisTier, SharedUnavailable, glob_escape
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def host(tmp: Path, name: str, url: str | None = None, clock: Any = None,
-         encoder: CountingEncoder | None = None, **shared: Any) -> tuple[TierCache, Any]:
+def host(
+    tmp: Path,
+    name: str,
+    url: str | None = None,
+    clock: Any = None,
+    encoder: CountingEncoder | None = None,
+    **shared: Any,
+) -> tuple[TierCache, Any]:
     """A TierCache standing for one host: its own warm directory, the shared Redis."""
     enc = encoder or CountingEncoder()
     sec: dict[str, Any] = {"backoff_initial": 0.05, "backoff_max": 0.2}
@@ -98,16 +104,16 @@ def test_clear_only_touches_its_prefix_even_with_glob_characters(
     for i, t in enumerate(tiers[1:], start=1):
         assert t.get_many([k]) == [rec(i)], prefixes[i]
     assert tiers[2].clear() == 1  # "emb*:" must not match "emba:" or "emb:"
-    assert [t.get_many([k])[0] is not None for t in tiers] == [False, True, False, True,
-                                                               True, True]
+    assert [t.get_many([k])[0] is not None for t in tiers] == [False, True, False, True, True, True]
     assert glob_escape("a*b?[c]\\") == "a\\*b\\?\\[c\\]\\\\"
 
 
 def test_tier_down_fails_fast_and_backs_off(tmp_path: Path) -> None:
     now = [0.0]
     port = RedisServer(tmp_path).port  # free, nothing listening
-    tier = RedisTier(url=f"redis://127.0.0.1:{port}", backoff_initial=1.0, backoff_max=4.0,
-                     clock=lambda: now[0])
+    tier = RedisTier(
+        url=f"redis://127.0.0.1:{port}", backoff_initial=1.0, backoff_max=4.0, clock=lambda: now[0]
+    )
     with pytest.raises(redis.ConnectionError):
         tier.get_many([b"a" * 16])
     assert tier.outages == 1 and not tier.available
@@ -305,8 +311,7 @@ def test_tls_rediss_url(tmp_path: Path) -> None:
 
 def test_unreachable_redis_never_reaches_the_caller(tmp_path: Path) -> None:
     port = RedisServer(tmp_path).port
-    a, enc = host(tmp_path, "a", f"redis://127.0.0.1:{port}", backoff_initial=60,
-                  backoff_max=60)
+    a, enc = host(tmp_path, "a", f"redis://127.0.0.1:{port}", backoff_initial=60, backoff_max=60)
     t0 = time.perf_counter()
     vecs = a.embed_many([f"t{i}" for i in range(20)])
     a.embed("single")
@@ -422,8 +427,7 @@ def test_cluster_tier_batches_across_slots_keep_order(redis_cluster: Any) -> Non
 
 
 @pytest.mark.parametrize("how", ["nodes", "url", "auto"])
-def test_two_hosts_share_through_a_cluster(tmp_path: Path, redis_cluster: Any,
-                                           how: str) -> None:
+def test_two_hosts_share_through_a_cluster(tmp_path: Path, redis_cluster: Any, how: str) -> None:
     first = redis_cluster.addrs[0]
     spec: dict[str, Any] = {
         "nodes": {"nodes": redis_cluster.addrs},
@@ -446,31 +450,35 @@ def test_two_hosts_share_through_a_cluster(tmp_path: Path, redis_cluster: Any,
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("section,key", [
-    ({"url": "http://x"}, "shared.url"),
-    ({"url": ""}, "shared.url"),
-    ({"nodes": "127.0.0.1:7000"}, "shared.nodes"),
-    ({"nodes": ["nohost"]}, "shared.nodes[0]"),
-    ({"nodes": ["h:99999"]}, "shared.nodes[0]"),
-    ({"url": "redis://h", "nodes": ["h:1"]}, "shared.nodes"),
-    ({"cluster": "maybe"}, "shared.cluster"),
-    ({"timeout": 0}, "shared.timeout"),
-    ({"timeout": None}, "shared.timeout"),
-    ({"backoff_initial": 5, "backoff_max": 1}, "shared.backoff_max"),
-    ({"min_frequency": -1}, "shared.min_frequency"),
-    ({"ttl": "soon"}, "shared.ttl"),
-    ({"urll": "redis://h"}, "shared.urll"),
-])
-def test_bad_shared_config_names_the_key(tmp_path: Path, section: dict[str, Any],
-                                         key: str) -> None:
+@pytest.mark.parametrize(
+    "section,key",
+    [
+        ({"url": "http://x"}, "shared.url"),
+        ({"url": ""}, "shared.url"),
+        ({"nodes": "127.0.0.1:7000"}, "shared.nodes"),
+        ({"nodes": ["nohost"]}, "shared.nodes[0]"),
+        ({"nodes": ["h:99999"]}, "shared.nodes[0]"),
+        ({"url": "redis://h", "nodes": ["h:1"]}, "shared.nodes"),
+        ({"cluster": "maybe"}, "shared.cluster"),
+        ({"timeout": 0}, "shared.timeout"),
+        ({"timeout": None}, "shared.timeout"),
+        ({"backoff_initial": 5, "backoff_max": 1}, "shared.backoff_max"),
+        ({"min_frequency": -1}, "shared.min_frequency"),
+        ({"ttl": "soon"}, "shared.ttl"),
+        ({"urll": "redis://h"}, "shared.urll"),
+    ],
+)
+def test_bad_shared_config_names_the_key(tmp_path: Path, section: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         make_config(tmp_path, shared=section)
     assert err.value.key == key
 
 
 def test_shared_config_parses_durations_and_is_off_without_a_url(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, shared={"url": "rediss://:pw@h:6380/2", "timeout": "50ms",
-                                        "ttl": "2h", "nodes": []})
+    cfg = make_config(
+        tmp_path,
+        shared={"url": "rediss://:pw@h:6380/2", "timeout": "50ms", "ttl": "2h", "nodes": []},
+    )
     assert cfg.shared.active and cfg.shared.timeout == 0.05 and cfg.shared.ttl == 7200.0
     assert not make_config(tmp_path).shared.active
     assert not make_config(tmp_path, shared={"url": "redis://h", "enabled": False}).shared.active
@@ -493,9 +501,11 @@ def test_cli_stats_reports_the_shared_tier(tmp_path: Path, redis_server: RedisSe
     a, _ = host(tmp_path, "a", redis_server.url, key_prefix="cli:")
     a.embed_many(["one", "two", "three"])
     a.close()
-    data = {"encoder": {"kind": "hash", "dim": DIM},
-            "warm": {"path": str(tmp_path / "a" / "warm")},
-            "shared": {"url": redis_server.url, "key_prefix": "cli:"}}
+    data = {
+        "encoder": {"kind": "hash", "dim": DIM},
+        "warm": {"path": str(tmp_path / "a" / "warm")},
+        "shared": {"url": redis_server.url, "key_prefix": "cli:"},
+    }
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
     r = CliRunner().invoke(main, ["stats", "-c", str(cfg), "--json"])

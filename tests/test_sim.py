@@ -36,8 +36,7 @@ def test_simulator_equals_live_cache_on_the_same_trace(tmp_path: Path, policy: s
         capacity = cache._hot.capacity
         warm_capacity = cache._engine.warm_capacity
         keys = [KeyMaker(cache.fingerprint).digest(t) for t in texts]
-    sim = simulate(keys, capacity=capacity, policy=policy, seed=5,
-                   warm_capacity=warm_capacity)
+    sim = simulate(keys, capacity=capacity, policy=policy, seed=5, warm_capacity=warm_capacity)
     assert (sim.hits, sim.misses) == (live["hits"], live["misses"])
     assert sim.evicted == live["evictions"].get("capacity", 0)
     assert sim.rejected == sum(live["rejections"].values())
@@ -80,13 +79,34 @@ def test_cli_sim_synthetic_and_trace(tmp_path: Path) -> None:
 
     from tiercache.cli import main
 
-    r = CliRunner().invoke(main, ["sim", "--synthetic", "zipf:alpha=0.9,keys=500,requests=5000",
-                                  "--hot-entries", "1%,10%", "--policy", "lru,wtinylfu"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--synthetic",
+            "zipf:alpha=0.9,keys=500,requests=5000",
+            "--hot-entries",
+            "1%,10%",
+            "--policy",
+            "lru,wtinylfu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert r.output.count("lru") == 2 and r.output.count("wtinylfu") == 2
     np.save(tmp_path / "t.npy", zipf_trace(1.0, 300, 3000, seed=2))
-    r = CliRunner().invoke(main, ["sim", "--trace", str(tmp_path / "t.npy"),
-                                  "--hot-entries", "30", "--policy", "lru", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--trace",
+            str(tmp_path / "t.npy"),
+            "--hot-entries",
+            "30",
+            "--policy",
+            "lru",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     want = simulate(load_npy(tmp_path / "t.npy"), capacity=30, policy="lru")
@@ -104,8 +124,10 @@ def test_belady_matches_libcachesim_and_bounds_every_policy(capacity: int) -> No
     trace = zipf_trace(1.0, 500, 5000, seed=3).tolist()
     nxt = next_uses(trace)
     ref = lcs.Belady(cache_size=capacity)
-    ref_hits = sum(bool(ref.get(lcs.Request(obj_size=1, obj_id=k, next_access_vtime=n)))
-                   for k, n in zip(trace, nxt))
+    ref_hits = sum(
+        bool(ref.get(lcs.Request(obj_size=1, obj_id=k, next_access_vtime=n)))
+        for k, n in zip(trace, nxt)
+    )
     opt = belady(trace, capacity=capacity)
     assert opt.hits == ref_hits
     assert NEVER_AGAIN in nxt
@@ -118,15 +140,17 @@ def test_synthetic_generators() -> None:
 
     s = shifting_trace(1.0, 1000, 8000, phases=4, seed=1)
     assert len(s) == 8000 and np.array_equal(s, shifting_trace(1.0, 1000, 8000, 4, seed=1))
-    heads = [np.bincount(s[i * 2000:(i + 1) * 2000], minlength=1000).argmax() for i in range(4)]
+    heads = [np.bincount(s[i * 2000 : (i + 1) * 2000], minlength=1000).argmax() for i in range(4)]
     assert len(set(heads)) > 1  # the most popular key moves between phases
     sc = scan_trace(1.0, 1000, 5000, scan_every=1000, scan_length=200, seed=1)
     assert len(sc) == 5000 and sc.max() >= 1000  # scans read ids outside the key space
     assert len(np.unique(sc[sc >= 1000])) == (sc >= 1000).sum()  # each scanned id once
     assert loop_trace(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
     # a scan-resistant policy keeps more of the Zipf head than LRU under scans
-    assert (simulate(sc, capacity=50, policy="wtinylfu").hits
-            > simulate(sc, capacity=50, policy="lru").hits)
+    assert (
+        simulate(sc, capacity=50, policy="wtinylfu").hits
+        > simulate(sc, capacity=50, policy="lru").hits
+    )
 
 
 def test_csv_and_oracle_general_readers(tmp_path: Path) -> None:
@@ -155,15 +179,19 @@ def test_cli_sim_every_synthetic_kind_and_csv(tmp_path: Path) -> None:
 
     from tiercache.cli import main
 
-    for spec in ("shifting:alpha=1,keys=300,requests=3000,phases=3",
-                 "scan:alpha=1,keys=300,requests=3000,scan_every=500,scan_length=100",
-                 "loop:keys=300,requests=3000"):
-        r = CliRunner().invoke(main, ["sim", "--synthetic", spec, "--hot-entries", "10%",
-                                      "--policy", "lru,belady"])
+    for spec in (
+        "shifting:alpha=1,keys=300,requests=3000,phases=3",
+        "scan:alpha=1,keys=300,requests=3000,scan_every=500,scan_length=100",
+        "loop:keys=300,requests=3000",
+    ):
+        r = CliRunner().invoke(
+            main, ["sim", "--synthetic", spec, "--hot-entries", "10%", "--policy", "lru,belady"]
+        )
         assert r.exit_code == 0, (spec, r.output)
     (tmp_path / "t.csv").write_text("\n".join(str(i % 40) for i in range(400)))
-    r = CliRunner().invoke(main, ["sim", "--trace", str(tmp_path / "t.csv"), "--hot-entries",
-                                  "50", "--policy", "lru"])
+    r = CliRunner().invoke(
+        main, ["sim", "--trace", str(tmp_path / "t.csv"), "--hot-entries", "50", "--policy", "lru"]
+    )
     assert r.exit_code == 0 and "400 requests, 40 distinct keys" in r.output
     r = CliRunner().invoke(main, ["sim", "--synthetic", "nope:keys=3"])
     assert r.exit_code != 0
@@ -178,10 +206,26 @@ def test_sim_cli_byte_sizes_latency_model_and_report(tmp_path: Path) -> None:
     from tiercache.tiers.memory import hot_capacity
 
     out = tmp_path / "report"
-    r = CliRunner().invoke(main, [
-        "sim", "--synthetic", "zipf:alpha=0.9,keys=3000,requests=20000,seed=1",
-        "--hot", "256KiB,1MiB", "--dim", "384", "--policy", "lru,wtinylfu,belady",
-        "--hot-latency", "5us", "--miss-latency", "20ms", "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--synthetic",
+            "zipf:alpha=0.9,keys=3000,requests=20000,seed=1",
+            "--hot",
+            "256KiB,1MiB",
+            "--dim",
+            "384",
+            "--policy",
+            "lru,wtinylfu,belady",
+            "--hot-latency",
+            "5us",
+            "--miss-latency",
+            "20ms",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "sim.json").read_text())
     caps = sorted({row["capacity"] for row in doc["results"]})

@@ -36,29 +36,31 @@ from .conftest import CountingEncoder, make_config
 # differential: the live cache
 
 
-def _replay_live(tmp_path: Path, texts: list[str], **policy: Any
-                 ) -> tuple[dict[str, Any], int, int, int, TierCache, list[bytes]]:
+def _replay_live(
+    tmp_path: Path, texts: list[str], **policy: Any
+) -> tuple[dict[str, Any], int, int, int, TierCache, list[bytes]]:
     """Embed ``texts`` one at a time into a real TierCache (hot 64 entries, LMDB warm
     bounded to ~150 entries); returns (stats, encoded texts, hot cap, warm cap, cache,
     keys). The cache is left open for the caller to inspect (and close)."""
-    cfg = make_config(tmp_path, warm={"max_bytes": 150 * 214},
-                      policy={"seed": 5, **policy})
+    cfg = make_config(tmp_path, warm={"max_bytes": 150 * 214}, policy={"seed": 5, **policy})
     enc = CountingEncoder()
     cache = TierCache(cfg, encoder=enc)
     for t in texts:
         cache.embed(t)
     keys = [KeyMaker(cache.fingerprint).digest(t) for t in texts]
-    return (cache.stats(), enc.texts, cache._hot.capacity, cache._engine.warm_capacity,
-            cache, keys)
+    return (cache.stats(), enc.texts, cache._hot.capacity, cache._engine.warm_capacity, cache, keys)
 
 
-@pytest.mark.parametrize(("policy", "warm_min_frequency"),
-                         [("wtinylfu", 0), ("lru", 0), ("wtinylfu", 2)])
-def test_tiers_equal_live_cache_on_the_same_trace(tmp_path: Path, policy: str,
-                                                  warm_min_frequency: int) -> None:
+@pytest.mark.parametrize(
+    ("policy", "warm_min_frequency"), [("wtinylfu", 0), ("lru", 0), ("wtinylfu", 2)]
+)
+def test_tiers_equal_live_cache_on_the_same_trace(
+    tmp_path: Path, policy: str, warm_min_frequency: int
+) -> None:
     texts = [f"query {i}" for i in zipf_trace(0.9, 600, 2500, seed=11)]
     st, encoded, hot_cap, warm_cap, cache, keys = _replay_live(
-        tmp_path, texts, name=policy, warm_min_frequency=warm_min_frequency)
+        tmp_path, texts, name=policy, warm_min_frequency=warm_min_frequency
+    )
     try:
         live_keys = set(cache._warm.keys()) if cache._warm is not None else set()
     finally:
@@ -66,10 +68,16 @@ def test_tiers_equal_live_cache_on_the_same_trace(tmp_path: Path, policy: str,
     hot, warm = st["tiers"]["hot"], st["tiers"]["warm"]
     assert 100 < warm_cap < 200 and hot_cap == 64  # the warm tier is under pressure
     order: list[int] = []
-    r = simulate_tiers(keys, hot_capacity=hot_cap, warm_capacity=warm_cap, policy=policy,
-                       seed=5, warm_min_frequency=warm_min_frequency,
-                       tiers_out=np.zeros(len(keys), dtype=np.uint8),
-                       progress=order.append)
+    r = simulate_tiers(
+        keys,
+        hot_capacity=hot_cap,
+        warm_capacity=warm_cap,
+        policy=policy,
+        seed=5,
+        warm_min_frequency=warm_min_frequency,
+        tiers_out=np.zeros(len(keys), dtype=np.uint8),
+        progress=order.append,
+    )
     # the three outcomes of a lookup: identical
     assert (r.hot_hits, r.warm_hits, r.encoder_calls) == (hot["hits"], warm["hits"], encoded)
     # and every decision behind them
@@ -206,11 +214,11 @@ def test_input_validation() -> None:
     with pytest.raises(ConfigError, match="warm_min_frequency"):
         simulate_tiers(trace, hot_capacity=1, warm_capacity=1, warm_min_frequency=-1)
     with pytest.raises(ValueError, match="tiers_out"):
-        simulate_tiers(trace, hot_capacity=1, warm_capacity=1,
-                       tiers_out=np.zeros(3, dtype=bool))
+        simulate_tiers(trace, hot_capacity=1, warm_capacity=1, tiers_out=np.zeros(3, dtype=bool))
     with pytest.raises(ValueError, match="tiers_out"):
-        simulate_tiers(trace, hot_capacity=1, warm_capacity=1,
-                       tiers_out=np.zeros(2, dtype=np.uint8))
+        simulate_tiers(
+            trace, hot_capacity=1, warm_capacity=1, tiers_out=np.zeros(2, dtype=np.uint8)
+        )
     with pytest.raises(TypeError):
         simulate_tiers([1.5, 2.5], hot_capacity=1, warm_capacity=1)
     with pytest.raises(ConfigError, match="warm.max_bytes"):
@@ -222,8 +230,9 @@ def test_input_validation() -> None:
 
 
 def test_warm_entries_is_the_live_conversion() -> None:
-    assert warm_entries(8 * 2**30, 384) == cache_warm_capacity(8 * 2**30,
-                                                                record_size(384, "float32"))
+    assert warm_entries(8 * 2**30, 384) == cache_warm_capacity(
+        8 * 2**30, record_size(384, "float32")
+    )
     assert 3_000_000 < warm_entries(8 * 2**30, 384) < 4_000_000  # ~2,370 B an entry
     assert warm_entries(2**30, 384, "float16") > warm_entries(2**30, 384)
 
@@ -241,8 +250,7 @@ def test_latency_model_prices_three_levels() -> None:
     m = LatencyModel(hot_s=1e-6, miss_s=1e-2, warm_s=1e-4)
     row = m.summarise(_tiered(50, 45, 5))
     assert row["mean_latency_s"] == pytest.approx(0.5e-6 + 0.45e-4 + 0.05e-2)
-    assert (row["p50_latency_s"], row["p90_latency_s"], row["p99_latency_s"]) == (1e-6, 1e-4,
-                                                                                   1e-2)
+    assert (row["p50_latency_s"], row["p90_latency_s"], row["p99_latency_s"]) == (1e-6, 1e-4, 1e-2)
     assert row["encoder_calls"] == 5 and row["encoder_calls_saved"] == 95
     assert row["ssd_writes"] == 8 and row["warm_hit_ratio"] == pytest.approx(0.45)
     assert row["encoder_seconds"] == pytest.approx(0.05)
@@ -271,9 +279,25 @@ SYN = "zipf:alpha=0.9,keys=1500,requests=4000,seed=3"
 def test_cli_sim_warm_json_equals_the_library() -> None:
     from tiercache.cli import main
 
-    r = CliRunner().invoke(main, ["sim", "--synthetic", SYN, "--hot-entries", "2%",
-                                  "--warm", "10%,300,1MiB", "--dim", "384",
-                                  "--policy", "wtinylfu,belady", "--seed", "4", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--synthetic",
+            SYN,
+            "--hot-entries",
+            "2%",
+            "--warm",
+            "10%,300,1MiB",
+            "--dim",
+            "384",
+            "--policy",
+            "wtinylfu,belady",
+            "--seed",
+            "4",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     trace = zipf_trace(0.9, 1500, 4000, seed=3)
@@ -283,10 +307,13 @@ def test_cli_sim_warm_json_equals_the_library() -> None:
     tiered = [row for row in rows if row["policy"] == "wtinylfu"]
     assert [row["warm_capacity"] for row in tiered] == want_warm
     for row in tiered:
-        lib = simulate_tiers(trace, hot_capacity=hot, warm_capacity=row["warm_capacity"],
-                             seed=4)
-        assert (row["hot_hits"], row["warm_hits"], row["encoder_calls"], row["ssd_writes"]) \
-            == (lib.hot_hits, lib.warm_hits, lib.encoder_calls, lib.warm_writes)
+        lib = simulate_tiers(trace, hot_capacity=hot, warm_capacity=row["warm_capacity"], seed=4)
+        assert (row["hot_hits"], row["warm_hits"], row["encoder_calls"], row["ssd_writes"]) == (
+            lib.hot_hits,
+            lib.warm_hits,
+            lib.encoder_calls,
+            lib.warm_writes,
+        )
         assert row["p50_latency_s"] > 0 and "warm_hit_ratio" in row
     bound = [row for row in rows if row["policy"] == "belady"]
     assert len(bound) == 1 and bound[0]["warm_capacity"] is None
@@ -298,13 +325,36 @@ def test_cli_sim_warm_table_report_and_config(tmp_path: Path) -> None:
     from tiercache.cli import main
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"encoder": {"kind": "hash", "dim": 64},
-                                   "warm": {"path": str(tmp_path / "w")},
-                                   "policy": {"warm_min_frequency": 2}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "encoder": {"kind": "hash", "dim": 64},
+                "warm": {"path": str(tmp_path / "w")},
+                "policy": {"warm_min_frequency": 2},
+            }
+        )
+    )
     out = tmp_path / "rep"
-    r = CliRunner().invoke(main, ["sim", "--synthetic", SYN, "--hot", "64KiB",
-                                  "--warm", "256KiB,0", "-c", str(cfg), "--policy", "lru,belady",
-                                  "--warm-latency", "50us", "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--synthetic",
+            SYN,
+            "--hot",
+            "64KiB",
+            "--warm",
+            "256KiB,0",
+            "-c",
+            str(cfg),
+            "--policy",
+            "lru,belady",
+            "--warm-latency",
+            "50us",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "warm hit" in r.output and "encoder calls" in r.output and "warm 50 us" in r.output
     doc = json.loads((out / "sim.json").read_text())
@@ -321,25 +371,42 @@ def test_cli_sim_warm_table_report_and_config(tmp_path: Path) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("5x", "unknown size unit"), ("abc%", "not a percentage"), ("0B", ">= 1 byte"),
-    (",", "no size"), ("-3", "negative"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("5x", "unknown size unit"),
+        ("abc%", "not a percentage"),
+        ("0B", ">= 1 byte"),
+        (",", "no size"),
+        ("-3", "negative"),
+    ],
+)
 def test_cli_sim_bad_warm_sizes(spec: str, message: str) -> None:
     from tiercache.cli import main
 
-    r = CliRunner().invoke(main, ["sim", "--synthetic", "zipf:keys=50,requests=100",
-                                  "--policy", "lru", "--warm", spec])
+    r = CliRunner().invoke(
+        main, ["sim", "--synthetic", "zipf:keys=50,requests=100", "--policy", "lru", "--warm", spec]
+    )
     assert r.exit_code == 2 and "--warm" in r.output and message in r.output, r.output
 
 
 def test_cli_sim_without_warm_is_unchanged() -> None:
     from tiercache.cli import main
 
-    r = CliRunner().invoke(main, ["sim", "--synthetic", "zipf:keys=300,requests=2000",
-                                  "--hot-entries", "30", "--policy", "lru", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sim",
+            "--synthetic",
+            "zipf:keys=300,requests=2000",
+            "--hot-entries",
+            "30",
+            "--policy",
+            "lru",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
     assert "warm_capacity" not in rows[0] and "ssd_writes" not in rows[0]
-    assert rows[0]["hits"] == simulate(zipf_trace(1.0, 300, 2000), capacity=30,
-                                       policy="lru").hits
+    assert rows[0]["hits"] == simulate(zipf_trace(1.0, 300, 2000), capacity=30, policy="lru").hits

@@ -56,8 +56,14 @@ def model_encoder(revision: str) -> CallableEncoder:
         ]
         return REF.encode(tagged)
 
-    return CallableEncoder(fn, dim=DIM, name="tests/versioned-hash", revision=revision,
-                           normalize=True, accepts=(str, bytes))
+    return CallableEncoder(
+        fn,
+        dim=DIM,
+        name="tests/versioned-hash",
+        revision=revision,
+        normalize=True,
+        accepts=(str, bytes),
+    )
 
 
 class CacheMachine(RuleBasedStateMachine):
@@ -75,8 +81,9 @@ class CacheMachine(RuleBasedStateMachine):
 
     def open(self, rev: str, mode: str) -> TierCache:
         # a hot tier of 3 entries forces evictions and demotions constantly
-        cfg = make_config(self.dir, hot={"max_bytes": 3 * (4 * DIM + 256)},
-                          warm={"on_fingerprint_mismatch": mode})
+        cfg = make_config(
+            self.dir, hot={"max_bytes": 3 * (4 * DIM + 256)}, warm={"on_fingerprint_mismatch": mode}
+        )
         return TierCache(cfg, encoder=model_encoder(rev), clock=self.clock)
 
     def live(self, text: Content, rev: str | None = None) -> np.ndarray | None:
@@ -110,8 +117,7 @@ class CacheMachine(RuleBasedStateMachine):
             assert e is not None and np.array_equal(e.vector, want)
 
     @precondition(lambda self: True)
-    @rule(texts=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "", "\u00e9"]),
-                         max_size=5))
+    @rule(texts=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "", "\u00e9"]), max_size=5))
     def embed_many(self, texts: list[str]) -> None:
         self.steps += 1
         out = self.cache.embed_many(texts)
@@ -166,7 +172,7 @@ class CacheMachine(RuleBasedStateMachine):
             self.registered.add(rev)
             self.rev, self.mode = rev, mode
         # nothing stored under another revision is served under this one
-        for (r, text) in list(self.model):
+        for r, text in list(self.model):
             if r != self.rev and self.live(text) is None:
                 self.checked += 1
                 assert self.cache.get(text) is None, f"revision {r}'s vector served"
@@ -179,11 +185,19 @@ class CacheMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.cache.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        soak.record("stateful", examples=1, ops=self.steps, records_checked=self.checked,
-                    version_switches=self.switches, version_refusals=self.refusals,
-                    wrong_vectors=0, acked_lost=0)
+        soak.record(
+            "stateful",
+            examples=1,
+            ops=self.steps,
+            records_checked=self.checked,
+            version_switches=self.switches,
+            version_refusals=self.refusals,
+            wrong_vectors=0,
+            acked_lost=0,
+        )
 
 
 TestCacheMachine: Any = CacheMachine.TestCase
-TestCacheMachine.settings = settings(max_examples=soak.scale(40, 1000),
-                                     stateful_step_count=soak.scale(30, 50), deadline=None)
+TestCacheMachine.settings = settings(
+    max_examples=soak.scale(40, 1000), stateful_step_count=soak.scale(30, 50), deadline=None
+)

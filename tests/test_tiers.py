@@ -223,16 +223,21 @@ def test_map_growth_and_aborts_beside_busy_reader_threads(tmp_path: Path) -> Non
         assert t.count() == 100 + 12 * 250
         print("ok")
     """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 def test_memory_tier_batch_put_get_delete() -> None:
     t = MemoryTier(4, 3)
     vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
-    slots = t.put_many(["a", "b", b"c"], [k(1), k(2), k(3)], vecs, [float("inf")] * 3,
-                       [None, b"m", None], [True, False, True])
+    slots = t.put_many(
+        ["a", "b", b"c"],
+        [k(1), k(2), k(3)],
+        vecs,
+        [float("inf")] * 3,
+        [None, b"m", None],
+        [True, False, True],
+    )
     assert t.get_many(["b", "zz", b"c", "a"]) == [slots[1], None, slots[2], slots[0]]
     assert t.gather(slots).tolist() == vecs.tolist()
     assert t.meta_at(slots[1]) == b"m" and not t.in_warm(slots[1]) and t.in_warm(slots[0])

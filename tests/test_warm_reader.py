@@ -54,9 +54,21 @@ def python_embed(cache: TierCache) -> Any:
 def reader_for(fp: Fingerprint) -> Any:
     """A WarmReader used only for its digest (no tier behind it)."""
     km = KeyMaker(fp)
-    return core.WarmReader(lambda c: None, __import__("threading").RLock(), None, {},
-                           km.prefix, KeyMaker.person, fp.dim, [], 1, lambda: None,
-                           lambda: 0.0, lambda s: None, lambda b: 0), km
+    return core.WarmReader(
+        lambda c: None,
+        __import__("threading").RLock(),
+        None,
+        {},
+        km.prefix,
+        KeyMaker.person,
+        fp.dim,
+        [],
+        1,
+        lambda: None,
+        lambda: 0.0,
+        lambda s: None,
+        lambda b: 0,
+    ), km
 
 
 # --------------------------------------------------------------------------- digest
@@ -157,8 +169,7 @@ def test_counters_and_policy_state_equal_the_python_path(tmp_path: Path) -> None
     s_c, s_py = c_cache.stats(), py_cache.stats()
     for tier in ("hot", "warm"):
         for field in ("hits", "misses", "corrupt", "expired", "errors"):
-            assert s_c["tiers"][tier].get(field) == s_py["tiers"][tier].get(field), (tier,
-                                                                                      field)
+            assert s_c["tiers"][tier].get(field) == s_py["tiers"][tier].get(field), (tier, field)
     assert s_c["lookups"] == s_py["lookups"]
     assert s_c["tiers"]["warm"]["latency_us"]["count"] > 0
     e_c, e_py = c_cache._engine, py_cache._engine
@@ -196,9 +207,20 @@ def test_a_native_checksum_that_disagrees_is_not_used(tmp_path: Path) -> None:
 
     def reader(fn: Any) -> Any:
         return core.WarmReader(
-            TierCache.embed.__get__(c, type(c)), c._lock, c._warm, lmdb_tier.__dict__,
-            c._keys.prefix, KeyMaker.person, c.dim, c._engine._buffer,
-            c._engine.access_buffer, c._engine.drain, c._clock, c._record_warm_latency, fn)
+            TierCache.embed.__get__(c, type(c)),
+            c._lock,
+            c._warm,
+            lmdb_tier.__dict__,
+            c._keys.prefix,
+            KeyMaker.person,
+            c.dim,
+            c._engine._buffer,
+            c._engine.access_buffer,
+            c._engine.drain,
+            c._clock,
+            c._record_warm_latency,
+            fn,
+        )
 
     assert reader(xxh3_64_intdigest).native_xxh3
     assert not reader(xxh64_intdigest).native_xxh3
@@ -206,8 +228,9 @@ def test_a_native_checksum_that_disagrees_is_not_used(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-xxh3", "python-xxh3"])
-def test_corrupt_records_are_never_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          native: bool) -> None:
+def test_corrupt_records_are_never_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
     """Damaged records are caught with the checksum computed by xxhash's C function (looked
     up at construction) and with the Python callable (a wrapper it cannot look through)."""
     from xxhash import xxh3_64_intdigest
@@ -215,8 +238,9 @@ def test_corrupt_records_are_never_served(tmp_path: Path, monkeypatch: pytest.Mo
     import tiercache.readpath as cache_mod
 
     if not native:
-        monkeypatch.setattr(cache_mod, "xxh3_64_intdigest",
-                            lambda b: xxh3_64_intdigest(b))  # a Python function
+        monkeypatch.setattr(
+            cache_mod, "xxh3_64_intdigest", lambda b: xxh3_64_intdigest(b)
+        )  # a Python function
     rng = random.Random(11)
     texts = [f"r{i}" for i in range(400)]
     c = warm_only(tmp_path, encoder=HashEncoder(DIM))
@@ -372,17 +396,35 @@ def _batch_case(tmp: Path, use_c: bool, hot: bool) -> tuple[list[np.ndarray], di
         batch = [rng.choice(texts) for _ in range(150)] + ["\ud800lone", b"bytes"]
         outs.append(c.embed_many(batch))
     entries = c.mget(texts[195:225])
-    outs.append(np.stack([e.vector if e is not None else np.zeros(DIM, np.float32)
-                          for e in entries]))
+    outs.append(
+        np.stack([e.vector if e is not None else np.zeros(DIM, np.float32) for e in entries])
+    )
     metas = [e.metadata if e is not None else None for e in entries]
     s = c.stats()
     c.close()
-    return outs, {"tiers": {t: {k: v for k, v in s["tiers"][t].items()
-                                if k in ("hits", "misses", "corrupt", "expired", "errors",
-                                         "promotions", "demotions", "writes")}
-                            for t in ("hot", "warm")},
-                  "lookups": s["lookups"], "metas": metas,
-                  "encoder": {k: s["encoder"][k] for k in ("calls", "texts")}}
+    return outs, {
+        "tiers": {
+            t: {
+                k: v
+                for k, v in s["tiers"][t].items()
+                if k
+                in (
+                    "hits",
+                    "misses",
+                    "corrupt",
+                    "expired",
+                    "errors",
+                    "promotions",
+                    "demotions",
+                    "writes",
+                )
+            }
+            for t in ("hot", "warm")
+        },
+        "lookups": s["lookups"],
+        "metas": metas,
+        "encoder": {k: s["encoder"][k] for k in ("calls", "texts")},
+    }
 
 
 @pytest.mark.parametrize("hot", [False, True])
@@ -426,8 +468,7 @@ def test_rows_in_segment_order_equal_the_python_rows(tmp_path: Path) -> None:
     r = c._warm_reader
     order = random.Random(3).sample(texts, len(texts))  # not in segment order
     n = len(order)
-    segof = warm._read(lambda txn, h: {k: bytes(txn.get(k, db=h.index) or b"")[:8]
-                                       for k in keys})
+    segof = warm._read(lambda txn, h: {k: bytes(txn.get(k, db=h.index) or b"")[:8] for k in keys})
     want_status = []
     for t in order:
         k = c._keys.digest(t)
@@ -505,7 +546,7 @@ def test_float16_conversion_of_any_length_and_offset(portable: bool) -> None:
     raw = rng.integers(0, 2**16, 70, dtype=np.uint16).tobytes()
     for start in (0, 1, 3):
         for n in range(0, 34):
-            buf = raw[start:start + 2 * n]
+            buf = raw[start : start + 2 * n]
             want = np.frombuffer(buf, dtype="<f2").astype(np.float32)
             got = core.f16_to_f32(buf, portable)
             nan = np.isnan(want)

@@ -13,9 +13,18 @@ class WTinyLFUCore:
     _climbing: bool
     _full: bool
     def _core_setup(
-        self, capacity: int, window: int, protected_fraction: float, sketch: Any,
-        hasher: Any, fast_hash: int, rng: Any, jitter_threshold: int, climbing: bool,
-        period: int, /,
+        self,
+        capacity: int,
+        window: int,
+        protected_fraction: float,
+        sketch: Any,
+        hasher: Any,
+        fast_hash: int,
+        rng: Any,
+        jitter_threshold: int,
+        climbing: bool,
+        period: int,
+        /,
     ) -> None: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
@@ -31,16 +40,29 @@ class WTinyLFUCore:
 
 def drain(policy: WTinyLFUCore, keys: Sequence[Hashable], /) -> None: ...
 def replay(
-    policy: WTinyLFUCore, trace: Any, misses_out: Any, /,
+    policy: WTinyLFUCore,
+    trace: Any,
+    misses_out: Any,
+    /,
 ) -> tuple[int, int, int, int, int]: ...
 def bind(admission: type, admitted: Any, rejected: Any, /) -> None: ...
 
 class HotReader:
     hits: int
     def __init__(
-        self, fallback: Any, lock: Any, by_content: dict[Any, int], slab: Any,
-        expires: list[float], keys: list[bytes], buffer: list[Any], access_buffer: int,
-        drain: Any, clock: Any, record_latency: Any, /,
+        self,
+        fallback: Any,
+        lock: Any,
+        by_content: dict[Any, int],
+        slab: Any,
+        expires: list[float],
+        keys: list[bytes],
+        buffer: list[Any],
+        access_buffer: int,
+        drain: Any,
+        clock: Any,
+        record_latency: Any,
+        /,
     ) -> None: ...
     def __call__(self, content: Any, /) -> Any: ...
     def gather(self, contents: list[Any], out: Any, /) -> list[int]: ...
@@ -48,28 +70,58 @@ class HotReader:
 
 class EntryGetter:
     def __init__(
-        self, reader: HotReader | WarmReader, fallback: Any, metas: list[bytes | None] | None,
-        entry_type: type, tier: str, /,
+        self,
+        reader: HotReader | WarmReader,
+        fallback: Any,
+        metas: list[bytes | None] | None,
+        entry_type: type,
+        tier: str,
+        /,
     ) -> None: ...
-    def fill(self, found: list[Any], out: Any, positions: Any, keys: list[bytes],
-             blobs: list[bytes | None], tier: str, /) -> list[int]: ...
+    def fill(
+        self,
+        found: list[Any],
+        out: Any,
+        positions: Any,
+        keys: list[bytes],
+        blobs: list[bytes | None],
+        tier: str,
+        /,
+    ) -> list[int]: ...
     def __call__(self, content: Any, /, *, model: str | None = None) -> Any: ...
 
 class WarmReader:
     hits: int
     native_xxh3: bool
     def __init__(
-        self, fallback: Any, lock: Any, tier: Any, generations: dict[str, Any],
-        prefix: bytes, person: bytes, dim: int, buffer: list[Any], access_buffer: int,
-        drain: Any, clock: Any, record_latency: Any, xxh3: Any, /,
+        self,
+        fallback: Any,
+        lock: Any,
+        tier: Any,
+        generations: dict[str, Any],
+        prefix: bytes,
+        person: bytes,
+        dim: int,
+        buffer: list[Any],
+        access_buffer: int,
+        drain: Any,
+        clock: Any,
+        record_latency: Any,
+        xxh3: Any,
+        /,
     ) -> None: ...
     def __call__(self, content: Any, /) -> Any: ...
     def digest(self, content: Any, /) -> bytes | None: ...
     def record(self, key: bytes, absent: Any, unserved: Any, /) -> Any: ...
     def live(self, content: Any, now: float, /) -> bool | None: ...
     def rows(
-        self, contents: list[Any], out: Any, rows_of: list[list[int]] | None, now: float,
-        digest: Any, /,
+        self,
+        contents: list[Any],
+        out: Any,
+        rows_of: list[list[int]] | None,
+        now: float,
+        digest: Any,
+        /,
     ) -> tuple[list[bytes], bytes, bytes] | None: ...
     def close(self) -> None: ...
     def take_hits(self) -> int: ...

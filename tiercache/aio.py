@@ -37,6 +37,35 @@ class AsyncAPI:
     def _hot_get_nowait(self, content: Content) -> np.ndarray | None:
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # the sync methods these wrap, provided by TierCache
+
+        def embed(self, content: Content) -> np.ndarray: ...
+        def embed_many(self, contents: Sequence[Content]) -> np.ndarray: ...
+        def get(self, content: Content, *, model: str | None = None) -> Entry | None: ...
+        def mget(
+            self, contents: Sequence[Content], *, model: str | None = None
+        ) -> list[Entry | None]: ...
+        def set(
+            self,
+            content: Content,
+            vector: Any,
+            *,
+            metadata: Any = None,
+            ttl: float | None = None,
+            model: str | None = None,
+        ) -> str: ...
+        def mset(
+            self, items: Iterable[Any], *, ttl: float | None = None, model: str | None = None
+        ) -> list[str]: ...
+        def exists(self, content: Content, *, model: str | None = None) -> bool: ...
+        def mexists(
+            self, contents: Sequence[Content], *, model: str | None = None
+        ) -> list[bool]: ...
+        def drop(self, content: Content, *, model: str | None = None) -> bool: ...
+        def mdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int: ...
+        def clear(self) -> None: ...
+        def close(self) -> None: ...
+
     def _pool(self) -> ThreadPoolExecutor:
         pool = self._executor
         if pool is None:
@@ -63,48 +92,71 @@ class AsyncAPI:
         vec = self._hot_get_nowait(content)
         if vec is not None:
             return vec
-        return await self._run(self.embed, content)  # type: ignore[attr-defined]
+        return await self._run(self.embed, content)
 
     async def aembed_many(self, contents: Sequence[Content]) -> np.ndarray:
-        return await self._run(self.embed_many, list(contents))  # type: ignore[attr-defined]
+        return await self._run(self.embed_many, list(contents))
 
     async def aget(self, content: Content, *, model: str | None = None) -> Entry | None:
-        return await self._run(self.get, content, model=model)  # type: ignore[attr-defined]
+        return await self._run(self.get, content, model=model)
 
-    async def amget(self, contents: Sequence[Content], *, model: str | None = None
-                    ) -> list[Entry | None]:
-        return await self._run(self.mget, list(contents), model=model)  # type: ignore[attr-defined]
+    async def amget(
+        self, contents: Sequence[Content], *, model: str | None = None
+    ) -> list[Entry | None]:
+        return await self._run(self.mget, list(contents), model=model)
 
-    async def aset(self, content: Content, vector: Any, *, metadata: Any = None,
-                   ttl: float | None = None, model: str | None = None) -> str:
-        return await self._run(self.set, content, vector,  # type: ignore[attr-defined]
-                               metadata=metadata, ttl=ttl, model=model)
+    async def aset(
+        self,
+        content: Content,
+        vector: Any,
+        *,
+        metadata: Any = None,
+        ttl: float | None = None,
+        model: str | None = None,
+    ) -> str:
+        return await self._run(
+            self.set,
+            content,
+            vector,
+            metadata=metadata,
+            ttl=ttl,
+            model=model,
+        )
 
-    async def amset(self, items: Iterable[Any], *, ttl: float | None = None,
-                    model: str | None = None) -> list[str]:
-        return await self._run(self.mset, list(items), ttl=ttl,  # type: ignore[attr-defined]
-                               model=model)
+    async def amset(
+        self, items: Iterable[Any], *, ttl: float | None = None, model: str | None = None
+    ) -> list[str]:
+        return await self._run(
+            self.mset,
+            list(items),
+            ttl=ttl,
+            model=model,
+        )
 
     async def aexists(self, content: Content, *, model: str | None = None) -> bool:
-        return await self._run(self.exists, content, model=model)  # type: ignore[attr-defined]
+        return await self._run(self.exists, content, model=model)
 
-    async def amexists(self, contents: Sequence[Content], *, model: str | None = None
-                       ) -> list[bool]:
-        return await self._run(self.mexists, list(contents),  # type: ignore[attr-defined]
-                               model=model)
+    async def amexists(
+        self, contents: Sequence[Content], *, model: str | None = None
+    ) -> list[bool]:
+        return await self._run(
+            self.mexists,
+            list(contents),
+            model=model,
+        )
 
     async def adrop(self, content: Content, *, model: str | None = None) -> bool:
-        return await self._run(self.drop, content, model=model)  # type: ignore[attr-defined]
+        return await self._run(self.drop, content, model=model)
 
     async def amdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
-        return await self._run(self.mdrop, list(contents), model=model)  # type: ignore[attr-defined]
+        return await self._run(self.mdrop, list(contents), model=model)
 
     async def aclear(self) -> None:
-        await self._run(self.clear)  # type: ignore[attr-defined]
+        await self._run(self.clear)
 
     async def aclose(self) -> None:
         """Close from async code: waits for in-flight pool work, then closes the stores."""
-        await asyncio.get_running_loop().run_in_executor(None, self.close)  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     async def __aenter__(self) -> Any:
         return self

@@ -82,9 +82,14 @@ class TierCache(AsyncAPI):
         sc = cfg.shared
         if shared is None and sc.active:
             shared = RedisTier(
-                url=sc.url, nodes=sc.nodes, cluster=sc.cluster, key_prefix=sc.key_prefix,
-                timeout=sc.timeout, connect_timeout=sc.connect_timeout,
-                backoff_initial=sc.backoff_initial, backoff_max=sc.backoff_max,
+                url=sc.url,
+                nodes=sc.nodes,
+                cluster=sc.cluster,
+                key_prefix=sc.key_prefix,
+                timeout=sc.timeout,
+                connect_timeout=sc.connect_timeout,
+                backoff_initial=sc.backoff_initial,
+                backoff_max=sc.backoff_max,
                 password=os.environ.get(sc.password_env) if sc.password_env else None,
             )
         engine = PolicyEngine(
@@ -101,11 +106,21 @@ class TierCache(AsyncAPI):
             access_buffer=cfg.policy.access_buffer,
         )
         self._ctx = ctx = CacheContext(
-            encoder=self.encoder, fingerprint=self.fingerprint, dim=dim,
-            accepts=tuple(self.encoder.accepts), keys=KeyMaker(self.fingerprint), clock=clock,
-            codec=cfg.warm.codec, store_text=cfg.warm.store_text, default_ttl=cfg.ttl,
-            batch_size=cfg.encoder.batch_size, hot=MemoryTier(dim, hot_cap), warm=warm,
-            shared=shared, engine=engine, shared_ttl=sc.ttl,
+            encoder=self.encoder,
+            fingerprint=self.fingerprint,
+            dim=dim,
+            accepts=tuple(self.encoder.accepts),
+            keys=KeyMaker(self.fingerprint),
+            clock=clock,
+            codec=cfg.warm.codec,
+            store_text=cfg.warm.store_text,
+            default_ttl=cfg.ttl,
+            batch_size=cfg.encoder.batch_size,
+            hot=MemoryTier(dim, hot_cap),
+            warm=warm,
+            shared=shared,
+            engine=engine,
+            shared_ttl=sc.ttl,
             shared_min_frequency=sc.min_frequency,
         )
         # the objects the paths share, named as tests and tools have always reached them
@@ -113,8 +128,7 @@ class TierCache(AsyncAPI):
         self._engine, self._lock, self._keys, self._clock = engine, ctx.lock, ctx.keys, clock
         self._write = WritePath(ctx)
         # a subclass that overrides embed keeps it: no compiled reader bypasses it
-        self._read = read = ReadPath(ctx, self._write,
-                                     compiled=type(self).embed is TierCache.embed)
+        self._read = read = ReadPath(ctx, self._write, compiled=type(self).embed is TierCache.embed)
         # embed's hot hit (or, with hot off, warm hit) in one C call: an instance
         # attribute shadowing the method; anything the C reader does not serve calls the
         # read path's embed. close() removes it.
@@ -261,8 +275,14 @@ class TierCache(AsyncAPI):
             self._check_model(model)
         return self._write.set_one(content, vector, metadata, ttl, tags, doc_id)
 
-    def mset(self, items: Iterable[Any], *, ttl: float | None = None,
-             model: str | None = None, tags: Iterable[str] | None = None) -> list[str]:
+    def mset(
+        self,
+        items: Iterable[Any],
+        *,
+        ttl: float | None = None,
+        model: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> list[str]:
         """Store many entries in one warm transaction; returns their keys in order.
 
         Items are mappings with ``content`` (or ``text``), ``vector`` (or ``embedding``)
@@ -296,12 +316,16 @@ class TierCache(AsyncAPI):
     def tagged(self, tag: str) -> list[str]:
         """Public keys registered under ``tag`` (entries since evicted included)."""
         self._check_open()
-        return sorted(key_to_str(k) for k in self._write.tags.keys(check_tags([tag]),
-                                                                     remove=False))
+        return sorted(key_to_str(k) for k in self._write.tags.keys(check_tags([tag]), remove=False))
 
-    def precompute(self, contents: Sequence[Content], metadata: Sequence[Any] | None = None,
-                   *, ttl: float | None = None,
-                   doc_ids: Sequence[Any] | None = None) -> dict[str, int]:
+    def precompute(
+        self,
+        contents: Sequence[Content],
+        metadata: Sequence[Any] | None = None,
+        *,
+        ttl: float | None = None,
+        doc_ids: Sequence[Any] | None = None,
+    ) -> dict[str, int]:
         """Make sure every content is stored: encode what no tier holds and write it with an
         explicit write (like ``mset``: committed to warm, durable with ``durability:
         durable``, bypassing the warm frequency gate). A shared-tier hit is copied to warm
@@ -330,13 +354,24 @@ class TierCache(AsyncAPI):
                 check_content(c, self._ctx.accepts)
             keys = [self._keys.digest(c) for c in todo]
             vectors = self._read.compute(keys, list(todo), store=False)
-            self.mset([{"content": c, "vector": vectors[k],
+            self.mset(
+                [
+                    {
+                        "content": c,
+                        "vector": vectors[k],
                         "metadata": metadata[i] if metadata is not None else None,
-                        "tags": [id_tags[i]] if id_tags and id_tags[i] else None}
-                       for (c, i), k in zip(todo.items(), keys)], ttl=ttl)
+                        "tags": [id_tags[i]] if id_tags and id_tags[i] else None,
+                    }
+                    for (c, i), k in zip(todo.items(), keys)
+                ],
+                ttl=ttl,
+            )
         if id_tags:  # contents stored before (or twice in this batch) join their ids too
-            pairs = [(self._keys.digest(c), [t]) for j, (c, t) in enumerate(zip(contents, id_tags))
-                     if t and todo.get(c) != j]
+            pairs = [
+                (self._keys.digest(c), [t])
+                for j, (c, t) in enumerate(zip(contents, id_tags))
+                if t and todo.get(c) != j
+            ]
             if pairs:
                 self._write.tags.add(pairs)
         present = sum(1 for e in found if e is not None and e.tier != "shared")
@@ -355,8 +390,7 @@ class TierCache(AsyncAPI):
             check_content(content)
         return self._read.get(content)
 
-    def mget(self, contents: Sequence[Content], *, model: str | None = None
-             ) -> list[Entry | None]:
+    def mget(self, contents: Sequence[Content], *, model: str | None = None) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes."""
         return self._read.mget(self._checked(contents, model))
 
@@ -415,8 +449,9 @@ class TierCache(AsyncAPI):
         with self._lock:
             self._read.fold_fast_hits_locked()
             hot = self._ctx.s_hot.to_dict()
-            hot.update(entries=len(self._hot), bytes=self._hot.bytes_used(),
-                       capacity=self._hot.capacity)
+            hot.update(
+                entries=len(self._hot), bytes=self._hot.bytes_used(), capacity=self._hot.capacity
+            )
             warm = self._ctx.s_warm.to_dict()
             shared = self._ctx.s_shared.to_dict()
             enc = self._ctx.s_enc.to_dict()
@@ -428,12 +463,20 @@ class TierCache(AsyncAPI):
             except Exception as exc:  # a damaged store: reported here, never raised
                 with self._lock:
                     self._ctx.s_warm.errors += 1
-                warm.update(errors=warm["errors"] + 1, last_error=repr(exc),
-                            capacity=self._engine.warm_capacity, path=self._warm.path)
+                warm.update(
+                    errors=warm["errors"] + 1,
+                    last_error=repr(exc),
+                    capacity=self._engine.warm_capacity,
+                    path=self._warm.path,
+                )
             else:
-                warm.update(entries=st["entries"], bytes=st["bytes_used"],
-                            file_bytes=st["file_bytes"], capacity=self._engine.warm_capacity,
-                            path=self._warm.path)
+                warm.update(
+                    entries=st["entries"],
+                    bytes=st["bytes_used"],
+                    file_bytes=st["file_bytes"],
+                    capacity=self._engine.warm_capacity,
+                    path=self._warm.path,
+                )
             tiers["warm"] = warm
         if self._shared is not None:
             shared.update(self._shared.describe())
@@ -451,11 +494,12 @@ class TierCache(AsyncAPI):
         return format_stats(self.stats())
 
     def __repr__(self) -> str:
-        return (f"TierCache(model={self.fingerprint.model!r}, dim={self.dim}, "
-                f"hot={len(self._hot)}/{self._hot.capacity}, "
-                f"warm={'off' if self._warm is None else self._warm.path}, "
-                f"shared={'off' if self._shared is None else self._shared.prefix + '*'})")
-
+        return (
+            f"TierCache(model={self.fingerprint.model!r}, dim={self.dim}, "
+            f"hot={len(self._hot)}/{self._hot.capacity}, "
+            f"warm={'off' if self._warm is None else self._warm.path}, "
+            f"shared={'off' if self._shared is None else self._shared.prefix + '*'})"
+        )
 
 
 __all__ = ["Entry", "TierCache", "warm_capacity"]

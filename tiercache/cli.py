@@ -46,20 +46,53 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default: the packaged default config).")
-@click.option("--input", "-i", "input_path", required=True,
-              help="Text file, one query per line ('-' for stdin).")
-@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False),
-              help="Write the (n, dim) float32 matrix here as .npy.")
-@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
-              help="Texts handed to the cache per embed_many call.")
-@click.option("--passes", type=click.IntRange(1), default=1, show_default=True,
-              help="Embed the whole file this many times (pass 2+ shows the tiers at work).")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (default: the packaged default config).",
+)
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    required=True,
+    help="Text file, one query per line ('-' for stdin).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    help="Write the (n, dim) float32 matrix here as .npy.",
+)
+@click.option(
+    "--batch",
+    "-b",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Texts handed to the cache per embed_many call.",
+)
+@click.option(
+    "--passes",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Embed the whole file this many times (pass 2+ shows the tiers at work).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print stats as JSON instead of a table.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def embed(config_path: str | None, input_path: str, output_path: str | None, batch: int,
-          passes: int, as_json: bool, no_progress: bool) -> None:
+def embed(
+    config_path: str | None,
+    input_path: str,
+    output_path: str | None,
+    batch: int,
+    passes: int,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
     """Embed every line of a text file through the cache; print a per-tier table."""
     import numpy as np
     from tqdm import tqdm
@@ -79,24 +112,32 @@ def embed(config_path: str | None, input_path: str, output_path: str | None, bat
             for p in range(1, passes + 1):
                 before = cache.stats()
                 t0 = time.perf_counter()
-                with tqdm(total=len(texts), unit="text", desc=f"pass {p}/{passes}",
-                          disable=no_progress or not sys.stderr.isatty(), file=sys.stderr) as bar:
+                with tqdm(
+                    total=len(texts),
+                    unit="text",
+                    desc=f"pass {p}/{passes}",
+                    disable=no_progress or not sys.stderr.isatty(),
+                    file=sys.stderr,
+                ) as bar:
                     for start in range(0, len(texts), batch):
-                        chunk = texts[start:start + batch]
-                        result[start:start + len(chunk)] = cache.embed_many(chunk)
+                        chunk = texts[start : start + batch]
+                        result[start : start + len(chunk)] = cache.embed_many(chunk)
                         bar.update(len(chunk))
                 dt = time.perf_counter() - t0
                 after = cache.stats()
                 enc = after["encoder"]["texts"] - before["encoder"]["texts"]
-                click.echo(f"\npass {p}: {len(texts)} texts in {dt:.2f} s "
-                           f"({len(texts) / dt if dt else 0:.0f} texts/s), "
-                           f"{enc} encoded")
+                click.echo(
+                    f"\npass {p}: {len(texts)} texts in {dt:.2f} s "
+                    f"({len(texts) / dt if dt else 0:.0f} texts/s), "
+                    f"{enc} encoded"
+                )
             stats = cache.stats()
             if output_path:
                 np.save(output_path, result)
                 click.echo(f"wrote {result.shape} float32 to {output_path}")
-            click.echo(json.dumps(stats, indent=2, default=str) if as_json
-                       else cache.format_stats())
+            click.echo(
+                json.dumps(stats, indent=2, default=str) if as_json else cache.format_stats()
+            )
     except (TierCacheError, OSError) as exc:
         _fail(exc)
 
@@ -143,8 +184,11 @@ class _Journal:
 
         st = source.stat()
         resolved = str(source.resolve())
-        self.ident: dict[str, Any] = {"path": resolved, "size": st.st_size,
-                                      "mtime_ns": st.st_mtime_ns}
+        self.ident: dict[str, Any] = {
+            "path": resolved,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        }
         name = hashlib.blake2b(resolved.encode(), digest_size=8).hexdigest()
         self.dir = store / "precompute"
         self.path = self.dir / f"{name}.json"
@@ -168,11 +212,21 @@ class _Journal:
         self.path.unlink(missing_ok=True)
 
 
-def _warm_batch(cache: Any, pending: list[tuple[int, str, Any]], journal: _Journal,
-                totals: dict[str, int], ttl: float | None, bar: Any) -> None:
+def _warm_batch(
+    cache: Any,
+    pending: list[tuple[int, str, Any]],
+    journal: _Journal,
+    totals: dict[str, int],
+    ttl: float | None,
+    bar: Any,
+) -> None:
     """Store one batch (one committed write), then record its last line as done."""
-    counts = cache.precompute([t for _, t, _ in pending], [m for _, _, m in pending], ttl=ttl,
-                              doc_ids=[m.get("id") if m else None for _, _, m in pending])
+    counts = cache.precompute(
+        [t for _, t, _ in pending],
+        [m for _, _, m in pending],
+        ttl=ttl,
+        doc_ids=[m.get("id") if m else None for _, _, m in pending],
+    )
     for k, v in counts.items():
         totals[k] += v
     journal.save(pending[-1][0])
@@ -182,19 +236,44 @@ def _warm_batch(cache: Any, pending: list[tuple[int, str, Any]], journal: _Journ
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default: the packaged default config).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "text", "jsonl"]), default="auto",
-              show_default=True, help="text: one text per line; jsonl: {id, text, metadata}.")
-@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
-              help="Lines per batch; each batch is one committed write.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (default: the packaged default config).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "text", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="text: one text per line; jsonl: {id, text, metadata}.",
+)
+@click.option(
+    "--batch",
+    "-b",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Lines per batch; each batch is one committed write.",
+)
 @click.option("--ttl", type=float, default=None, help="TTL in seconds of the entries written.")
 @click.option("--restart", is_flag=True, help="Ignore saved progress; start each file over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def warm(files: tuple[Path, ...], config_path: str | None, fmt: str, batch: int,
-         ttl: float | None, restart: bool, no_progress: bool) -> None:
+def warm(
+    files: tuple[Path, ...],
+    config_path: str | None,
+    fmt: str,
+    batch: int,
+    ttl: float | None,
+    restart: bool,
+    no_progress: bool,
+) -> None:
     """Precompute a catalog into the warm tier (and the shared tier, when configured).
 
     Reads FILES (one text per line, or JSONL with id/text/metadata), encodes what no tier
@@ -219,8 +298,13 @@ def warm(files: tuple[Path, ...], config_path: str | None, fmt: str, batch: int,
                 with open(path, encoding="utf-8") as fh:
                     total = sum(1 for line in fh if line.strip())
                 pending: list[tuple[int, str, Any]] = []
-                with tqdm(total=total, unit="line", desc=path.name, file=sys.stderr,
-                          disable=no_progress or not sys.stderr.isatty()) as bar:
+                with tqdm(
+                    total=total,
+                    unit="line",
+                    desc=path.name,
+                    file=sys.stderr,
+                    disable=no_progress or not sys.stderr.isatty(),
+                ) as bar:
                     for n, text, meta in _catalog_items(path, fmt):
                         totals["lines"] += 1
                         if n <= done:
@@ -238,14 +322,20 @@ def warm(files: tuple[Path, ...], config_path: str | None, fmt: str, batch: int,
             f"{totals['lines']} lines in {dt:.2f} s: {totals['encoded']} encoded "
             f"({totals['encoded'] / dt if dt else 0:.0f} texts/s), {totals['present']} already "
             f"stored, {totals['shared']} copied from the shared tier, {totals['skipped']} "
-            f"skipped (committed by an earlier run)")
+            f"skipped (committed by an earlier run)"
+        )
     except (TierCacheError, OSError) as exc:
         _fail(exc)
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default: the packaged default config).")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (default: the packaged default config).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(config_path: str | None, as_json: bool) -> None:
     """Show the warm store (entries, bytes on disk, capacity, fingerprint manifest) and,
@@ -261,7 +351,6 @@ def stats(config_path: str | None, as_json: bool) -> None:
             if not (path / "data.mdb").exists() and not cfg.shared.active:
                 _fail(TierCacheError(f"no warm store at {path}"))
             if (path / "data.mdb").exists():
-
                 tier = _open_store(path, cfg)
                 try:
                     info = {"path": str(path), **tier.stat(), "manifest": tier.manifest()}
@@ -285,8 +374,10 @@ def stats(config_path: str | None, as_json: bool) -> None:
         if sh is not None:
             click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}")
             if sh["reachable"]:
-                click.echo(f"             {sh['keys']} keys under the prefix"
-                           f"{' (cluster)' if sh['cluster'] else ''}")
+                click.echo(
+                    f"             {sh['keys']} keys under the prefix"
+                    f"{' (cluster)' if sh['cluster'] else ''}"
+                )
             else:
                 click.echo(f"             unreachable: {sh['error']}")
     except (TierCacheError, OSError) as exc:
@@ -311,8 +402,9 @@ def _parse_sizes(spec: str, distinct: int) -> list[int]:
     return out
 
 
-def _parse_warm(spec: str, distinct: int, dim: Callable[[], int],
-                codec_name: str) -> tuple[list[int], dict[int, int]]:
+def _parse_warm(
+    spec: str, distinct: int, dim: Callable[[], int], codec_name: str
+) -> tuple[list[int], dict[int, int]]:
     """``--warm`` sizes as warm entry capacities (sorted, distinct) and, for those given
     as byte budgets, ``{entries: bytes}``.
 
@@ -354,45 +446,108 @@ def _parse_warm(spec: str, distinct: int, dim: Callable[[], int],
 
 
 @main.command()
-@click.option("--synthetic", metavar="KIND:alpha=A,keys=N,requests=R[,seed=S,...]",
-              help="Generate a trace: zipf, shifting (phases=P), scan (scan_every=E, "
-                   "scan_length=L) or loop.")
-@click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
-              help="Trace file: .npy ids, CSV (id[,size][,timestamp]), libCacheSim "
-                   "oracleGeneral binary, or a text query log (one query per line).")
-@click.option("--format", "fmt", type=click.Choice(["npy", "csv", "oracle", "text"]),
-              help="Trace format (default: from the extension: .npy, .csv, .bin, else text).")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="Config whose encoder fingerprint hashes a text trace like the live cache.")
-@click.option("--hot-entries", default="1%,5%,10%", show_default=True,
-              help="Hot capacities: entries, or percentages of the trace's distinct keys.")
-@click.option("--policy", "policies", default="lru,lfu,tinylfu,wtinylfu,belady",
-              show_default=True,
-              help="Comma-separated policy names; 'belady' is the offline optimum (bound).")
-@click.option("--hot", "hot_sizes", metavar="SIZES",
-              help="Hot capacities as byte budgets ('64MiB,256MiB,1GiB'), turned into entries "
-                   "like the live cache does for --dim; replaces --hot-entries.")
-@click.option("--dim", type=click.IntRange(1), default=None,
-              help="Vector dimension for --hot (default: the config's encoder, else 384).")
+@click.option(
+    "--synthetic",
+    metavar="KIND:alpha=A,keys=N,requests=R[,seed=S,...]",
+    help="Generate a trace: zipf, shifting (phases=P), scan (scan_every=E, scan_length=L) or loop.",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Trace file: .npy ids, CSV (id[,size][,timestamp]), libCacheSim "
+    "oracleGeneral binary, or a text query log (one query per line).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["npy", "csv", "oracle", "text"]),
+    help="Trace format (default: from the extension: .npy, .csv, .bin, else text).",
+)
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Config whose encoder fingerprint hashes a text trace like the live cache.",
+)
+@click.option(
+    "--hot-entries",
+    default="1%,5%,10%",
+    show_default=True,
+    help="Hot capacities: entries, or percentages of the trace's distinct keys.",
+)
+@click.option(
+    "--policy",
+    "policies",
+    default="lru,lfu,tinylfu,wtinylfu,belady",
+    show_default=True,
+    help="Comma-separated policy names; 'belady' is the offline optimum (bound).",
+)
+@click.option(
+    "--hot",
+    "hot_sizes",
+    metavar="SIZES",
+    help="Hot capacities as byte budgets ('64MiB,256MiB,1GiB'), turned into entries "
+    "like the live cache does for --dim; replaces --hot-entries.",
+)
+@click.option(
+    "--dim",
+    type=click.IntRange(1),
+    default=None,
+    help="Vector dimension for --hot (default: the config's encoder, else 384).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Policy seed.")
-@click.option("--hot-latency", default="4us", show_default=True,
-              help="Latency of a hot hit in the latency model (e.g. 3us, 0.000004).")
-@click.option("--miss-latency", default="15ms", show_default=True,
-              help="Latency of a miss (one encoder call) in the latency model.")
-@click.option("--warm", "warm_sizes", metavar="SIZES",
-              help="Also model a warm tier: byte budgets ('8GiB', entries as the live cache "
-                   "computes them for --dim), entries ('100000', 0 = none) or percentages of "
-                   "the distinct keys ('5%'); one run per hot size and warm size.")
-@click.option("--warm-latency", default="12us", show_default=True,
-              help="Latency of a warm hit in the latency model (with --warm).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write sim.json, hit_ratio.png and latency.png into this directory.")
+@click.option(
+    "--hot-latency",
+    default="4us",
+    show_default=True,
+    help="Latency of a hot hit in the latency model (e.g. 3us, 0.000004).",
+)
+@click.option(
+    "--miss-latency",
+    default="15ms",
+    show_default=True,
+    help="Latency of a miss (one encoder call) in the latency model.",
+)
+@click.option(
+    "--warm",
+    "warm_sizes",
+    metavar="SIZES",
+    help="Also model a warm tier: byte budgets ('8GiB', entries as the live cache "
+    "computes them for --dim), entries ('100000', 0 = none) or percentages of "
+    "the distinct keys ('5%'); one run per hot size and warm size.",
+)
+@click.option(
+    "--warm-latency",
+    default="12us",
+    show_default=True,
+    help="Latency of a warm hit in the latency model (with --warm).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write sim.json, hit_ratio.png and latency.png into this directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
-        config_path: str | None, hot_entries: str, policies: str, hot_sizes: str | None,
-        dim: int | None, seed: int, hot_latency: str, miss_latency: str,
-        warm_sizes: str | None, warm_latency: str, out_dir: str | None,
-        as_json: bool) -> None:
+def sim(  # noqa: C901
+    synthetic: str | None,
+    trace_path: str | None,
+    fmt: str | None,
+    config_path: str | None,
+    hot_entries: str,
+    policies: str,
+    hot_sizes: str | None,
+    dim: int | None,
+    seed: int,
+    hot_latency: str,
+    miss_latency: str,
+    warm_sizes: str | None,
+    warm_latency: str,
+    out_dir: str | None,
+    as_json: bool,
+) -> None:
     """Replay a trace through the live policy engine: hot hit ratio per policy and size,
     with expected latency and encoder calls from a latency model. With --warm, a warm tier
     too: warm hits, SSD writes and encoder calls per hot size and warm size."""
@@ -420,16 +575,22 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
             if kind == "zipf":
                 trace = simlib.zipf_trace(alpha, keys, requests, tseed)
             elif kind == "shifting":
-                trace = simlib.shifting_trace(alpha, keys, requests,
-                                              int(p.get("phases", 4)), tseed)
+                trace = simlib.shifting_trace(alpha, keys, requests, int(p.get("phases", 4)), tseed)
             elif kind == "scan":
-                trace = simlib.scan_trace(alpha, keys, requests, int(p.get("scan_every", 1000)),
-                                          int(p.get("scan_length", 500)), tseed)
+                trace = simlib.scan_trace(
+                    alpha,
+                    keys,
+                    requests,
+                    int(p.get("scan_every", 1000)),
+                    int(p.get("scan_length", 500)),
+                    tseed,
+                )
             elif kind == "loop":
                 trace = simlib.loop_trace(keys, requests)
             else:
                 raise click.UsageError(
-                    f"unknown synthetic trace {kind!r} (available: zipf, shifting, scan, loop)")
+                    f"unknown synthetic trace {kind!r} (available: zipf, shifting, scan, loop)"
+                )
             distinct = len(np.unique(trace))
         else:
             assert trace_path is not None
@@ -442,8 +603,11 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
                 trace = simlib.load_text(trace_path, fp)
                 distinct = len(set(trace))
             else:
-                loader = {"npy": simlib.load_npy, "csv": simlib.load_csv,
-                          "oracle": simlib.load_oracle_general}[fmt]
+                loader = {
+                    "npy": simlib.load_npy,
+                    "csv": simlib.load_csv,
+                    "oracle": simlib.load_oracle_general,
+                }[fmt]
                 trace = loader(trace_path)
                 distinct = len(np.unique(trace))
         cfg = _config(config_path) if config_path else None
@@ -463,23 +627,41 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
         results: list[Any]
         warm_bytes: dict[int, int] = {}
         if warm_sizes is None:
-            with tqdm(total=len(names) * len(sizes), unit="run", file=sys.stderr,
-                      disable=not sys.stderr.isatty()) as bar:
-                results = simlib.simulate_grid(trace, capacities=sizes, policies=names,
-                                               seed=seed, progress=lambda _: bar.update(1))
+            with tqdm(
+                total=len(names) * len(sizes),
+                unit="run",
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+            ) as bar:
+                results = simlib.simulate_grid(
+                    trace,
+                    capacities=sizes,
+                    policies=names,
+                    seed=seed,
+                    progress=lambda _: bar.update(1),
+                )
         else:
             warm_caps, warm_bytes = _parse_warm(
-                warm_sizes, distinct, vector_dim,
-                cfg.warm.codec if cfg is not None else "float32")
+                warm_sizes, distinct, vector_dim, cfg.warm.codec if cfg is not None else "float32"
+            )
             results = _sim_tiers(simlib, trace, names, sizes, warm_caps, seed, cfg, tqdm)
     except (TierCacheError, OSError, ValueError) as exc:
         _fail(exc)
     rows = [model.summarise(r) for r in results]
     if out_dir:
-        info = {"name": synthetic or os.path.basename(str(trace_path)), "requests": len(trace),
-                "distinct": distinct}
-        written = write_report(results, out_dir, model=model, trace_info=info,
-                               hot_bytes=hot_bytes or None, warm_bytes=warm_bytes or None)
+        info = {
+            "name": synthetic or os.path.basename(str(trace_path)),
+            "requests": len(trace),
+            "distinct": distinct,
+        }
+        written = write_report(
+            results,
+            out_dir,
+            model=model,
+            trace_info=info,
+            hot_bytes=hot_bytes or None,
+            warm_bytes=warm_bytes or None,
+        )
         click.echo("wrote " + ", ".join(written.values()), err=True)
     if warm_sizes is not None:
         for row in rows:
@@ -490,32 +672,57 @@ def sim(synthetic: str | None, trace_path: str | None, fmt: str | None,
     if warm_sizes is not None:
         _print_tiers_table(results, rows, model, len(trace), distinct)
         return
-    click.echo(f"{len(trace)} requests, {distinct} distinct keys; latency model: hit "
-               f"{model.hot_s * 1e6:g} us, miss {model.miss_s * 1e3:g} ms")
-    click.echo(f"{'policy':<10} {'hot entries':>12} {'hit ratio':>10} {'hits':>10} "
-               f"{'evicted':>9} {'rejected':>9} {'mean':>10} {'p99':>10} {'encoder s':>10}")
+    click.echo(
+        f"{len(trace)} requests, {distinct} distinct keys; latency model: hit "
+        f"{model.hot_s * 1e6:g} us, miss {model.miss_s * 1e3:g} ms"
+    )
+    click.echo(
+        f"{'policy':<10} {'hot entries':>12} {'hit ratio':>10} {'hits':>10} "
+        f"{'evicted':>9} {'rejected':>9} {'mean':>10} {'p99':>10} {'encoder s':>10}"
+    )
     for r, row in zip(results, rows):
-        click.echo(f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
-                   f"{r.evicted:>9} {r.rejected:>9} {row['mean_latency_s'] * 1e3:>8.3f}ms "
-                   f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}")
+        click.echo(
+            f"{r.policy:<10} {r.capacity:>12} {r.hit_ratio:>10.4f} {r.hits:>10} "
+            f"{r.evicted:>9} {r.rejected:>9} {row['mean_latency_s'] * 1e3:>8.3f}ms "
+            f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}"
+        )
 
 
-def _sim_tiers(simlib: Any, trace: Any, names: list[str], sizes: list[int],
-               warm_caps: list[int], seed: int, cfg: TierCacheConfig | None,
-               tqdm: Any) -> list[Any]:
+def _sim_tiers(
+    simlib: Any,
+    trace: Any,
+    names: list[str],
+    sizes: list[int],
+    warm_caps: list[int],
+    seed: int,
+    cfg: TierCacheConfig | None,
+    tqdm: Any,
+) -> list[Any]:
     """``simulate_tiers`` for every (policy, hot size, warm size), in that order, with a
     progress bar in requests; ``belady`` gives the hot tier's bound once per hot size.
     The ``policy.*`` settings of ``cfg`` (when given) apply, as in the live cache."""
     pc = cfg.policy if cfg is not None else None
-    knobs: dict[str, Any] = {} if pc is None else {
-        "warm_min_frequency": pc.warm_min_frequency, "eviction_samples": pc.eviction_samples,
-        "max_evictions_per_write": pc.max_evictions_per_write,
-        "access_buffer": pc.access_buffer, "params": dict(pc.params)}
+    knobs: dict[str, Any] = (
+        {}
+        if pc is None
+        else {
+            "warm_min_frequency": pc.warm_min_frequency,
+            "eviction_samples": pc.eviction_samples,
+            "max_evictions_per_write": pc.max_evictions_per_write,
+            "access_buffer": pc.access_buffer,
+            "params": dict(pc.params),
+        }
+    )
     n = len(trace)
     runs = sum(1 if name == "belady" else len(warm_caps) for name in names) * len(sizes)
     out: list[Any] = []
-    with tqdm(total=runs * n, unit="req", unit_scale=True, file=sys.stderr,
-              disable=not sys.stderr.isatty()) as bar:
+    with tqdm(
+        total=runs * n,
+        unit="req",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
         for name in names:
             for cap in sizes:
                 if name == "belady":
@@ -530,40 +737,64 @@ def _sim_tiers(simlib: Any, trace: Any, names: list[str], sizes: list[int],
                         bar.update(k - done[0])
                         done[0] = k
 
-                    out.append(simlib.simulate_tiers(
-                        trace, hot_capacity=cap, warm_capacity=warm, policy=name, seed=seed,
-                        progress=step, **knobs))
+                    out.append(
+                        simlib.simulate_tiers(
+                            trace,
+                            hot_capacity=cap,
+                            warm_capacity=warm,
+                            policy=name,
+                            seed=seed,
+                            progress=step,
+                            **knobs,
+                        )
+                    )
     return out
 
 
-def _print_tiers_table(results: list[Any], rows: list[dict[str, Any]], model: Any,
-                       requests: int, distinct: int) -> None:
+def _print_tiers_table(
+    results: list[Any], rows: list[dict[str, Any]], model: Any, requests: int, distinct: int
+) -> None:
     """The ``sim --warm`` table: one line per (policy, hot size, warm size)."""
-    click.echo(f"{requests} requests, {distinct} distinct keys; latency model: hot "
-               f"{model.hot_s * 1e6:g} us, warm {model.warm_s * 1e6:g} us, miss "
-               f"{model.miss_s * 1e3:g} ms")
-    click.echo(f"{'policy':<10} {'hot entries':>11} {'warm entries':>12} {'hot hit':>8} "
-               f"{'warm hit':>8} {'encoder calls':>13} {'SSD writes':>10} {'mean':>10} "
-               f"{'p99':>10} {'encoder s':>10}")
+    click.echo(
+        f"{requests} requests, {distinct} distinct keys; latency model: hot "
+        f"{model.hot_s * 1e6:g} us, warm {model.warm_s * 1e6:g} us, miss "
+        f"{model.miss_s * 1e3:g} ms"
+    )
+    click.echo(
+        f"{'policy':<10} {'hot entries':>11} {'warm entries':>12} {'hot hit':>8} "
+        f"{'warm hit':>8} {'encoder calls':>13} {'SSD writes':>10} {'mean':>10} "
+        f"{'p99':>10} {'encoder s':>10}"
+    )
     bound = False
     for r, row in zip(results, rows):
         if row.get("warm_capacity") is None:  # belady: hot tier alone
             bound = True
-            click.echo(f"{r.policy:<10} {r.capacity:>11} {'-':>12} {r.hit_ratio:>8.4f} "
-                       f"{'-':>8} {'-':>13} {'-':>10} {'-':>10} {'-':>10} {'-':>10}")
+            click.echo(
+                f"{r.policy:<10} {r.capacity:>11} {'-':>12} {r.hit_ratio:>8.4f} "
+                f"{'-':>8} {'-':>13} {'-':>10} {'-':>10} {'-':>10} {'-':>10}"
+            )
             continue
-        click.echo(f"{r.policy:<10} {r.hot_capacity:>11} {r.warm_capacity:>12} "
-                   f"{r.hit_ratio:>8.4f} {r.warm_hit_ratio:>8.4f} {r.encoder_calls:>13} "
-                   f"{r.warm_writes:>10} {row['mean_latency_s'] * 1e3:>8.3f}ms "
-                   f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}")
-    click.echo("hot hit, warm hit: shares of all requests; SSD writes: records written to "
-               "warm (recomputed + demoted)" + ("; belady: the hot tier's offline bound "
-                                                "alone (no warm model)" if bound else ""))
+        click.echo(
+            f"{r.policy:<10} {r.hot_capacity:>11} {r.warm_capacity:>12} "
+            f"{r.hit_ratio:>8.4f} {r.warm_hit_ratio:>8.4f} {r.encoder_calls:>13} "
+            f"{r.warm_writes:>10} {row['mean_latency_s'] * 1e3:>8.3f}ms "
+            f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}"
+        )
+    click.echo(
+        "hot hit, warm hit: shares of all requests; SSD writes: records written to "
+        "warm (recomputed + demoted)"
+        + ("; belady: the hot tier's offline bound alone (no warm model)" if bound else "")
+    )
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default: the packaged default config).")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (default: the packaged default config).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
@@ -589,15 +820,21 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
         try:
             total = tier.count()
             chunk: list[bytes] = []
-            with tqdm(total=total, unit="rec", desc="inspect", file=sys.stderr,
-                      disable=no_progress or not sys.stderr.isatty()) as bar:
+            with tqdm(
+                total=total,
+                unit="rec",
+                desc="inspect",
+                file=sys.stderr,
+                disable=no_progress or not sys.stderr.isatty(),
+            ) as bar:
                 keys = tier.keys()
                 while True:
                     chunk = [k for _, k in zip(range(5000), keys)]
                     if not chunk:
                         break
                     for d in tier.get_many_with(
-                            chunk, lambda b: (codec.describe_record(b), len(b))):
+                        chunk, lambda b: (codec.describe_record(b), len(b))
+                    ):
                         if d is None:
                             continue
                         info, n = d
@@ -613,11 +850,18 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
                             first = info[2] if first is None else min(first, info[2])
                             last = info[2] if last is None else max(last, info[2])
                     bar.update(len(chunk))
-            report: dict[str, Any] = {"path": str(path), **tier.stat(), "records": by_kind,
-                                      "corrupt": corrupt, "with_metadata_or_text": with_blob,
-                                      "record_bytes": payload, "expired": expired,
-                                      "expires_first": first, "expires_last": last,
-                                      "manifest": tier.manifest()}
+            report: dict[str, Any] = {
+                "path": str(path),
+                **tier.stat(),
+                "records": by_kind,
+                "corrupt": corrupt,
+                "with_metadata_or_text": with_blob,
+                "record_bytes": payload,
+                "expired": expired,
+                "expires_first": first,
+                "expires_last": last,
+                "manifest": tier.manifest(),
+            }
         finally:
             tier.close()
         if cfg.shared.active:
@@ -627,21 +871,33 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
             return
 
         def when(t: float | None) -> str:
-            return "-" if t is None else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(
-                timespec="seconds")
+            return (
+                "-"
+                if t is None
+                else dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+            )
 
         click.echo(f"warm store   {report['path']}")
-        click.echo(f"entries      {report['entries']} ({report['packed_entries']} packed in "
-                   f"{report['segments']} segments)")
+        click.echo(
+            f"entries      {report['entries']} ({report['packed_entries']} packed in "
+            f"{report['segments']} segments)"
+        )
         for kind, n in sorted(by_kind.items()):
             click.echo(f"  {kind:<22} {n}")
         click.echo(f"corrupt      {corrupt}")
         click.echo(f"metadata     {with_blob} records carry metadata or text")
-        click.echo(f"bytes        {report['bytes_used']} in B-tree pages, {payload} in records"
-                   + (f" ({report['bytes_used'] / report['entries']:.0f} per entry)"
-                      if report["entries"] else ""))
-        click.echo(f"expiry       {expired} expired; first {when(first)}, last {when(last)} "
-                   "(records carry no insertion time)")
+        click.echo(
+            f"bytes        {report['bytes_used']} in B-tree pages, {payload} in records"
+            + (
+                f" ({report['bytes_used'] / report['entries']:.0f} per entry)"
+                if report["entries"]
+                else ""
+            )
+        )
+        click.echo(
+            f"expiry       {expired} expired; first {when(first)}, last {when(last)} "
+            "(records carry no insertion time)"
+        )
         _echo_manifest(report["manifest"])
         sh = report.get("shared")
         if sh is not None:
@@ -652,18 +908,42 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config of the store to migrate FROM (default: the packaged one).")
-@click.option("--to", "to_path", type=click.Path(exists=True, dir_okay=False),
-              help="YAML config to migrate TO (its model, namespace, warm path...).")
-@click.option("--to-version", "to_version",
-              help="Shorthand: the same config with encoder.revision set to this value.")
-@click.option("--batch", "-b", type=click.IntRange(1), default=256, show_default=True,
-              help="Texts per batch; each batch is one committed write.")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config of the store to migrate FROM (default: the packaged one).",
+)
+@click.option(
+    "--to",
+    "to_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML config to migrate TO (its model, namespace, warm path...).",
+)
+@click.option(
+    "--to-version",
+    "to_version",
+    help="Shorthand: the same config with encoder.revision set to this value.",
+)
+@click.option(
+    "--batch",
+    "-b",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Texts per batch; each batch is one committed write.",
+)
 @click.option("--restart", is_flag=True, help="Ignore saved progress; start over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def migrate(config_path: str | None, to_path: str | None, to_version: str | None, batch: int,
-            restart: bool, no_progress: bool) -> None:
+def migrate(
+    config_path: str | None,
+    to_path: str | None,
+    to_version: str | None,
+    batch: int,
+    restart: bool,
+    no_progress: bool,
+) -> None:
     """Re-embed every stored text with another model (or model version).
 
     Reads the texts kept in the old warm store (records written with warm.store_text:
@@ -687,7 +967,8 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
             new_cfg = load_config(to_path)
         else:
             new_cfg = dataclasses.replace(
-                old_cfg, encoder=dataclasses.replace(old_cfg.encoder, revision=str(to_version)))
+                old_cfg, encoder=dataclasses.replace(old_cfg.encoder, revision=str(to_version))
+            )
         path = Path(old_cfg.warm.path)
         if not old_cfg.warm.enabled or not (path / "data.mdb").exists():
             _fail(TierCacheError(f"no warm store at {path}"))
@@ -698,13 +979,21 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
         t0 = time.perf_counter()
         try:
             with TierCache(new_cfg) as new:
-                same_place = (Path(new_cfg.warm.path) == path
-                               and new_cfg.warm.namespace == old_cfg.warm.namespace)
-                if same_place and new.fingerprint == encoder_from_config(
-                        old_cfg.encoder).fingerprint:
-                    _fail(TierCacheError("the new config has the same fingerprint (model, "
-                                         "revision, role, ...) and store: nothing would "
-                                         "change"))
+                same_place = (
+                    Path(new_cfg.warm.path) == path
+                    and new_cfg.warm.namespace == old_cfg.warm.namespace
+                )
+                if (
+                    same_place
+                    and new.fingerprint == encoder_from_config(old_cfg.encoder).fingerprint
+                ):
+                    _fail(
+                        TierCacheError(
+                            "the new config has the same fingerprint (model, "
+                            "revision, role, ...) and store: nothing would "
+                            "change"
+                        )
+                    )
                 journal = _MigrateJournal(Path(new_cfg.warm.path), path)
                 start = b"" if restart else journal.load()  # keys <= start are done
                 # the key list is taken first: the new entries may land in the same store
@@ -712,8 +1001,13 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
                 snapshot = [k for k in old.keys() if k > start]
                 total = len(snapshot)
                 keys = iter(snapshot)
-                with tqdm(total=total, unit="rec", desc="migrate", file=sys.stderr,
-                          disable=no_progress or not sys.stderr.isatty()) as bar:
+                with tqdm(
+                    total=total,
+                    unit="rec",
+                    desc="migrate",
+                    file=sys.stderr,
+                    disable=no_progress or not sys.stderr.isatty(),
+                ) as bar:
                     while True:
                         chunk = [k for _, k in zip(range(batch), keys)]
                         if not chunk:
@@ -742,7 +1036,8 @@ def migrate(config_path: str | None, to_path: str | None, to_version: str | None
             f"with {new_cfg.encoder.name} rev {new_cfg.encoder.revision!r} "
             f"({totals['encoded'] / dt if dt else 0:.0f} texts/s), {totals['present']} "
             f"already there, {totals['shared']} from the shared tier, {totals['no_text']} "
-            "without a stored text (skipped; store texts with warm.store_text: true)")
+            "without a stored text (skipped; store texts with warm.store_text: true)"
+        )
     except (TierCacheError, OSError) as exc:
         _fail(exc)
 
@@ -754,7 +1049,7 @@ def _text_and_meta(buf: Any) -> tuple[Any, Any]:
     info = codec.describe_record(buf)
     if info is None or not info[3]:
         return None, None
-    body = codec.unpack_blob(bytes(buf[len(buf) - info[3]:]))
+    body = codec.unpack_blob(bytes(buf[len(buf) - info[3] :]))
     return body.get("t"), body.get("m")
 
 
@@ -808,13 +1103,25 @@ def _processes_using(path: Path) -> list[int]:
 
 
 @main.command()
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default: the packaged default config).")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the compacted copy to this (new or empty) directory.")
-@click.option("--replace", is_flag=True,
-              help="Swap the compacted copy in place of the store (refused while another "
-                   "process has the store open).")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (default: the packaged default config).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the compacted copy to this (new or empty) directory.",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Swap the compacted copy in place of the store (refused while another "
+    "process has the store open).",
+)
 def compact(config_path: str | None, output: Path | None, replace: bool) -> None:
     """Compacting copy of the warm store (LMDB copy without free pages).
 
@@ -823,7 +1130,6 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
     every other process using the store stopped (checked through /proc)."""
     import shutil
 
-
     try:
         if (output is None) == (not replace):
             _fail(TierCacheError("give exactly one of --output DIR or --replace"))
@@ -831,8 +1137,9 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
         path = Path(cfg.warm.path)
         if not cfg.warm.enabled or not (path / "data.mdb").exists():
             _fail(TierCacheError(f"no warm store at {path}"))
-        target = output if output is not None else path.with_name(
-            f"{path.name}.compact-{os.getpid()}")
+        target = (
+            output if output is not None else path.with_name(f"{path.name}.compact-{os.getpid()}")
+        )
         tier = _open_store(path, cfg)
         try:
             entries = tier.count()
@@ -848,8 +1155,11 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
             shutil.rmtree(target, ignore_errors=True)
             _fail(TierCacheError(f"the copy holds {copied} entries, the store {entries}"))
         before, after = sizes["before"], sizes["after"]
-        saved = f"{before} -> {after} bytes ({100 * (1 - after / before):.0f}% smaller)" \
-            if before else f"{after} bytes"
+        saved = (
+            f"{before} -> {after} bytes ({100 * (1 - after / before):.0f}% smaller)"
+            if before
+            else f"{after} bytes"
+        )
         if output is not None:
             click.echo(f"compacted copy of {entries} entries in {target}: {saved}")
             return
@@ -857,12 +1167,20 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
             users = _processes_using(path / "data.mdb")
         except OSError:
             shutil.rmtree(target, ignore_errors=True)
-            _fail(TierCacheError("cannot tell whether other processes use the store (no "
-                                 "/proc); stop them and use --output, then swap by hand"))
+            _fail(
+                TierCacheError(
+                    "cannot tell whether other processes use the store (no "
+                    "/proc); stop them and use --output, then swap by hand"
+                )
+            )
         if users:
             shutil.rmtree(target, ignore_errors=True)
-            _fail(TierCacheError(f"processes {users} have the store open; stop them, or "
-                                 "use --output DIR and swap while they are stopped"))
+            _fail(
+                TierCacheError(
+                    f"processes {users} have the store open; stop them, or "
+                    "use --output DIR and swap while they are stopped"
+                )
+            )
         old = path.with_name(f"{path.name}.old-{os.getpid()}")
         os.rename(path, old)
         os.rename(target, path)
@@ -881,16 +1199,22 @@ def _open_store(path: Path, cfg: TierCacheConfig) -> Any:
     from .keys import Fingerprint
     from .tiers.lmdb import LmdbTier
 
-    return LmdbTier(path, fingerprint=Fingerprint(model="", dim=0),
-                    namespace=cfg.warm.namespace, durability=cfg.warm.durability,
-                    on_fingerprint_mismatch="inspect")
+    return LmdbTier(
+        path,
+        fingerprint=Fingerprint(model="", dim=0),
+        namespace=cfg.warm.namespace,
+        durability=cfg.warm.durability,
+        on_fingerprint_mismatch="inspect",
+    )
 
 
 def _echo_manifest(manifest: dict[str, Any]) -> None:
     for ns, fps in manifest["namespaces"].items():
         for fp in fps:
-            click.echo(f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
-                       f"dim {fp['dim']} role {fp['role']!r}")
+            click.echo(
+                f"namespace {ns!r}: {fp['model']} rev {fp['revision']!r} "
+                f"dim {fp['dim']} role {fp['role']!r}"
+            )
 
 
 def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
@@ -907,9 +1231,15 @@ def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
         host = parts.hostname or ""
         target = f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}"
         target += parts.path if parts.scheme == "unix" else ""
-    tier = RedisTier(url=sc.url, nodes=sc.nodes, cluster=sc.cluster, key_prefix=sc.key_prefix,
-                     timeout=max(sc.timeout, 1.0), connect_timeout=max(sc.connect_timeout, 1.0),
-                     password=os.environ.get(sc.password_env) if sc.password_env else None)
+    tier = RedisTier(
+        url=sc.url,
+        nodes=sc.nodes,
+        cluster=sc.cluster,
+        key_prefix=sc.key_prefix,
+        timeout=max(sc.timeout, 1.0),
+        connect_timeout=max(sc.connect_timeout, 1.0),
+        password=os.environ.get(sc.password_env) if sc.password_env else None,
+    )
     out: dict[str, Any] = {"target": target, "key_prefix": sc.key_prefix}
     try:
         out.update(reachable=True, keys=tier.count(), cluster=tier.is_cluster, error=None)
@@ -936,8 +1266,10 @@ def config_check(file: str) -> None:
         get_policy(cfg.policy.name)
     except TierCacheError as exc:
         _fail(exc)
-    click.echo(f"{file}: OK (policy {cfg.policy.name}, hot {cfg.hot.max_bytes} B, "
-               f"warm {'off' if not cfg.warm.enabled else cfg.warm.path})")
+    click.echo(
+        f"{file}: OK (policy {cfg.policy.name}, hot {cfg.hot.max_bytes} B, "
+        f"warm {'off' if not cfg.warm.enabled else cfg.warm.path})"
+    )
 
 
 @config.command("show")

@@ -53,6 +53,7 @@ def checksum(data: bytes | memoryview) -> int:
     """
     return xxh3_64_intdigest(data) & _MASK32
 
+
 CODEC_IDS = {"float32": 0, "float16": 1, "int8": 2}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 _ITEMSIZE: dict[int, int] = {0: 4, 1: 2, 2: 1}
@@ -154,12 +155,17 @@ def encode_records(
     scale each and go through :func:`encode_record`.
     """
     n = matrix.shape[0]
-    expiries = [float(expires_at)] * n if isinstance(expires_at, (int, float)) else \
-        [float(e) for e in expires_at]
+    expiries = (
+        [float(expires_at)] * n
+        if isinstance(expires_at, (int, float))
+        else [float(e) for e in expires_at]
+    )
     codec_id = CODEC_IDS[codec]
     if codec_id == 2 or n == 0:
-        return [encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None)
-                for i in range(n)]
+        return [
+            encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None)
+            for i in range(n)
+        ]
     dim = matrix.shape[1]
     if not blobs or not any(blobs):
         return _encode_plain_rows(matrix, codec_id, expiries)
@@ -170,8 +176,10 @@ def encode_records(
     out: list[bytes] = []
     for i in range(n):
         blob = blobs[i] if blobs else None
-        rest = pack(FORMAT_VERSION, codec_id, FLAG_BLOB if blob else 0, 0, dim, expiries[i],
-                    1.0) + body[i * width:(i + 1) * width]
+        rest = (
+            pack(FORMAT_VERSION, codec_id, FLAG_BLOB if blob else 0, 0, dim, expiries[i], 1.0)
+            + body[i * width : (i + 1) * width]
+        )
         if blob:
             rest += blob
         out.append(check(xxh3_64_intdigest(rest) & _MASK32) + rest)
@@ -197,9 +205,12 @@ def _encode_plain_rows(matrix: np.ndarray, codec_id: int, expiries: list[float])
     head["scale"] = 1.0
     rows[:, HEADER_SIZE:].view(_DTYPES[codec_id])[:] = matrix
     mv = memoryview(rows.reshape(-1).data)
-    head["crc"] = np.fromiter((xxh3_64_intdigest(mv[r + 4:r + size]) & _MASK32
-                               for r in range(0, n * size, size)), dtype=np.uint32, count=n)
-    return [mv[r:r + size].tobytes() for r in range(0, n * size, size)]  # one copy each
+    head["crc"] = np.fromiter(
+        (xxh3_64_intdigest(mv[r + 4 : r + size]) & _MASK32 for r in range(0, n * size, size)),
+        dtype=np.uint32,
+        count=n,
+    )
+    return [mv[r : r + size].tobytes() for r in range(0, n * size, size)]  # one copy each
 
 
 def peek_expiry(buf: bytes | memoryview) -> float | None:
@@ -276,25 +287,31 @@ def decode_at(buf: Any, start: int, end: int, dim: int) -> VectorRecord | None:
         return None
     if n != body_end and (n < body_end or not flags & FLAG_BLOB):
         return None
-    if xxh3_64_intdigest(buf[start + 4:end]) & _MASK32 != crc:  # a view of the map: no copy
+    if xxh3_64_intdigest(buf[start + 4 : end]) & _MASK32 != crc:  # a view of the map: no copy
         return None
-    blob = bytes(buf[start + body_end:end]) if n != body_end else None
+    blob = bytes(buf[start + body_end : end]) if n != body_end else None
     if codec_id == 0:
         # one copy into a bytearray the array then owns: ~0.15 us cheaper than
         # frombuffer(...).copy() (one numpy object instead of two)
-        return (_frombuffer(bytearray(buf[start + HEADER_SIZE:start + body_end]), _F4),
-                expires_at, blob)
+        return (
+            _frombuffer(bytearray(buf[start + HEADER_SIZE : start + body_end]), _F4),
+            expires_at,
+            blob,
+        )
     if codec_id == 1:
-        return (_frombuffer(buf, _F2, dim, start + HEADER_SIZE).astype(np.float32),
-                expires_at, blob)
+        return (
+            _frombuffer(buf, _F2, dim, start + HEADER_SIZE).astype(np.float32),
+            expires_at,
+            blob,
+        )
     if not math.isfinite(scale):
         return None
-    return (_frombuffer(buf, _I1, dim, start + HEADER_SIZE) * np.float32(scale),
-            expires_at, blob)
+    return (_frombuffer(buf, _I1, dim, start + HEADER_SIZE) * np.float32(scale), expires_at, blob)
 
 
-def decode_rows(buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name: str
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def decode_rows(
+    buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode ``n`` records of one length laid out every ``stride`` bytes in ``buf``, each
     starting ``skip`` bytes into its row (the warm batch path: packed slots with their
     digest in front). Vectorised: one structured view checks every header, one strided view
@@ -313,21 +330,36 @@ def decode_rows(buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name
         empty = np.zeros(n, dtype=bool)
         return empty, empty.copy(), np.zeros(n), np.zeros((n, dim), dtype=np.float32)
     head = np.ndarray((n,), dtype=_header_dtype(skip, stride), buffer=buf)
-    shape_ok = ((head["version"] == FORMAT_VERSION) & (head["codec"] == codec_id)
-                & (head["flags"] == 0) & (head["dim"] == dim))
+    shape_ok = (
+        (head["version"] == FORMAT_VERSION)
+        & (head["codec"] == codec_id)
+        & (head["flags"] == 0)
+        & (head["dim"] == dim)
+    )
     if stride != skip + HEADER_SIZE + dim * itemsize:
         shape_ok[:] = False  # records of another length: none of them is the plain shape
     if codec_id == 2:
         shape_ok &= np.isfinite(head["scale"])
     mv = memoryview(buf)
     lo = skip + 4
-    sums = np.fromiter((xxh3_64_intdigest(mv[r:r + stride - lo]) & _MASK32
-                        for r in range(lo, n * stride, stride)), dtype=np.uint32, count=n)
+    sums = np.fromiter(
+        (
+            xxh3_64_intdigest(mv[r : r + stride - lo]) & _MASK32
+            for r in range(lo, n * stride, stride)
+        ),
+        dtype=np.uint32,
+        count=n,
+    )
     good = sums == head["crc"]
     fast = shape_ok & good
     bad = shape_ok & ~good
-    body = np.ndarray((n, dim), dtype=_DTYPES[codec_id], buffer=buf,
-                      offset=skip + HEADER_SIZE, strides=(stride, itemsize))
+    body = np.ndarray(
+        (n, dim),
+        dtype=_DTYPES[codec_id],
+        buffer=buf,
+        offset=skip + HEADER_SIZE,
+        strides=(stride, itemsize),
+    )
     if codec_id == 0:
         matrix = body  # a view over ``buf``: the caller's one copy is its scatter
     elif codec_id == 1:
@@ -339,12 +371,14 @@ def decode_rows(buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name
 
 @functools.lru_cache(maxsize=16)
 def _header_dtype(skip: int, stride: int) -> np.dtype[Any]:
-    return np.dtype({
-        "names": ["crc", "version", "codec", "flags", "dim", "expires_at", "scale"],
-        "formats": ["<u4", "u1", "u1", "u1", "<u4", "<f8", "<f4"],
-        "offsets": [skip, skip + 4, skip + 5, skip + 6, skip + 8, skip + 12, skip + 20],
-        "itemsize": stride,
-    })
+    return np.dtype(
+        {
+            "names": ["crc", "version", "codec", "flags", "dim", "expires_at", "scale"],
+            "formats": ["<u4", "u1", "u1", "u1", "<u4", "<f8", "<f4"],
+            "offsets": [skip, skip + 4, skip + 5, skip + 6, skip + 8, skip + 12, skip + 20],
+            "itemsize": stride,
+        }
+    )
 
 
 def describe_record(buf: bytes | memoryview) -> tuple[str, int, float, int] | None:

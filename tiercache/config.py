@@ -234,8 +234,7 @@ _DURATION_UNITS: dict[str, float] = {
 }
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _BARE_NUMBER_RE = re.compile(rf"^{_NUMBER}$")
-_DURATION_PART_RE = re.compile(rf"\s*({_NUMBER})\s*(us|µs|ms|s|m|h|d|w)(?![a-z])",
-                               re.IGNORECASE)
+_DURATION_PART_RE = re.compile(rf"\s*({_NUMBER})\s*(us|µs|ms|s|m|h|d|w)(?![a-z])", re.IGNORECASE)
 _DURATION_HINT = "use seconds (a number) or a duration such as '72h', '30m', '1h30m', '500ms'"
 
 
@@ -467,9 +466,12 @@ class SharedConfig:
             url = _check_str(self.url, "shared.url", non_empty=True)
             scheme = url.split("://", 1)[0].lower() if "://" in url else ""
             if scheme not in _REDIS_SCHEMES:
-                _fail("shared.url", url,
-                      f"expected a URL starting with one of "
-                      f"{', '.join(s + '://' for s in _REDIS_SCHEMES)}")
+                _fail(
+                    "shared.url",
+                    url,
+                    f"expected a URL starting with one of "
+                    f"{', '.join(s + '://' for s in _REDIS_SCHEMES)}",
+                )
         if isinstance(self.nodes, str) or not isinstance(self.nodes, (list, tuple)):
             _fail("shared.nodes", self.nodes, "expected a list of 'host:port' strings")
         nodes = tuple(self.nodes)
@@ -492,8 +494,7 @@ class SharedConfig:
                 _fail(f"shared.{name}", getattr(self, name), "must be a duration > 0")
             _set(self, name, value)
         if self.backoff_max < self.backoff_initial:
-            _fail("shared.backoff_max", self.backoff_max,
-                  "must be >= shared.backoff_initial")
+            _fail("shared.backoff_max", self.backoff_max, "must be >= shared.backoff_initial")
         _check_int(self.min_frequency, "shared.min_frequency", minimum=0)
         if self.password_env is not None:
             _check_str(self.password_env, "shared.password_env", non_empty=True)

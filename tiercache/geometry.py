@@ -42,7 +42,6 @@ def segment_slots(record_len: int, page_size: int = 4096) -> int:
     return min(k for k, c in costs.items() if c <= best * (1 + _K_TOLERANCE))
 
 
-
 def warm_capacity(max_bytes: int, record_len: int, page_size: int = 4096) -> int:
     """Entries that fit a warm byte budget, from LMDB's page geometry.
 

@@ -116,9 +116,7 @@ class KeyMaker:
             data = bytes(content)
             h.update(b"b" + _LEN.pack(len(data)))
         else:
-            raise InvalidContentError(
-                f"content must be str or bytes, not {type(content).__name__}"
-            )
+            raise InvalidContentError(f"content must be str or bytes, not {type(content).__name__}")
         h.update(data)
         return h.digest()
 

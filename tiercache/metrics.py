@@ -44,16 +44,26 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "tiercache.metrics needs prometheus-client: pip install 'tiercache[metrics]'"
     ) from exc
 
-_COUNTERS = ("hits", "misses", "promotions", "demotions", "writes", "errors", "corrupt",
-             "expired", "skipped")
+_COUNTERS = (
+    "hits",
+    "misses",
+    "promotions",
+    "demotions",
+    "writes",
+    "errors",
+    "corrupt",
+    "expired",
+    "skipped",
+)
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
 
 
 class TierCacheCollector(Collector):
     """A Prometheus collector reading ``cache.stats()`` at every scrape."""
 
-    def __init__(self, cache: Any, *, prefix: str = "tiercache",
-                 labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, cache: Any, *, prefix: str = "tiercache", labels: Mapping[str, str] | None = None
+    ) -> None:
         if not prefix.replace("_", "").isalnum():
             raise ConfigError("metrics.prefix", prefix, "letters, digits and '_' only")
         self.cache = cache
@@ -63,7 +73,7 @@ class TierCacheCollector(Collector):
     def _name(self, name: str) -> str:
         return f"{self.prefix}_{name}"
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:  # noqa: C901
         st = self.cache.stats()
         base_keys = list(self.labels)
         base = list(self.labels.values())
@@ -90,30 +100,39 @@ class TierCacheCollector(Collector):
                 for reason, n in sorted(t.get(field, {}).items()):
                     fam.add_metric(base + [tier, reason], n)
             yield fam
-        for field, name, doc in (("entries", "entries", "Entries held per tier."),
-                                 ("bytes", "bytes", "Bytes used per tier."),
-                                 ("capacity", "capacity_entries", "Entry capacity per tier.")):
+        for field, name, doc in (
+            ("entries", "entries", "Entries held per tier."),
+            ("bytes", "bytes", "Bytes used per tier."),
+            ("capacity", "capacity_entries", "Entry capacity per tier."),
+        ):
             g = gauge(name, doc, ("tier",))
             for tier, t in tiers.items():
                 if t.get(field) is not None:
                     g.add_metric(base + [tier], float(t[field]))
             yield g
-        lat = gauge("latency_seconds", "Recent per-tier lookup latency quantiles.",
-                    ("tier", "quantile"))
+        lat = gauge(
+            "latency_seconds", "Recent per-tier lookup latency quantiles.", ("tier", "quantile")
+        )
         for tier, t in tiers.items():
             for q, key in _QUANTILES:
                 lat.add_metric(base + [tier, q], t["latency_us"][key] / 1e6)
         yield lat
 
         enc = st["encoder"]
-        for field, name in (("calls", "calls"), ("texts", "texts"), ("errors", "errors"),
-                            ("seconds", "seconds"), ("deduplicated", "deduplicated"),
-                            ("single_flight_waits", "single_flight_waits")):
+        for field, name in (
+            ("calls", "calls"),
+            ("texts", "texts"),
+            ("errors", "errors"),
+            ("seconds", "seconds"),
+            ("deduplicated", "deduplicated"),
+            ("single_flight_waits", "single_flight_waits"),
+        ):
             fam = counter(f"encoder_{name}", f"Encoder {field.replace('_', ' ')}.")
             fam.add_metric(base, enc[field])
             yield fam
-        elat = gauge("encoder_latency_seconds", "Recent encoder call latency quantiles.",
-                     ("quantile",))
+        elat = gauge(
+            "encoder_latency_seconds", "Recent encoder call latency quantiles.", ("quantile",)
+        )
         for q, key in _QUANTILES:
             elat.add_metric(base + [q], enc["latency_us"][key] / 1e6)
         yield elat
@@ -128,17 +147,28 @@ class TierCacheCollector(Collector):
             yield out
 
 
-def register(cache: Any, registry: CollectorRegistry = REGISTRY, *, prefix: str = "tiercache",
-             labels: Mapping[str, str] | None = None) -> TierCacheCollector:
+def register(
+    cache: Any,
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    prefix: str = "tiercache",
+    labels: Mapping[str, str] | None = None,
+) -> TierCacheCollector:
     """Register a collector for ``cache`` (default: prometheus-client's global registry)."""
     collector = TierCacheCollector(cache, prefix=prefix, labels=labels)
     registry.register(collector)
     return collector
 
 
-def serve_metrics(cache: Any, port: int, addr: str = "127.0.0.1", *,
-                  registry: CollectorRegistry | None = None, prefix: str = "tiercache",
-                  labels: Mapping[str, str] | None = None) -> Any:
+def serve_metrics(
+    cache: Any,
+    port: int,
+    addr: str = "127.0.0.1",
+    *,
+    registry: CollectorRegistry | None = None,
+    prefix: str = "tiercache",
+    labels: Mapping[str, str] | None = None,
+) -> Any:
     """Register ``cache`` and serve ``/metrics`` on ``addr:port`` (loopback by default) in
     a daemon thread; returns prometheus-client's ``(server, thread)``."""
     from prometheus_client import start_http_server

@@ -903,9 +903,16 @@ if _core is not None:
 
         def _init_segments(self, window: int) -> None:
             self._core_setup(
-                self.capacity, window, self.protected_fraction, self.sketch, self.hasher,
-                _FAST_HASH.get(self.hasher, 0), self.rng, self.jitter_threshold,
-                self._climbing, self._period,
+                self.capacity,
+                window,
+                self.protected_fraction,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                self.jitter_threshold,
+                self._climbing,
+                self._period,
             )
 
     # hashers whose common cases the core computes inline (bytes of 8+ bytes: the first 8,
@@ -1071,8 +1078,7 @@ class PolicyEngine:
                 hashes = self.hasher_many(part)
             else:
                 hasher = self.hasher
-                hashes = np.fromiter((hasher(k) for k in part), dtype=np.uint64,
-                                     count=len(part))
+                hashes = np.fromiter((hasher(k) for k in part), dtype=np.uint64, count=len(part))
             self.sketch.increment_many(hashes)
             hot.on_hits(part)
             pos = end
@@ -1134,7 +1140,11 @@ class PolicyEngine:
         return [rng.getrandbits(128).to_bytes(16, "little") for _ in range(n)]
 
     def warm_victims(
-        self, sampled: Sequence[_K], excess: int, *, protect: Iterable[_K] = (),
+        self,
+        sampled: Sequence[_K],
+        excess: int,
+        *,
+        protect: Iterable[_K] = (),
         batch: int = 0,
     ) -> list[_K]:
         """Choose warm keys to evict from a sample.

@@ -63,9 +63,15 @@ class _OwnRow:
 _OWN_ROW = _OwnRow()
 
 
-def _fill_entries(found: list[Entry | None], out: np.ndarray, positions: Sequence[int],
-                  keys: list[bytes], blobs: list[bytes | None], tier: str,
-                  filler: Any = None) -> None:
+def _fill_entries(
+    found: list[Entry | None],
+    out: np.ndarray,
+    positions: Sequence[int],
+    keys: list[bytes],
+    blobs: list[bytes | None],
+    tier: str,
+    filler: Any = None,
+) -> None:
     """``found[i]`` = the Entry of row ``i`` of ``out``, for each position. An Entry's
     vector is that row: ``out`` is this call's own array, never a tier's memory, so each
     caller owns its rows (no aliasing), and a batch costs no copy per entry. ``filler``
@@ -78,8 +84,9 @@ def _fill_entries(found: list[Entry | None], out: np.ndarray, positions: Sequenc
         at = {i: j for j, i in enumerate(positions)}
         for i in left:
             blob = blobs[at[i]]
-            found[i] = new_entry(keys[at[i]].hex(), out[i],
-                                 unpack(blob).get("m") if blob else None, tier)
+            found[i] = new_entry(
+                keys[at[i]].hex(), out[i], unpack(blob).get("m") if blob else None, tier
+            )
         return
     for i, k, blob in zip(positions, keys, blobs):
         found[i] = new_entry(k.hex(), out[i], unpack(blob).get("m") if blob else None, tier)
@@ -121,8 +128,16 @@ class ReadPath:
         if compiled and self._hot.capacity > 0:
             hot = self._hot
             self.fast = _core.HotReader(
-                self.embed, self._lock, hot._by_content, hot.slab, hot.expires, hot._key,
-                engine._buffer, engine.access_buffer, engine.drain, self._clock,
+                self.embed,
+                self._lock,
+                hot._by_content,
+                hot.slab,
+                hot.expires,
+                hot._key,
+                engine._buffer,
+                engine.access_buffer,
+                engine.drain,
+                self._clock,
                 ctx.record_hot_latency,
             )
         if self._warm is not None:
@@ -131,9 +146,19 @@ class ReadPath:
             # a corrupt or expired record, an LMDB error, a resize, a fork) calls embed
             # unchanged, before anything is counted
             self.warm_reader = _core.WarmReader(
-                self.embed, self._lock, self._warm, _lmdb_tier.__dict__, self._keys.prefix,
-                KeyMaker.person, self.dim, engine._buffer, engine.access_buffer,
-                engine.drain, self._clock, ctx.record_warm_latency, xxh3_64_intdigest,
+                self.embed,
+                self._lock,
+                self._warm,
+                _lmdb_tier.__dict__,
+                self._keys.prefix,
+                KeyMaker.person,
+                self.dim,
+                engine._buffer,
+                engine.access_buffer,
+                engine.drain,
+                self._clock,
+                ctx.record_warm_latency,
+                xxh3_64_intdigest,
             )
             if compiled and self._hot.capacity == 0:
                 self.fast_warm = self.warm_reader
@@ -192,8 +217,7 @@ class ReadPath:
                 exp = hot.expires[slot]
                 # the clock is the caller's code and the lock re-entrant: after calling
                 # it, serve only if content still maps to the same slot
-                if exp == NEVER or (exp > self._clock()
-                                    and hot._by_content.get(content) == slot):
+                if exp == NEVER or (exp > self._clock() and hot._by_content.get(content) == slot):
                     vec: np.ndarray = hot.slab[slot].copy()
                     self._record_hit(hot._key[slot])
                     self._s_hot.hits += 1
@@ -255,8 +279,15 @@ class ReadPath:
         check_content(content, self._ctx.accepts)
         return self.compute([key], [content])[key].copy()
 
-    def lower_one(self, content: Content, key: bytes, *, recorded: bool, timed: bool,
-                  found: list[Entry | None] | None) -> np.ndarray | None:
+    def lower_one(
+        self,
+        content: Content,
+        key: bytes,
+        *,
+        recorded: bool,
+        timed: bool,
+        found: list[Entry | None] | None,
+    ) -> np.ndarray | None:
         """One content past its hot miss: warm, then shared; the vector, or None on a miss.
         ``recorded``: the hot miss is already counted. With ``found`` (``[None]``), a hit
         also sets ``found[0]`` to its :class:`Entry`. The single-key form of
@@ -266,9 +297,12 @@ class ReadPath:
             if rec is not None:
                 if found is not None:
                     blob = rec[2]
-                    found[0] = new_entry(key.hex(), rec[0],
-                                         codec.unpack_blob(blob).get("m") if blob else None,
-                                         "warm")
+                    found[0] = new_entry(
+                        key.hex(),
+                        rec[0],
+                        codec.unpack_blob(blob).get("m") if blob else None,
+                        "warm",
+                    )
                 return rec[0]
         elif not recorded:
             with self._lock:
@@ -298,8 +332,9 @@ class ReadPath:
         assert self._warm is not None
         return self._warm.get_at(key, _decode_at, self.dim, _ABSENT)
 
-    def warm_get_one(self, content: Content, key: bytes, *, record_miss: bool = False,
-                     timed: bool = True) -> codec.VectorRecord | None:
+    def warm_get_one(
+        self, content: Content, key: bytes, *, record_miss: bool = False, timed: bool = True
+    ) -> codec.VectorRecord | None:
         """One warm lookup (counted, promoted per policy): ``(vector, expires_at, blob)``,
         None on a miss of any kind.
 
@@ -341,9 +376,11 @@ class ReadPath:
             else:
                 expired = False
                 sw.hits += 1
-                demote = self._w.promote_locked(
-                    [(content, key, vector, expires_at, blob)]
-                ) if self._hot.capacity else None
+                demote = (
+                    self._w.promote_locked([(content, key, vector, expires_at, blob)])
+                    if self._hot.capacity
+                    else None
+                )
         if expired:
             self._w.warm_delete([key])
             return None
@@ -376,7 +413,7 @@ class ReadPath:
             out[rows] = vectors[k]
         return out
 
-    def lookup_into(
+    def lookup_into(  # noqa: C901
         self,
         contents: list[Content],
         out: np.ndarray,
@@ -405,8 +442,7 @@ class ReadPath:
                 self._ctx.lookups += len(contents)
                 self._s_hot.misses += len(warm_wanted)
                 self._s_enc.deduplicated += len(contents) - len(warm_wanted)
-            return self.lookup_lower(out, found, now, list(warm_wanted),
-                                      list(warm_wanted.values()))
+            return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
         entries: tuple[Sequence[int], list[bytes], list[bytes | None]] | None = None
         with self._lock:
             self._ctx.lookups += len(contents)
@@ -416,15 +452,18 @@ class ReadPath:
                 if found is not None and len(unserved) < len(contents):
                     if unserved:
                         skip = set(unserved)
-                        hit_pos: Sequence[int] = [i for i in range(len(contents))
-                                                  if i not in skip]
-                        served = list(map(hot._by_content.__getitem__,
-                                          [contents[i] for i in hit_pos]))
+                        hit_pos: Sequence[int] = [i for i in range(len(contents)) if i not in skip]
+                        served = list(
+                            map(hot._by_content.__getitem__, [contents[i] for i in hit_pos])
+                        )
                     else:  # every content a hit: C-speed maps only
                         hit_pos = range(len(contents))
                         served = list(map(hot._by_content.__getitem__, contents))
-                    entries = (hit_pos, list(map(hot._key.__getitem__, served)),
-                               list(map(hot._meta.__getitem__, served)))
+                    entries = (
+                        hit_pos,
+                        list(map(hot._key.__getitem__, served)),
+                        list(map(hot._meta.__getitem__, served)),
+                    )
                 for i in unserved:
                     c = contents[i]
                     if c in warm_wanted:
@@ -480,7 +519,7 @@ class ReadPath:
             _fill_entries(found, out, *entries, "hot", self._filler)
         return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
 
-    def lookup_lower(
+    def lookup_lower(  # noqa: C901
         self,
         out: np.ndarray,
         found: list[Entry | None] | None,
@@ -496,10 +535,10 @@ class ReadPath:
         read = None
         t1 = _perf()
         if self.warm_reader is not None:  # keys and records in C, one transaction
-            read = self.warm_reader.rows(wanted, out, None if rows_of is _OWN_ROW else rows_of,
-                                          now, self._keys.digest)
-        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest,
-                                                                      wanted))
+            read = self.warm_reader.rows(
+                wanted, out, None if rows_of is _OWN_ROW else rows_of, now, self._keys.digest
+            )
+        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest, wanted))
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None:
@@ -511,11 +550,13 @@ class ReadPath:
         hit = np.zeros(n_keys, dtype=bool)
         if read is not None:
             fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_c(
-                keys, read[1], read[2])
+                keys, read[1], read[2]
+            )
         else:
             t1 = _perf()
             fast_j, fast_exp, todo, corrupt, expired, drop = self._rows_from_python(
-                keys, rows_of, out, now)
+                keys, rows_of, out, now
+            )
         hit[fast_j] = True
         # the rest one by one: records of another codec or with metadata, other lengths
         slow_j: list[int] = []
@@ -546,8 +587,9 @@ class ReadPath:
         hit_blob += [r[3] for r in raws]
         if found is not None:
             if rows_of is _OWN_ROW:
-                _fill_entries(found, out, hits, [keys[j] for j in hits], hit_blob, "warm",
-                              self._filler)
+                _fill_entries(
+                    found, out, hits, [keys[j] for j in hits], hit_blob, "warm", self._filler
+                )
             else:
                 for j, blob in zip(hits, hit_blob):
                     meta = codec.unpack_blob(blob).get("m") if blob else None
@@ -563,10 +605,16 @@ class ReadPath:
             sw.hits += len(hits)
             sw.misses += len(missing)
             sw.latency.add(elapsed / max(1, n_keys))
-            demote = self._w.promote_locked(
-                [(wanted[j], keys[j], out[rows_of[j][0]], e, b)
-                 for j, e, b in zip(hits, hit_exp, hit_blob)]
-            ) if hits and self._hot.capacity else []
+            demote = (
+                self._w.promote_locked(
+                    [
+                        (wanted[j], keys[j], out[rows_of[j][0]], e, b)
+                        for j, e, b in zip(hits, hit_exp, hit_blob)
+                    ]
+                )
+                if hits and self._hot.capacity
+                else []
+            )
         if drop:
             self._w.warm_delete(drop)
         if demote:
@@ -576,7 +624,10 @@ class ReadPath:
         return missing
 
     def _rows_from_c(
-        self, keys: list[bytes], status: bytes, expiries: bytes,
+        self,
+        keys: list[bytes],
+        status: bytes,
+        expiries: bytes,
     ) -> _WarmRows:
         """``_lookup_lower``'s warm read, from ``WarmReader.rows``' result (every row of a
         hit already in ``out``): ``(fast_j, fast_exp, todo, corrupt, expired, drop)``, as
@@ -597,11 +648,20 @@ class ReadPath:
             except Exception:  # an unreadable store degrades to a miss, never an error
                 with self._lock:
                     self._s_warm.errors += 1
-        return (fast_j, fast_exp, todo, int(np.count_nonzero(st == 3)), len(dead),
-                [keys[j] for j in dead])
+        return (
+            fast_j,
+            fast_exp,
+            todo,
+            int(np.count_nonzero(st == 3)),
+            len(dead),
+            [keys[j] for j in dead],
+        )
 
     def _rows_from_python(
-        self, keys: list[bytes], rows_of: list[list[int]] | _OwnRow, out: np.ndarray,
+        self,
+        keys: list[bytes],
+        rows_of: list[list[int]] | _OwnRow,
+        out: np.ndarray,
         now: float,
     ) -> _WarmRows:
         """``_lookup_lower``'s warm read in Python: fixed rows (key + record) of this codec's
@@ -621,8 +681,9 @@ class ReadPath:
             with self._lock:
                 self._s_warm.errors += 1
             pos, rows, others = [], b"", []
-        fast, bad, expiry, fmatrix = codec.decode_rows(rows, len(pos), stride, KEY_BYTES,
-                                                       dim, self._codec)
+        fast, bad, expiry, fmatrix = codec.decode_rows(
+            rows, len(pos), stride, KEY_BYTES, dim, self._codec
+        )
         corrupt = int(np.count_nonzero(bad))
         posa = np.array(pos, dtype=np.intp)
         dead = fast & (expiry != 0) & (expiry <= now)  # NaN never expires, as before
@@ -633,8 +694,10 @@ class ReadPath:
         todo: list[tuple[int, Any]] = list(others)
         if len(fast_j) + corrupt + expired != len(pos):
             mv = memoryview(rows)
-            todo = [(pos[r], mv[r * stride + KEY_BYTES:(r + 1) * stride])
-                    for r in np.flatnonzero(~(fast | bad)).tolist()] + todo
+            todo = [
+                (pos[r], mv[r * stride + KEY_BYTES : (r + 1) * stride])
+                for r in np.flatnonzero(~(fast | bad)).tolist()
+            ] + todo
         if fast_j:
             fm = fmatrix if len(fast_j) == len(pos) else fmatrix[live]
             if rows_of is _OWN_ROW:
@@ -709,8 +772,9 @@ class ReadPath:
             self._w.place_local(placed, promoted=True)
         return still
 
-    def compute(self, keys: list[bytes], contents: list[Content], *,
-                 store: bool = True) -> dict[bytes, np.ndarray]:
+    def compute(
+        self, keys: list[bytes], contents: list[Content], *, store: bool = True
+    ) -> dict[bytes, np.ndarray]:
         """Encode the distinct missing keys once, with single-flight across threads.
 
         ``store=False``: the caller stores the results itself (``precompute``)."""
@@ -728,7 +792,7 @@ class ReadPath:
             storing: Future[None] | None = None  # the previous chunk's store, in flight
             try:
                 for start in range(0, len(owned), batch_size):
-                    chunk = owned[start:start + batch_size]
+                    chunk = owned[start : start + batch_size]
                     batch = [c for _, c, _ in chunk]
                     t0 = _perf()
                     try:
@@ -754,7 +818,8 @@ class ReadPath:
                             done.result()
                         if start + batch_size < len(owned):
                             storing = self._w.store_pool().submit(
-                                self._w.store_computed, chunk, matrix)
+                                self._w.store_computed, chunk, matrix
+                            )
                         else:
                             self._w.store_computed(chunk, matrix)
                     for i, (k, _, _) in enumerate(chunk):
@@ -784,8 +849,9 @@ class ReadPath:
                 slot = hot._by_content.get(content)
                 if slot is not None:
                     exp = hot.expires[slot]
-                    fresh = exp == NEVER or (exp > self._clock()
-                                             and hot._by_content.get(content) == slot)
+                    fresh = exp == NEVER or (
+                        exp > self._clock() and hot._by_content.get(content) == slot
+                    )
                     if fresh:
                         vec: np.ndarray = hot.slab[slot].copy()
                         key = hot._key[slot]
@@ -796,11 +862,13 @@ class ReadPath:
             if slot is not None:
                 if not fresh:  # expired (or replaced meanwhile): the batch path sorts it out
                     return self.mget([content])[0]
-                return new_entry(key.hex(), vec,
-                                 codec.unpack_blob(meta).get("m") if meta else None, "hot")
+                return new_entry(
+                    key.hex(), vec, codec.unpack_blob(meta).get("m") if meta else None, "hot"
+                )
         found: list[Entry | None] = [None]
-        self.lower_one(content, self._keys.digest(content), recorded=False, timed=False,
-                       found=found)
+        self.lower_one(
+            content, self._keys.digest(content), recorded=False, timed=False, found=found
+        )
         return found[0]
 
     def exists(self, content: Content) -> bool:
@@ -907,14 +975,14 @@ class ReadPath:
                 live = [st == 1 for st in status]
                 blob_j = [j for j, st in enumerate(status) if st == 2]
                 if blob_j:
-                    blob_exps = warm.get_many_with([keys[j] for j in blob_j],
-                                                   codec.peek_expiry)
+                    blob_exps = warm.get_many_with([keys[j] for j in blob_j], codec.peek_expiry)
                     for j, exp in zip(blob_j, blob_exps):
                         live[j] = exp is not None and (exp == 0.0 or exp > now)
             else:  # verified as a read verifies it: a corrupt record does not exist
                 dim = self.dim
-                recs = warm.get_many_with(list(map(self._keys.digest, distinct)),
-                                          lambda b: _decode_at(b, 0, len(b), dim))
+                recs = warm.get_many_with(
+                    list(map(self._keys.digest, distinct)), lambda b: _decode_at(b, 0, len(b), dim)
+                )
                 live = [r is not None and (not r[1] or r[1] > now) for r in recs]
         except Exception:  # an unreadable store holds nothing (counted), as in lookups
             with self._lock:
@@ -935,8 +1003,12 @@ class ReadPath:
                 slot = self._hot.slot_of_key(raw)
                 if slot is not None and self._hot.expires[slot] > now:
                     meta = self._hot.meta_at(slot)
-                    return Entry(key, self._hot.slab[slot].copy(),
-                                 codec.unpack_blob(meta).get("m") if meta else None, "hot")
+                    return Entry(
+                        key,
+                        self._hot.slab[slot].copy(),
+                        codec.unpack_blob(meta).get("m") if meta else None,
+                        "hot",
+                    )
         else:
             try:
                 rec = self.warm_record(raw)
@@ -946,8 +1018,9 @@ class ReadPath:
                 rec = None
             if rec is not None and rec is not _ABSENT and not (rec[1] and rec[1] <= now):
                 blob = rec[2]
-                return new_entry(key, rec[0], codec.unpack_blob(blob).get("m") if blob else None,
-                                 "warm")
+                return new_entry(
+                    key, rec[0], codec.unpack_blob(blob).get("m") if blob else None, "warm"
+                )
         if self._shared is not None:
             try:
                 buf = self._shared.get(raw)

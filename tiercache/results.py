@@ -65,8 +65,14 @@ class ResultCache:
     every old result becomes invalid at once). ``clock`` is injectable for tests.
     """
 
-    def __init__(self, *, max_entries: int = 10_000, ttl: float = 60.0, version: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        ttl: float = 60.0,
+        version: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise InvalidInputError(f"max_entries must be an integer >= 1, got {max_entries!r}")
         self._ttl = self._check_ttl(ttl)
@@ -80,22 +86,37 @@ class ResultCache:
 
     @staticmethod
     def _check_ttl(ttl: Any) -> float:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(
-                ttl) or ttl <= 0:
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, (int, float))
+            or not math.isfinite(ttl)
+            or ttl <= 0
+        ):
             raise InvalidTTLError(f"ttl must be a number of seconds > 0, got {ttl!r}")
         return float(ttl)
 
     def key(self, query: Any, filters: Any = None, k: int | None = None) -> bytes:
         """The 16-byte key of a (query, filters, k) under this cache's version."""
         try:
-            body = msgpack.packb([self.version, _canonical(query), _canonical(filters), k],
-                                 use_bin_type=True, strict_types=False)
+            body = msgpack.packb(
+                [self.version, _canonical(query), _canonical(filters), k],
+                use_bin_type=True,
+                strict_types=False,
+            )
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInputError(f"query/filters must be plain data: {exc}") from exc
         return hashlib.blake2b(body, digest_size=16, person=b"tiercache-res").digest()
 
-    def set(self, query: Any, result: Any, *, filters: Any = None, k: int | None = None,
-            tags: Iterable[str] = (), ttl: float | None = None) -> bytes:
+    def set(
+        self,
+        query: Any,
+        result: Any,
+        *,
+        filters: Any = None,
+        k: int | None = None,
+        tags: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> bytes:
         """Store ``result`` (plain data) for (query, filters, k); returns its key."""
         life = self._ttl if ttl is None else self._check_ttl(ttl)
         tagset = frozenset(tags)
@@ -104,11 +125,11 @@ class ResultCache:
         try:
             packed = msgpack.packb(result, use_bin_type=True, strict_types=False)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidMetadataError(f"result cannot be stored (plain data only): {exc}") \
-                from exc
+            raise InvalidMetadataError(f"result cannot be stored (plain data only): {exc}") from exc
         if len(packed) > MAX_RESULT_BYTES:
-            raise InvalidMetadataError(f"result is {len(packed)} bytes packed; the limit is "
-                                       f"{MAX_RESULT_BYTES}")
+            raise InvalidMetadataError(
+                f"result is {len(packed)} bytes packed; the limit is {MAX_RESULT_BYTES}"
+            )
         key = self.key(query, filters, k)
         with self._lock:
             self._remove_locked(key)
@@ -121,8 +142,9 @@ class ResultCache:
                 self.evictions += 1
         return key
 
-    def get(self, query: Any, *, filters: Any = None, k: int | None = None,
-            default: Any = None) -> Any:
+    def get(
+        self, query: Any, *, filters: Any = None, k: int | None = None, default: Any = None
+    ) -> Any:
         """A fresh copy of the stored result, or ``default``."""
         key = self.key(query, filters, k)
         with self._lock:
@@ -140,9 +162,16 @@ class ResultCache:
             packed = e.packed
         return msgpack.unpackb(packed, raw=False, strict_map_key=False)
 
-    def get_or_compute(self, query: Any, compute: Callable[[], Any], *, filters: Any = None,
-                       k: int | None = None, tags: Iterable[str] = (),
-                       ttl: float | None = None) -> Any:
+    def get_or_compute(
+        self,
+        query: Any,
+        compute: Callable[[], Any],
+        *,
+        filters: Any = None,
+        k: int | None = None,
+        tags: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> Any:
         """The cached result, or ``compute()`` stored and returned (as a copy)."""
         missing = object()
         hit = self.get(query, filters=filters, k=k, default=missing)
@@ -191,12 +220,18 @@ class ResultCache:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             lookups = self.hits + self.misses
-            return {"entries": len(self._data), "max_entries": self.max_entries,
-                    "hits": self.hits, "misses": self.misses,
-                    "hit_ratio": self.hits / lookups if lookups else 0.0,
-                    "evictions": self.evictions, "expirations": self.expirations,
-                    "invalidations": self.invalidations, "tags": len(self._by_tag),
-                    "bytes": sum(len(e.packed) for e in self._data.values())}
+            return {
+                "entries": len(self._data),
+                "max_entries": self.max_entries,
+                "hits": self.hits,
+                "misses": self.misses,
+                "hit_ratio": self.hits / lookups if lookups else 0.0,
+                "evictions": self.evictions,
+                "expirations": self.expirations,
+                "invalidations": self.invalidations,
+                "tags": len(self._by_tag),
+                "bytes": sum(len(e.packed) for e in self._data.values()),
+            }
 
 
 __all__ = ["ResultCache"]

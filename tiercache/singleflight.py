@@ -44,8 +44,9 @@ class SingleFlight:
                 waits.append((k, fut))
         return owned, waits
 
-    def resolve_locked(self, owned: Owned, results: dict[bytes, np.ndarray],
-                       err: BaseException | None = None) -> None:
+    def resolve_locked(
+        self, owned: Owned, results: dict[bytes, np.ndarray], err: BaseException | None = None
+    ) -> None:
         """Release every owned key: its vector from ``results``, else ``err``. Failures
         are set first, so that no waiter sees a success of a batch that then fails."""
         inflight = self._inflight

@@ -116,7 +116,11 @@ class FrequencySketch:
     )
 
     def __init__(
-        self, capacity: int, *, seed: int, sample_factor: int = 10,
+        self,
+        capacity: int,
+        *,
+        seed: int,
+        sample_factor: int = 10,
         sample_size: int | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
@@ -138,9 +142,7 @@ class FrequencySketch:
         while width < capacity:
             width <<= 1
         self.width = width
-        self.sample_size = (
-            sample_factor * max(capacity, 1) if sample_size is None else sample_size
-        )
+        self.sample_size = sample_factor * max(capacity, 1) if sample_size is None else sample_size
         self.additions = 0
         self.resets = 0
         # One buffer, two views: a bytearray for fast scalar access from Python and a numpy

@@ -39,8 +39,13 @@ class LatencyRecorder:
             return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
         data = self._buf[:k] * 1e6
         p50, p90, p99 = np.percentile(data, [50, 90, 99])
-        return {"count": self._n, "p50": float(p50), "p90": float(p90), "p99": float(p99),
-                "max": float(data.max())}
+        return {
+            "count": self._n,
+            "p50": float(p50),
+            "p90": float(p90),
+            "p99": float(p99),
+            "max": float(data.max()),
+        }
 
 
 @dataclass

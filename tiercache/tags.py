@@ -31,8 +31,7 @@ def check_tags(tags: Iterable[str] | None) -> list[str]:
         if type(t) is not str or not t or "\0" in t:
             raise InvalidMetadataError(f"a tag must be a non-empty str without NUL: {t!r}")
         if len(t.encode("utf-8", "surrogatepass")) > MAX_TAG_BYTES:
-            raise InvalidMetadataError(f"a tag is longer than {MAX_TAG_BYTES} bytes: "
-                                       f"{t[:40]!r}")
+            raise InvalidMetadataError(f"a tag is longer than {MAX_TAG_BYTES} bytes: {t[:40]!r}")
         out.append(t)
     return list(dict.fromkeys(out))
 
@@ -51,8 +50,12 @@ class TagIndex:
     ``raise_warm_fault``): the index's writes and removals are never silent.
     """
 
-    def __init__(self, warm: LmdbTier | None, lock: threading.RLock,
-                 fault: Callable[[BaseException, str], NoReturn]) -> None:
+    def __init__(
+        self,
+        warm: LmdbTier | None,
+        lock: threading.RLock,
+        fault: Callable[[BaseException, str], NoReturn],
+    ) -> None:
         self._warm = warm
         self._lock = lock
         self._fault = fault
@@ -98,7 +101,7 @@ class TagIndex:
                         key = bytes(key)
                         if not key.startswith(prefix):
                             break
-                        out.add(key[len(prefix):])
+                        out.add(key[len(prefix) :])
                         stale.append(key)
                 if remove:
                     for key in stale:
@@ -114,8 +117,9 @@ class TagIndex:
             self._mem.clear()
         if self._warm is not None:
             try:
-                self._warm.in_named_db(TAG_DB, lambda txn, db: txn.drop(db, delete=False),
-                                       write=True)
+                self._warm.in_named_db(
+                    TAG_DB, lambda txn, db: txn.drop(db, delete=False), write=True
+                )
             except Exception as exc:
                 self._fault(exc, "clear: the tag index could not be cleared")
 

@@ -49,9 +49,7 @@ def check_content(content: object, accepts: tuple[type, ...] | None = None) -> N
     ``accepts``, a type the encoder takes)."""
     t = type(content)
     if t is not str and t is not bytes:
-        raise InvalidContentError(
-            f"content must be str or bytes, not {t.__name__}"
-        )
+        raise InvalidContentError(f"content must be str or bytes, not {t.__name__}")
     if accepts is not None and t not in accepts:
         raise InvalidContentError(
             f"the encoder takes {', '.join(a.__name__ for a in accepts)}, not {t.__name__}"
@@ -86,8 +84,9 @@ class GroupCommit:
         self._busy = False
         self.commits = 0  # rounds run (for tests and stats)
 
-    def run(self, items: list[tuple[bytes, bytes]],
-            commit: Callable[[list[tuple[bytes, bytes]]], bool]) -> bool:
+    def run(
+        self, items: list[tuple[bytes, bytes]], commit: Callable[[list[tuple[bytes, bytes]]], bool]
+    ) -> bool:
         me: list[Any] = [items, False, None, False]
         with self._cond:
             self._queue.append(me)
@@ -99,8 +98,9 @@ class GroupCommit:
         if not me[3]:
             outcome, error = False, None
             try:
-                merged = batch[0][0] if len(batch) == 1 else \
-                    [it for entry in batch for it in entry[0]]
+                merged = (
+                    batch[0][0] if len(batch) == 1 else [it for entry in batch for it in entry[0]]
+                )
                 outcome = commit(merged)
             except BaseException as exc:  # every write of the round fails with it
                 error = exc
@@ -158,8 +158,13 @@ class WritePath:
                 s_hot.expired += 1
 
     def admit_hot_locked(
-        self, content: Content, key: bytes, vector: np.ndarray, expires_at: float,
-        meta: bytes | None, in_warm: bool,
+        self,
+        content: Content,
+        key: bytes,
+        vector: np.ndarray,
+        expires_at: float,
+        meta: bytes | None,
+        in_warm: bool,
     ) -> list[tuple[bytes, bytes]]:
         """Offer one entry to hot; returns demotion writes (key, record) for warm."""
         hot = self._hot
@@ -180,9 +185,17 @@ class WritePath:
             if not hot.in_warm(vslot) and self._warm is not None:
                 if self._engine.warm_gate(victim):
                     exp = float(hot.expires[vslot])
-                    demote.append((victim, codec.encode_record(
-                        hot.slab[vslot], self._codec, 0.0 if exp == NEVER else exp,
-                        hot.meta_at(vslot))))
+                    demote.append(
+                        (
+                            victim,
+                            codec.encode_record(
+                                hot.slab[vslot],
+                                self._codec,
+                                0.0 if exp == NEVER else exp,
+                                hot.meta_at(vslot),
+                            ),
+                        )
+                    )
                 else:
                     self._ctx.s_warm.rejections["min_frequency"] += 1
             hot.delete_key(victim)
@@ -199,12 +212,12 @@ class WritePath:
         if self._hot.capacity == 0:
             return demote
         for c, k, vector, expires_at, blob in items:
-            demote += self.admit_hot_locked(c, k, vector, expires_at or NEVER, blob,
-                                            in_warm=True)
+            demote += self.admit_hot_locked(c, k, vector, expires_at or NEVER, blob, in_warm=True)
         return demote
 
-    def place_local(self, entries: list[Placed], *, promoted: bool,
-                    records: list[bytes] | None = None) -> None:
+    def place_local(
+        self, entries: list[Placed], *, promoted: bool, records: list[bytes] | None = None
+    ) -> None:
         """Write ``(content, key, vector, expires_at, blob)`` to warm (per the warm gate)
         and offer them to hot. ``promoted``: they came from the shared tier (counted as
         warm promotions). ``records``: the entries already encoded with this cache's
@@ -215,8 +228,11 @@ class WritePath:
             if warm is not None:
                 self._ctx.s_warm.rejections["min_frequency"] += gate.count(False)
         if records is None:
-            warm_items = [(k, codec.encode_record(v, self._codec, exp, blob))
-                          for (_, k, v, exp, blob), g in zip(entries, gate) if g]
+            warm_items = [
+                (k, codec.encode_record(v, self._codec, exp, blob))
+                for (_, k, v, exp, blob), g in zip(entries, gate)
+                if g
+            ]
         else:
             warm_items = [(e[1], rec) for e, rec, g in zip(entries, records, gate) if g]
         written = self.warm_write(warm_items, forced=False) if warm_items else False
@@ -266,8 +282,9 @@ class WritePath:
                 probes = engine.warm_probes(limit * engine.eviction_samples)
             sampled = sample(probes)
             with lock:
-                victims = engine.warm_victims(sampled, excess, protect=new_keys,
-                                              batch=len(new_keys))
+                victims = engine.warm_victims(
+                    sampled, excess, protect=new_keys, batch=len(new_keys)
+                )
             return victims
 
         try:
@@ -377,8 +394,9 @@ class WritePath:
                     ctx.s_shared.rejections["min_frequency"] += share.count(False)
             else:
                 share = [True] * len(entries)
-            self.shared_write([(e[1], rec, expires)
-                               for e, rec, ok in zip(entries, records, share) if ok])
+            self.shared_write(
+                [(e[1], rec, expires) for e, rec, ok in zip(entries, records, share) if ok]
+            )
 
     # -- explicit writes ------------------------------------------------------------------
     def validate_vector(self, vector: Any) -> np.ndarray:
@@ -397,8 +415,9 @@ class WritePath:
             raise InvalidVectorError("vector holds NaN or infinite values")
         return arr
 
-    def mset(self, items: Iterable[Any], *, ttl: float | None = None,
-             tags: Iterable[str] | None = None) -> list[str]:
+    def mset(
+        self, items: Iterable[Any], *, ttl: float | None = None, tags: Iterable[str] | None = None
+    ) -> list[str]:
         """``TierCache.mset`` (see there): validate every item, then write them all."""
         ctx = self._ctx
         default_ttl = check_ttl(ttl) if ttl is not None else ctx.default_ttl
@@ -434,15 +453,19 @@ class WritePath:
                 item_ttl = parts[3] if len(parts) > 3 else None
             if type(content) is not str and type(content) is not bytes:
                 check_content(content)
-            if not (type(vector) is np.ndarray and vector.dtype == np.float32
-                    and vector.shape == (dim,)):
+            if not (
+                type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,)
+            ):
                 vector = self.validate_vector(vector)  # converts, or raises
             life = default_ttl if item_ttl is None else check_ttl(item_ttl)
             contents.append(content)
             rows.append(vector)
             expiries.append(now + life if life else 0.0)
-            blobs.append(codec.pack_blob(metadata, content if store_text else None)
-                         if metadata is not None or store_text else None)
+            blobs.append(
+                codec.pack_blob(metadata, content if store_text else None)
+                if metadata is not None or store_text
+                else None
+            )
             item_tags.append(common + extra if extra or common else no_tags)
         if not contents:
             return []
@@ -450,27 +473,44 @@ class WritePath:
             return [self.write_one(contents[0], rows[0], expiries[0], blobs[0], item_tags[0])]
         return self.write_entries(contents, rows, expiries, blobs, item_tags)
 
-    def set_one(self, content: Content, vector: Any, metadata: Any, ttl: float | None,
-                tags: Iterable[str] | None, doc_id: Any) -> str:
+    def set_one(
+        self,
+        content: Content,
+        vector: Any,
+        metadata: Any,
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        doc_id: Any,
+    ) -> str:
         """``TierCache.set``: :meth:`mset` of one item without the batch machinery (one
         record encoded, no stacking); the same checks, order of writes and failures."""
         ctx = self._ctx
         if type(content) is not str and type(content) is not bytes:
             check_content(content)
-        if not (type(vector) is np.ndarray and vector.dtype == np.float32
-                and vector.shape == (ctx.dim,)):
+        if not (
+            type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (ctx.dim,)
+        ):
             vector = self.validate_vector(vector)  # converts, or raises
         item_tags = check_tags(tags)
         if doc_id is not None:
             item_tags.append(id_tag(doc_id))
         life = ctx.default_ttl if ttl is None else check_ttl(ttl)
         expires = ctx.clock() + life if life else 0.0
-        blob = codec.pack_blob(metadata, content if ctx.store_text else None) \
-            if metadata is not None or ctx.store_text else None
+        blob = (
+            codec.pack_blob(metadata, content if ctx.store_text else None)
+            if metadata is not None or ctx.store_text
+            else None
+        )
         return self.write_one(content, vector, expires, blob, item_tags)
 
-    def write_one(self, content: Content, vector: np.ndarray, expires: float,
-                  blob: bytes | None, item_tags: list[str]) -> str:
+    def write_one(
+        self,
+        content: Content,
+        vector: np.ndarray,
+        expires: float,
+        blob: bytes | None,
+        item_tags: list[str],
+    ) -> str:
         """:meth:`write_entries` of one validated entry (a float32 vector of this dim):
         one record encoded, nothing stacked. Returns the public key."""
         if not np.isfinite(vector).all():
@@ -487,15 +527,21 @@ class WritePath:
         hot = self._hot
         if hot.capacity or (len(hot) and hot.slot_of_key(key) is not None):
             with self._lock:  # the slab takes its own copy of the vector
-                demote = self.admit_hot_locked(content, key, vector, expires or NEVER, blob,
-                                               in_warm=self._warm is not None)
+                demote = self.admit_hot_locked(
+                    content, key, vector, expires or NEVER, blob, in_warm=self._warm is not None
+                )
             if demote:
                 self.warm_write(demote, forced=False)
         return key.hex()  # key_to_str
 
-    def write_entries(self, contents: list[Content], rows: list[np.ndarray],
-                      expiries: list[float], blobs: list[bytes | None],
-                      item_tags: list[list[str]]) -> list[str]:
+    def write_entries(
+        self,
+        contents: list[Content],
+        rows: list[np.ndarray],
+        expiries: list[float],
+        blobs: list[bytes | None],
+        item_tags: list[list[str]],
+    ) -> list[str]:
         """Write validated entries: tag index, warm (committed, raising on failure),
         shared (fail-open), then hot (refreshed or offered). Returns the public keys."""
         hot = self._hot
@@ -506,13 +552,14 @@ class WritePath:
         blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
         encoded: list[bytes] = []
         for a in range(0, len(rows), _BLOCK):
-            block = np.stack(rows[a:a + _BLOCK])
+            block = np.stack(rows[a : a + _BLOCK])
             finite = np.isfinite(block).all(axis=1)
             if not finite.all():
                 bad = a + int(np.flatnonzero(~finite)[0])
                 raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
-            encoded += codec.encode_records(block, self._codec, expiries[a:a + _BLOCK],
-                                            blobs[a:a + _BLOCK])
+            encoded += codec.encode_records(
+                block, self._codec, expiries[a : a + _BLOCK], blobs[a : a + _BLOCK]
+            )
             if keep:
                 blocks.append(block)
         digest = self._ctx.keys.digest
@@ -531,8 +578,9 @@ class WritePath:
             with self._lock:
                 for content, k, v, exp, blob in zip(contents, keys, vectors, expiries, blobs):
                     if hot.capacity or hot.slot_of_key(k) is not None:
-                        demote += self.admit_hot_locked(content, k, v, exp or NEVER, blob,
-                                                        in_warm=in_warm)
+                        demote += self.admit_hot_locked(
+                            content, k, v, exp or NEVER, blob, in_warm=in_warm
+                        )
         if demote:
             self.warm_write(demote, forced=False)
         return [k.hex() for k in keys]  # key_to_str
@@ -587,5 +635,6 @@ class WritePath:
             n = self.shared_call("clear", lambda r: r.clear())
             with self._lock:
                 self._ctx.s_shared.evictions["dropped"] += n
+
 
 __all__ = ["Placed", "WritePath", "check_content", "check_ttl"]

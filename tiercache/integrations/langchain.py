@@ -115,17 +115,27 @@ class TierCacheByteStore(BaseStore[str, bytes]):
         if cache is not None:
             warm = cache.config.warm
             if not warm.enabled:
-                raise StoreError("the cache has no warm store (warm.enabled: false); "
-                                 "give TierCacheByteStore a path instead")
+                raise StoreError(
+                    "the cache has no warm store (warm.enabled: false); "
+                    "give TierCacheByteStore a path instead"
+                )
             self._tier = LmdbTier(
-                warm.path, fingerprint=_COMPANION_FINGERPRINT, durability=warm.durability,
-                map_size=warm.map_size, max_bytes=warm.max_bytes,
-                max_readers=warm.max_readers, on_fingerprint_mismatch="inspect",
+                warm.path,
+                fingerprint=_COMPANION_FINGERPRINT,
+                durability=warm.durability,
+                map_size=warm.map_size,
+                max_bytes=warm.max_bytes,
+                max_readers=warm.max_readers,
+                on_fingerprint_mismatch="inspect",
             )
         else:
             where = path if path is not None else default_config().warm.path
-            self._tier = LmdbTier(where, fingerprint=_COMPANION_FINGERPRINT,
-                                  durability=durability, on_fingerprint_mismatch="inspect")
+            self._tier = LmdbTier(
+                where,
+                fingerprint=_COMPANION_FINGERPRINT,
+                durability=durability,
+                on_fingerprint_mismatch="inspect",
+            )
         self.path = self._tier.path
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -238,7 +248,7 @@ class TierCacheByteStore(BaseStore[str, bytes]):
         return self._prefix + prefix.encode("utf-8", "surrogatepass")
 
     def _decode(self, raw: bytes) -> str:
-        return raw[len(self._prefix):].decode("utf-8", "surrogatepass")
+        return raw[len(self._prefix) :].decode("utf-8", "surrogatepass")
 
     def yield_keys(self, *, prefix: str | None = None) -> Iterator[str]:
         """Keys starting with ``prefix`` (all keys when ``None``), in UTF-8 byte order."""
@@ -386,8 +396,7 @@ class TierCacheEmbeddings(Embeddings):
         self.queries: TierCache = query_cache
 
     @staticmethod
-    def _derive_query_cache(cache: TierCache, role: str,
-                            clock: Callable[[], float]) -> TierCache:
+    def _derive_query_cache(cache: TierCache, role: str, clock: Callable[[], float]) -> TierCache:
         if cache.fingerprint.role == role:
             raise InvalidInputError(
                 f"the documents cache's fingerprint role is already {role!r}: pass a "
@@ -435,8 +444,10 @@ class TierCacheEmbeddings(Embeddings):
         ``<namespace>.query``). ``dim``: the vector size; when ``None`` one
         ``embed_query`` call at construction measures it.
         """
-        if not (callable(getattr(embeddings, "embed_documents", None))
-                and callable(getattr(embeddings, "embed_query", None))):
+        if not (
+            callable(getattr(embeddings, "embed_documents", None))
+            and callable(getattr(embeddings, "embed_query", None))
+        ):
             raise InvalidInputError(
                 f"expected a LangChain Embeddings, got {type(embeddings).__name__}"
             )
@@ -453,14 +464,21 @@ class TierCacheEmbeddings(Embeddings):
         def embed_queries(texts: list[Content]) -> Any:
             return [embeddings.embed_query(cast(str, t)) for t in texts]
 
-        doc_encoder = CallableEncoder(embed_documents, dim=dim, name=model, revision=revision,
-                                      role="document")
-        query_encoder = CallableEncoder(embed_queries, dim=dim, name=model, revision=revision,
-                                        role="query")
+        doc_encoder = CallableEncoder(
+            embed_documents, dim=dim, name=model, revision=revision, role="document"
+        )
+        query_encoder = CallableEncoder(
+            embed_queries, dim=dim, name=model, revision=revision, role="query"
+        )
         owned = [TierCache(cfg, encoder=doc_encoder, clock=clock)]
         try:
-            owned.append(TierCache(_with_namespace(cfg, f"{cfg.warm.namespace}.query"),
-                                   encoder=query_encoder, clock=clock))
+            owned.append(
+                TierCache(
+                    _with_namespace(cfg, f"{cfg.warm.namespace}.query"),
+                    encoder=query_encoder,
+                    clock=clock,
+                )
+            )
             out = cls(owned[0], query_cache=owned[1])
         except BaseException:
             for cache in reversed(owned):

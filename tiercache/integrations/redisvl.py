@@ -171,9 +171,7 @@ def _contents(contents: Any, texts: Any) -> list[Content]:
 
 def _model(model_name: Any) -> str:
     if not isinstance(model_name, str):
-        raise InvalidInputError(
-            f"model_name must be a str, not {type(model_name).__name__}"
-        )
+        raise InvalidInputError(f"model_name must be a str, not {type(model_name).__name__}")
     return model_name
 
 
@@ -220,8 +218,9 @@ def _ttl(ttl: Any, what: str = "ttl") -> float | None:
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise InvalidTTLError(f"{what} must be a number of seconds or None, "
-                              f"not {type(ttl).__name__}")
+        raise InvalidTTLError(
+            f"{what} must be a number of seconds or None, not {type(ttl).__name__}"
+        )
     if ttl == 0:
         return None
     if not math.isfinite(ttl) or ttl < 0 or ttl > _MAX_TTL:
@@ -300,7 +299,8 @@ class EmbeddingsCache:
             raise InvalidInputError(f"name must be a str, not {type(name).__name__}")
         if async_redis_client is not None:
             raise ConfigError(
-                "async_redis_client", type(async_redis_client).__name__,
+                "async_redis_client",
+                type(async_redis_client).__name__,
                 "not supported: the a* methods run the sync client in a worker thread; "
                 "give redis_client or redis_url",
             )
@@ -317,8 +317,10 @@ class EmbeddingsCache:
             root_default = os.fspath(path) if path is not None else default_root()
             base = default_config(base_dir=root_default)
             base = dataclasses.replace(base, shared=dataclasses.replace(base.shared, ttl=None))
-        root = os.fspath(path) if path is not None else (
-            base.warm.path if config is not None else default_root()
+        root = (
+            os.fspath(path)
+            if path is not None
+            else (base.warm.path if config is not None else default_root())
         )
         self.prefix = redis_prefix(name)
         self.path = warm_directory(root, name)
@@ -342,8 +344,12 @@ class EmbeddingsCache:
         if self._warm_cfg.enabled:
             w = self._warm_cfg
             self._store = LmdbTier(
-                w.path, fingerprint=_COMPANION_FINGERPRINT, durability=w.durability,
-                map_size=w.map_size, max_bytes=w.max_bytes, max_readers=w.max_readers,
+                w.path,
+                fingerprint=_COMPANION_FINGERPRINT,
+                durability=w.durability,
+                map_size=w.map_size,
+                max_bytes=w.max_bytes,
+                max_readers=w.max_readers,
                 on_fingerprint_mismatch="inspect",
             )
 
@@ -355,7 +361,8 @@ class EmbeddingsCache:
 
         sc = self._base.shared
         opts: dict[str, Any] = {
-            "socket_timeout": sc.timeout, "socket_connect_timeout": sc.connect_timeout,
+            "socket_timeout": sc.timeout,
+            "socket_connect_timeout": sc.connect_timeout,
             "retry": Retry(NoBackoff(), 0),
         }
         opts.update(kwargs)
@@ -366,8 +373,10 @@ class EmbeddingsCache:
         closes its tier), or None when no Redis is configured."""
         sc = self._base.shared
         common: dict[str, Any] = {
-            "key_prefix": self.prefix, "timeout": sc.timeout,
-            "connect_timeout": sc.connect_timeout, "backoff_initial": sc.backoff_initial,
+            "key_prefix": self.prefix,
+            "timeout": sc.timeout,
+            "connect_timeout": sc.connect_timeout,
+            "backoff_initial": sc.backoff_initial,
             "backoff_max": sc.backoff_max,
         }
         client = self._redis_client if self._redis_client is not None else self._own_client
@@ -377,7 +386,9 @@ class EmbeddingsCache:
             return RedisTier(url=self._redis_url, **common)
         if sc.active:
             return RedisTier(
-                url=sc.url, nodes=sc.nodes, cluster=sc.cluster,
+                url=sc.url,
+                nodes=sc.nodes,
+                cluster=sc.cluster,
                 password=os.environ.get(sc.password_env) if sc.password_env else None,
                 **common,
             )
@@ -385,12 +396,14 @@ class EmbeddingsCache:
 
     def _open_cache(self, model_name: str, dim: int) -> TierCache:
         cfg = dataclasses.replace(
-            self._base, ttl=None,
+            self._base,
+            ttl=None,
             warm=dataclasses.replace(self._warm_cfg, namespace=_namespace(model_name)),
             shared=self._shared_cfg,
         )
-        return TierCache(cfg, encoder=StoreOnlyEncoder(model_name, dim),
-                         shared=self._new_redis_tier())
+        return TierCache(
+            cfg, encoder=StoreOnlyEncoder(model_name, dim), shared=self._new_redis_tier()
+        )
 
     # -- RedisVL's small API ---------------------------------------------------------------
     @property
@@ -450,9 +463,11 @@ class EmbeddingsCache:
             raise ClosedError("this EmbeddingsCache is closed")
 
     def __repr__(self) -> str:
-        return (f"EmbeddingsCache(name={self.name!r}, path={self.path!r}, "
-                f"redis={'off' if self._root_redis is None else self.prefix + '*'}, "
-                f"models={sorted(self._caches)})")
+        return (
+            f"EmbeddingsCache(name={self.name!r}, path={self.path!r}, "
+            f"redis={'off' if self._root_redis is None else self.prefix + '*'}, "
+            f"models={sorted(self._caches)})"
+        )
 
     # -- model registry ------------------------------------------------------------------
     def _registry_get(self, model_name: str) -> int | None:
@@ -462,6 +477,7 @@ class EmbeddingsCache:
         if self._store is None:
             dim = self._local_dims.get(model_name)
         else:
+
             def read(txn: lmdb.Transaction, db: Any) -> bytes | None:
                 v = txn.get(mid, db=db)
                 return None if v is None else bytes(v)
@@ -552,17 +568,25 @@ class EmbeddingsCache:
             raise InvalidContentError(f"keys must be str, not {type(key).__name__}")
         if not key.startswith(self.prefix):
             return None
-        rest = key[len(self.prefix):]
+        rest = key[len(self.prefix) :]
         return bytes.fromhex(rest) if _HEX_KEY.fullmatch(rest) else None
 
     @staticmethod
-    def _result(entry_id: str, vector: np.ndarray, envelope: Any,
-                content: Content | None = None, model_name: str | None = None
-                ) -> dict[str, Any]:
+    def _result(
+        entry_id: str,
+        vector: np.ndarray,
+        envelope: Any,
+        content: Content | None = None,
+        model_name: str | None = None,
+    ) -> dict[str, Any]:
         env = envelope if isinstance(envelope, dict) and "inserted_at" in envelope else None
         if env is None:  # a record tiercache wrote without the adapter: no envelope
-            env = {"content": content, "model_name": model_name, "metadata": envelope,
-                   "inserted_at": None}
+            env = {
+                "content": content,
+                "model_name": model_name,
+                "metadata": envelope,
+                "inserted_at": None,
+            }
         return {
             "entry_id": entry_id,
             "content": env.get("content", content),
@@ -572,8 +596,9 @@ class EmbeddingsCache:
             "metadata": env.get("metadata"),
         }
 
-    def _from_entry(self, entry: Entry | None, content: Content, model_name: str
-                    ) -> dict[str, Any] | None:
+    def _from_entry(
+        self, entry: Entry | None, content: Content, model_name: str
+    ) -> dict[str, Any] | None:
         if entry is None:
             return None
         return self._result(entry.key, entry.vector, entry.metadata, content, model_name)
@@ -597,12 +622,15 @@ class EmbeddingsCache:
         Bad input raises a :class:`~tiercache.errors.InvalidInputError` subclass and
         writes nothing.
         """
-        item = {"content": _content(content if content is not None else _MISSING, text),
-                "model_name": model_name, "embedding": embedding, "metadata": metadata}
+        item = {
+            "content": _content(content if content is not None else _MISSING, text),
+            "model_name": model_name,
+            "embedding": embedding,
+            "metadata": metadata,
+        }
         return self.mset([item], ttl=ttl)[0]
 
-    def mset(self, items: Iterable[Mapping[str, Any]], ttl: int | float | None = None
-             ) -> list[str]:
+    def mset(self, items: Iterable[Mapping[str, Any]], ttl: int | float | None = None) -> list[str]:
         """Store many entries; returns their keys in input order.
 
         Items are dicts with ``content`` (or ``text``), ``model_name``, ``embedding`` and
@@ -626,12 +654,10 @@ class EmbeddingsCache:
             meta = _metadata(item.get("metadata"))
             if dims.setdefault(m, vec.shape[0]) != vec.shape[0]:
                 raise InvalidVectorError(
-                    f"model {m!r} has embeddings of dims {dims[m]} and {vec.shape[0]} "
-                    f"in one batch"
+                    f"model {m!r} has embeddings of dims {dims[m]} and {vec.shape[0]} in one batch"
                 )
             envelope = {"content": c, "model_name": m, "metadata": meta, "inserted_at": now}
-            prepared.append((m, {"content": c, "vector": vec, "metadata": envelope,
-                                 "ttl": life}))
+            prepared.append((m, {"content": c, "vector": vec, "metadata": envelope, "ttl": life}))
         if not prepared:
             return []
         # every model's dim is checked (and new models registered) before any write
@@ -645,14 +671,24 @@ class EmbeddingsCache:
         return keys
 
     # -- reads by content --------------------------------------------------------------------
-    def get(self, content: Content | None = None, model_name: str | None = None, *,
-            text: Content | None = None) -> dict[str, Any] | None:
+    def get(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> dict[str, Any] | None:
         """The entry of ``(content, model_name)``, or None. Reads hot, warm, then Redis."""
         c = _content(content if content is not None else _MISSING, text)
         return self.mget([c], model_name)[0]
 
-    def mget(self, contents: Iterable[Content] | None = None, model_name: str | None = None,
-             *, texts: Iterable[Content] | None = None) -> list[dict[str, Any] | None]:
+    def mget(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> list[dict[str, Any] | None]:
         """Entries in input order, None for a miss; ``[]`` for no contents."""
         self._check_open()
         cs = _contents(contents, texts)
@@ -664,15 +700,24 @@ class EmbeddingsCache:
             return [None] * len(cs)
         return [self._from_entry(e, c, m) for e, c in zip(tc.mget(cs), cs)]
 
-    def exists(self, content: Content | None = None, model_name: str | None = None, *,
-               text: Content | None = None) -> bool:
+    def exists(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> bool:
         """Whether an unexpired entry of ``(content, model_name)`` is stored."""
         c = _content(content if content is not None else _MISSING, text)
         return self.mexists([c], model_name)[0]
 
-    def mexists(self, contents: Iterable[Content] | None = None,
-                model_name: str | None = None, *,
-                texts: Iterable[Content] | None = None) -> list[bool]:
+    def mexists(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> list[bool]:
         self._check_open()
         cs = _contents(contents, texts)
         m = _model(model_name)
@@ -681,8 +726,13 @@ class EmbeddingsCache:
         tc = self._cache_for(m)
         return [False] * len(cs) if tc is None else tc.mexists(cs)
 
-    def drop(self, content: Content | None = None, model_name: str | None = None, *,
-             text: Content | None = None) -> None:
+    def drop(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> None:
         """Remove the entry of ``(content, model_name)`` from every tier.
 
         Raises :class:`~tiercache.errors.StoreError` if Redis cannot be reached (after
@@ -690,8 +740,13 @@ class EmbeddingsCache:
         c = _content(content if content is not None else _MISSING, text)
         self.mdrop([c], model_name)
 
-    def mdrop(self, contents: Iterable[Content] | None = None, model_name: str | None = None,
-              *, texts: Iterable[Content] | None = None) -> None:
+    def mdrop(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> None:
         self._check_open()
         cs = _contents(contents, texts)
         m = _model(model_name)
@@ -814,11 +869,22 @@ class EmbeddingsCache:
             return
         tc = self._cache_for(res["model_name"], len(res["embedding"]))
         assert tc is not None
-        envelope = {"content": res["content"], "model_name": res["model_name"],
-                    "metadata": res["metadata"], "inserted_at": res["inserted_at"]}
-        tc.mset([{"content": res["content"], "vector": np.asarray(res["embedding"],
-                                                                  dtype=np.float32),
-                  "metadata": envelope, "ttl": life}])
+        envelope = {
+            "content": res["content"],
+            "model_name": res["model_name"],
+            "metadata": res["metadata"],
+            "inserted_at": res["inserted_at"],
+        }
+        tc.mset(
+            [
+                {
+                    "content": res["content"],
+                    "vector": np.asarray(res["embedding"], dtype=np.float32),
+                    "metadata": envelope,
+                    "ttl": life,
+                }
+            ]
+        )
 
     # -- clear -----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -867,45 +933,81 @@ class EmbeddingsCache:
         return {m: tc.stats() for m, tc in caches.items()}
 
     # -- asyncio ---------------------------------------------------------------------------
-    async def aset(self, content: Content | None = None, model_name: str | None = None,
-                   embedding: Any = None, metadata: dict[str, Any] | None = None,
-                   ttl: int | float | None = None, *, text: Content | None = None) -> str:
-        return await asyncio.to_thread(self.set, content, model_name, embedding, metadata,
-                                       ttl, text=text)
+    async def aset(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        embedding: Any = None,
+        metadata: dict[str, Any] | None = None,
+        ttl: int | float | None = None,
+        *,
+        text: Content | None = None,
+    ) -> str:
+        return await asyncio.to_thread(
+            self.set, content, model_name, embedding, metadata, ttl, text=text
+        )
 
-    async def amset(self, items: Iterable[Mapping[str, Any]],
-                    ttl: int | float | None = None) -> list[str]:
+    async def amset(
+        self, items: Iterable[Mapping[str, Any]], ttl: int | float | None = None
+    ) -> list[str]:
         return await asyncio.to_thread(self.mset, list(items), ttl)
 
-    async def aget(self, content: Content | None = None, model_name: str | None = None, *,
-                   text: Content | None = None) -> dict[str, Any] | None:
+    async def aget(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.get, content, model_name, text=text)
 
-    async def amget(self, contents: Iterable[Content] | None = None,
-                    model_name: str | None = None, *,
-                    texts: Iterable[Content] | None = None) -> list[dict[str, Any] | None]:
+    async def amget(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> list[dict[str, Any] | None]:
         cs = None if contents is None else list(contents)
         ts = None if texts is None else list(texts)
         return await asyncio.to_thread(self.mget, cs, model_name, texts=ts)
 
-    async def aexists(self, content: Content | None = None, model_name: str | None = None,
-                      *, text: Content | None = None) -> bool:
+    async def aexists(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> bool:
         return await asyncio.to_thread(self.exists, content, model_name, text=text)
 
-    async def amexists(self, contents: Iterable[Content] | None = None,
-                       model_name: str | None = None, *,
-                       texts: Iterable[Content] | None = None) -> list[bool]:
+    async def amexists(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> list[bool]:
         cs = None if contents is None else list(contents)
         ts = None if texts is None else list(texts)
         return await asyncio.to_thread(self.mexists, cs, model_name, texts=ts)
 
-    async def adrop(self, content: Content | None = None, model_name: str | None = None, *,
-                    text: Content | None = None) -> None:
+    async def adrop(
+        self,
+        content: Content | None = None,
+        model_name: str | None = None,
+        *,
+        text: Content | None = None,
+    ) -> None:
         await asyncio.to_thread(self.drop, content, model_name, text=text)
 
-    async def amdrop(self, contents: Iterable[Content] | None = None,
-                     model_name: str | None = None, *,
-                     texts: Iterable[Content] | None = None) -> None:
+    async def amdrop(
+        self,
+        contents: Iterable[Content] | None = None,
+        model_name: str | None = None,
+        *,
+        texts: Iterable[Content] | None = None,
+    ) -> None:
         cs = None if contents is None else list(contents)
         ts = None if texts is None else list(texts)
         await asyncio.to_thread(self.mdrop, cs, model_name, texts=ts)

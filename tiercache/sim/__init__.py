@@ -23,7 +23,20 @@ from .traces import (
 )
 
 __all__ = [
-    "SimResult", "TieredSimResult", "belady", "load_csv", "load_npy", "load_oracle_general",
-    "load_text", "loop_trace", "scan_trace", "shifting_trace", "sim_key_digest", "simulate",
-    "simulate_grid", "simulate_tiers", "warm_entries", "zipf_trace",
+    "SimResult",
+    "TieredSimResult",
+    "belady",
+    "load_csv",
+    "load_npy",
+    "load_oracle_general",
+    "load_text",
+    "loop_trace",
+    "scan_trace",
+    "shifting_trace",
+    "sim_key_digest",
+    "simulate",
+    "simulate_grid",
+    "simulate_tiers",
+    "warm_entries",
+    "zipf_trace",
 ]

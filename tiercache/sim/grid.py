@@ -59,7 +59,15 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1)
 """Cache sizes as fractions of the trace's distinct keys (the issue's 0.1/1/5/10%)."""
 
 LCS_POLICIES: tuple[str, ...] = (
-    "LRU", "LFU", "ARC", "WTinyLFU", "S3FIFO", "Sieve", "LIRS", "TwoQ", "SLRU",
+    "LRU",
+    "LFU",
+    "ARC",
+    "WTinyLFU",
+    "S3FIFO",
+    "Sieve",
+    "LIRS",
+    "TwoQ",
+    "SLRU",
 )
 """libCacheSim policies compared against (class names in the ``libcachesim`` package)."""
 
@@ -101,17 +109,19 @@ class TraceSpec:
         if self.kind == "zipf":
             return zipf_trace(self.alpha, self.keys, self.requests, seed=self.seed)
         if self.kind == "shifting":
-            return shifting_trace(self.alpha, self.keys, self.requests, seed=self.seed,
-                                  **self.extra)
+            return shifting_trace(
+                self.alpha, self.keys, self.requests, seed=self.seed, **self.extra
+            )
         if self.kind == "scan":
-            return scan_trace(self.alpha, self.keys, self.requests, seed=self.seed,
-                              **self.extra)
+            return scan_trace(self.alpha, self.keys, self.requests, seed=self.seed, **self.extra)
         raise ValueError(f"unknown trace kind {self.kind!r}")
 
     def describe(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.extra.items())
-        return (f"{self.kind}(alpha={self.alpha}, keys={self.keys}, "
-                f"requests={self.requests}{extra}, seed={self.seed})")
+        return (
+            f"{self.kind}(alpha={self.alpha}, keys={self.keys}, "
+            f"requests={self.requests}{extra}, seed={self.seed})"
+        )
 
 
 def default_traces(keys: int = 30_000, requests: int = 300_000) -> tuple[TraceSpec, ...]:
@@ -126,8 +136,15 @@ def default_traces(keys: int = 30_000, requests: int = 300_000) -> tuple[TraceSp
         TraceSpec("zipf-0.9", "zipf", 0.9, keys, requests, seed=1),
         TraceSpec("zipf-1.2", "zipf", 1.2, keys, requests, seed=2),
         TraceSpec("shifting", "shifting", 0.9, keys, requests, seed=3, extra={"phases": 8}),
-        TraceSpec("scan", "scan", 0.9, keys, requests, seed=4,
-                  extra={"scan_every": 1000, "scan_length": 500}),
+        TraceSpec(
+            "scan",
+            "scan",
+            0.9,
+            keys,
+            requests,
+            seed=4,
+            extra={"scan_every": 1000, "scan_length": 500},
+        ),
     )
 
 
@@ -198,8 +215,9 @@ LCS_MIN_CAPACITY = 10
 below 4); below this size its policies are not run and the cell shows n/a."""
 
 
-def _lcs_hit_ratios(path: Path, capacity: int, names: Sequence[str],
-                    tick: Callable[[], None]) -> dict[str, float]:
+def _lcs_hit_ratios(
+    path: Path, capacity: int, names: Sequence[str], tick: Callable[[], None]
+) -> dict[str, float]:
     import libcachesim as lcs
 
     reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
@@ -231,8 +249,12 @@ def run_grid(
     from tqdm import tqdm
 
     per_cell = len(ours) + len(lcs_policies) + 1
-    bar = tqdm(total=len(traces) * len(fractions) * per_cell, unit="run",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(traces) * len(fractions) * per_cell,
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+    )
     start = time.perf_counter()
     cells: list[Cell] = []
     distinct: dict[str, int] = {}
@@ -249,8 +271,7 @@ def run_grid(
                 cell = Cell(spec.name, frac, cap, len(trace))
                 for ps in ours:
                     bar.set_description(f"{spec.name} {cap} {ps.label}")
-                    r = simulate(trace, capacity=cap, policy=ps.policy, params=ps.params,
-                                 seed=seed)
+                    r = simulate(trace, capacity=cap, policy=ps.policy, params=ps.params, seed=seed)
                     cell.ours[ps.label] = r.hit_ratio
                     bar.update()
                 bar.set_description(f"{spec.name} {cap} belady")
@@ -261,8 +282,7 @@ def run_grid(
                     cell.lcs = _lcs_hit_ratios(path, cap, lcs_policies, bar.update)
                 cells.append(cell)
     bar.close()
-    return Grid(list(traces), list(fractions), cells, seed,
-                time.perf_counter() - start, distinct)
+    return Grid(list(traces), list(fractions), cells, seed, time.perf_counter() - start, distinct)
 
 
 def summary(grid: Grid, label: str = DEFAULT_POLICY) -> dict[str, Any]:
@@ -295,12 +315,18 @@ def to_json(grid: Grid, label: str = DEFAULT_POLICY) -> dict[str, Any]:
         "seed": grid.seed,
         "seconds": round(grid.seconds, 1),
         "fractions": grid.fractions,
-        "traces": [{"name": t.name, "spec": t.describe(), "distinct": grid.distinct.get(t.name)}
-                   for t in grid.traces],
+        "traces": [
+            {"name": t.name, "spec": t.describe(), "distinct": grid.distinct.get(t.name)}
+            for t in grid.traces
+        ],
         "cells": [
             {
-                "trace": c.trace, "fraction": c.fraction, "capacity": c.capacity,
-                "requests": c.requests, "belady": c.belady, "ours": c.ours,
+                "trace": c.trace,
+                "fraction": c.fraction,
+                "capacity": c.capacity,
+                "requests": c.requests,
+                "belady": c.belady,
+                "ours": c.ours,
                 "libcachesim": c.lcs,
                 "gap_closed": {k: c.gap_closed(v) for k, v in {**c.ours, **c.lcs}.items()},
                 "best_libcachesim": c.best_lcs[0] or None,
@@ -348,24 +374,37 @@ def to_markdown(grid: Grid, label: str = DEFAULT_POLICY) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for c in grid.cells:
-        row = [c.trace, f"{100 * c.fraction:g}%", str(c.capacity),
-               *(_pct(c.ours[k]) for k in ours), _pct(c.belady),
-               *(_pct(c.lcs[n]) if n in c.lcs else "n/a" for n in lcs_names)]
+        row = [
+            c.trace,
+            f"{100 * c.fraction:g}%",
+            str(c.capacity),
+            *(_pct(c.ours[k]) for k in ours),
+            _pct(c.belady),
+            *(_pct(c.lcs[n]) if n in c.lcs else "n/a" for n in lcs_names),
+        ]
         if label in c.ours:
             if lcs_names:
                 best, _ = c.best_lcs
-                row += [best or "n/a", f"{100 * c.gap_closed(c.ours[label]):.1f}%",
-                        f"{c.deficit(label):+.2f}" if c.lcs else "n/a"]
+                row += [
+                    best or "n/a",
+                    f"{100 * c.gap_closed(c.ours[label]):.1f}%",
+                    f"{c.deficit(label):+.2f}" if c.lcs else "n/a",
+                ]
             else:
                 row += [f"{100 * c.gap_closed(c.ours[label]):.1f}%"]
         lines.append("| " + " | ".join(row) + " |")
     s = summary(grid, label)
-    lines += ["", "## Summary", "",
-              "Gap closed = (policy - LRU) / (Belady - LRU), averaged over the cells; "
-              "deficit = best libCacheSim policy of the cell - policy, in percentage points "
-              "(negative: ours is ahead).", "",
-              "| policy | avg gap closed | worst deficit (pp) | worst cell | cells within 1 pp |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "Gap closed = (policy - LRU) / (Belady - LRU), averaged over the cells; "
+        "deficit = best libCacheSim policy of the cell - policy, in percentage points "
+        "(negative: ours is ahead).",
+        "",
+        "| policy | avg gap closed | worst deficit (pp) | worst cell | cells within 1 pp |",
+        "|---|---|---|---|---|",
+    ]
     for key, v in s.items():
         if key == "target":
             continue
@@ -377,8 +416,11 @@ def to_markdown(grid: Grid, label: str = DEFAULT_POLICY) -> str:
             f"{v.get('worst_cell', '')} | {within} |"
         )
     if label in s and "meets_target" in s[label]:
-        lines += ["", f"Target for `{label}` (avg gap closed >= 48%, worst deficit <= 1 pp): "
-                  f"**{'met' if s[label]['meets_target'] else 'not met'}**."]
+        lines += [
+            "",
+            f"Target for `{label}` (avg gap closed >= 48%, worst deficit <= 1 pp): "
+            f"**{'met' if s[label]['meets_target'] else 'not met'}**.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -398,14 +440,30 @@ def plot(grid: Grid, path: str | os.PathLike[str]) -> None:
         x = [100 * c.fraction for c in cells]
         for lab in cells[0].ours:
             bold = lab == DEFAULT_POLICY
-            ax.plot(x, [100 * c.ours[lab] for c in cells], marker="o",
-                    linewidth=2.5 if bold else 1.2, label=f"ours: {lab}")
+            ax.plot(
+                x,
+                [100 * c.ours[lab] for c in cells],
+                marker="o",
+                linewidth=2.5 if bold else 1.2,
+                label=f"ours: {lab}",
+            )
         for name in _lcs_names(grid):
-            ax.plot(x, [100 * c.lcs.get(name, float("nan")) for c in cells], linestyle=":",
-                    marker=".",
-                    linewidth=1, label=f"lcs: {name}")
-        ax.plot(x, [100 * c.belady for c in cells], color="black", linestyle="--",
-                linewidth=2, label="Belady (OPT)")
+            ax.plot(
+                x,
+                [100 * c.lcs.get(name, float("nan")) for c in cells],
+                linestyle=":",
+                marker=".",
+                linewidth=1,
+                label=f"lcs: {name}",
+            )
+        ax.plot(
+            x,
+            [100 * c.belady for c in cells],
+            color="black",
+            linestyle="--",
+            linewidth=2,
+            label="Belady (OPT)",
+        )
         ax.set_xscale("log")
         ax.set_xlabel("cache size (% of distinct keys)")
         ax.set_ylabel("hit ratio (%)")
@@ -422,15 +480,21 @@ def plot(grid: Grid, path: str | os.PathLike[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tiercache.sim.grid", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tiercache.sim.grid",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", default="docs/simulator-grid.md", help="markdown report path")
     ap.add_argument("--json", default="out/sim-grid.json", help="JSON report path")
     ap.add_argument("--png", default="docs/img/sim-grid.png", help="plot path ('' skips)")
     ap.add_argument("--keys", type=int, default=30_000, help="keys per trace")
     ap.add_argument("--requests", type=int, default=300_000, help="requests per trace")
-    ap.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
-                    help="cache sizes as fractions of distinct keys, comma separated")
+    ap.add_argument(
+        "--fractions",
+        default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+        help="cache sizes as fractions of distinct keys, comma separated",
+    )
     ap.add_argument("--traces", default="", help="only these trace names, comma separated")
     ap.add_argument("--seed", type=int, default=0, help="policy seed")
     ap.add_argument("--no-libcachesim", action="store_true", help="skip libCacheSim")
@@ -444,8 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not traces:
             ap.error(f"no trace named in {args.traces!r}")
     fractions = [float(f) for f in args.fractions.split(",") if f]
-    grid = run_grid(traces, fractions, seed=args.seed, progress=not args.quiet,
-                    lcs_policies=() if args.no_libcachesim else LCS_POLICIES)
+    grid = run_grid(
+        traces,
+        fractions,
+        seed=args.seed,
+        progress=not args.quiet,
+        lcs_policies=() if args.no_libcachesim else LCS_POLICIES,
+    )
     md = to_markdown(grid)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

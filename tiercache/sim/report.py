@@ -124,10 +124,15 @@ def _series(row: dict[str, Any], warm_bytes: dict[int, int]) -> str:
     return f"{row['policy']}, warm {size}"
 
 
-def write_report(results: Sequence[SimResult | TieredSimResult],
-                 out_dir: str | os.PathLike[str], *, model: LatencyModel,
-                 trace_info: dict[str, Any], hot_bytes: dict[int, int] | None = None,
-                 warm_bytes: dict[int, int] | None = None) -> dict[str, str]:
+def write_report(
+    results: Sequence[SimResult | TieredSimResult],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: LatencyModel,
+    trace_info: dict[str, Any],
+    hot_bytes: dict[int, int] | None = None,
+    warm_bytes: dict[int, int] | None = None,
+) -> dict[str, str]:
     """Write ``sim.json``, ``hit_ratio.png`` and ``latency.png`` into ``out_dir``.
 
     ``hot_bytes`` (``warm_bytes``) maps an entry capacity to the byte budget it came from
@@ -152,32 +157,42 @@ def write_report(results: Sequence[SimResult | TieredSimResult],
         for row in rows:
             row.setdefault("warm_capacity", None)
     doc: dict[str, Any] = {
-        "trace": trace_info, "latency_model": model.to_dict(warm=tiered),
-        "hot_bytes": {str(k): v for k, v in (hot_bytes or {}).items()}}
+        "trace": trace_info,
+        "latency_model": model.to_dict(warm=tiered),
+        "hot_bytes": {str(k): v for k, v in (hot_bytes or {}).items()},
+    }
     if tiered:
         doc["warm_bytes"] = {str(k): v for k, v in wb.items()}
     doc["results"] = rows
-    paths = {"json": str(out / "sim.json"), "hit_ratio": str(out / "hit_ratio.png"),
-             "latency": str(out / "latency.png")}
+    paths = {
+        "json": str(out / "sim.json"),
+        "hit_ratio": str(out / "hit_ratio.png"),
+        "latency": str(out / "latency.png"),
+    }
     Path(paths["json"]).write_text(json.dumps(doc, indent=2), encoding="utf-8")
 
     series = list(dict.fromkeys(_series(r, wb) for r in rows))
     # colour by policy; marker, size and line style by warm capacity (larger hollow
     # markers), so that curves equal for two warm sizes stay visible
-    colours = {p: f"C{i}" for i, p in enumerate(dict.fromkeys(
-        str(r["policy"]) for r in rows if r["policy"] != "belady"))}
+    colours = {
+        p: f"C{i}"
+        for i, p in enumerate(
+            dict.fromkeys(str(r["policy"]) for r in rows if r["policy"] != "belady")
+        )
+    }
     warms = sorted({r["warm_capacity"] for r in rows if r.get("warm_capacity") is not None})
     markers = "osD^vP*X"
-    title = (f"{trace_info.get('name', 'trace')}\n{trace_info.get('requests', 0):,} "
-             f"requests, {trace_info.get('distinct', 0):,} distinct keys")
+    title = (
+        f"{trace_info.get('name', 'trace')}\n{trace_info.get('requests', 0):,} "
+        f"requests, {trace_info.get('distinct', 0):,} distinct keys"
+    )
     xlabel = "hot tier capacity (entries)" + (", from byte budgets" if hot_bytes else "")
-    panels: list[tuple[str, str, str, bool]] = [("hit_ratio", "hot hit ratio", "hit_ratio",
-                                                 False)]
+    panels: list[tuple[str, str, str, bool]] = [("hit_ratio", "hot hit ratio", "hit_ratio", False)]
     if tiered:
-        panels.append(("local_hit_ratio", "served without the encoder (hot + warm)",
-                       "hit_ratio", False))
-    panels.append(("mean_latency_s", "expected mean latency per lookup (s, log)", "latency",
-                   True))
+        panels.append(
+            ("local_hit_ratio", "served without the encoder (hot + warm)", "hit_ratio", False)
+        )
+    panels.append(("mean_latency_s", "expected mean latency per lookup (s, log)", "latency", True))
     for fname in ("hit_ratio", "latency"):
         mine = [p for p in panels if p[2] == fname]
         fig, axes = plt.subplots(1, len(mine), figsize=(8 * len(mine), 4.8), squeeze=False)
@@ -191,19 +206,24 @@ def write_report(results: Sequence[SimResult | TieredSimResult],
                 if not label.startswith("Belady"):
                     w = mine_rows[0].get("warm_capacity")
                     m = warms.index(w) if w in warms else 0
-                    style = {"marker": markers[m % len(markers)], "markersize": 6 + 4 * m,
-                             "ls": ("-", "--", ":", "-.")[m % 4],
-                             "mfc": "none" if m else None,
-                             "color": colours[str(mine_rows[0]["policy"])]}
+                    style = {
+                        "marker": markers[m % len(markers)],
+                        "markersize": 6 + 4 * m,
+                        "ls": ("-", "--", ":", "-.")[m % 4],
+                        "mfc": "none" if m else None,
+                        "color": colours[str(mine_rows[0]["policy"])],
+                    }
                 ax.plot([c for c, _ in pts], [v for _, v in pts], label=label, **style)
             ax.set_xscale("log")
             if log:
                 ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
-            lat = (f"; hit {_fmt_s(model.hot_s)}"
-                   + (f", warm {_fmt_s(model.warm_s)}" if tiered else "")
-                   + f", miss {_fmt_s(model.miss_s)}")
+            lat = (
+                f"; hit {_fmt_s(model.hot_s)}"
+                + (f", warm {_fmt_s(model.warm_s)}" if tiered else "")
+                + f", miss {_fmt_s(model.miss_s)}"
+            )
             ax.set_title(title + (lat if log else ""), fontsize=9)
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)

@@ -73,13 +73,20 @@ def simulate(
     a lower tier (warm, shared) would see are ``trace[misses_out]``.
     """
     engine = PolicyEngine(
-        hot_capacity=capacity, warm_capacity=warm_capacity, policy=policy, params=params,
-        seed=seed, hasher=hasher, hasher_many=_hash_many, access_buffer=access_buffer,
+        hot_capacity=capacity,
+        warm_capacity=warm_capacity,
+        policy=policy,
+        params=params,
+        seed=seed,
+        hasher=hasher,
+        hasher_many=_hash_many,
+        access_buffer=access_buffer,
     )
     hot = engine.hot
     if isinstance(trace, np.ndarray) and trace.dtype.kind in "iu" and trace.ndim == 1:
         arr: np.ndarray | None = np.ascontiguousarray(
-            trace, dtype=np.uint64 if trace.dtype.kind == "u" else np.int64)
+            trace, dtype=np.uint64 if trace.dtype.kind == "u" else np.int64
+        )
         n = trace.shape[0]
     else:
         arr = None
@@ -93,10 +100,20 @@ def simulate(
     if _core is not None and isinstance(hot, _core.WTinyLFUCore):
         # the compiled policy's own loop: the same calls, in the same order, in C
         requests, hits, admitted, rejected, evicted = _core.replay(
-            hot, arr if arr is not None else trace,
-            None if misses_out is None else misses_out.view(np.uint8))
-        return SimResult(engine.policy_name, capacity, requests, hits, requests - hits,
-                         admitted, rejected, evicted)
+            hot,
+            arr if arr is not None else trace,
+            None if misses_out is None else misses_out.view(np.uint8),
+        )
+        return SimResult(
+            engine.policy_name,
+            capacity,
+            requests,
+            hits,
+            requests - hits,
+            admitted,
+            rejected,
+            evicted,
+        )
     record_hit, record_miss, offer = engine.record_hot_hit, engine.record_miss, engine.offer_hot
     keys = arr.tolist() if arr is not None else trace
     requests = hits = admitted = rejected = evicted = 0
@@ -116,8 +133,9 @@ def simulate(
         else:
             rejected += 1
     engine.drain()
-    return SimResult(engine.policy_name, capacity, requests, hits, requests - hits,
-                     admitted, rejected, evicted)
+    return SimResult(
+        engine.policy_name, capacity, requests, hits, requests - hits, admitted, rejected, evicted
+    )
 
 
 NEVER_AGAIN = 2**63 - 1
@@ -165,8 +183,9 @@ def belady(trace: Iterable[Hashable], *, capacity: int) -> SimResult:
         resident[key] = nxt[i]
         heapq.heappush(heap, (-nxt[i], i, key))
     n = len(keys)
-    return SimResult("belady", capacity, n, hits, n - hits, n - hits if capacity > 0 else 0,
-                     0, evicted)
+    return SimResult(
+        "belady", capacity, n, hits, n - hits, n - hits if capacity > 0 else 0, 0, evicted
+    )
 
 
 def simulate_grid(

@@ -54,8 +54,14 @@ from ..policy import PolicyEngine, default_hasher
 from .simulate import SimResult
 
 __all__ = [
-    "HOT", "WARM", "ENCODER", "TieredSimResult", "WarmStoreModel", "sim_key_digest",
-    "simulate_tiers", "warm_entries",
+    "HOT",
+    "WARM",
+    "ENCODER",
+    "TieredSimResult",
+    "WarmStoreModel",
+    "sim_key_digest",
+    "simulate_tiers",
+    "warm_entries",
 ]
 
 HOT, WARM, ENCODER = 0, 1, 2
@@ -83,8 +89,9 @@ def sim_key_digest(key: Hashable) -> bytes:
     elif isinstance(key, str):
         data = b"s" + key.encode("utf-8", "surrogatepass")
     else:
-        raise TypeError(f"no warm-store digest for {type(key).__name__} keys "
-                        "(use int ids, str or bytes)")
+        raise TypeError(
+            f"no warm-store digest for {type(key).__name__} keys (use int ids, str or bytes)"
+        )
     return hashlib.blake2b(data, digest_size=KEY_BYTES, person=_PERSON).digest()
 
 
@@ -104,8 +111,9 @@ def warm_entries(max_bytes: int, dim: int, codec_name: str = "float32") -> int:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ConfigError("encoder.dim", dim, "must be an integer >= 1")
     if codec_name not in codec.CODEC_IDS:
-        raise ConfigError("warm.codec", codec_name,
-                          f"unknown codec (one of {', '.join(sorted(codec.CODEC_IDS))})")
+        raise ConfigError(
+            "warm.codec", codec_name, f"unknown codec (one of {', '.join(sorted(codec.CODEC_IDS))})"
+        )
     return _warm_capacity(max_bytes, codec.record_size(dim, codec_name))
 
 
@@ -144,8 +152,8 @@ class _SortedDigests:
         self._len += 1
         chunk = self._chunks[i]
         if len(chunk) > 2 * _CHUNK:
-            self._chunks[i:i + 1] = [chunk[:_CHUNK], chunk[_CHUNK:]]
-            maxes[i:i + 1] = [chunk[_CHUNK - 1], chunk[-1]]
+            self._chunks[i : i + 1] = [chunk[:_CHUNK], chunk[_CHUNK:]]
+            maxes[i : i + 1] = [chunk[_CHUNK - 1], chunk[-1]]
 
     def discard(self, d: bytes) -> bool:
         """Remove ``d``; False if it was not present."""
@@ -207,8 +215,9 @@ class WarmStoreModel:
         ceiling, owner = self._order.ceiling, self._owner
         return [owner[ceiling(p)] for p in probes]  # type: ignore[index]
 
-    def put_bounded(self, keys: Sequence[Hashable], capacity: int, engine: PolicyEngine
-                    ) -> list[Hashable]:
+    def put_bounded(
+        self, keys: Sequence[Hashable], capacity: int, engine: PolicyEngine
+    ) -> list[Hashable]:
         """Write ``keys`` keeping at most ``capacity`` entries; returns the evicted keys.
 
         Mirrors ``TierCache._warm_write`` over ``LmdbTier.put_bounded``: ``excess`` is the
@@ -226,8 +235,9 @@ class WarmStoreModel:
         if excess > 0:
             limit = min(excess, len(new_keys) + engine.max_evictions_per_write)
             probes = engine.warm_probes(limit * engine.eviction_samples)
-            victims = engine.warm_victims(self.sample(probes), excess, protect=new_keys,
-                                          batch=len(new_keys))
+            victims = engine.warm_victims(
+                self.sample(probes), excess, protect=new_keys, batch=len(new_keys)
+            )
             for v in victims:
                 d = self._digest.pop(v)
                 del self._owner[d]
@@ -304,15 +314,27 @@ class TieredSimResult:
 
     def hot_view(self) -> SimResult:
         """The hot tier's counts as a :class:`SimResult` (what :func:`simulate` returns)."""
-        return SimResult(self.policy, self.hot_capacity, self.requests, self.hot_hits,
-                         self.hot_misses, self.hot_admitted, self.hot_rejected,
-                         self.hot_evicted)
+        return SimResult(
+            self.policy,
+            self.hot_capacity,
+            self.requests,
+            self.hot_hits,
+            self.hot_misses,
+            self.hot_admitted,
+            self.hot_rejected,
+            self.hot_evicted,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "capacity": self.hot_capacity, "hot_misses": self.hot_misses,
-                "hit_ratio": self.hit_ratio, "warm_hit_ratio": self.warm_hit_ratio,
-                "warm_local_hit_ratio": self.warm_local_hit_ratio,
-                "local_hit_ratio": self.local_hit_ratio}
+        return {
+            **asdict(self),
+            "capacity": self.hot_capacity,
+            "hot_misses": self.hot_misses,
+            "hit_ratio": self.hit_ratio,
+            "warm_hit_ratio": self.warm_hit_ratio,
+            "warm_local_hit_ratio": self.warm_local_hit_ratio,
+            "local_hit_ratio": self.local_hit_ratio,
+        }
 
 
 def _hash_many(keys: Sequence[Any]) -> np.ndarray:
@@ -332,7 +354,7 @@ PROGRESS_EVERY = 1 << 16
 """Requests between two ``progress`` calls."""
 
 
-def simulate_tiers(
+def simulate_tiers(  # noqa: C901
     trace: Iterable[Hashable],
     *,
     hot_capacity: int,
@@ -371,12 +393,22 @@ def simulate_tiers(
     hot_capacity = _capacity("hot_capacity", hot_capacity)
     warm_capacity = _capacity("warm_capacity", warm_capacity)
     if policy == "belady":
-        raise ConfigError("policy", policy, "the offline bound has no warm-tier model; "
-                          "use tiercache.sim.belady for the hot-tier bound")
+        raise ConfigError(
+            "policy",
+            policy,
+            "the offline bound has no warm-tier model; "
+            "use tiercache.sim.belady for the hot-tier bound",
+        )
     engine = PolicyEngine(
-        hot_capacity=hot_capacity, warm_capacity=warm_capacity, policy=policy, params=params,
-        warm_min_frequency=warm_min_frequency, eviction_samples=eviction_samples,
-        max_evictions_per_write=max_evictions_per_write, seed=seed, hasher=hasher,
+        hot_capacity=hot_capacity,
+        warm_capacity=warm_capacity,
+        policy=policy,
+        params=params,
+        warm_min_frequency=warm_min_frequency,
+        eviction_samples=eviction_samples,
+        max_evictions_per_write=max_evictions_per_write,
+        seed=seed,
+        hasher=hasher,
         hasher_many=_hash_many if hasher is default_hasher else None,
         access_buffer=access_buffer,
     )
@@ -455,7 +487,19 @@ def simulate_tiers(
     if progress is not None:
         progress(len(keys))
     return TieredSimResult(
-        engine.policy_name, hot_capacity, warm_capacity, len(keys), hot_hits, warm_hits,
-        encoder_calls, writes, warm_evicted, gate_rejects, admitted, rejected, evicted,
-        demotions, len(warm),
+        engine.policy_name,
+        hot_capacity,
+        warm_capacity,
+        len(keys),
+        hot_hits,
+        warm_hits,
+        encoder_calls,
+        writes,
+        warm_evicted,
+        gate_rejects,
+        admitted,
+        rejected,
+        evicted,
+        demotions,
+        len(warm),
     )

@@ -46,21 +46,30 @@ def load_text(path: str | os.PathLike[str], fingerprint: Fingerprint) -> list[by
         return [maker.digest(line.rstrip("\n")) for line in fh if line.strip()]
 
 
-def shifting_trace(alpha: float, keys: int, requests: int, phases: int = 4,
-                   seed: int = 0) -> np.ndarray:
+def shifting_trace(
+    alpha: float, keys: int, requests: int, phases: int = 4, seed: int = 0
+) -> np.ndarray:
     """Zipf popularity that moves: ``phases`` equal stretches, each mapping ranks to ids
     through its own seeded permutation (yesterday's head is today's tail)."""
     if phases <= 0:
         raise ValueError("phases must be > 0")
     rng = np.random.default_rng(seed)
     bounds = np.linspace(0, requests, phases + 1).astype(int)
-    parts = [zipf_trace(alpha, keys, int(b - a), seed=int(rng.integers(2**31)))
-             for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [
+        zipf_trace(alpha, keys, int(b - a), seed=int(rng.integers(2**31)))
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
-def scan_trace(alpha: float, keys: int, requests: int, scan_every: int = 1000,
-               scan_length: int = 500, seed: int = 0) -> np.ndarray:
+def scan_trace(
+    alpha: float,
+    keys: int,
+    requests: int,
+    scan_every: int = 1000,
+    scan_length: int = 500,
+    seed: int = 0,
+) -> np.ndarray:
     """A Zipf stream polluted by scans: after every ``scan_every`` requests, a run of
     ``scan_length`` never-seen ids (>= ``keys``) is read once each."""
     if scan_every <= 0 or scan_length < 0:
@@ -69,7 +78,7 @@ def scan_trace(alpha: float, keys: int, requests: int, scan_every: int = 1000,
     out: list[np.ndarray] = []
     fresh = keys
     for start in range(0, requests, scan_every):
-        out.append(base[start:start + scan_every])
+        out.append(base[start : start + scan_every])
         if start + scan_every < requests:
             out.append(np.arange(fresh, fresh + scan_length, dtype=np.int64))
             fresh += scan_length
@@ -101,8 +110,9 @@ def load_csv(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-ORACLE_GENERAL = np.dtype([("clock_time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"),
-                           ("next_access_vtime", "<i8")])
+ORACLE_GENERAL = np.dtype(
+    [("clock_time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access_vtime", "<i8")]
+)
 """libCacheSim's oracleGeneral record: 24 bytes, little-endian, no padding."""
 
 

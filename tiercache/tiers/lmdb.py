@@ -84,8 +84,14 @@ MAX_RELOCATIONS_PER_WRITE = 2
 that frees n packed slots may relocate ``2 * n / K`` more (see relocation_budget)."""
 _MAX_PENDING = 4096
 
-_DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-                  lmdb.IncompatibleError, lmdb.BadValsizeError, lmdb.PanicError)
+_DAMAGE_ERRORS = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.IncompatibleError,
+    lmdb.BadValsizeError,
+    lmdb.PanicError,
+)
 """LMDB errors that mean the files themselves are damaged (not a busy or full store)."""
 
 _fork_generation = 0
@@ -238,8 +244,9 @@ def _release_env(handle: _Env) -> None:
                 handle.env.close()
 
 
-def _lookup(txn: lmdb.Transaction, h: _Env, key: bytes, decode: Callable[[Any], T],
-            packed_first: bool) -> T | None:
+def _lookup(
+    txn: lmdb.Transaction, h: _Env, key: bytes, decode: Callable[[Any], T], packed_first: bool
+) -> T | None:
     """One key inside a read transaction opened with ``buffers=True`` and no default db."""
     if packed_first:
         iv = txn.get(key, db=h.index)
@@ -266,9 +273,9 @@ def _slot(txn: lmdb.Transaction, h: _Env, key: bytes, iv: Any) -> Any:
     if seg is None:
         return b""
     end = off + KEY_BYTES + ln
-    if end > len(seg) or seg[off:off + KEY_BYTES] != key:
+    if end > len(seg) or seg[off : off + KEY_BYTES] != key:
         return b""
-    return seg[off + KEY_BYTES:end]
+    return seg[off + KEY_BYTES : end]
 
 
 _IDX_UNPACK = _IDX_FULL.unpack
@@ -276,9 +283,15 @@ _DIGEST_AT = struct.Struct(f"{KEY_BYTES}s").unpack_from
 _NO_RECORD = b""
 
 
-def _lookup_at(txn: lmdb.Transaction, h: _Env, key: bytes,
-               decode: Callable[[Any, int, int, A], T], arg: A, absent: T,
-               packed_first: bool) -> T:
+def _lookup_at(
+    txn: lmdb.Transaction,
+    h: _Env,
+    key: bytes,
+    decode: Callable[[Any, int, int, A], T],
+    arg: A,
+    absent: T,
+    packed_first: bool,
+) -> T:
     """:meth:`LmdbTier.get_at` inside a read transaction (buffers=True)."""
     get = txn.get
     if packed_first:
@@ -303,8 +316,9 @@ def _lookup_at(txn: lmdb.Transaction, h: _Env, key: bytes,
     return decode(_NO_RECORD, 0, 0, arg)  # not there, or another digest: corrupt
 
 
-def _rows_txn(txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len: int,
-              packed_first: bool) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
+def _rows_txn(
+    txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len: int, packed_first: bool
+) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
     """:meth:`LmdbTier.get_rows` inside a read transaction (buffers=True); the rows'
     digests are not compared yet."""
     get = txn.get
@@ -343,7 +357,7 @@ def _rows_txn(txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len:
             add_pos(i)
             add_part(seg[off:end])  # digest + record: the digest is compared in one go
         elif _DIGEST_AT(seg, off)[0] == k:
-            add_other((i, bytes(seg[off + KEY_BYTES:end])))
+            add_other((i, bytes(seg[off + KEY_BYTES : end])))
         else:
             add_other((i, _NO_RECORD))
     return pos, b"".join(parts), others
@@ -435,8 +449,11 @@ class _Packer:
         buf = meta = None
         if sid is not None:
             buf, meta = self._buf(sid), self._meta(sid)
-            if buf is None or meta is None or meta[1] != length or len(buf) >= meta[2] * (
-                KEY_BYTES + length
+            if (
+                buf is None
+                or meta is None
+                or meta[1] != length
+                or len(buf) >= meta[2] * (KEY_BYTES + length)
             ):
                 buf = None
         if sid is None or buf is None or meta is None:
@@ -486,7 +503,7 @@ class _Packer:
             self.txn.put(key, rec, db=self.h.records)
             self.has_plain = True
 
-    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:  # noqa: C901
         """``put`` of every item, in order (a key given twice keeps its last record).
 
         The bulk path: records of the packed length are appended slot by slot to the open
@@ -529,13 +546,12 @@ class _Packer:
             buf = meta = None
             if sid is not None:
                 buf, meta = self._buf(sid), self._meta(sid)
-                if (buf is None or meta is None or meta[1] != length
-                        or len(buf) >= meta[2] * slot):
+                if buf is None or meta is None or meta[1] != length or len(buf) >= meta[2] * slot:
                     buf = None
             if sid is None or buf is None or meta is None:
                 sid = self._new_segment(length)
                 buf, meta = self.bufs[sid], self.metas[sid]
-            part = fresh[done:done + meta[2] - len(buf) // slot]
+            part = fresh[done : done + meta[2] - len(buf) // slot]
             off = len(buf)
             buf += b"".join(itertools.chain.from_iterable(part))
             entries += [(k, sid + pack(off + i * slot, length)) for i, (k, _) in enumerate(part)]
@@ -572,9 +588,9 @@ class _Packer:
             return False
         buf = self._buf(sid)
         end = off + KEY_BYTES + length
-        if buf is None or end > len(buf) or buf[off:off + KEY_BYTES] != key:
+        if buf is None or end > len(buf) or buf[off : off + KEY_BYTES] != key:
             return False
-        buf[off + KEY_BYTES:end] = rec
+        buf[off + KEY_BYTES : end] = rec
         self.dirty.add(sid)
         return True
 
@@ -595,21 +611,21 @@ class _Packer:
         get = self.txn.get
         live: list[tuple[bytes, bytes]] = []
         for off in range(0, len(buf) - size + 1, size):
-            key = bytes(buf[off:off + KEY_BYTES])
+            key = bytes(buf[off : off + KEY_BYTES])
             iv = get(key, db=self.h.index)
             if iv is not None and iv[:8] == sid and _IDX.unpack_from(iv, 8) == (off, length):
-                live.append((key, bytes(buf[off + KEY_BYTES:off + size])))
+                live.append((key, bytes(buf[off + KEY_BYTES : off + size])))
         self._drop_segment(sid)
         for key, rec in live:
             self.add(key, rec)
         return True
 
     # -- commit ------------------------------------------------------------------------
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: C901
         txn, h = self.txn, self.h
         raw = txn.get(_PK_SPARSE, db=h.meta)
         if raw is not None or self.sparse:
-            pending = [bytes(raw[i:i + 8]) for i in range(0, len(raw), 8)] if raw else []
+            pending = [bytes(raw[i : i + 8]) for i in range(0, len(raw), 8)] if raw else []
             todo = list(dict.fromkeys(pending + self.sparse))
             done = 0
             budget = relocation_budget(self.removed, self.h.psize, self.packed_len)
@@ -638,9 +654,10 @@ class _Packer:
             if sid not in self.new:
                 txn.put(sid, self.bufs[sid], db=h.segs)
         for sid in sorted(self.new):  # ids above every stored one: append, dense pages
-            if not (txn.put(sid, self.bufs[sid], append=True, db=h.segs)
-                    and txn.put(sid, _SEGMETA_V.pack(*self.metas[sid]), append=True,
-                                db=h.segmeta)):
+            if not (
+                txn.put(sid, self.bufs[sid], append=True, db=h.segs)
+                and txn.put(sid, _SEGMETA_V.pack(*self.metas[sid]), append=True, db=h.segmeta)
+            ):
                 raise StoreError("warm store: segment ids out of order")
         for length in self.open_dirty:
             pk = _PK_OPEN + length.to_bytes(4, "big")
@@ -768,8 +785,17 @@ class LmdbTier:
         h = self._handle
         if h is None:
             return None
-        return (h, functools.partial(h.env.begin, buffers=True), h.index, h.records, h.segs,
-                h.active, h.wake, self._packed_first, h.generation)
+        return (
+            h,
+            functools.partial(h.env.begin, buffers=True),
+            h.index,
+            h.records,
+            h.segs,
+            h.active,
+            h.wake,
+            self._packed_first,
+            h.generation,
+        )
 
     def close(self) -> None:
         handle, self._handle = self._handle, None
@@ -812,15 +838,15 @@ class LmdbTier:
             try:
                 known = list(msgpack.unpackb(raw, raw=False))
             except Exception as exc:  # a corrupt manifest must never be guessed around
-                raise StoreError(
-                    f"warm store manifest for {self.namespace!r} is corrupt"
-                ) from exc
+                raise StoreError(f"warm store manifest for {self.namespace!r} is corrupt") from exc
         if mine in known:
             return
         if known and self._on_mismatch != "coexist":
             other = Fingerprint.from_dict(known[-1])
-            diff = ", ".join(f"{k}: stored {b!r} vs configured {a!r}"
-                             for k, (a, b) in self.fingerprint.diff(other).items())
+            diff = ", ".join(
+                f"{k}: stored {b!r} vs configured {a!r}"
+                for k, (a, b) in self.fingerprint.diff(other).items()
+            )
             raise FingerprintMismatchError(
                 f"warm store {self.path} namespace {self.namespace!r} holds vectors of "
                 f"another fingerprint ({diff}); use another warm.namespace or set "
@@ -886,8 +912,7 @@ class LmdbTier:
         packed_first = self._packed_first
         return self._read(lambda txn, h: _lookup(txn, h, key, decode, packed_first))
 
-    def get_at(self, key: bytes, decode: Callable[[Any, int, int, A], T], arg: A,
-               absent: T) -> T:
+    def get_at(self, key: bytes, decode: Callable[[Any, int, int, A], T], arg: A, absent: T) -> T:
         """``decode(buffer, start, end, arg)`` of the record of ``key`` (it is
         ``buffer[start:end]``: a slot inside its packed segment, or a whole plain record),
         inside the read transaction; ``absent`` if the key is not stored. The single-get
@@ -917,11 +942,11 @@ class LmdbTier:
             if h.resizing:
                 h.wake()
         packed_first = self._packed_first
-        return self._read(
-            lambda txn, h: _lookup_at(txn, h, key, decode, arg, absent, packed_first))
+        return self._read(lambda txn, h: _lookup_at(txn, h, key, decode, arg, absent, packed_first))
 
-    def get_rows(self, keys: Sequence[bytes], record_len: int
-                 ) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
+    def get_rows(
+        self, keys: Sequence[bytes], record_len: int
+    ) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
         """Many keys in one read transaction, records of ``record_len`` bytes laid out as
         fixed rows (the batch path: its callers decode them in one vectorised step).
 
@@ -936,7 +961,8 @@ class LmdbTier:
             raise ValueError("warm keys are 16-byte digests")
         packed_first = self._packed_first
         pos, rows, others = self._read(
-            lambda txn, h: _rows_txn(txn, h, keys, record_len, packed_first))
+            lambda txn, h: _rows_txn(txn, h, keys, record_len, packed_first)
+        )
         n = len(pos)
         if n:
             width = KEY_BYTES + record_len
@@ -951,9 +977,7 @@ class LmdbTier:
                 rows = np.frombuffer(rows, dtype=np.uint8).reshape(n, width)[keep].tobytes()
         return pos, rows, others
 
-    def get_many_with(
-        self, keys: Sequence[bytes], decode: Callable[[Any], T]
-    ) -> list[T | None]:
+    def get_many_with(self, keys: Sequence[bytes], decode: Callable[[Any], T]) -> list[T | None]:
         """Batch of :meth:`get_with` in one read transaction, results in input order."""
         packed_first = self._packed_first
 
@@ -1023,8 +1047,12 @@ class LmdbTier:
         def run(txn: lmdb.Transaction, h: _Env) -> dict[str, int]:
             pages = 0
             stats = {}
-            for name, db in (("records", h.records), ("index", h.index),
-                             ("segs", h.segs), ("segmeta", h.segmeta)):
+            for name, db in (
+                ("records", h.records),
+                ("index", h.index),
+                ("segs", h.segs),
+                ("segmeta", h.segmeta),
+            ):
                 s = stats[name] = txn.stat(db)
                 pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
             return {
@@ -1077,8 +1105,13 @@ class LmdbTier:
                     raise
             raise StoreError(f"warm store {self.path}: map could not be grown")
 
-    def _apply_txn(self, txn: lmdb.Transaction, h: _Env,
-                   puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
+    def _apply_txn(
+        self,
+        txn: lmdb.Transaction,
+        h: _Env,
+        puts: Sequence[tuple[bytes, bytes]],
+        deletes: Sequence[bytes],
+    ) -> int:
         packed_len = self.packed_record_len
         p = _Packer(txn, h, packed_len)
         n = sum(1 for k in deletes if p.delete(k))
@@ -1120,9 +1153,11 @@ class LmdbTier:
             excess = count + len(puts) - capacity
             if excess > 0:
                 get = txn.get
-                excess -= sum(1 for k in dict(puts)
-                              if get(k, db=h.index) is not None
-                              or get(k, db=h.records) is not None)
+                excess -= sum(
+                    1
+                    for k in dict(puts)
+                    if get(k, db=h.index) is not None or get(k, db=h.records) is not None
+                )
             victims: Sequence[bytes] = ()
             if excess > 0:
                 victims = choose(excess, lambda probes: _sample_txn(txn, h, probes))
@@ -1155,9 +1190,7 @@ class LmdbTier:
 
         return self._write(run)
 
-    def replace_many(
-        self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]
-    ) -> int:
+    def replace_many(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
         """Delete ``deletes`` and write ``puts`` in one transaction; returns keys deleted."""
         for k, _ in puts:
             if len(k) != KEY_BYTES:
@@ -1166,8 +1199,9 @@ class LmdbTier:
             return 0
         return self._apply(puts, deletes)
 
-    def in_named_db(self, name: bytes, fn: Callable[[lmdb.Transaction, Any], T], *,
-                    write: bool = False) -> T:
+    def in_named_db(
+        self, name: bytes, fn: Callable[[lmdb.Transaction, Any], T], *, write: bool = False
+    ) -> T:
         """``fn(txn, db)`` on the companion sub-database ``name`` of this environment.
 
         For stores that live beside the vectors without a second ``lmdb.Environment`` on
@@ -1208,8 +1242,10 @@ class LmdbTier:
         h.env.copy(target, compact=compact)
         out = os.path.join(target, "data.mdb")
         os.chmod(out, 0o600)
-        return {"before": os.path.getsize(os.path.join(self.path, "data.mdb")),
-                "after": os.path.getsize(out)}
+        return {
+            "before": os.path.getsize(os.path.join(self.path, "data.mdb")),
+            "after": os.path.getsize(out),
+        }
 
     def clear(self) -> None:
         def run(txn: lmdb.Transaction, h: _Env) -> None:

@@ -65,8 +65,15 @@ def _import_redis() -> Any:
 def _connection_errors(redis: Any) -> tuple[type[BaseException], ...]:
     from redis.exceptions import ClusterDownError, ClusterError
 
-    return (redis.ConnectionError, redis.TimeoutError, ClusterDownError, ClusterError,
-            ConnectionError, TimeoutError, OSError)
+    return (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        ClusterDownError,
+        ClusterError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    )
 
 
 class RedisTier:
@@ -255,7 +262,7 @@ class RedisTier:
                 return list(client.mget(rkeys))
             pipe = client.pipeline(transaction=False)
             for i in range(0, len(rkeys), _CHUNK):
-                pipe.mget(rkeys[i:i + _CHUNK])
+                pipe.mget(rkeys[i : i + _CHUNK])
             out: list[bytes | None] = []
             for part in pipe.execute():
                 out.extend(part)
@@ -307,7 +314,7 @@ class RedisTier:
         def run(client: Any) -> int:
             n = 0
             for i in range(0, len(rkeys), _CHUNK):
-                n += int(client.unlink(*rkeys[i:i + _CHUNK]))
+                n += int(client.unlink(*rkeys[i : i + _CHUNK]))
             return n
 
         deleted: int = self._call(run)
@@ -331,9 +338,7 @@ class RedisTier:
         """Digests stored under this prefix (a SCAN; every primary of a cluster)."""
         pattern = glob_escape(self.prefix) + "*"
         skip = len(self._bprefix)
-        found: list[bytes] = self._call(
-            lambda c: list(c.scan_iter(match=pattern, count=1000))
-        )
+        found: list[bytes] = self._call(lambda c: list(c.scan_iter(match=pattern, count=1000)))
         for rkey in found:
             try:
                 yield bytes.fromhex(rkey[skip:].decode("ascii"))
