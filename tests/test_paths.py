@@ -247,3 +247,29 @@ def test_the_policy_and_the_simulator_import_without_storage_or_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "True"
+
+
+def test_placement_decides_victims_as_documented() -> None:
+    """placement.victim_fates: backed victims are dropped without a gate call, unbacked
+    ones pass the gate (demote) or not (rejected); without warm, nothing is gated."""
+    from tiercache import placement
+
+    class Engine:
+        def __init__(self) -> None:
+            self.gated: list[str] = []
+
+        def warm_gate(self, k: str) -> bool:
+            self.gated.append(k)
+            return k.startswith("hot")
+
+    e = Engine()
+    fates = placement.victim_fates(e, ["a", "hot-b", "c"], True, lambda k: k == "a")  # type: ignore[arg-type]
+    assert fates == [("a", placement.BACKED), ("hot-b", placement.DEMOTE), ("c", placement.REJECT)]
+    assert e.gated == ["hot-b", "c"]
+    e.gated.clear()
+    assert placement.victim_fates(e, ["x"], False, lambda k: False) == [  # type: ignore[arg-type]
+        ("x", placement.BACKED)
+    ]
+    assert placement.warm_admits(e, ["hot1", "z"], has_warm=False) == [False, False]  # type: ignore[arg-type]
+    assert e.gated == []
+    assert placement.warm_admits(e, ["hot1", "z"], has_warm=True) == [True, False]  # type: ignore[arg-type]

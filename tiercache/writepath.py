@@ -17,14 +17,14 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from time import perf_counter as _perf
 from typing import Any, NoReturn, cast
 
 import numpy as np
 
-from . import codec
+from . import codec, placement
 from .context import MAX_TTL_SECONDS, CacheContext
 from .errors import (
     InvalidContentError,
@@ -175,29 +175,33 @@ class WritePath:
         adm = self._engine.offer_hot(key)
         demote: list[tuple[bytes, bytes]] = []
         s_hot = self._ctx.s_hot
-        for evicted in adm.evicted:
+        fates = (
+            placement.victim_fates(self._engine, adm.evicted, self._warm is not None, self._backed)
+            if adm.evicted
+            else ()
+        )
+        for evicted, fate in fates:
             victim = cast(bytes, evicted)
             vslot = hot.slot_of_key(victim)
             if vslot is None:
                 continue
             s_hot.evictions["capacity"] += 1
             s_hot.demotions += 1
-            if not hot.in_warm(vslot) and self._warm is not None:
-                if self._engine.warm_gate(victim):
-                    exp = float(hot.expires[vslot])
-                    demote.append(
-                        (
-                            victim,
-                            codec.encode_record(
-                                hot.slab[vslot],
-                                self._codec,
-                                0.0 if exp == NEVER else exp,
-                                hot.meta_at(vslot),
-                            ),
-                        )
+            if fate == placement.DEMOTE:
+                exp = float(hot.expires[vslot])
+                demote.append(
+                    (
+                        victim,
+                        codec.encode_record(
+                            hot.slab[vslot],
+                            self._codec,
+                            0.0 if exp == NEVER else exp,
+                            hot.meta_at(vslot),
+                        ),
                     )
-                else:
-                    self._ctx.s_warm.rejections["min_frequency"] += 1
+                )
+            elif fate == placement.REJECT:
+                self._ctx.s_warm.rejections["min_frequency"] += 1
             hot.delete_key(victim)
         if adm.admitted:
             hot.put(content, key, vector, expires_at, meta, in_warm)
@@ -205,6 +209,11 @@ class WritePath:
         else:
             s_hot.rejections[adm.reason or "rejected"] += 1
         return demote
+
+    def _backed(self, key: Hashable) -> bool:
+        """Whether warm holds the hot entry ``key`` (an absent one needs nothing)."""
+        slot = self._hot.slot_of_key(cast(bytes, key))
+        return slot is None or self._hot.in_warm(slot)
 
     def promote_locked(self, items: list[Placed]) -> list[tuple[bytes, bytes]]:
         """Offer warm hits ``(content, key, vector, expires_at, blob)`` to hot."""
@@ -224,7 +233,9 @@ class WritePath:
         codec, one per entry (else they are encoded here, for the gated ones)."""
         warm = self._warm
         with self._lock:
-            gate = [warm is not None and self._engine.warm_gate(k) for _, k, _, _, _ in entries]
+            gate = placement.warm_admits(
+                self._engine, [e[1] for e in entries], has_warm=warm is not None
+            )
             if warm is not None:
                 self._ctx.s_warm.rejections["min_frequency"] += gate.count(False)
         if records is None:

@@ -1,7 +1,9 @@
 """Replay a trace through the hot *and* warm tiers: hot hits, warm hits, encoder calls.
 
 :func:`simulate_tiers` drives the live :class:`~tiercache.policy.PolicyEngine` with the
-calls :meth:`tiercache.TierCache.embed` makes for one lookup, in the same order:
+calls :meth:`tiercache.TierCache.embed` makes for one lookup, in the same order, through
+the same placement functions (:mod:`tiercache.placement` decides each hot
+victim's fate: ``victim_fates``), so no copy of the cache's placement logic lives here:
 
 1. a key resident in hot: ``record_hot_hit`` (a hot hit);
 2. any other key: ``record_miss``, then a lookup in a model of the warm store:
@@ -46,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import codec
+from .. import codec, placement
 from ..errors import ConfigError
 from ..geometry import warm_capacity as _warm_capacity
 from ..keys import KEY_BYTES, key_hash64_many
@@ -417,12 +419,16 @@ def simulate_tiers(  # noqa: C901
         if tiers_out.dtype != np.uint8 or tiers_out.shape != (len(keys),):
             raise ValueError(f"tiers_out must be a uint8 array of shape ({len(keys)},)")
     hot = engine.hot
-    record_hit, record_miss, offer = engine.record_hot_hit, engine.record_miss, engine.offer_hot
-    gate = engine.warm_gate
+    record_hit, record_miss = engine.record_hot_hit, engine.record_miss
+    offer, gate, fates = engine.offer_hot, engine.warm_gate, placement.victim_fates
     has_warm = warm_capacity > 0
     warm = WarmStoreModel()
     # hot-resident keys that warm does not hold (the cache's ``in_warm`` flag cleared)
     unbacked: set[Hashable] = set()
+
+    def is_backed(k: Hashable) -> bool:
+        return k not in unbacked
+
     hot_hits = warm_hits = encoder_calls = 0
     admitted = rejected = evicted = 0
     writes = warm_evicted = gate_rejects = demotions = 0
@@ -466,13 +472,13 @@ def simulate_tiers(  # noqa: C901
             continue
         adm = offer(key)
         demote: list[Hashable] = []
-        for victim in adm.evicted:
-            evicted += 1
-            if victim in unbacked:
+        if adm.evicted:  # each victim's fate, as the cache's write path decides it
+            for victim, fate in fates(engine, adm.evicted, has_warm, is_backed):
+                evicted += 1
                 unbacked.discard(victim)
-                if gate(victim):
+                if fate == placement.DEMOTE:
                     demote.append(victim)
-                else:
+                elif fate == placement.REJECT:
                     gate_rejects += 1
         if adm.admitted:
             admitted += 1
