@@ -62,6 +62,7 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
     "ep_set_fast": (3.0, "x raw py-lmdb txn", False),
     "ep_mset": (150_000, "vectors/s", True),
     "ep_durable_threads": (4.0, "x 1 thread", True),
+    "ep_redisvl_set": (1.0, "x RedisVL set", False),
 }
 
 
@@ -581,10 +582,63 @@ def _shared_probes(
     def raw_get(t: str) -> np.ndarray:
         return np.frombuffer(cast(bytes, r.get(key(t))), dtype=np.float32).copy()
 
-    return [
+    probes = [
         Probe("raw redis", "redis-py GET + frombuffer (raw)", "redis-py", singles_of(raw_get)),
         Probe("shared get", "get", "shared", singles_of(shared.get), "raw redis"),
         Probe("shared embed", "embed", "shared", singles_of(shared.embed), "raw redis"),
+    ]
+    return probes + _redisvl_set_probes(tmp, url, items, closers, log)
+
+
+def _redisvl_set_probes(
+    tmp: Path,
+    url: str,
+    items: list[tuple[str, np.ndarray]],
+    closers: list[Callable[[], None]],
+    log: Callable[[str], None],
+) -> list[Probe]:
+    """RedisVL 0.28's own ``EmbeddingsCache.set`` beside tiercache's drop-in
+    (``tiercache.integrations.redisvl.EmbeddingsCache``, its local warm store under tmp) on
+    the same server, fresh contents, the embedding as a list of floats (RedisVL's API)."""
+    try:
+        from redisvl.extensions.cache.embeddings import EmbeddingsCache as RedisVLCache
+
+        from tiercache.integrations.redisvl import EmbeddingsCache as DropIn
+    except ImportError:
+        log("  entry points: redisvl is not installed: its set is skipped")
+        return []
+    theirs = RedisVLCache(name="tiercache-bench-ep-rv", redis_url=url)
+    ours = DropIn(name="tiercache-bench-ep-dropin", redis_url=url, path=tmp / "ep-dropin")
+    model = "all-MiniLM-L6-v2"
+    vec = items[0][1].tolist()
+    count = {"theirs": 0, "ours": 0}
+
+    def close() -> None:
+        theirs.clear()
+        ours.clear()
+        ours.close() if hasattr(ours, "close") else None
+
+    closers.append(close)
+
+    def sets_of(cache: Any, who: str) -> Callable[[int], np.ndarray]:
+        def run(rr: int) -> np.ndarray:
+            base = count[who]
+            count[who] += 200
+            names = [f"rv set {who} {rr} {base + i}" for i in range(200)]
+            return time_each(lambda t: cache.set(t, model, vec), names)
+
+        return run
+
+    return [
+        Probe("redisvl set", "RedisVL EmbeddingsCache.set", "RedisVL", sets_of(theirs, "theirs")),
+        Probe(
+            "drop-in set",
+            "set (RedisVL drop-in)",
+            "hot + warm + shared",
+            sets_of(ours, "ours"),
+            "redisvl set",
+            "ep_redisvl_set",
+        ),
     ]
 
 
