@@ -63,6 +63,7 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
     "ep_mset": (150_000, "vectors/s", True),
     "ep_durable_threads": (4.0, "x 1 thread", True),
     "ep_redisvl_set": (1.0, "x RedisVL set", False),
+    "ep_shared_get": (1.2, "x redis-py GET", False),
 }
 
 
@@ -584,7 +585,7 @@ def _shared_probes(
 
     probes = [
         Probe("raw redis", "redis-py GET + frombuffer (raw)", "redis-py", singles_of(raw_get)),
-        Probe("shared get", "get", "shared", singles_of(shared.get), "raw redis"),
+        Probe("shared get", "get", "shared", singles_of(shared.get), "raw redis", "ep_shared_get"),
         Probe("shared embed", "embed", "shared", singles_of(shared.embed), "raw redis"),
     ]
     return probes + _redisvl_set_probes(tmp, url, items, closers, log)

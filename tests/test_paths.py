@@ -273,3 +273,59 @@ def test_placement_decides_victims_as_documented() -> None:
     assert placement.warm_admits(e, ["hot1", "z"], has_warm=False) == [False, False]  # type: ignore[arg-type]
     assert e.gated == []
     assert placement.warm_admits(e, ["hot1", "z"], has_warm=True) == [True, False]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["shared only", "warm+shared"])
+def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
+    tmp_path: Path, redis_server: Any, layout: str
+) -> None:
+    """The same differential run with a real redis-server behind (one key prefix per
+    cache): a single get/embed takes ``ReadPath.shared_one`` (one GET), a batch takes
+    ``shared_lookup`` (MGET); answers and every counter agree, expired and corrupt shared
+    records included."""
+    import redis
+
+    clock = FakeClock()
+    warm = {"enabled": layout == "warm+shared"}
+    one, batch = (
+        TierCache(
+            make_config(
+                tmp_path / n,
+                hot={"enabled": False},
+                warm=warm,
+                shared={"url": redis_server.url, "key_prefix": f"p-{n}:"},
+            ),
+            encoder=CountingEncoder(),
+            clock=clock,
+        )
+        for n in ("one", "batch")
+    )
+    texts = [f"s{i}" for i in range(40)]
+    for c in (one, batch):
+        c.mset([(t, np.full(DIM, i, np.float32)) for i, t in enumerate(texts[:30])])
+        c.set("meta", np.ones(DIM, np.float32), metadata={"m": 1})
+        c.set("short", np.ones(DIM, np.float32), ttl=5)
+        if c._warm is not None:
+            c._warm.clear()  # every read below starts in Redis
+    r = redis.Redis.from_url(redis_server.url)
+    for n in ("one", "batch"):  # a damaged record in Redis: a counted miss, never served
+        k = f"p-{n}:".encode() + one._keys.digest("s3").hex().encode()
+        r.set(k, r.get(k)[:-3] + b"xyz")  # type: ignore[index,operator]
+    r.close()
+    rng = random.Random(1)
+    for step in range(300):
+        t = rng.choice([*texts, "meta", "short"])
+        if step == 150:
+            clock.advance(10)  # "short" expires
+        if rng.random() < 0.5:
+            _same(one.get(t), batch.mget([t])[0])
+        else:
+            a, b = one.embed(t), batch.embed_many([t])[0]
+            np.testing.assert_array_equal(a, b)
+    a, b = _counters(one), _counters(batch)
+    a[1]["shared"].pop("key_prefix"), b[1]["shared"].pop("key_prefix")
+    assert a == b
+    shared = one.stats()["tiers"]["shared"]
+    assert shared["corrupt"] > 0 and shared["expired"] > 0 and shared["hits"] > 0
+    for c in (one, batch):
+        c.close()

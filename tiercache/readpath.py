@@ -308,11 +308,49 @@ class ReadPath:
             with self._lock:
                 self.record_hot_miss_locked(key)
         if self._shared is not None:
-            out = np.empty((1, self.dim), dtype=np.float32)
-            if not self.shared_lookup({content: (key, [0])}, out, found, self._clock()):
-                hit: np.ndarray = out[0]
-                return hit
+            return self.shared_one(content, key, found)
         return None
+
+    def shared_one(
+        self, content: Content, key: bytes, found: list[Entry | None] | None
+    ) -> np.ndarray | None:
+        """:meth:`shared_lookup` of one content: one ``GET`` (not a one-key ``MGET``), the
+        record verified and decoded in place (``codec.decode_at``), the same counters and
+        placement; the vector, or None on a miss of any kind."""
+        shared = self._shared
+        assert shared is not None
+        t0 = _perf()
+        try:
+            buf = shared.get(key)
+        except Exception as exc:
+            with self._lock:
+                sm = self._s_shared
+                sm.misses += 1
+                if isinstance(exc, SharedUnavailable):
+                    sm.skipped += 1
+                else:
+                    sm.errors += 1
+            return None
+        elapsed = _perf() - t0
+        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
+        expired = rec is not None and rec[1] and rec[1] <= self._clock()
+        with self._lock:
+            sm = self._s_shared
+            if rec is None or expired:
+                sm.misses += 1
+                sm.corrupt += rec is None and buf is not None
+                sm.expired += bool(expired)
+            else:
+                sm.hits += 1
+            sm.latency.add(elapsed)
+        if rec is None or expired:
+            return None
+        vector, expires_at, blob = rec
+        if found is not None:
+            meta = codec.unpack_blob(blob).get("m") if blob else None
+            found[0] = new_entry(key.hex(), vector.copy(), meta, "shared")
+        self._w.place_local([(content, key, vector, expires_at, blob)], promoted=True)
+        return vector
 
     def record_hot_miss_locked(self, key: bytes) -> None:
         self._ctx.lookups += 1
