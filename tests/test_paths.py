@@ -325,6 +325,11 @@ def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
     a, b = _counters(one), _counters(batch)
     a[1]["shared"].pop("key_prefix"), b[1]["shared"].pop("key_prefix")
     assert a == b
+    if layout == "shared only":  # a whole batch from Redis (decoded together) vs singles
+        everything = [*texts, "meta", "short", "s3"]
+        for t, e in zip(everything, batch.mget(everything)):
+            _same(e, one.get(t))
+        assert batch.mget(["s3"]) == [None]
     shared = one.stats()["tiers"]["shared"]
     assert shared["corrupt"] > 0 and shared["expired"] > 0 and shared["hits"] > 0
     for c in (one, batch):
