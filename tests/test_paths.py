@@ -275,6 +275,17 @@ def test_placement_decides_victims_as_documented() -> None:
     assert placement.warm_admits(e, ["hot1", "z"], has_warm=True) == [True, False]  # type: ignore[arg-type]
 
 
+def _damage(url: str, cache: TierCache, text: str) -> None:
+    """Flip the last bytes of ``text``'s record under both test prefixes in Redis."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    for n in ("one", "batch"):
+        k = f"p-{n}:".encode() + cache._keys.digest(text).hex().encode()
+        r.set(k, r.get(k)[:-3] + b"xyz")  # type: ignore[index,operator]
+    r.close()
+
+
 @pytest.mark.parametrize("layout", ["shared only", "warm+shared"])
 def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
     tmp_path: Path, redis_server: Any, layout: str
@@ -283,8 +294,6 @@ def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
     cache): a single get/embed takes ``ReadPath.shared_one`` (one GET), a batch takes
     ``shared_lookup`` (MGET); answers and every counter agree, expired and corrupt shared
     records included."""
-    import redis
-
     clock = FakeClock()
     warm = {"enabled": layout == "warm+shared"}
     one, batch = (
@@ -307,11 +316,7 @@ def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
         c.set("short", np.ones(DIM, np.float32), ttl=5)
         if c._warm is not None:
             c._warm.clear()  # every read below starts in Redis
-    r = redis.Redis.from_url(redis_server.url)
-    for n in ("one", "batch"):  # a damaged record in Redis: a counted miss, never served
-        k = f"p-{n}:".encode() + one._keys.digest("s3").hex().encode()
-        r.set(k, r.get(k)[:-3] + b"xyz")  # type: ignore[index,operator]
-    r.close()
+    _damage(redis_server.url, one, "s3")  # a damaged record in Redis: a counted miss
     rng = random.Random(1)
     for step in range(300):
         t = rng.choice([*texts, "meta", "short"])
@@ -326,10 +331,11 @@ def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
     a[1]["shared"].pop("key_prefix"), b[1]["shared"].pop("key_prefix")
     assert a == b
     if layout == "shared only":  # a whole batch from Redis (decoded together) vs singles
-        everything = [*texts, "meta", "short", "s3"]
+        _damage(redis_server.url, one, "s5")
+        everything = [*texts, "meta", "short", "s5"]
         for t, e in zip(everything, batch.mget(everything)):
             _same(e, one.get(t))
-        assert batch.mget(["s3"]) == [None]
+        assert batch.mget(["s5", "s6"])[0] is None
     shared = one.stats()["tiers"]["shared"]
     assert shared["corrupt"] > 0 and shared["expired"] > 0 and shared["hits"] > 0
     for c in (one, batch):
