@@ -24,7 +24,8 @@ def k(i: int) -> bytes:
 
 
 class RecordStoreContract:
-    """Every byte-record tier (warm LMDB today, shared Redis later) passes these."""
+    """Every byte-record tier passes these: the warm LMDB tier (plain and packed) and the
+    shared Redis tier (on a real redis-server)."""
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Any]:
@@ -56,6 +57,17 @@ class RecordStoreContract:
         store.put_many([])
         assert store.get_many([]) == []
         assert store.delete_many([]) == 0
+
+
+class TestRedisContract(RecordStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path, redis_server: Any) -> Iterator[Any]:
+        from tiercache.tiers.redis import RedisTier
+
+        t = RedisTier(url=redis_server.url, key_prefix=f"contract-{tmp_path.name}:")
+        yield t
+        t.clear()
+        t.close()
 
 
 class TestLmdbContract(RecordStoreContract):

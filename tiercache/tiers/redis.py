@@ -276,14 +276,20 @@ class RedisTier:
         value: bytes | None = self._call(lambda c: c.get(rkey))
         return value
 
-    def put_many(self, items: Sequence[tuple[bytes, bytes, int | None]]) -> None:
-        """Write ``(key, record, ttl_ms)``; ``ttl_ms`` None = no expiry. One pipeline."""
+    def put_many(
+        self, items: Sequence[tuple[bytes, bytes] | tuple[bytes, bytes, int | None]]
+    ) -> None:
+        """Write ``(key, record)`` or ``(key, record, ttl_ms)`` items (the tier protocol's
+        pairs, or with a TTL set atomically with the value; ``ttl_ms`` None = no expiry).
+        One pipeline."""
         if not items:
             return
 
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            for key, record, ttl_ms in items:
+            for item in items:
+                key, record = item[0], item[1]
+                ttl_ms = item[2] if len(item) > 2 else None
                 if ttl_ms is None:
                     pipe.set(self.redis_key(key), record)
                 else:
