@@ -16,7 +16,7 @@ anything else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from time import perf_counter as _perf
 from typing import Any, cast
@@ -61,6 +61,21 @@ class _OwnRow:
 
 
 _OWN_ROW = _OwnRow()
+
+
+_HotEntries = tuple[Sequence[int], list[bytes], list[bytes | None]]  # positions, keys, blobs
+
+
+def _group_rows(
+    contents: list[Content], positions: Iterable[int], rows: dict[Content, list[int]]
+) -> None:
+    """Append each position to its content's list of rows (first sight: a new list)."""
+    for i in positions:
+        c = contents[i]
+        if c in rows:
+            rows[c].append(i)
+        else:
+            rows[c] = [i]
 
 
 def _fill_entries(
@@ -451,7 +466,7 @@ class ReadPath:
             out[rows] = vectors[k]
         return out
 
-    def lookup_into(  # noqa: C901
+    def lookup_into(
         self,
         contents: list[Content],
         out: np.ndarray,
@@ -463,99 +478,120 @@ class ReadPath:
         """
         now = self._clock()
         t0 = _perf()
-        hot = self._hot
-        warm_wanted: dict[Content, list[int]] = {}
-        if not hot.capacity:  # no hot tier: every distinct content goes to warm
-            if len(dict.fromkeys(contents)) == len(contents):  # no repeats (C speed)
-                with self._lock:
-                    self._ctx.lookups += len(contents)
-                    self._s_hot.misses += len(contents)
-                return self.lookup_lower(out, found, now, contents, _OWN_ROW)
-            for i, c in enumerate(contents):
-                if c in warm_wanted:
-                    warm_wanted[c].append(i)
-                else:
-                    warm_wanted[c] = [i]
-            with self._lock:
-                self._ctx.lookups += len(contents)
-                self._s_hot.misses += len(warm_wanted)
-                self._s_enc.deduplicated += len(contents) - len(warm_wanted)
-            return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
-        entries: tuple[Sequence[int], list[bytes], list[bytes | None]] | None = None
+        if not self._hot.capacity:  # no hot tier: every distinct content goes to warm
+            return self._lookup_without_hot(contents, out, found, now)
+        warm_wanted: dict[Content, list[int]] = {}  # missing content -> its rows
+        s_hot = self._s_hot
         with self._lock:
             self._ctx.lookups += len(contents)
-            if self.fast is not None and not hot.n_expiring:
-                # the C gather: rows copied into out, accesses recorded, misses returned
-                unserved = self.fast.gather(contents, out)
-                if found is not None and len(unserved) < len(contents):
-                    if unserved:
-                        skip = set(unserved)
-                        hit_pos: Sequence[int] = [i for i in range(len(contents)) if i not in skip]
-                        served = list(
-                            map(hot._by_content.__getitem__, [contents[i] for i in hit_pos])
-                        )
-                    else:  # every content a hit: C-speed maps only
-                        hit_pos = range(len(contents))
-                        served = list(map(hot._by_content.__getitem__, contents))
-                    entries = (
-                        hit_pos,
-                        list(map(hot._key.__getitem__, served)),
-                        list(map(hot._meta.__getitem__, served)),
-                    )
-                for i in unserved:
-                    c = contents[i]
-                    if c in warm_wanted:
-                        warm_wanted[c].append(i)
-                    else:
-                        warm_wanted[c] = [i]
-                n_hits = len(contents) - len(unserved)
-                self._s_hot.hits += n_hits
-                self._s_hot.misses += len(warm_wanted)
-                self._s_enc.deduplicated += len(unserved) - len(warm_wanted)
-                if n_hits:
-                    self._s_hot.latency.add((_perf() - t0) / len(contents))
+            hits = s_hot.hits
+            if self.fast is not None and not self._hot.n_expiring:
+                entries = self._hot_gather_c_locked(contents, out, found, warm_wanted)
             else:
-                slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
-                hit_slots: list[int]
-                if hot.n_expiring:  # only entries with a TTL need a clock comparison
-                    expires = hot.expires
-                    expired: set[int] = set()  # a repeat of an expired content is a miss too
-                    for i, s in enumerate(slots):
-                        if s is not None and (s in expired or expires[s] <= now):
-                            if s not in expired:
-                                expired.add(s)
-                                self._w.remove_hot_locked(hot._key[s], "expired")
-                            slots[i] = None
-                if None in slots:
-                    hit_pos = [i for i, s in enumerate(slots) if s is not None]
-                    hit_slots = cast(list[int], [slots[i] for i in hit_pos])
-                    for i, c in enumerate(contents):
-                        if slots[i] is None:
-                            if c in warm_wanted:
-                                warm_wanted[c].append(i)
-                            else:
-                                warm_wanted[c] = [i]
-                    if hit_slots:
-                        out[hit_pos] = hot.slab[hit_slots]
-                else:  # every lookup hit hot: one gather
-                    hit_pos = list(range(len(contents)))
-                    hit_slots = cast(list[int], slots)
-                    out[:] = hot.slab[hit_slots]
-                if hit_slots:
-                    hit_keys = list(map(hot._key.__getitem__, hit_slots))
-                    self._engine.record_hot_hits(hit_keys)
-                    if found is not None:
-                        entries = (hit_pos, hit_keys, [hot._meta[s] for s in hit_slots])
-                self._s_hot.hits += len(hit_slots)
-                self._s_hot.misses += len(warm_wanted)
-                # repeats of a missing content in this batch ride on its single lookup/encode
-                self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
-                if hit_slots:
-                    self._s_hot.latency.add((_perf() - t0) / len(contents))
-        if entries is not None:  # keys and blobs were read under the lock; Entries outside
-            assert found is not None
+                entries = self._hot_gather_py_locked(contents, out, found, warm_wanted, now)
+            if s_hot.hits > hits:
+                s_hot.latency.add((_perf() - t0) / len(contents))
+        if entries is not None and found is not None:  # keys and blobs read under the lock
             _fill_entries(found, out, *entries, "hot", self._filler)
         return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
+
+    def _lookup_without_hot(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        now: float,
+    ) -> dict[Content, tuple[bytes, list[int]]]:
+        """:meth:`lookup_into` of a cache without a hot tier: each distinct content once."""
+        if len(dict.fromkeys(contents)) == len(contents):  # no repeats (C speed)
+            with self._lock:
+                self._ctx.lookups += len(contents)
+                self._s_hot.misses += len(contents)
+            return self.lookup_lower(out, found, now, contents, _OWN_ROW)
+        warm_wanted: dict[Content, list[int]] = {}
+        _group_rows(contents, range(len(contents)), warm_wanted)
+        with self._lock:
+            self._ctx.lookups += len(contents)
+            self._s_hot.misses += len(warm_wanted)
+            self._s_enc.deduplicated += len(contents) - len(warm_wanted)
+        return self.lookup_lower(out, found, now, list(warm_wanted), list(warm_wanted.values()))
+
+    def _hot_gather_c_locked(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        warm_wanted: dict[Content, list[int]],
+    ) -> _HotEntries | None:
+        """The hot part of a batch in C (no entry with a TTL): rows copied into ``out``,
+        accesses recorded, hits counted, misses grouped into ``warm_wanted``; with
+        ``found``, the hits' (positions, keys, blobs) for their Entries."""
+        hot = self._hot
+        assert self.fast is not None
+        unserved = self.fast.gather(contents, out)
+        entries = None
+        if found is not None and len(unserved) < len(contents):
+            if unserved:
+                skip = set(unserved)
+                hit_pos: Sequence[int] = [i for i in range(len(contents)) if i not in skip]
+                served = list(map(hot._by_content.__getitem__, [contents[i] for i in hit_pos]))
+            else:  # every content a hit: C-speed maps only
+                hit_pos = range(len(contents))
+                served = list(map(hot._by_content.__getitem__, contents))
+            entries = (
+                hit_pos,
+                list(map(hot._key.__getitem__, served)),
+                list(map(hot._meta.__getitem__, served)),
+            )
+        _group_rows(contents, unserved, warm_wanted)
+        self._s_hot.hits += len(contents) - len(unserved)
+        self._s_hot.misses += len(warm_wanted)
+        self._s_enc.deduplicated += len(unserved) - len(warm_wanted)
+        return entries
+
+    def _hot_gather_py_locked(
+        self,
+        contents: list[Content],
+        out: np.ndarray,
+        found: list[Entry | None] | None,
+        warm_wanted: dict[Content, list[int]],
+        now: float,
+    ) -> _HotEntries | None:
+        """:meth:`_hot_gather_c_locked` in Python, expired entries removed (an expired
+        content repeated in the batch is a miss at every position)."""
+        hot = self._hot
+        slots: list[int | None] = list(map(hot._by_content.get, contents))  # C speed
+        if hot.n_expiring:  # only entries with a TTL need a clock comparison
+            expires = hot.expires
+            expired: set[int] = set()
+            for i, s in enumerate(slots):
+                if s is not None and (s in expired or expires[s] <= now):
+                    if s not in expired:
+                        expired.add(s)
+                        self._w.remove_hot_locked(hot._key[s], "expired")
+                    slots[i] = None
+        hit_slots: list[int]
+        if None in slots:
+            hit_pos = [i for i, s in enumerate(slots) if s is not None]
+            hit_slots = cast(list[int], [slots[i] for i in hit_pos])
+            _group_rows(contents, [i for i, s in enumerate(slots) if s is None], warm_wanted)
+            if hit_slots:
+                out[hit_pos] = hot.slab[hit_slots]
+        else:  # every lookup hit hot: one gather
+            hit_pos = list(range(len(contents)))
+            hit_slots = cast(list[int], slots)
+            out[:] = hot.slab[hit_slots]
+        entries = None
+        if hit_slots:
+            hit_keys = list(map(hot._key.__getitem__, hit_slots))
+            self._engine.record_hot_hits(hit_keys)
+            if found is not None:
+                entries = (hit_pos, hit_keys, [hot._meta[s] for s in hit_slots])
+        self._s_hot.hits += len(hit_slots)
+        self._s_hot.misses += len(warm_wanted)
+        # repeats of a missing content in this batch ride on its single lookup/encode
+        self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
+        return entries
 
     def lookup_lower(  # noqa: C901
         self,
