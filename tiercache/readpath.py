@@ -593,7 +593,7 @@ class ReadPath:
         self._s_enc.deduplicated += len(contents) - len(hit_slots) - len(warm_wanted)
         return entries
 
-    def lookup_lower(  # noqa: C901
+    def lookup_lower(
         self,
         out: np.ndarray,
         found: list[Entry | None] | None,
@@ -633,25 +633,10 @@ class ReadPath:
             )
         hit[fast_j] = True
         # the rest one by one: records of another codec or with metadata, other lengths
-        slow_j: list[int] = []
-        raws: list[codec.RawRecord] = []
-        dim = self.dim
-        for j, buf in todo:
-            raw = codec.decode_raw(buf, dim) if buf is not None else None
-            if raw is None:
-                if buf is not None:
-                    corrupt += 1
-            elif raw[2] and raw[2] <= now:
-                expired += 1
-                drop.append(keys[j])
-            else:
-                slow_j.append(j)
-                raws.append(raw)
+        slow_j, raws, bad, dead = self._decode_slow(todo, keys, rows_of, out, now, drop)
+        corrupt += bad
+        expired += dead
         hit[slow_j] = True
-        if slow_j:
-            smatrix = codec.raw_to_matrix(raws, dim)
-            for m, j in enumerate(slow_j):
-                out[rows_of[j]] = smatrix[m]
         for j in np.flatnonzero(~hit).tolist():
             missing[wanted[j]] = (keys[j], rows_of[j])
         elapsed = _perf() - t1
@@ -660,16 +645,7 @@ class ReadPath:
         hit_blob: list[bytes | None] = [None] * len(fast_j)
         hit_blob += [r[3] for r in raws]
         if found is not None:
-            if rows_of is _OWN_ROW:
-                _fill_entries(
-                    found, out, hits, [keys[j] for j in hits], hit_blob, "warm", self._filler
-                )
-            else:
-                for j, blob in zip(hits, hit_blob):
-                    meta = codec.unpack_blob(blob).get("m") if blob else None
-                    hexkey = keys[j].hex()
-                    for i in rows_of[j]:
-                        found[i] = new_entry(hexkey, out[i], meta, "warm")
+            self._warm_entries(found, out, hits, keys, hit_blob, rows_of)
         with self._lock:
             sw = self._s_warm
             sw.corrupt += corrupt
@@ -696,6 +672,57 @@ class ReadPath:
         if missing and self._shared is not None:
             return self.shared_lookup(missing, out, found, now)
         return missing
+
+    def _decode_slow(
+        self,
+        todo: list[tuple[int, Any]],
+        keys: list[bytes],
+        rows_of: list[list[int]] | _OwnRow,
+        out: np.ndarray,
+        now: float,
+        drop: list[bytes],
+    ) -> tuple[list[int], list[codec.RawRecord], int, int]:
+        """Warm records the batch decode left (another codec or length, a blob), one by
+        one: their rows filled, expired keys appended to ``drop``. Returns ``(slow_j, raws,
+        corrupt, expired)``."""
+        slow_j: list[int] = []
+        raws: list[codec.RawRecord] = []
+        corrupt = expired = 0
+        dim = self.dim
+        for j, buf in todo:
+            raw = codec.decode_raw(buf, dim) if buf is not None else None
+            if raw is None:
+                corrupt += buf is not None
+            elif raw[2] and raw[2] <= now:
+                expired += 1
+                drop.append(keys[j])
+            else:
+                slow_j.append(j)
+                raws.append(raw)
+        if slow_j:
+            smatrix = codec.raw_to_matrix(raws, dim)
+            for m, j in enumerate(slow_j):
+                out[rows_of[j]] = smatrix[m]
+        return slow_j, raws, corrupt, expired
+
+    def _warm_entries(
+        self,
+        found: list[Entry | None],
+        out: np.ndarray,
+        hits: list[int],
+        keys: list[bytes],
+        blobs: list[bytes | None],
+        rows_of: list[list[int]] | _OwnRow,
+    ) -> None:
+        """The Entries of a batch's warm hits (every row of a repeated content)."""
+        if rows_of is _OWN_ROW:
+            _fill_entries(found, out, hits, [keys[j] for j in hits], blobs, "warm", self._filler)
+            return
+        for j, blob in zip(hits, blobs):
+            meta = codec.unpack_blob(blob).get("m") if blob else None
+            hexkey = keys[j].hex()
+            for i in rows_of[j]:
+                found[i] = new_entry(hexkey, out[i], meta, "warm")
 
     def _rows_from_c(
         self,
