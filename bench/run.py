@@ -841,6 +841,11 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _num(v: float) -> str:
+    """A measured value for the Targets table: thousands grouped, else 3 significant."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
 def _ratio(v: float, ref: float | None) -> str:
     return f"{v / ref:.2f}x" if ref else "–"
 
@@ -1207,7 +1212,7 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:  # noq
         [
             x["target"],
             f"{'≥' if x.get('at_least') else '≤'} {x['limit']:,} {x['unit']}",
-            (f"{x['value']:,.6g} {x['unit']}") if x["value"] is not None else "–",
+            (f"{_num(x['value'])} {x['unit']}") if x["value"] is not None else "–",
             "met" if x["met"] else "**NOT met**",
             floor_cell(x),
         ]
