@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def _batch(items: Any) -> Any:
+    """A batch argument made a list on the loop's thread (so an iterator tied to the loop
+    is consumed here), except what the sync method must refuse as it is (None, one str or
+    bytes, a non-iterable): handed over unchanged for its typed error."""
+    if items is None or isinstance(items, (str, bytes)):
+        return items
+    try:
+        return list(items)
+    except TypeError:
+        return items
+
+
 class AsyncAPI:
     """Mixed into :class:`~tiercache.TierCache`; see the sync method of the same name
     (without the ``a``) for semantics. Every method must be awaited on a running loop."""
@@ -95,7 +107,7 @@ class AsyncAPI:
         return await self._run(self.embed, content)
 
     async def aembed_many(self, contents: Sequence[Content]) -> np.ndarray:
-        return await self._run(self.embed_many, list(contents))
+        return await self._run(self.embed_many, _batch(contents))
 
     async def aget(self, content: Content, *, model: str | None = None) -> Entry | None:
         return await self._run(self.get, content, model=model)
@@ -103,7 +115,7 @@ class AsyncAPI:
     async def amget(
         self, contents: Sequence[Content], *, model: str | None = None
     ) -> list[Entry | None]:
-        return await self._run(self.mget, list(contents), model=model)
+        return await self._run(self.mget, _batch(contents), model=model)
 
     async def aset(
         self,
@@ -128,7 +140,7 @@ class AsyncAPI:
     ) -> list[str]:
         return await self._run(
             self.mset,
-            list(items),
+            _batch(items),
             ttl=ttl,
             model=model,
         )
@@ -141,7 +153,7 @@ class AsyncAPI:
     ) -> list[bool]:
         return await self._run(
             self.mexists,
-            list(contents),
+            _batch(contents),
             model=model,
         )
 
@@ -149,7 +161,7 @@ class AsyncAPI:
         return await self._run(self.drop, content, model=model)
 
     async def amdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
-        return await self._run(self.mdrop, list(contents), model=model)
+        return await self._run(self.mdrop, _batch(contents), model=model)
 
     async def aclear(self) -> None:
         await self._run(self.clear)

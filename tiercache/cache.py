@@ -27,7 +27,13 @@ from .config import TierCacheConfig, default_config, load_config
 from .context import CacheContext, warm_capacity
 from .encoders import Encoder, encoder_from_config
 from .entry import Entry
-from .errors import ClosedError, InvalidContentError, UnknownModelError
+from .errors import (
+    ClosedError,
+    InvalidContentError,
+    InvalidMetadataError,
+    InvalidVectorError,
+    UnknownModelError,
+)
 from .keys import Content, KeyMaker, key_hash64, key_hash64_many, key_to_str
 from .policy import PolicyEngine
 from .readpath import ReadPath
@@ -36,9 +42,7 @@ from .tags import check_tags, id_tag
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import MemoryTier, hot_capacity
 from .tiers.redis import RedisTier
-from .writepath import WritePath, check_content
-
-_TEXT_TYPES = frozenset((str, bytes))
+from .writepath import WritePath, as_content, as_contents, check_content
 
 
 class TierCache(AsyncAPI):
@@ -219,19 +223,16 @@ class TierCache(AsyncAPI):
             )
 
     def _checked(self, contents: Sequence[Content], model: str | None) -> list[Content]:
+        """A batch argument checked: the cache open, the model, a sequence (never one str)
+        of str/bytes (subclasses such as numpy's ``str_`` converted)."""
         self._check_open()
         self._check_model(model)
-        contents = list(contents)
-        if not _TEXT_TYPES.issuperset(map(type, contents)):  # one C-level pass when all are
-            for c in contents:  # text
-                check_content(c)
-        return contents
+        return as_contents(contents)
 
     # -- keys ----------------------------------------------------------------------------
     def key(self, content: Content) -> str:
         """The public key (32 hex chars) of ``content`` in this cache's namespace."""
-        check_content(content)
-        return key_to_str(self._keys.digest(content))
+        return key_to_str(self._keys.digest(as_content(content)))
 
     # -- embedding -------------------------------------------------------------------------
     def embed(self, content: Content) -> np.ndarray:
@@ -249,7 +250,7 @@ class TierCache(AsyncAPI):
         failure raises :class:`EncoderError` to every waiting caller and caches nothing.
         """
         self._check_open()
-        return self._read.embed_many(contents)
+        return self._read.embed_many(as_contents(contents))
 
     # -- explicit writes ------------------------------------------------------------------
     def set(
@@ -292,6 +293,11 @@ class TierCache(AsyncAPI):
         """
         self._check_open()
         self._check_model(model)
+        if items is None or isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise InvalidVectorError(
+                "items must be a sequence of (content, vector) pairs or mappings, not "
+                f"{'None' if items is None else type(items).__name__}"
+            )
         return self._write.mset(items, ttl=ttl, tags=tags)
 
     # -- invalidation by tag / document id ------------------------------------------------
@@ -305,12 +311,17 @@ class TierCache(AsyncAPI):
         :class:`StoreError` when the shared tier cannot be told (after the local tiers).
         """
         self._check_open()
-        wanted = check_tags(tags)
+        wanted = check_tags(tags, required=True)
         return self._write.invalidate_tags(wanted) if wanted else 0
 
     def drop_ids(self, ids: Iterable[Any]) -> int:
         """Drop every entry stored with one of these document ids (``set(..., doc_id=...)``,
         ``tiercache warm`` JSONL ``id``); same rules as :meth:`invalidate_tags`."""
+        if ids is None or isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidMetadataError(
+                f"ids must be a list of document ids, not "
+                f"{'None' if ids is None else type(ids).__name__}"
+            )
         return self.invalidate_tags([id_tag(i) for i in ids])
 
     def tagged(self, tag: str) -> list[str]:
@@ -335,14 +346,12 @@ class TierCache(AsyncAPI):
         ``{"present", "shared", "encoded"}``.
         The building block of ``tiercache warm`` (bulk catalog precompute)."""
         self._check_open()
-        contents = list(contents)
+        contents = as_contents(contents)
         if metadata is not None and len(metadata) != len(contents):
             raise InvalidContentError("metadata must have one entry per content")
         if doc_ids is not None and len(doc_ids) != len(contents):
             raise InvalidContentError("doc_ids must have one entry per content")
         id_tags = [None if d is None else id_tag(d) for d in doc_ids] if doc_ids else None
-        for c in contents:
-            check_content(c)
         found = self.mget(contents)
         todo: dict[Content, int] = {}
         for i, (c, e) in enumerate(zip(contents, found)):
@@ -387,7 +396,7 @@ class TierCache(AsyncAPI):
             self._check_model(model)
         t = type(content)
         if t is not str and t is not bytes:
-            check_content(content)
+            content = as_content(content)
         return self._read.get(content)
 
     def mget(self, contents: Sequence[Content], *, model: str | None = None) -> list[Entry | None]:
@@ -402,7 +411,7 @@ class TierCache(AsyncAPI):
             self._check_model(model)
         t = type(content)
         if t is not str and t is not bytes:
-            check_content(content)
+            content = as_content(content)
         return self._read.exists(content)
 
     def mexists(self, contents: Sequence[Content], *, model: str | None = None) -> list[bool]:

@@ -34,7 +34,7 @@ from .singleflight import SingleFlight
 from .tiers import lmdb as _lmdb_tier
 from .tiers.memory import NEVER
 from .tiers.redis import SharedUnavailable
-from .writepath import WritePath, check_content
+from .writepath import WritePath, as_content, check_content
 
 try:
     from . import _core
@@ -43,7 +43,6 @@ except ImportError:  # built without a C compiler: reads stay pure Python
 
 _ABSENT = object()  # LmdbTier.get_at's value for a key not stored
 _UNSERVED = object()  # WarmReader.record's value when the store cannot be read in C now
-_TEXT_TYPES = frozenset((str, bytes))
 _decode_at = codec.decode_at
 
 # lookup_lower's warm read: (fast_j, fast_exp, todo, corrupt, expired, drop)
@@ -221,7 +220,7 @@ class ReadPath:
             raise ClosedError("this TierCache is closed")
         t = type(content)
         if t is not str and t is not bytes:
-            check_content(content)
+            content = as_content(content)
         self._tick += 1
         timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
         t0 = _perf() if timed else 0.0
@@ -441,17 +440,14 @@ class ReadPath:
             self._w.warm_write(demote, forced=False)
         return vector, expires_at, blob
 
-    def embed_many(self, contents: Sequence[Content]) -> np.ndarray:
-        """Vectors of ``contents`` as one ``(n, dim)`` float32 array, in input order.
+    def embed_many(self, contents: list[Content]) -> np.ndarray:
+        """Vectors of ``contents`` (a checked list: ``writepath.as_contents``) as one
+        ``(n, dim)`` float32 array, in input order.
 
         Duplicates are looked up and encoded once; misses are encoded in batches of
         ``encoder.batch_size``; concurrent misses of one key are computed once. An encoder
         failure raises :class:`EncoderError` to every waiting caller and caches nothing.
         """
-        contents = list(contents)
-        if set(map(type, contents)) - _TEXT_TYPES:  # one C-level pass when all are text
-            for c in contents:
-                check_content(c)
         out = np.empty((len(contents), self.dim), dtype=np.float32)
         if not contents:
             return out

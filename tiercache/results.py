@@ -28,6 +28,7 @@ from typing import Any
 import msgpack
 
 from .errors import InvalidInputError, InvalidMetadataError, InvalidTTLError
+from .tags import check_tags
 
 MAX_RESULT_BYTES = 16 * 2**20
 
@@ -119,9 +120,7 @@ class ResultCache:
     ) -> bytes:
         """Store ``result`` (plain data) for (query, filters, k); returns its key."""
         life = self._ttl if ttl is None else self._check_ttl(ttl)
-        tagset = frozenset(tags)
-        if not all(isinstance(t, str) for t in tagset):
-            raise InvalidInputError("tags must be strings")
+        tagset = frozenset(check_tags(tags))  # a list of tags, never one str split up
         try:
             packed = msgpack.packb(result, use_bin_type=True, strict_types=False)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -173,6 +172,9 @@ class ResultCache:
         ttl: float | None = None,
     ) -> Any:
         """The cached result, or ``compute()`` stored and returned (as a copy)."""
+        check_tags(tags)  # before compute(): bad input changes nothing and computes nothing
+        if ttl is not None:
+            self._check_ttl(ttl)
         missing = object()
         hit = self.get(query, filters=filters, k=k, default=missing)
         if hit is not missing:
@@ -184,8 +186,9 @@ class ResultCache:
     def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Drop every result carrying any of ``tags``; returns how many were dropped."""
         n = 0
+        wanted = check_tags(tags, required=True)
         with self._lock:
-            for t in set(tags):
+            for t in wanted:
                 for key in list(self._by_tag.get(t, ())):
                     if self._remove_locked(key):
                         n += 1

@@ -11,23 +11,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import InvalidMetadataError
-from .tiers.lmdb import LmdbTier
+
+if TYPE_CHECKING:
+    from .tiers.lmdb import LmdbTier
 
 TAG_DB = b"tags"
 MAX_TAG_BYTES = 200
 
 
-def check_tags(tags: Iterable[str] | None) -> list[str]:
-    """Validated tags: non-empty str without NUL, at most ``MAX_TAG_BYTES`` UTF-8 bytes."""
+def check_tags(tags: Iterable[str] | None, *, required: bool = False) -> list[str]:
+    """Validated tags: non-empty str without NUL, at most ``MAX_TAG_BYTES`` UTF-8 bytes.
+    None is no tags, unless ``required`` (an invalidation must name what it drops)."""
     if tags is None:
+        if required:
+            raise InvalidMetadataError("tags must be a list of strings, not None")
         return []
     if isinstance(tags, (str, bytes)):
         raise InvalidMetadataError("tags must be a list of strings, not one string")
+    try:
+        items = list(tags)
+    except TypeError:
+        raise InvalidMetadataError(
+            f"tags must be a list of strings, not {type(tags).__name__}"
+        ) from None
     out = []
-    for t in tags:
+    for t in items:
         if type(t) is not str or not t or "\0" in t:
             raise InvalidMetadataError(f"a tag must be a non-empty str without NUL: {t!r}")
         if len(t.encode("utf-8", "surrogatepass")) > MAX_TAG_BYTES:

@@ -56,6 +56,45 @@ def check_content(content: object, accepts: tuple[type, ...] | None = None) -> N
         )
 
 
+def as_content(content: object, index: int | None = None) -> Content:
+    """``content`` as exact ``str``/``bytes``: subclasses (numpy's ``str_``/``bytes_``
+    included) are converted, anything else is :class:`InvalidContentError` (naming the
+    item's ``index`` in a batch)."""
+    t = type(content)
+    if t is str or t is bytes:
+        return content  # type: ignore[return-value]
+    if isinstance(content, str):
+        return str.__str__(content)
+    if isinstance(content, bytes):
+        return bytes(content)
+    where = f"item {index}: " if index is not None else ""
+    raise InvalidContentError(f"{where}content must be str or bytes, not {t.__name__}")
+
+
+def as_contents(contents: object, what: str = "contents") -> list[Content]:
+    """A batch argument as a list of exact ``str``/``bytes``: one str or bytes, None or a
+    non-iterable is :class:`InvalidContentError` (a str would otherwise be read as a
+    sequence of one-character contents)."""
+    if contents is None or isinstance(contents, (str, bytes, bytearray, memoryview)):
+        raise InvalidContentError(
+            f"{what} must be a sequence of str or bytes, not "
+            f"{'None' if contents is None else 'one ' + type(contents).__name__}"
+            + ("" if contents is None else f" (wrap it in a list: [{what[:-1]}])")
+        )
+    try:
+        items: list[Any] = list(cast(Iterable[Any], contents))
+    except TypeError:
+        raise InvalidContentError(
+            f"{what} must be a sequence of str or bytes, not {type(contents).__name__}"
+        ) from None
+    if not _TEXT_TYPES.issuperset(map(type, items)):  # one C-level pass when all are text
+        items = [as_content(c, i) for i, c in enumerate(items)]
+    return items
+
+
+_TEXT_TYPES = frozenset((str, bytes))
+
+
 def check_ttl(ttl: float | None) -> float | None:
     """A validated TTL in seconds (None: no TTL)."""
     if ttl is None:
@@ -463,7 +502,7 @@ class WritePath:
                 metadata = parts[2] if len(parts) > 2 else None
                 item_ttl = parts[3] if len(parts) > 3 else None
             if type(content) is not str and type(content) is not bytes:
-                check_content(content)
+                content = as_content(content, len(contents))
             if not (
                 type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,)
             ):
@@ -497,7 +536,7 @@ class WritePath:
         record encoded, no stacking); the same checks, order of writes and failures."""
         ctx = self._ctx
         if type(content) is not str and type(content) is not bytes:
-            check_content(content)
+            content = as_content(content)
         if not (
             type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (ctx.dim,)
         ):
