@@ -118,3 +118,63 @@ def test_result_cache_takes_a_list_of_tags_never_one_string() -> None:
     with pytest.raises(InvalidMetadataError):
         rc.invalidate_tags(None)  # type: ignore[arg-type]
     assert rc.invalidate_tags(["c"]) == 0 and rc.invalidate_tags(["col:a"]) == 1
+
+
+def _picky(tmp_path: Path) -> tuple[TierCache, list[list[Any]]]:
+    """A cache whose encoder refuses any batch holding a text with "bad" in it."""
+    from tiercache import CallableEncoder
+
+    calls: list[list[Any]] = []
+
+    def encode(texts: list[Any]) -> np.ndarray:
+        calls.append(list(texts))
+        if any("bad" in t for t in texts):
+            raise ValueError("cannot encode this text")
+        return np.stack([np.full(DIM, len(t), np.float32) for t in texts])
+
+    enc = CallableEncoder(encode, dim=DIM, name="picky")
+    return TierCache(make_config(tmp_path), encoder=enc), calls
+
+
+def test_one_bad_text_does_not_cost_the_others(tmp_path: Path) -> None:
+    """Issue #19 item 4: the encoder fails on one text of a batch: the others are encoded
+    and stored, and the error names the failing item and says so."""
+    from tiercache.errors import EncoderError
+
+    c, calls = _picky(tmp_path)
+    with pytest.raises(EncoderError, match=r"1 of 3 texts \(item 1: .*cannot encode.*the other 2"):
+        c.embed_many(["good", "bad one", "good 2", "good"])
+    assert c.exists("good") and c.exists("good 2") and not c.exists("bad one")
+    n = len(calls)
+    np.testing.assert_array_equal(c.embed_many(["good", "good 2"])[0], np.full(DIM, 4))
+    assert len(calls) == n  # served from the cache, not encoded again
+    with pytest.raises(EncoderError, match="cannot encode"):  # alone: the encoder's error
+        c.embed("bad again")
+    c.close()
+
+
+def test_precompute_stores_what_encoded_and_names_what_did_not(tmp_path: Path) -> None:
+    from tiercache.errors import EncoderError
+
+    c, _ = _picky(tmp_path)
+    with pytest.raises(EncoderError, match="item 2"):
+        c.precompute(["p1", "p2", "bad p3"], doc_ids=[1, 2, 3])
+    assert c.exists("p1") and c.exists("p2") and not c.exists("bad p3")
+    assert c.drop_ids([2]) == 1  # the stored ones carry their ids
+    c.close()
+
+
+def test_text_that_cannot_be_encoded_is_refused_before_encoding(tmp_path: Path) -> None:
+    """A lone surrogate has no UTF-8 form: with an encoder that needs UTF-8 (the default
+    for any encoder; the hash encoder hashes anything), a typed error naming the item and
+    the position, before the encoder runs; nothing of the batch is stored. Empty and
+    whitespace-only text are encoded like any other."""
+    cache, _ = _picky(tmp_path)
+    before = cache.stats()["encoder"]["texts"]
+    with pytest.raises(InvalidContentError, match=r"item 1: text holds a lone surrogate"):
+        cache.embed_many(["good", "bad \ud800 text", "good 2"])
+    with pytest.raises(InvalidContentError, match="position 3"):
+        cache.embed("bad\udfff")
+    assert cache.stats()["encoder"]["texts"] == before and not cache.exists("good")
+    assert cache.embed_many(["", "   "]).shape == (2, DIM)
+    cache.close()

@@ -29,6 +29,7 @@ from .encoders import Encoder, encoder_from_config
 from .entry import Entry
 from .errors import (
     ClosedError,
+    EncoderError,
     InvalidContentError,
     InvalidMetadataError,
     InvalidVectorError,
@@ -42,7 +43,7 @@ from .tags import check_tags, id_tag
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import MemoryTier, hot_capacity
 from .tiers.redis import RedisTier
-from .writepath import WritePath, as_content, as_contents, check_content
+from .writepath import WritePath, as_content, as_contents, check_encodable
 
 
 class TierCache(AsyncAPI):
@@ -359,10 +360,17 @@ class TierCache(AsyncAPI):
                 todo[c] = i
         shared = sum(1 for e in found if e is not None and e.tier == "shared")
         if todo:
-            for c in todo:
-                check_content(c, self._ctx.accepts)
+            for c, i in todo.items():
+                check_encodable(c, self._ctx.accepts, i, self._ctx.utf8_text)
             keys = [self._keys.digest(c) for c in todo]
-            vectors = self._read.compute(keys, list(todo), store=False)
+            failures: list[EncoderError] = []  # texts the encoder failed on, alone
+            vectors = self._read.compute(
+                keys,
+                list(todo),
+                store=False,
+                where=dict(zip(keys, todo.values())),
+                failures=failures,
+            )
             self.mset(
                 [
                     {
@@ -372,6 +380,7 @@ class TierCache(AsyncAPI):
                         "tags": [id_tags[i]] if id_tags and id_tags[i] else None,
                     }
                     for (c, i), k in zip(todo.items(), keys)
+                    if k in vectors
                 ],
                 ttl=ttl,
             )
@@ -383,6 +392,8 @@ class TierCache(AsyncAPI):
             ]
             if pairs:
                 self._write.tags.add(pairs)
+        if todo and failures:  # the others are stored: say which failed
+            raise failures[0]
         present = sum(1 for e in found if e is not None and e.tier != "shared")
         return {"present": present, "shared": shared, "encoded": len(todo)}
 

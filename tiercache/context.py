@@ -49,6 +49,7 @@ class CacheContext:
     shared_ttl: float | None
     shared_min_frequency: int
     lock: threading.RLock = field(init=False)
+    utf8_text: bool = field(init=False)
     s_hot: TierStats = field(default_factory=TierStats)
     s_warm: TierStats = field(default_factory=TierStats)
     s_shared: TierStats = field(default_factory=TierStats)
@@ -58,6 +59,8 @@ class CacheContext:
 
     def __post_init__(self) -> None:
         self.lock = self.hot.lock
+        # text with a lone surrogate is refused before encoding (Encoder's optional flag)
+        self.utf8_text = bool(getattr(self.encoder, "text_must_be_utf8", True))
 
     def record_hot_latency(self, seconds: float) -> None:
         self.s_hot.latency.add(seconds)

@@ -37,6 +37,9 @@ class Encoder(Protocol):
     ``encode`` takes a non-empty sequence of contents whose types are in ``accepts`` and
     returns a ``(len(contents), dim)`` float32 array. It may be called from several
     threads; implementations serialise internally if they must.
+
+    Optional: ``text_must_be_utf8`` (default True when absent): text holding a lone
+    surrogate (no UTF-8 form) is refused with a typed error before ``encode`` is called.
     """
 
     @property
@@ -246,6 +249,8 @@ class CallableEncoder(_FingerprintedEncoder):
 
 class HashEncoder(CallableEncoder):
     """Deterministic unit vectors derived from blake2b of the content. Not semantic."""
+
+    text_must_be_utf8 = False  # any str hashes (surrogates pass through)
 
     def __init__(
         self, dim: int, *, name: str = "tiercache/hash", revision: str = "1", role: str = ""

@@ -56,6 +56,29 @@ def check_content(content: object, accepts: tuple[type, ...] | None = None) -> N
         )
 
 
+def check_encodable(
+    content: Content, accepts: tuple[type, ...], index: int | None = None, utf8: bool = True
+) -> None:
+    """Refuse, before any encoding, what the encoder cannot take: another type than it
+    accepts, or (``utf8``: the encoder's ``text_must_be_utf8``) text holding a lone
+    surrogate (no UTF-8 form: tokenizers fail on it). Empty and whitespace-only text are
+    encoded like any other (docs/architecture.md)."""
+    where = f"item {index}: " if index is not None else ""
+    if type(content) not in accepts:
+        raise InvalidContentError(
+            f"{where}the encoder takes "
+            f"{', '.join(a.__name__ for a in accepts)}, not {type(content).__name__}"
+        )
+    if utf8 and type(content) is str and not content.isascii():
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidContentError(
+                f"{where}text holds a lone surrogate ({content[exc.start]!r} at position "
+                f"{exc.start}), which has no UTF-8 form and cannot be encoded"
+            ) from None
+
+
 def as_content(content: object, index: int | None = None) -> Content:
     """``content`` as exact ``str``/``bytes``: subclasses (numpy's ``str_``/``bytes_``
     included) are converted, anything else is :class:`InvalidContentError` (naming the
