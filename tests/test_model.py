@@ -77,3 +77,18 @@ def test_end_to_end_cache_with_real_model(tmp_path: Path) -> None:
         e = cache.get("What is machine learning?")
         assert e is not None and e.tier == "warm" and np.allclose(e.vector, v)
         assert cache.encoder._model is None  # type: ignore[attr-defined]
+
+
+def test_the_model_load_is_reported_apart_from_the_cold_latency(tmp_path: Path) -> None:
+    """Issue #19 item 12: the first miss loads the model (seconds); stats() reports that
+    as ``encoder.load_seconds``, and the cold tier's latency percentiles leave it out."""
+    cfg = parse_config({"warm": {"path": str(tmp_path / "w")}, "encoder": {"threads": 1}})
+    with TierCache(cfg) as cache:
+        assert cache.encoder._model is None  # type: ignore[attr-defined]
+        cache.embed("first miss loads the model")
+        enc = cache.stats()["encoder"]
+        load = enc["load_seconds"]
+        assert load > 0 and enc["calls"] == 1
+        assert enc["latency_us"]["max"] < load * 1e6  # the load is not in the percentiles
+        assert enc["seconds"] < load
+        assert "model load" in cache.format_stats()

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -150,6 +151,7 @@ class SentenceTransformerEncoder(_FingerprintedEncoder):
         dim = config.dim or _model_dim(self.model_dir)
         self._model: Any = None
         self._lock = threading.Lock()
+        self.load_seconds = 0.0  # time spent loading the model (the cache keeps it apart)
         if dim is None:
             dim = int(self._load().get_sentence_embedding_dimension())
         self._dim = dim
@@ -167,6 +169,7 @@ class SentenceTransformerEncoder(_FingerprintedEncoder):
 
     def _load(self) -> Any:
         if self._model is None:
+            t0 = time.perf_counter()
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -179,6 +182,7 @@ class SentenceTransformerEncoder(_FingerprintedEncoder):
             )
             model.max_seq_length = self.config.max_seq_length
             self._model = model
+            self.load_seconds += time.perf_counter() - t0
         return self._model
 
     def load(self) -> None:

@@ -1013,12 +1013,19 @@ class ReadPath:
         return matrix, failures
 
     def _encode_call(self, batch: list[Content]) -> np.ndarray:
-        """One encoder call, its output checked and counted."""
+        """One encoder call, its output checked and counted (a model load inside it, which
+        an encoder reports as ``load_seconds``, is counted apart from the latency)."""
+        encoder = self._ctx.encoder
+        loaded = getattr(encoder, "load_seconds", 0.0)
         t0 = _perf()
-        matrix = check_output(self._ctx.encoder.encode(batch), len(batch), self.dim)
+        matrix = check_output(encoder.encode(batch), len(batch), self.dim)
         dt = _perf() - t0
+        load = getattr(encoder, "load_seconds", 0.0) - loaded
         with self._lock:
             s = self._s_enc
+            if load > 0:
+                s.load_seconds += load
+                dt = max(0.0, dt - load)
             s.calls += 1
             s.texts += len(batch)
             s.seconds += dt

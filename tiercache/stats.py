@@ -91,6 +91,7 @@ class EncoderStats:
     max_batch: int = 0
     deduplicated: int = 0
     waited: int = 0
+    load_seconds: float = 0.0  # model loads inside encode calls, kept out of the latency
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class EncoderStats:
             "max_batch": self.max_batch,
             "deduplicated": self.deduplicated,
             "single_flight_waits": self.waited,
+            "load_seconds": self.load_seconds,
             "latency_us": self.latency.percentiles(),
         }
 
@@ -144,5 +146,10 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"(mean batch {enc['mean_batch']:.1f}, {enc['seconds']:.2f} s)  "
         f"single-flight waits {enc['single_flight_waits']}  "
         f"deduplicated {enc['deduplicated']}"
+        + (
+            f"  model load {enc['load_seconds']:.2f} s (not in the cold latency)"
+            if enc.get("load_seconds")
+            else ""
+        )
     )
     return "\n".join(lines)
