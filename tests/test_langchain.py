@@ -448,3 +448,35 @@ def test_migration_page_covers_the_public_surface() -> None:
         "## Every difference",
     ):
         assert name in text, name
+
+
+def test_from_embeddings_sends_every_miss_of_a_call_at_once(tmp_path: Path) -> None:
+    """Issue #19 item 15: 2,000 document misses are one embed_documents call (a remote
+    embedder pays per request), as with CacheBackedEmbeddings; ``batch_size`` chunks."""
+
+    class Calls(CountingLangChainEmbeddings):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            self.batches.append(len(texts))
+            return super().embed_documents(texts)
+
+    lc = Calls()
+    docs = [f"doc {i}" for i in range(2000)]
+    with TierCacheEmbeddings.from_embeddings(lc, config=make_config(tmp_path), dim=DIM) as emb:
+        emb.embed_documents(docs)
+        assert lc.batches == [2000]
+        emb.embed_documents(docs + ["new"])
+        assert lc.batches == [2000, 1]
+    lc2 = Calls()
+    with TierCacheEmbeddings.from_embeddings(
+        lc2, config=make_config(tmp_path / "b"), dim=DIM, batch_size=500
+    ) as emb:
+        emb.embed_documents(docs)
+        assert lc2.batches == [500] * 4
+    with pytest.raises(InvalidInputError):
+        TierCacheEmbeddings.from_embeddings(
+            lc2, config=make_config(tmp_path / "c"), dim=DIM, batch_size=0
+        )

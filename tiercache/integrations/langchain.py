@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with the im
     ) from exc
 
 from ..cache import TierCache
-from ..config import TierCacheConfig, default_config, load_config
+from ..config import MAX_BATCH_SIZE, TierCacheConfig, default_config, load_config
 from ..encoders import CallableEncoder, Encoder
 from ..errors import InvalidContentError, InvalidInputError, StoreError
 from ..keys import Content, Fingerprint
@@ -428,19 +428,22 @@ class TierCacheEmbeddings(Embeddings):
         revision: str = "",
         namespace: str | None = None,
         clock: Callable[[], float] = time.time,
+        batch_size: int | None = None,
     ) -> TierCacheEmbeddings:
         """Put tiercache in front of any LangChain ``Embeddings`` (the cold tier).
 
-        Document misses are computed with ``embeddings.embed_documents`` (in batches of
-        ``encoder.batch_size``), query misses with ``embeddings.embed_query`` (one call
+        Document misses are computed with ``embeddings.embed_documents``: all the misses
+        of one call at once by default (as ``CacheBackedEmbeddings`` does: the wrapped
+        object batches for itself, and a remote embedder pays per request), or in chunks
+        of ``batch_size`` texts; query misses with ``embeddings.embed_query`` (one call
         per missing text), each under its own fingerprint role (``document``, ``query``).
         The fingerprint's model is ``name``, by default ``langchain/<module>.<class>``
         plus ``:<model>`` when the object has a ``model``/``model_name``/``model_id``/
         ``deployment`` string. Bump ``revision`` whenever the embedder's settings change
         in a way the name does not show, or old vectors will be served.
 
-        ``config``: the tiers (``None``: the default config; its encoder section only
-        gives ``batch_size``). ``namespace`` overrides ``warm.namespace`` (queries use
+        ``config``: the tiers (``None``: the default config; its encoder section is not
+        used). ``namespace`` overrides ``warm.namespace`` (queries use
         ``<namespace>.query``). ``dim``: the vector size; when ``None`` one
         ``embed_query`` call at construction measures it.
         """
@@ -454,6 +457,12 @@ class TierCacheEmbeddings(Embeddings):
         cfg = _resolve_config(config)
         if namespace is not None:
             cfg = _with_namespace(cfg, namespace)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise InvalidInputError(f"batch_size must be an int >= 1 or None, not {batch_size!r}")
+        chunk = min(batch_size or MAX_BATCH_SIZE, MAX_BATCH_SIZE)  # None: every miss at once
+        cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, batch_size=chunk))
         if dim is None:
             dim = len(embeddings.embed_query("tiercache: dimension probe"))
         model = name or _langchain_model_name(embeddings)
