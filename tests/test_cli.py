@@ -126,7 +126,8 @@ def test_warm_precomputes_a_catalog_and_resumes_after_an_interruption(
 
     monkeypatch.setattr(TierCache, "precompute", interrupted)
     r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg), "--batch", "20"])
-    assert r.exit_code != 0
+    assert r.exit_code == 130, r.output  # Ctrl-C: 128 + SIGINT, not 2 (bad input)
+    assert "committed through line 40 (40 lines committed by this run)" in r.stderr
     monkeypatch.setattr(TierCache, "precompute", real)
     r = CliRunner().invoke(main, ["warm", str(catalog), "-c", str(cfg), "--batch", "20"])
     assert r.exit_code == 0, r.output

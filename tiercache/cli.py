@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
@@ -17,22 +19,240 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from .config import TierCacheConfig, config_to_dict, default_config, load_config  # noqa: E402
-from .errors import TierCacheError  # noqa: E402
+from .errors import ConfigError, TierCacheError  # noqa: E402
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _config(path: str | None) -> TierCacheConfig:
     return load_config(path) if path else default_config()
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
 
 
-def _read_lines(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    with stream:
-        return [line.rstrip("\n") for line in stream if line.strip()]
+def _interrupted(what: str) -> NoReturn:
+    """Ctrl-C: say what was done and how to go on, exit 130 (128 + SIGINT, as shells do)."""
+    click.echo(f"\ninterrupted (Ctrl-C): {what}", err=True)
+    sys.exit(130)
+
+
+def _by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a KeyboardInterrupt: the library reports one raised
+    inside the encoder as an ``EncoderError`` caused by it."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _nothing_changed() -> str:
+    return "nothing was changed"
+
+
+@contextlib.contextmanager
+def _handled(
+    on_interrupt: Callable[[], str] = _nothing_changed,
+    errors: tuple[type[Exception], ...] = (TierCacheError, OSError),
+) -> Iterator[None]:
+    """Run a command's body: ``errors`` exit 2 with ``error: ...``; Ctrl-C (also when the
+    library reports it as an error it caused) exits 130 with ``on_interrupt()``: what was
+    committed and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _interrupted(on_interrupt())
+    except errors as exc:
+        if _by_interrupt(exc):
+            _interrupted(on_interrupt())
+        _fail(exc)
+
+
+def _show_progress(no_progress: bool) -> bool:
+    """Progress bars are drawn on a terminal only, and never with --no-progress."""
+    return not no_progress and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _model_bars(show: bool) -> Iterator[None]:
+    """Keep the model loader's own progress bars (transformers' "Loading weights",
+    huggingface_hub's) off stderr unless ``show``. The model loads lazily, wherever the
+    first text is encoded, so this covers a whole command: ``HF_HUB_DISABLE_PROGRESS_BARS``
+    for libraries imported meanwhile (they read it on import; they keep their bars off in
+    this process), and the switches of those already imported (restored afterwards)."""
+    if show:
+        yield
+        return
+    env = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    hub: Any = sys.modules.get("huggingface_hub.utils")
+    tf: Any = sys.modules.get("transformers.utils.logging")
+    hub_on = hub is not None and not hub.are_progress_bars_disabled()
+    tf_on = tf is not None and bool(tf.is_progress_bar_enabled())
+    if hub_on:
+        hub.disable_progress_bars()
+    if tf_on:
+        tf.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if env is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = env
+        if hub_on:
+            hub.enable_progress_bars()
+        if tf_on:
+            tf.enable_progress_bar()
+
+
+# -- input files -------------------------------------------------------------------------
+
+ERRORS = ("strict", "skip", "replace")
+"""``--errors``: what a line that is not valid in ``--encoding`` does."""
+
+_MARK = "\udcff"  # stands for undecodable bytes; never produced by a successful decode
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return _MARK, exc.end
+
+
+codecs.register_error("tiercache.mark", _mark_undecodable)
+
+
+def _line_based(encoding: str) -> bool:
+    """Whether ``encoding`` writes a newline as the byte 0x0A and never uses that byte
+    inside another character (UTF-8, Latin-1, cp1252, ...; not UTF-16/32): such files are
+    read and decoded line by line."""
+    try:
+        return b"\n".decode(encoding) == "\n" and "a\n".encode(encoding).endswith(b"a\n")
+    except (UnicodeError, LookupError):
+        return False
+
+
+def _chomp(line: str) -> str:
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+class _Reader:
+    """The non-blank lines of an input file (``-``: stdin) decoded with ``--encoding``.
+
+    A line that is not valid in the encoding raises ``TierCacheError`` naming the file,
+    the line and the byte offset in the file (``errors="strict"``), is dropped
+    (``"skip"``) or decoded with U+FFFD in place of the bad bytes (``"replace"``); the
+    numbers of the lines dropped or repaired are kept in ``bad``."""
+
+    def __init__(self, encoding: str = "utf-8", errors: str = "strict") -> None:
+        self.encoding = encoding
+        self.errors = errors
+        self.bad: list[int] = []
+
+    def lines(self, path: str | Path) -> Iterator[tuple[int, str]]:
+        """``(line number, text)`` of every line that is not blank (the newline removed)."""
+        self.bad = []
+        name = "<stdin>" if str(path) == "-" else str(path)
+        opened: Any = (
+            contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else open(path, "rb")
+        )
+        with opened as fh:
+            split = self._by_line if _line_based(self.encoding) else self._whole
+            for n, text in split(fh, name):
+                if text.strip():
+                    yield n, text
+
+    def _by_line(self, fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+        offset = 0
+        for n, raw in enumerate(fh, 1):
+            try:
+                text: str | None = raw.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                self._refuse(name, n, offset, exc)
+                self.bad.append(n)
+                text = None if self.errors == "skip" else raw.decode(self.encoding, "replace")
+            offset += len(raw)
+            if text is not None:
+                yield n, _chomp(text)
+
+    def _whole(self, fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+        data = fh.read()  # e.g. UTF-16: a newline byte may be half of another character
+        try:
+            text = data.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            n = data[: exc.start].decode(self.encoding, "replace").count("\n") + 1
+            self._refuse(name, n, 0, exc)
+            text = data.decode(self.encoding, "tiercache.mark")
+        for n, line in enumerate(text.split("\n"), 1):
+            if _MARK in line:
+                self.bad.append(n)
+                if self.errors == "skip":
+                    continue
+                line = line.replace(_MARK, "\ufffd")
+            yield n, line.removesuffix("\r")
+
+    def _refuse(self, name: str, n: int, offset: int, exc: UnicodeDecodeError) -> None:
+        """Raise for a bad line, unless --errors says what to do with it."""
+        if self.errors != "strict":
+            return
+        bad = bytes(exc.object[exc.start : exc.end]).hex(" ")
+        raise TierCacheError(
+            f"{name}:{n}: byte offset {offset + exc.start}: not valid {self.encoding} "
+            f"({exc.reason}: {bad}); give the file's encoding with --encoding, or "
+            "--errors skip (drop such lines) or --errors replace (U+FFFD for the bad bytes)"
+        )
+
+    def note(self, name: str | Path) -> None:
+        """Say on stderr how many lines were dropped or repaired (nothing when none)."""
+        if self.bad:
+            n = len(self.bad)
+            done = "skipped" if self.errors == "skip" else "read with U+FFFD for the bad bytes"
+            click.echo(
+                f"note: {name}: {n} line{'s' if n != 1 else ''} not valid {self.encoding}, "
+                f"{done} (first: line {self.bad[0]})",
+                err=True,
+            )
+
+
+def _check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise click.BadParameter(f"unknown encoding {value!r}") from None
+    return value
+
+
+def _input_options(f: _F) -> _F:
+    """``--encoding`` and ``--errors`` of the commands that read text files."""
+    f = click.option(
+        "--errors",
+        "errors",
+        type=click.Choice(ERRORS),
+        default="strict",
+        show_default=True,
+        help="A line not valid in --encoding: strict stops with file, line and byte "
+        "offset (exit 2); skip drops the line; replace puts U+FFFD for the bad bytes.",
+    )(f)
+    return click.option(
+        "--encoding",
+        default="utf-8",
+        show_default=True,
+        callback=_check_encoding,
+        help="Encoding of the input file(s) (any Python codec: utf-8, latin-1, utf-16...).",
+    )(f)
+
+
+def _read_lines(path: str, reader: _Reader) -> list[str]:
+    texts = [text for _, text in reader.lines(path)]
+    reader.note("<stdin>" if path == "-" else path)
+    return texts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,8 +302,14 @@ def main() -> None:
     show_default=True,
     help="Embed the whole file this many times (pass 2+ shows the tiers at work).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print stats as JSON instead of a table.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the stats dict as JSON instead of a table; stdout holds the JSON alone.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_input_options
 def embed(
     config_path: str | None,
     input_path: str,
@@ -92,86 +318,115 @@ def embed(
     passes: int,
     as_json: bool,
     no_progress: bool,
+    encoding: str,
+    errors: str,
 ) -> None:
     """Embed every line of a text file through the cache; print a per-tier table."""
+    where = {"pass": 0, "done": 0, "total": 0}
+
+    def on_interrupt() -> str:
+        done = (
+            f"in pass {where['pass']}/{passes}, {where['done']} of {where['total']} texts "
+            "embedded; "
+            if where["pass"]
+            else "before the first pass; "
+        )
+        return (
+            done
+            + (f"{output_path} was not written; " if output_path else "")
+            + "embed does not resume: run it again (what the warm tier kept is not "
+            "encoded again), or precompute with `tiercache warm`, which resumes"
+        )
+
+    with _handled(on_interrupt), _model_bars(_show_progress(no_progress)):
+        cfg = _config(config_path)
+        texts = _read_lines(input_path, _Reader(encoding, errors))
+        _embed(cfg, texts, output_path, batch, passes, as_json, no_progress, where)
+
+
+def _embed(
+    cfg: TierCacheConfig,
+    texts: list[str],
+    output_path: str | None,
+    batch: int,
+    passes: int,
+    as_json: bool,
+    no_progress: bool,
+    where: dict[str, int],
+) -> None:
+    """``tiercache embed`` once the input is read. With ``as_json`` everything but the
+    stats JSON (pass lines, the ``wrote`` line) goes to stderr."""
     import numpy as np
     from tqdm import tqdm
 
     from .cache import TierCache
 
-    try:
-        cfg = _config(config_path)
-        texts = _read_lines(input_path)
-        with TierCache(cfg) as cache:
-            load = getattr(cache.encoder, "load", None)
-            if callable(load):  # the model's import and load are not encoding time
-                t0 = time.perf_counter()
-                load()
-                click.echo(f"model loaded in {time.perf_counter() - t0:.2f} s", err=True)
-            result = np.empty((len(texts), cache.dim), dtype=np.float32)
-            for p in range(1, passes + 1):
-                before = cache.stats()
-                t0 = time.perf_counter()
-                with tqdm(
-                    total=len(texts),
-                    unit="text",
-                    desc=f"pass {p}/{passes}",
-                    disable=no_progress or not sys.stderr.isatty(),
-                    file=sys.stderr,
-                ) as bar:
-                    for start in range(0, len(texts), batch):
-                        chunk = texts[start : start + batch]
-                        result[start : start + len(chunk)] = cache.embed_many(chunk)
-                        bar.update(len(chunk))
-                dt = time.perf_counter() - t0
-                after = cache.stats()
-                enc = after["encoder"]["texts"] - before["encoder"]["texts"]
-                click.echo(
-                    f"\npass {p}: {len(texts)} texts in {dt:.2f} s "
-                    f"({len(texts) / dt if dt else 0:.0f} texts/s), "
-                    f"{enc} encoded"
-                )
-            stats = cache.stats()
-            if output_path:
-                np.save(output_path, result)
-                click.echo(f"wrote {result.shape} float32 to {output_path}")
+    with TierCache(cfg) as cache:
+        load = getattr(cache.encoder, "load", None)
+        if callable(load):  # the model's import and load are not encoding time
+            t0 = time.perf_counter()
+            load()
+            click.echo(f"model loaded in {time.perf_counter() - t0:.2f} s", err=True)
+        result = np.empty((len(texts), cache.dim), dtype=np.float32)
+        where["total"] = len(texts)
+        for p in range(1, passes + 1):
+            where["pass"], where["done"] = p, 0
+            before = cache.stats()
+            t0 = time.perf_counter()
+            with tqdm(
+                total=len(texts),
+                unit="text",
+                desc=f"pass {p}/{passes}",
+                disable=not _show_progress(no_progress),
+                file=sys.stderr,
+            ) as bar:
+                for start in range(0, len(texts), batch):
+                    chunk = texts[start : start + batch]
+                    result[start : start + len(chunk)] = cache.embed_many(chunk)
+                    bar.update(len(chunk))
+                    where["done"] += len(chunk)
+            dt = time.perf_counter() - t0
+            after = cache.stats()
+            enc = after["encoder"]["texts"] - before["encoder"]["texts"]
             click.echo(
-                json.dumps(stats, indent=2, default=str) if as_json else cache.format_stats()
+                f"\npass {p}: {len(texts)} texts in {dt:.2f} s "
+                f"({len(texts) / dt if dt else 0:.0f} texts/s), "
+                f"{enc} encoded",
+                err=as_json,
             )
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
+        stats = cache.stats()
+        if output_path:
+            np.save(output_path, result)
+            click.echo(f"wrote {result.shape} float32 to {output_path}", err=as_json)
+        click.echo(json.dumps(stats, indent=2, default=str) if as_json else cache.format_stats())
 
 
-def _catalog_items(path: Path, fmt: str) -> Any:
+def _catalog_items(path: Path, fmt: str, reader: _Reader) -> Any:
     """Yield ``(line_number, text, metadata)`` for every non-empty line of a catalog.
 
     ``text``: one text per line. ``jsonl``: objects with ``text`` (required), and optional
     ``id`` and ``metadata`` (the id is stored in the metadata as ``"id"``). ``auto``: jsonl
-    for ``.jsonl``/``.ndjson`` files, text otherwise."""
+    for ``.jsonl``/``.ndjson`` files, text otherwise. Lines are decoded by ``reader``."""
     if fmt == "auto":
         fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "text"
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if fmt == "text":
-                yield n, line, None
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TierCacheError(f"{path}:{n}: not JSON: {exc.msg}") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise TierCacheError(f"{path}:{n}: expected an object with a string 'text'")
-            meta = obj.get("metadata")
-            if meta is not None and not isinstance(meta, dict):
-                raise TierCacheError(f"{path}:{n}: 'metadata' must be an object")
-            if "id" in obj:
-                if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
-                    raise TierCacheError(f"{path}:{n}: 'id' must be a string or an integer")
-                meta = {**(meta or {}), "id": obj["id"]}
-            yield n, obj["text"], meta
+    for n, line in reader.lines(path):
+        if fmt == "text":
+            yield n, line, None
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TierCacheError(f"{path}:{n}: not JSON: {exc.msg}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise TierCacheError(f"{path}:{n}: expected an object with a string 'text'")
+        meta = obj.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise TierCacheError(f"{path}:{n}: 'metadata' must be an object")
+        if "id" in obj:
+            if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
+                raise TierCacheError(f"{path}:{n}: 'id' must be a string or an integer")
+            meta = {**(meta or {}), "id": obj["id"]}
+        yield n, obj["text"], meta
 
 
 class _Journal:
@@ -212,6 +467,31 @@ class _Journal:
         self.path.unlink(missing_ok=True)
 
 
+class _WarmProgress:
+    """What ``tiercache warm`` has committed so far, for the Ctrl-C message."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+        self.file: str | None = None
+        self.line = 0  # last committed line of ``file`` (its saved position)
+        self.committed = 0  # lines committed by this run
+
+    def describe(self) -> str:
+        parts = [f"{name} finished" for name in self.finished]
+        if self.file is not None:
+            parts.append(
+                f"{self.file} committed through line {self.line}"
+                if self.line
+                else f"{self.file}: no batch committed"
+            )
+        return (
+            "; ".join(parts or ["no batch committed"])
+            + f" ({self.committed} lines committed by this run). Run the same command "
+            "again to resume after the last committed line (--restart starts over); "
+            "texts already stored are not encoded again"
+        )
+
+
 def _warm_batch(
     cache: Any,
     pending: list[tuple[int, str, Any]],
@@ -219,6 +499,7 @@ def _warm_batch(
     totals: dict[str, int],
     ttl: float | None,
     bar: Any,
+    progress: _WarmProgress,
 ) -> None:
     """Store one batch (one committed write), then record its last line as done."""
     counts = cache.precompute(
@@ -230,9 +511,75 @@ def _warm_batch(
     for k, v in counts.items():
         totals[k] += v
     journal.save(pending[-1][0])
+    progress.line = pending[-1][0]
+    progress.committed += len(pending)
     bar.update(len(pending))
     bar.set_postfix(encoded=totals["encoded"])
     pending.clear()
+
+
+def _check_ttl(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--ttl`` as ``tiercache.yaml`` takes durations (``3600``, ``1h``, ``1h30m``,
+    ``500ms``: :func:`tiercache.config.parse_duration`), in seconds, > 0; checked when the
+    command line is parsed, before any model loads."""
+    if value is None:
+        return None
+    from .config import parse_duration
+
+    try:
+        seconds = parse_duration(value, "--ttl")
+    except ConfigError as exc:  # (the hint at 'never' is the YAML's, not --ttl's)
+        reason = exc.reason.split(" (use null")[0]
+        raise click.BadParameter(f"{reason} (got {value!r})") from None
+    if seconds is None:
+        raise click.BadParameter(
+            f"not a TTL here: leave --ttl out, and the config's ttl (null: no expiry) applies "
+            f"(got {value!r})"
+        )
+    return seconds
+
+
+def _warm_file(
+    cache: Any,
+    path: Path,
+    opts: dict[str, Any],
+    totals: dict[str, int],
+    progress: _WarmProgress,
+) -> None:
+    """Precompute one catalog file in batches, resuming after its saved position."""
+    from tqdm import tqdm
+
+    journal = _Journal(Path(opts["store"]), path)
+    done = 0 if opts["restart"] else journal.load()
+    progress.file, progress.line = str(path), done
+    # the first pass counts the lines for the bar, and finds undecodable ones before
+    # anything is written
+    total = sum(1 for _ in _Reader(opts["encoding"], opts["errors"]).lines(path))
+    reader = _Reader(opts["encoding"], opts["errors"])
+    batch, ttl = opts["batch"], opts["ttl"]
+    pending: list[tuple[int, str, Any]] = []
+    with tqdm(
+        total=total,
+        unit="line",
+        desc=path.name,
+        file=sys.stderr,
+        disable=not _show_progress(opts["no_progress"]),
+    ) as bar:
+        for n, text, meta in _catalog_items(path, opts["fmt"], reader):
+            totals["lines"] += 1
+            if n <= done:
+                totals["skipped"] += 1
+                bar.update(1)
+                continue
+            pending.append((n, text, meta))
+            if len(pending) >= batch:
+                _warm_batch(cache, pending, journal, totals, ttl, bar, progress)
+        if pending:
+            _warm_batch(cache, pending, journal, totals, ttl, bar, progress)
+    journal.clear()  # the whole file is stored
+    reader.note(path)
+    progress.finished.append(str(path))
+    progress.file = None
 
 
 @main.command()
@@ -262,9 +609,17 @@ def _warm_batch(
     show_default=True,
     help="Lines per batch; each batch is one committed write.",
 )
-@click.option("--ttl", type=float, default=None, help="TTL in seconds of the entries written.")
+@click.option(
+    "--ttl",
+    metavar="DURATION",
+    default=None,
+    callback=_check_ttl,
+    help="TTL of the entries written: seconds or a duration like the config's "
+    "(1h, 30m, 1h30m, 500ms); default: the config's ttl.",
+)
 @click.option("--restart", is_flag=True, help="Ignore saved progress; start each file over.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_input_options
 def warm(
     files: tuple[Path, ...],
     config_path: str | None,
@@ -273,6 +628,8 @@ def warm(
     ttl: float | None,
     restart: bool,
     no_progress: bool,
+    encoding: str,
+    errors: str,
 ) -> None:
     """Precompute a catalog into the warm tier (and the shared tier, when configured).
 
@@ -281,42 +638,28 @@ def warm(
     (progress is kept under the warm directory); texts already stored are never encoded
     again. Prints a throughput summary.
     """
-    from tqdm import tqdm
-
     from .cache import TierCache
 
-    try:
+    progress = _WarmProgress()
+    with _handled(progress.describe), _model_bars(_show_progress(no_progress)):
         cfg = _config(config_path)
         if not cfg.warm.enabled and not cfg.shared.active:
             _fail(TierCacheError("warm tier is disabled in this config: nowhere to store"))
         totals = {"lines": 0, "skipped": 0, "present": 0, "shared": 0, "encoded": 0}
+        opts = {
+            "store": cfg.warm.path,
+            "restart": restart,
+            "fmt": fmt,
+            "batch": batch,
+            "ttl": ttl,
+            "no_progress": no_progress,
+            "encoding": encoding,
+            "errors": errors,
+        }
         t0 = time.perf_counter()
         with TierCache(cfg) as cache:
             for path in files:
-                journal = _Journal(Path(cfg.warm.path), path)
-                done = 0 if restart else journal.load()
-                with open(path, encoding="utf-8") as fh:
-                    total = sum(1 for line in fh if line.strip())
-                pending: list[tuple[int, str, Any]] = []
-                with tqdm(
-                    total=total,
-                    unit="line",
-                    desc=path.name,
-                    file=sys.stderr,
-                    disable=no_progress or not sys.stderr.isatty(),
-                ) as bar:
-                    for n, text, meta in _catalog_items(path, fmt):
-                        totals["lines"] += 1
-                        if n <= done:
-                            totals["skipped"] += 1
-                            bar.update(1)
-                            continue
-                        pending.append((n, text, meta))
-                        if len(pending) >= batch:
-                            _warm_batch(cache, pending, journal, totals, ttl, bar)
-                    if pending:
-                        _warm_batch(cache, pending, journal, totals, ttl, bar)
-                journal.clear()  # the whole file is stored
+                _warm_file(cache, path, opts, totals, progress)
         dt = time.perf_counter() - t0
         click.echo(
             f"{totals['lines']} lines in {dt:.2f} s: {totals['encoded']} encoded "
@@ -324,8 +667,6 @@ def warm(
             f"stored, {totals['shared']} copied from the shared tier, {totals['skipped']} "
             f"skipped (committed by an earlier run)"
         )
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
 
 
 @main.command()
@@ -341,7 +682,7 @@ def stats(config_path: str | None, as_json: bool) -> None:
     """Show the warm store (entries, bytes on disk, capacity, fingerprint manifest) and,
     when configured, the shared Redis tier (reachable?, keys under the prefix)."""
 
-    try:
+    with _handled():
         cfg = _config(config_path)
         if not cfg.warm.enabled and not cfg.shared.active:
             _fail(TierCacheError("warm tier is disabled in this config: nothing is stored"))
@@ -380,26 +721,111 @@ def stats(config_path: str | None, as_json: bool) -> None:
                 )
             else:
                 click.echo(f"             unreachable: {sh['error']}")
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
+
+
+_TRACE_PARAMS: dict[str, tuple[type, float]] = {
+    "alpha": (float, 0.0),
+    "keys": (int, 1),
+    "requests": (int, 1),
+    "seed": (int, 0),
+    "phases": (int, 1),
+    "scan_every": (int, 1),
+    "scan_length": (int, 0),
+}
+"""Every ``--synthetic`` parameter: its type and smallest value."""
+
+SYNTHETIC_KINDS: dict[str, tuple[str, ...]] = {
+    "zipf": ("alpha", "keys", "requests", "seed"),
+    "shifting": ("alpha", "keys", "requests", "seed", "phases"),
+    "scan": ("alpha", "keys", "requests", "seed", "scan_every", "scan_length"),
+    "loop": ("keys", "requests"),
+}
+"""``--synthetic`` trace kinds and the parameters each takes."""
+
+
+def _trace_param(name: str, value: str) -> float:
+    kind, minimum = _TRACE_PARAMS[name]
+    want = "a number" if kind is float else "an integer"
+    try:
+        x = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{name}: not {want} (got {value!r})") from None
+    if x != x or x in (float("inf"), float("-inf")) or (kind is int and not x.is_integer()):
+        raise click.BadParameter(f"{name}: not {want} (got {value!r})")
+    if x < minimum:
+        raise click.BadParameter(f"{name}: must be >= {minimum:g} (got {value!r})")
+    return x
 
 
 def _parse_synthetic(spec: str) -> tuple[str, dict[str, float]]:
+    """``KIND:name=value,...`` checked: a known kind, its own parameters only (each once),
+    numbers in range. Raises ``click.BadParameter`` naming the parameter."""
     kind, _, rest = spec.partition(":")
+    kind = kind.strip()
+    valid = SYNTHETIC_KINDS.get(kind)
+    if valid is None:
+        raise click.BadParameter(
+            f"unknown synthetic trace {kind!r} (available: {', '.join(SYNTHETIC_KINDS)})"
+        )
     params: dict[str, float] = {}
-    for part in filter(None, rest.split(",")):
-        name, _, value = part.partition("=")
-        params[name.strip()] = float(value)
-    return kind.strip(), params
+    for part in filter(None, (x.strip() for x in rest.split(","))):
+        name, eq, value = (x.strip() for x in part.partition("="))
+        if name not in valid:
+            raise click.BadParameter(
+                f"unknown parameter {name!r} for {kind} (valid: {', '.join(valid)})"
+            )
+        if not eq or not value:
+            raise click.BadParameter(f"{name}: no value (write {name}=VALUE)")
+        if name in params:
+            raise click.BadParameter(f"{name} given twice")
+        params[name] = _trace_param(name, value)
+    return kind, params
+
+
+def _check_synthetic(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is not None:
+        _parse_synthetic(value)
+    return value
+
+
+def _hot_entry_specs(spec: str) -> list[tuple[bool, float]]:
+    """``--hot-entries`` parts as ``(is_percentage, number)``: counts >= 1, percentages
+    > 0. Raises ``click.BadParameter``."""
+    out: list[tuple[bool, float]] = []
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        if part.endswith("%"):
+            try:
+                pct = float(part[:-1])
+            except ValueError:
+                raise click.BadParameter(f"{part!r}: not a percentage (e.g. 5%)") from None
+            if not 0 < pct < float("inf"):
+                raise click.BadParameter(f"{part!r}: a percentage must be > 0")
+            out.append((True, pct))
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise click.BadParameter(
+                f"{part!r}: not an entry count or a percentage (e.g. 500 or 5%)"
+            ) from None
+        if n < 1:
+            raise click.BadParameter(f"{part!r}: a hot tier holds at least 1 entry")
+        out.append((False, n))
+    if not out:
+        raise click.BadParameter("no size given (e.g. 500 or 1%,5%)")
+    return out
+
+
+def _check_hot_entries(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _hot_entry_specs(value)
+    return value
 
 
 def _parse_sizes(spec: str, distinct: int) -> list[int]:
-    out = []
-    for part in filter(None, spec.split(",")):
-        part = part.strip()
-        n = round(distinct * float(part[:-1]) / 100) if part.endswith("%") else int(part)
-        out.append(max(1, n))
-    return out
+    """Hot capacities in entries; a percentage of the distinct keys is at least 1."""
+    return [
+        max(1, round(distinct * x / 100)) if pct else int(x) for pct, x in _hot_entry_specs(spec)
+    ]
 
 
 def _parse_warm(
@@ -449,7 +875,9 @@ def _parse_warm(
 @click.option(
     "--synthetic",
     metavar="KIND:alpha=A,keys=N,requests=R[,seed=S,...]",
-    help="Generate a trace: zipf, shifting (phases=P), scan (scan_every=E, scan_length=L) or loop.",
+    callback=_check_synthetic,
+    help="Generate a trace: zipf (alpha, keys, requests, seed), shifting (+ phases), "
+    "scan (+ scan_every, scan_length) or loop (keys, requests).",
 )
 @click.option(
     "--trace",
@@ -475,7 +903,8 @@ def _parse_warm(
     "--hot-entries",
     default="1%,5%,10%",
     show_default=True,
-    help="Hot capacities: entries, or percentages of the trace's distinct keys.",
+    callback=_check_hot_entries,
+    help="Hot capacities: entries (>= 1), or percentages (> 0) of the trace's distinct keys.",
 )
 @click.option(
     "--policy",
@@ -531,7 +960,7 @@ def _parse_warm(
     help="Write sim.json, hit_ratio.png and latency.png into this directory.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def sim(  # noqa: C901
+def sim(
     synthetic: str | None,
     trace_path: str | None,
     fmt: str | None,
@@ -551,15 +980,13 @@ def sim(  # noqa: C901
     """Replay a trace through the live policy engine: hot hit ratio per policy and size,
     with expected latency and encoder calls from a latency model. With --warm, a warm tier
     too: warm hits, SSD writes and encoder calls per hot size and warm size."""
-    import numpy as np
     from tqdm import tqdm
 
     from . import sim as simlib
-    from .config import parse_duration, parse_size
+    from .config import parse_duration
     from .sim.report import LatencyModel, write_report
-    from .tiers.memory import hot_capacity
 
-    try:
+    with _handled(errors=(TierCacheError, OSError, ValueError)):
         hot_s = parse_duration(hot_latency, "--hot-latency")
         miss_s = parse_duration(miss_latency, "--miss-latency")
         warm_s = parse_duration(warm_latency, "--warm-latency")
@@ -567,49 +994,7 @@ def sim(  # noqa: C901
         model = LatencyModel(hot_s=hot_s, miss_s=miss_s, warm_s=warm_s)
         if bool(synthetic) == bool(trace_path):
             raise click.UsageError("give exactly one of --synthetic and --trace")
-        trace: Any
-        if synthetic:
-            kind, p = _parse_synthetic(synthetic)
-            alpha, keys = p.get("alpha", 1.0), int(p.get("keys", 100_000))
-            requests, tseed = int(p.get("requests", 1_000_000)), int(p.get("seed", 0))
-            if kind == "zipf":
-                trace = simlib.zipf_trace(alpha, keys, requests, tseed)
-            elif kind == "shifting":
-                trace = simlib.shifting_trace(alpha, keys, requests, int(p.get("phases", 4)), tseed)
-            elif kind == "scan":
-                trace = simlib.scan_trace(
-                    alpha,
-                    keys,
-                    requests,
-                    int(p.get("scan_every", 1000)),
-                    int(p.get("scan_length", 500)),
-                    tseed,
-                )
-            elif kind == "loop":
-                trace = simlib.loop_trace(keys, requests)
-            else:
-                raise click.UsageError(
-                    f"unknown synthetic trace {kind!r} (available: zipf, shifting, scan, loop)"
-                )
-            distinct = len(np.unique(trace))
-        else:
-            assert trace_path is not None
-            ext = os.path.splitext(trace_path)[1].lower()
-            fmt = fmt or {".npy": "npy", ".csv": "csv", ".bin": "oracle"}.get(ext, "text")
-            if fmt == "text":
-                from .encoders import encoder_from_config
-
-                fp = encoder_from_config(_config(config_path).encoder).fingerprint
-                trace = simlib.load_text(trace_path, fp)
-                distinct = len(set(trace))
-            else:
-                loader = {
-                    "npy": simlib.load_npy,
-                    "csv": simlib.load_csv,
-                    "oracle": simlib.load_oracle_general,
-                }[fmt]
-                trace = loader(trace_path)
-                distinct = len(np.unique(trace))
+        trace, distinct = _sim_trace(simlib, synthetic, trace_path, fmt, config_path)
         cfg = _config(config_path) if config_path else None
 
         def vector_dim() -> int:
@@ -617,36 +1002,19 @@ def sim(  # noqa: C901
 
         hot_bytes: dict[int, int] = {}
         if hot_sizes:
-            for part in filter(None, (x.strip() for x in hot_sizes.split(","))):
-                nbytes = parse_size(part, "--hot")
-                hot_bytes[max(1, hot_capacity(nbytes, vector_dim()))] = nbytes
-            sizes = sorted(hot_bytes)
+            sizes, hot_bytes = _hot_budgets(hot_sizes, vector_dim())
         else:
             sizes = _parse_sizes(hot_entries, distinct)
         names = [n.strip() for n in policies.split(",") if n.strip()]
         results: list[Any]
         warm_bytes: dict[int, int] = {}
         if warm_sizes is None:
-            with tqdm(
-                total=len(names) * len(sizes),
-                unit="run",
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-            ) as bar:
-                results = simlib.simulate_grid(
-                    trace,
-                    capacities=sizes,
-                    policies=names,
-                    seed=seed,
-                    progress=lambda _: bar.update(1),
-                )
+            results = _sim_hot(simlib, trace, names, sizes, seed, tqdm)
         else:
             warm_caps, warm_bytes = _parse_warm(
                 warm_sizes, distinct, vector_dim, cfg.warm.codec if cfg is not None else "float32"
             )
             results = _sim_tiers(simlib, trace, names, sizes, warm_caps, seed, cfg, tqdm)
-    except (TierCacheError, OSError, ValueError) as exc:
-        _fail(exc)
     rows = [model.summarise(r) for r in results]
     if out_dir:
         info = {
@@ -686,6 +1054,91 @@ def sim(  # noqa: C901
             f"{r.evicted:>9} {r.rejected:>9} {row['mean_latency_s'] * 1e3:>8.3f}ms "
             f"{row['p99_latency_s'] * 1e3:>8.3f}ms {row['encoder_seconds']:>10.1f}"
         )
+
+
+def _sim_trace(
+    simlib: Any,
+    synthetic: str | None,
+    trace_path: str | None,
+    fmt: str | None,
+    config_path: str | None,
+) -> tuple[Any, int]:
+    """The trace ``sim`` replays and its number of distinct keys."""
+    import numpy as np
+
+    if synthetic:
+        kind, p = _parse_synthetic(synthetic)
+        alpha, keys = p.get("alpha", 1.0), int(p.get("keys", 100_000))
+        requests, tseed = int(p.get("requests", 1_000_000)), int(p.get("seed", 0))
+        if kind == "zipf":
+            trace = simlib.zipf_trace(alpha, keys, requests, tseed)
+        elif kind == "shifting":
+            trace = simlib.shifting_trace(alpha, keys, requests, int(p.get("phases", 4)), tseed)
+        elif kind == "scan":
+            every, length = int(p.get("scan_every", 1000)), int(p.get("scan_length", 500))
+            trace = simlib.scan_trace(alpha, keys, requests, every, length, tseed)
+        else:
+            trace = simlib.loop_trace(keys, requests)
+        return trace, len(np.unique(trace))
+    assert trace_path is not None
+    ext = os.path.splitext(trace_path)[1].lower()
+    fmt = fmt or {".npy": "npy", ".csv": "csv", ".bin": "oracle"}.get(ext, "text")
+    if fmt == "text":
+        from .encoders import encoder_from_config
+
+        fp = encoder_from_config(_config(config_path).encoder).fingerprint
+        trace = simlib.load_text(trace_path, fp)
+        return trace, len(set(trace))
+    loader = {
+        "npy": simlib.load_npy,
+        "csv": simlib.load_csv,
+        "oracle": simlib.load_oracle_general,
+    }[fmt]
+    trace = loader(trace_path)
+    return trace, len(np.unique(trace))
+
+
+def _hot_budgets(spec: str, dim: int) -> tuple[list[int], dict[int, int]]:
+    """``--hot`` byte budgets as hot capacities (entries, as the live cache computes them
+    for ``dim``) and ``{entries: bytes}``. Raises ConfigError("--hot")."""
+    from .config import parse_size
+    from .tiers.memory import hot_capacity
+
+    hot_bytes: dict[int, int] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        nbytes = parse_size(part, "--hot")
+        if nbytes < 1:
+            raise ConfigError("--hot", part, "a byte budget must be >= 1 byte")
+        hot_bytes[max(1, hot_capacity(nbytes, dim))] = nbytes
+    if not hot_bytes:
+        raise ConfigError("--hot", spec, "no size given (e.g. 64MiB,1GiB)")
+    return sorted(hot_bytes), hot_bytes
+
+
+def _sim_hot(
+    simlib: Any, trace: Any, names: list[str], sizes: list[int], seed: int, tqdm: Any
+) -> list[Any]:
+    """``simulate`` (``belady`` for "belady") for every (policy, hot size), in that order,
+    as ``simulate_grid`` runs them, with a progress bar in requests (it moves a run's
+    requests at a time: the compiled replay reports no progress of its own)."""
+    n = len(trace)
+    out: list[Any] = []
+    with tqdm(
+        total=len(names) * len(sizes) * n,
+        unit="req",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        for name in names:
+            for cap in sizes:
+                bar.set_description(f"{name} hot {cap}")
+                if name == "belady":
+                    out.append(simlib.belady(trace, capacity=cap))
+                else:
+                    out.append(simlib.simulate(trace, capacity=cap, policy=name, seed=seed))
+                bar.update(n)
+    return out
 
 
 def _sim_tiers(
@@ -807,7 +1260,7 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
 
     from . import codec
 
-    try:
+    with _handled():
         cfg = _config(config_path)
         path = Path(cfg.warm.path)
         if not cfg.warm.enabled or not (path / "data.mdb").exists():
@@ -903,8 +1356,6 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
         if sh is not None:
             state = f"{sh['keys']} keys" if sh["reachable"] else f"unreachable: {sh['error']}"
             click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}: {state}")
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
 
 
 @main.command()
@@ -949,85 +1400,33 @@ def migrate(
     Reads the texts kept in the old warm store (records written with warm.store_text:
     true; others are counted and skipped) in short read transactions, so the old store
     keeps serving, and precomputes them through a cache built from the new config: new
-    fingerprint, new keys, metadata carried over. Interrupted runs resume after the last
+    fingerprint, new keys, metadata carried over. When the new vectors go to the same
+    store and namespace (always with --to-version), both fingerprints are registered
+    there side by side (warm.on_fingerprint_mismatch: coexist, for this run), so the
+    service switches by changing its config alone. Interrupted runs resume after the last
     committed batch. Switch the service to the new config when it is done.
     """
-    import dataclasses
-
-    from tqdm import tqdm
-
     from .cache import TierCache
-    from .encoders import encoder_from_config
 
-    try:
-        if (to_path is None) == (to_version is None):
-            _fail(TierCacheError("give exactly one of --to NEW.yaml or --to-version REV"))
-        old_cfg = _config(config_path)
-        if to_path is not None:
-            new_cfg = load_config(to_path)
-        else:
-            new_cfg = dataclasses.replace(
-                old_cfg, encoder=dataclasses.replace(old_cfg.encoder, revision=str(to_version))
-            )
+    totals = {"records": 0, "no_text": 0, "present": 0, "shared": 0, "encoded": 0}
+
+    def on_interrupt() -> str:
+        return (
+            f"{totals['records']} records committed in this run ({totals['encoded']} texts "
+            "encoded). Run the same command again to resume after the last committed "
+            "batch (--restart starts over)"
+        )
+
+    with _handled(on_interrupt), _model_bars(_show_progress(no_progress)):
+        old_cfg, new_cfg, shared_ns = _migrate_configs(config_path, to_path, to_version)
         path = Path(old_cfg.warm.path)
-        if not old_cfg.warm.enabled or not (path / "data.mdb").exists():
-            _fail(TierCacheError(f"no warm store at {path}"))
-        if not new_cfg.warm.enabled and not new_cfg.shared.active:
-            _fail(TierCacheError("the new config stores nothing (warm and shared disabled)"))
         old = _open_store(path, old_cfg)
-        totals = {"records": 0, "no_text": 0, "present": 0, "shared": 0, "encoded": 0}
         t0 = time.perf_counter()
         try:
             with TierCache(new_cfg) as new:
-                same_place = (
-                    Path(new_cfg.warm.path) == path
-                    and new_cfg.warm.namespace == old_cfg.warm.namespace
+                _migrate_records(
+                    old, new, Path(new_cfg.warm.path), path, batch, restart, no_progress, totals
                 )
-                if (
-                    same_place
-                    and new.fingerprint == encoder_from_config(old_cfg.encoder).fingerprint
-                ):
-                    _fail(
-                        TierCacheError(
-                            "the new config has the same fingerprint (model, "
-                            "revision, role, ...) and store: nothing would "
-                            "change"
-                        )
-                    )
-                journal = _MigrateJournal(Path(new_cfg.warm.path), path)
-                start = b"" if restart else journal.load()  # keys <= start are done
-                # the key list is taken first: the new entries may land in the same store
-                # and must not be read back as work (about 70 bytes of RAM per record)
-                snapshot = [k for k in old.keys() if k > start]
-                total = len(snapshot)
-                keys = iter(snapshot)
-                with tqdm(
-                    total=total,
-                    unit="rec",
-                    desc="migrate",
-                    file=sys.stderr,
-                    disable=no_progress or not sys.stderr.isatty(),
-                ) as bar:
-                    while True:
-                        chunk = [k for _, k in zip(range(batch), keys)]
-                        if not chunk:
-                            break
-                        bar.update(len(chunk))
-                        texts: list[Any] = []
-                        metas: list[Any] = []
-                        for rec in old.get_many_with(chunk, _text_and_meta):
-                            totals["records"] += 1
-                            if rec is None or rec[0] is None:
-                                totals["no_text"] += 1
-                                continue
-                            texts.append(rec[0])
-                            metas.append(rec[1])
-                        if texts:
-                            for k, v in new.precompute(texts, metas).items():
-                                totals[k] += v
-                        journal.save(chunk[-1])
-                        bar.set_postfix(encoded=totals["encoded"])
-                journal.clear()
         finally:
             old.close()
         dt = time.perf_counter() - t0
@@ -1038,8 +1437,128 @@ def migrate(
             f"already there, {totals['shared']} from the shared tier, {totals['no_text']} "
             "without a stored text (skipped; store texts with warm.store_text: true)"
         )
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
+        _echo_migrated(old_cfg, new_cfg, shared_ns, to_path)
+
+
+def _migrate_configs(
+    config_path: str | None, to_path: str | None, to_version: str | None
+) -> tuple[TierCacheConfig, TierCacheConfig, bool]:
+    """The old and new configs of ``migrate``, and whether the new vectors go to the old
+    store's namespace. There the new config gets ``on_fingerprint_mismatch: coexist``: the
+    namespace's manifest then lists both fingerprints, and a service opening it with
+    either config (``error`` or not) finds its own. Refused when nothing would change."""
+    import dataclasses
+
+    from .encoders import encoder_from_config
+
+    if (to_path is None) == (to_version is None):
+        raise TierCacheError("give exactly one of --to NEW.yaml or --to-version REV")
+    old_cfg = _config(config_path)
+    if to_path is not None:
+        new_cfg = load_config(to_path)
+    else:
+        new_cfg = dataclasses.replace(
+            old_cfg, encoder=dataclasses.replace(old_cfg.encoder, revision=str(to_version))
+        )
+    path = Path(old_cfg.warm.path)
+    if not old_cfg.warm.enabled or not (path / "data.mdb").exists():
+        raise TierCacheError(f"no warm store at {path}")
+    if not new_cfg.warm.enabled and not new_cfg.shared.active:
+        raise TierCacheError("the new config stores nothing (warm and shared disabled)")
+    same_ns = (
+        new_cfg.warm.enabled
+        and Path(new_cfg.warm.path) == path
+        and new_cfg.warm.namespace == old_cfg.warm.namespace
+    )
+    if not same_ns:
+        return old_cfg, new_cfg, False
+    if (
+        encoder_from_config(new_cfg.encoder).fingerprint
+        == encoder_from_config(old_cfg.encoder).fingerprint
+    ):
+        raise TierCacheError(
+            "the new config has the same fingerprint (model, revision, role, ...) and "
+            "store: nothing would change"
+        )
+    warm = dataclasses.replace(new_cfg.warm, on_fingerprint_mismatch="coexist")
+    return old_cfg, dataclasses.replace(new_cfg, warm=warm), True
+
+
+def _migrate_records(
+    old: Any,
+    new: Any,
+    new_store: Path,
+    old_path: Path,
+    batch: int,
+    restart: bool,
+    no_progress: bool,
+    totals: dict[str, int],
+) -> None:
+    """Precompute the texts of every old record into ``new``, one committed batch at a
+    time, saving the last old key done after each."""
+    from tqdm import tqdm
+
+    journal = _MigrateJournal(new_store, old_path)
+    start = b"" if restart else journal.load()  # keys <= start are done
+    # the key list is taken first: the new entries may land in the same store and must
+    # not be read back as work (about 70 bytes of RAM per record)
+    snapshot = [k for k in old.keys() if k > start]
+    keys = iter(snapshot)
+    with tqdm(
+        total=len(snapshot),
+        unit="rec",
+        desc="migrate",
+        file=sys.stderr,
+        disable=not _show_progress(no_progress),
+    ) as bar:
+        while True:
+            chunk = [k for _, k in zip(range(batch), keys)]
+            if not chunk:
+                break
+            texts: list[Any] = []
+            metas: list[Any] = []
+            records = 0
+            for rec in old.get_many_with(chunk, _text_and_meta):
+                records += 1
+                if rec is None or rec[0] is None:
+                    totals["no_text"] += 1
+                    continue
+                texts.append(rec[0])
+                metas.append(rec[1])
+            if texts:
+                for k, v in new.precompute(texts, metas).items():
+                    totals[k] += v
+            journal.save(chunk[-1])
+            totals["records"] += records
+            bar.update(len(chunk))
+            bar.set_postfix(encoded=totals["encoded"])
+    journal.clear()
+
+
+def _echo_migrated(
+    old_cfg: TierCacheConfig, new_cfg: TierCacheConfig, shared_ns: bool, to_path: str | None
+) -> None:
+    """Say where the new vectors are and how the service switches to them."""
+    enc, warm = new_cfg.encoder, new_cfg.warm
+    if shared_ns:
+        click.echo(
+            f"namespace {warm.namespace!r} of {warm.path} now holds rev "
+            f"{old_cfg.encoder.revision!r} and rev {enc.revision!r} of {enc.name} side by "
+            "side (warm.on_fingerprint_mismatch: coexist for this run; keys never collide)"
+        )
+    elif warm.enabled:
+        click.echo(f"new vectors in namespace {warm.namespace!r} of {warm.path}")
+    else:
+        click.echo("new vectors in the shared tier")
+    switch = (
+        f"point it at {to_path}"
+        if to_path
+        else f"set encoder.revision: {enc.revision} in its config"
+    )
+    click.echo(
+        f"to serve them, {switch}; the old vectors age out (ttl) or go with clear() "
+        "or a new warm directory"
+    )
 
 
 def _text_and_meta(buf: Any) -> tuple[Any, Any]:
@@ -1130,7 +1649,8 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
     every other process using the store stopped (checked through /proc)."""
     import shutil
 
-    try:
+    note = {"msg": "nothing was changed"}
+    with _handled(lambda: note["msg"]):
         if (output is None) == (not replace):
             _fail(TierCacheError("give exactly one of --output DIR or --replace"))
         cfg = _config(config_path)
@@ -1140,6 +1660,7 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
         target = (
             output if output is not None else path.with_name(f"{path.name}.compact-{os.getpid()}")
         )
+        note["msg"] = f"the store is unchanged; remove the partial copy {target}"
         tier = _open_store(path, cfg)
         try:
             entries = tier.count()
@@ -1182,6 +1703,11 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
                 )
             )
         old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        note["msg"] = (
+            f"stopped while swapping the copy in: the store is {path} or {old}, the copy "
+            f"{target} or {path}; check them before serving (files other than data.mdb "
+            f"and lock.mdb left in {old} belong in {path})"
+        )
         os.rename(path, old)
         os.rename(target, path)
         for extra in old.iterdir():  # keep what is not LMDB's (e.g. precompute progress)
@@ -1189,8 +1715,6 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
                 os.rename(extra, path / extra.name)
         shutil.rmtree(old)
         click.echo(f"compacted {path} in place, {entries} entries: {saved}")
-    except (TierCacheError, OSError) as exc:
-        _fail(exc)
 
 
 def _open_store(path: Path, cfg: TierCacheConfig) -> Any:

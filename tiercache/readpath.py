@@ -979,8 +979,8 @@ class ReadPath:
                 with self._lock:
                     self._s_enc.errors += 1
                     flights.resolve_locked(owned, results, err)
-                if err is exc:
-                    raise  # keeps the encoder's own cause (e.g. CallableEncoder's)
+                if err is exc or not isinstance(exc, Exception):
+                    raise  # the encoder's own cause (CallableEncoder's); Ctrl-C as it is
                 raise err from exc
             with self._lock:  # a failed text's waiters get the error, the others their vector
                 flights.resolve_locked(owned, results, partial)
