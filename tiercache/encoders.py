@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -134,6 +135,28 @@ class _FingerprintedEncoder:
         return self._dim
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _hf_progress_bars(enabled: bool) -> bool:
+    """Switch transformers' progress bars (the model's "Loading weights") on or off;
+    returns whether they were on."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return enabled
+    was = bool(hf_logging.is_progress_bar_enabled())
+    if enabled:
+        hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+    else:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return was
+
+
 class SentenceTransformerEncoder(_FingerprintedEncoder):
     """A sentence-transformers model run with torch on CPU (or the configured device).
 
@@ -177,9 +200,15 @@ class SentenceTransformerEncoder(_FingerprintedEncoder):
             from sentence_transformers import SentenceTransformer
 
             torch.set_num_threads(self.config.threads or default_threads())
-            model = SentenceTransformer(
-                str(self.model_dir), device=self.config.device, local_files_only=True
-            )
+            quiet = not _stderr_is_terminal()  # no "Loading weights" bar into a log file
+            bars = _hf_progress_bars(False) if quiet else None
+            try:
+                model = SentenceTransformer(
+                    str(self.model_dir), device=self.config.device, local_files_only=True
+                )
+            finally:
+                if bars is not None:
+                    _hf_progress_bars(bars)
             model.max_seq_length = self.config.max_seq_length
             self._model = model
             self.load_seconds += time.perf_counter() - t0
