@@ -223,7 +223,7 @@ def test_compact_to_a_directory_and_in_place(tmp_path: Path) -> None:
     texts = [f"doc {i} " + "x" * 300 for i in range(3000)]
     with TierCache(load_config(cfg)) as cache:
         cache.mset(
-            [(t, np.full(8, i, np.float32), {"pad": "y" * 500}) for i, t in enumerate(texts)]
+            [(t, np.full(8, i + 1, np.float32), {"pad": "y" * 500}) for i, t in enumerate(texts)]
         )
         cache.mdrop(texts[::2])
         kept = {t: cache.get(t) for t in texts[1::2]}
@@ -295,7 +295,7 @@ def test_migrate_reembeds_stored_texts_into_a_new_key_space(tmp_path: Path) -> N
     )
     texts = [f"stored text {i}" for i in range(70)]
     with TierCache(load_config(old_path)) as old:
-        old.mset([(t, np.full(8, i, np.float32), {"i": i}) for i, t in enumerate(texts)])
+        old.mset([(t, np.full(8, i + 1, np.float32), {"i": i}) for i, t in enumerate(texts)])
         plain = dataclasses.replace(
             old.config, warm=dataclasses.replace(old.config.warm, store_text=False)
         )
@@ -312,10 +312,10 @@ def test_migrate_reembeds_stored_texts_into_a_new_key_space(tmp_path: Path) -> N
         assert all(e is not None for e in entries)
         assert [e.metadata for e in entries if e] == [{"i": i} for i in range(70)]
         first = entries[5]
-        assert first is not None and not np.array_equal(first.vector, np.full(8, 5, np.float32))
+        assert first is not None and not np.array_equal(first.vector, np.full(8, 6, np.float32))
     with TierCache(load_config(old_path)) as old:  # the old entries are untouched
         e = old.get(texts[5])
-        assert e is not None and np.array_equal(e.vector, np.full(8, 5, np.float32))
+        assert e is not None and np.array_equal(e.vector, np.full(8, 6, np.float32))
     r = CliRunner().invoke(main, ["migrate", "-c", str(old_path), "--to", str(new_path)])
     assert r.exit_code == 0 and "0 texts encoded" in r.output and "70 already there" in r.output
     # the hash encoder has no versions: --to-version changes no fingerprint field

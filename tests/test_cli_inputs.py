@@ -354,7 +354,7 @@ def test_migrate_to_version_registers_both_fingerprints_in_the_namespace(
     texts = [f"stored text {i}" for i in range(30)]
     with TierCache(load_config(cfg)) as old:
         old_rev = old.config.encoder.revision
-        old.mset([(t, np.full(8, i, np.float32), {"i": i}) for i, t in enumerate(texts)])
+        old.mset([(t, np.full(8, i + 1, np.float32), {"i": i}) for i, t in enumerate(texts)])
 
     r = run("migrate", "-c", str(cfg), "--to-version", "v2", "--batch", "8")
     assert r.exit_code == 0, r.output
@@ -377,10 +377,10 @@ def test_migrate_to_version_registers_both_fingerprints_in_the_namespace(
         assert all(e is not None and e.tier == "warm" for e in got)
         assert [e.metadata for e in got if e] == [{"i": i} for i in range(30)]
         e3 = got[3]
-        assert e3 is not None and not np.array_equal(e3.vector, np.full(8, 3, np.float32))
+        assert e3 is not None and not np.array_equal(e3.vector, np.full(8, 4, np.float32))
     with TierCache(v1) as old:  # the old vectors still serve the old revision
         e = old.get(texts[3])
-        assert e is not None and np.array_equal(e.vector, np.full(8, 3, np.float32))
+        assert e is not None and np.array_equal(e.vector, np.full(8, 4, np.float32))
     r = run("migrate", "-c", str(cfg), "--to-version", "v2")
     assert r.exit_code == 0 and "0 texts encoded" in r.stdout, r.output
     r = run("migrate", "-c", str(cfg), "--to-version", old_rev)

@@ -372,7 +372,7 @@ def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any
                 cache.mdrop([f"ttl{i}" for i in range(0, 1500, 500)])
         if step % 500 == 0 and step < 1500:
             for cache in (fast, slow):  # entries with and without a TTL
-                cache.set(f"ttl{step}", np.full(16, step, np.float32), ttl=5)
+                cache.set(f"ttl{step}", np.full(16, step + 1, np.float32), ttl=5)
             t = f"ttl{step}"
         if step % 7 == 0:
             clock.advance(1)

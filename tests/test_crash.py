@@ -213,7 +213,7 @@ def test_group_commit_shares_commits_between_threads(tmp_path: Path) -> None:
 
         def writer(t: int) -> None:
             for i in range(60):
-                c.set(f"s{t}-{i}", np.full(DIM, t * 1000 + i, np.float32))
+                c.set(f"s{t}-{i}", np.full(DIM, t * 1000 + i + 1, np.float32))
 
         threads = [threading.Thread(target=writer, args=(t,)) for t in range(THREADS)]
         for th in threads:
@@ -224,7 +224,7 @@ def test_group_commit_shares_commits_between_threads(tmp_path: Path) -> None:
         for t in range(THREADS):
             for i in range(60):
                 e = c.get(f"s{t}-{i}")
-                assert e is not None and e.vector[0] == t * 1000 + i
+                assert e is not None and e.vector[0] == t * 1000 + i + 1
     with TierCache(load_config_text(tmp_path / "f", "fast"), encoder=HashEncoder(DIM)) as c:
         assert c._write.group is None  # fast writes are not grouped
 

@@ -178,3 +178,57 @@ def test_text_that_cannot_be_encoded_is_refused_before_encoding(tmp_path: Path) 
     assert cache.stats()["encoder"]["texts"] == before and not cache.exists("good")
     assert cache.embed_many(["", "   "]).shape == (2, DIM)
     cache.close()
+
+
+@pytest.mark.parametrize(
+    "query, k",
+    [
+        (None, None),
+        (123, None),
+        ({"q": 1}, None),
+        ([], None),
+        (["a"], None),
+        ("q", "10"),
+        ("q", 0),
+        ("q", True),
+        ("q", 2.0),
+    ],
+)
+def test_result_cache_refuses_what_cannot_be_a_query_or_a_k(query: Any, k: Any) -> None:
+    """Issue #19 item 14 (ResultCache): a query is str, bytes or a vector of numbers; k is
+    None or an int >= 1. Nothing is stored on refusal."""
+    from tiercache.errors import InvalidInputError
+
+    rc = ResultCache()
+    with pytest.raises(InvalidInputError):
+        rc.set(query, [1], k=k)
+    assert len(rc) == 0
+    rc.set([0.5, 1], [2], k=3)  # a query vector: a list or an array, the same key
+    assert rc.get(np.array([0.5, 1.0]), k=3) == [2] and rc.get(b"q") is None
+
+
+def test_an_all_zero_vector_is_refused_under_a_normalized_model(tmp_path: Path) -> None:
+    """Issue #19 item 14: with ``encoder.normalize: true`` an all-zero vector cannot be an
+    embedding (no direction): refused by set and mset, naming the item, nothing stored.
+    Other norms are stored as given (tiercache never rescales a caller's vector), and
+    metadata may be any msgpack plain data, a list included (docs/reliability.md)."""
+    from tiercache import HashEncoder, InvalidVectorError
+
+    c = TierCache(make_config(tmp_path), encoder=HashEncoder(DIM))  # normalize: True
+    assert c.fingerprint.normalize
+    with pytest.raises(InvalidVectorError, match="item 0: an all-zero vector"):
+        c.set("z", np.zeros(DIM, np.float32))
+    with pytest.raises(InvalidVectorError, match="item 1: an all-zero vector"):
+        c.mset([("a", np.ones(DIM, np.float32)), ("z", np.zeros(DIM)), ("b", np.ones(DIM))])
+    assert not c.exists("a") and not c.exists("z")
+    c.set("big", np.full(DIM, 100.0, np.float32), metadata=[1])
+    e = c.get("big")
+    assert e is not None and e.vector[0] == 100.0 and e.metadata == [1]
+    c.close()
+    from tiercache import CallableEncoder
+
+    raw = CallableEncoder(lambda xs: np.ones((len(xs), DIM)), dim=DIM, name="raw")
+    assert not raw.fingerprint.normalize  # a model that does not normalize: zeros are fine
+    with TierCache(make_config(tmp_path / "raw"), encoder=raw) as c2:
+        c2.set("z", np.zeros(DIM, np.float32))
+        assert c2.exists("z")

@@ -104,7 +104,7 @@ def test_get_by_key_and_exists_agree_with_get_on_damaged_records(
         c._warm_reader = None
     texts = [f"d{i}" for i in range(80)]
     for i, t in enumerate(texts):
-        c.set(t, np.full(DIM, i, np.float32))
+        c.set(t, np.full(DIM, i + 1, np.float32))
     rng = random.Random(3)
     victims = set(rng.sample(texts, 20))
     corrupt_records(c, [c._keys.digest(t) for t in victims], rng)
@@ -123,7 +123,7 @@ def test_batch_entries_own_their_vectors(tmp_path: Path) -> None:
     c = TierCache(make_config(tmp_path), encoder=CountingEncoder())
     texts = [f"o{i}" for i in range(10)]
     c.embed_many(texts[:5])  # hot
-    c.mset([(t, np.full(DIM, i, np.float32)) for i, t in enumerate(texts[5:])])
+    c.mset([(t, np.full(DIM, i + 1, np.float32)) for i, t in enumerate(texts[5:])])
     got = c.mget(texts + texts[:2])  # repeats too
     assert all(e is not None for e in got)
     before = [e.vector.copy() for e in got if e is not None]
@@ -311,7 +311,7 @@ def test_single_reads_through_the_shared_tier_answer_as_batch_reads(
     )
     texts = [f"s{i}" for i in range(40)]
     for c in (one, batch):
-        c.mset([(t, np.full(DIM, i, np.float32)) for i, t in enumerate(texts[:30])])
+        c.mset([(t, np.full(DIM, i + 1, np.float32)) for i, t in enumerate(texts[:30])])
         c.set("meta", np.ones(DIM, np.float32), metadata={"m": 1})
         c.set("short", np.ones(DIM, np.float32), ttl=5)
         if c._warm is not None:

@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import msgpack
@@ -31,6 +32,19 @@ from .errors import InvalidInputError, InvalidMetadataError, InvalidTTLError
 from .tags import check_tags
 
 MAX_RESULT_BYTES = 16 * 2**20
+
+
+def _check_query(query: Any) -> Any:
+    """A query as keyed: str/bytes as they are, a vector of numbers as a list of floats."""
+    if isinstance(query, (str, bytes)):
+        return query
+    if isinstance(query, (list, tuple)) or getattr(query, "ndim", None) == 1:
+        items = list(query)
+        if items and all(isinstance(x, Real) and not isinstance(x, bool) for x in items):
+            return [float(x) for x in items]
+    raise InvalidInputError(
+        f"query must be str, bytes or a non-empty vector of numbers, not {type(query).__name__}"
+    )
 
 
 def _canonical(value: Any) -> Any:
@@ -97,7 +111,15 @@ class ResultCache:
         return float(ttl)
 
     def key(self, query: Any, filters: Any = None, k: int | None = None) -> bytes:
-        """The 16-byte key of a (query, filters, k) under this cache's version."""
+        """The 16-byte key of a (query, filters, k) under this cache's version.
+
+        ``query`` is a search query: ``str`` or ``bytes``, or a query vector (a list,
+        tuple or 1-d array of numbers); ``k`` is None or an int >= 1. Anything else (None,
+        a number, ``k="10"``) is :class:`InvalidInputError`: it cannot be a query, and a
+        string ``k`` would silently miss every result stored with the int."""
+        query = _check_query(query)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise InvalidInputError(f"k must be None or an int >= 1, not {k!r}")
         try:
             body = msgpack.packb(
                 [self.version, _canonical(query), _canonical(filters), k],

@@ -39,6 +39,10 @@ from .tiers.memory import NEVER
 from .tiers.redis import RedisTier, SharedUnavailable
 
 _BLOCK = 1024  # rows validated and encoded at a time by mset
+_ZERO = (
+    "item {}: an all-zero vector has no direction, so it cannot be an embedding of this "
+    "cache's normalized model (encoder.normalize: true)"
+)
 
 # (content, key, vector, expires_at or 0.0, blob): an entry on its way to the local tiers
 Placed = tuple[Content, bytes, np.ndarray, float, bytes | None]
@@ -589,6 +593,8 @@ class WritePath:
         if not np.isfinite(vector).all():
             raise InvalidVectorError("item 0: vector holds NaN or infinite values")
         ctx = self._ctx
+        if ctx.fingerprint.normalize and not vector.any():
+            raise InvalidVectorError(_ZERO.format(0))
         record = codec.encode_record(vector, self._codec, expires, blob)
         key = ctx.keys.digest(content)
         if item_tags:  # the index first: a crash leaves a stale tag, never an untagged entry
@@ -630,6 +636,10 @@ class WritePath:
             if not finite.all():
                 bad = a + int(np.flatnonzero(~finite)[0])
                 raise InvalidVectorError(f"item {bad}: vector holds NaN or infinite values")
+            if self._ctx.fingerprint.normalize:
+                nonzero = block.any(axis=1)
+                if not nonzero.all():
+                    raise InvalidVectorError(_ZERO.format(a + int(np.flatnonzero(~nonzero)[0])))
             encoded += codec.encode_records(
                 block, self._codec, expiries[a : a + _BLOCK], blobs[a : a + _BLOCK]
             )
