@@ -485,3 +485,31 @@ def test_no_loading_weights_bar_with_no_progress_on_a_terminal(tmp_path: Path) -
     err = stderr_on_a_tty("--no-progress")
     assert b"model loaded in" in err and b"Loading weights" not in err, err
     assert b"%|" not in err, err
+
+
+def test_embed_never_loads_the_model_when_every_text_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #19 item 12: with the default (torch) encoder, a run whose texts are all
+    stored does not load the model (it loads on the first miss, timed apart)."""
+    from tiercache.encoders import SentenceTransformerEncoder
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"warm: {{path: {tmp_path / 'warm'}}}\n")
+    texts = [f"stored {i}" for i in range(20)]
+    rng = np.random.default_rng(0)
+    with TierCache(load_config(cfg_path)) as c:  # building the cache loads nothing
+        assert c.encoder._model is None  # type: ignore[attr-defined]
+        c.mset([(t, rng.standard_normal(c.dim).astype(np.float32)) for t in texts])
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+
+    def refuse(self: Any) -> Any:
+        raise AssertionError("the model was loaded although every text is stored")
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "_load", refuse)
+    r = CliRunner().invoke(
+        main, ["embed", "-c", str(cfg_path), "--input", str(tmp_path / "in.txt"), "--json"]
+    )
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    assert json.loads(r.stdout)["encoder"]["texts"] == 0
+    assert "model loaded" not in r.stderr
