@@ -364,7 +364,7 @@ class TierCache(AsyncAPI):
                 check_encodable(c, self._ctx.accepts, i, self._ctx.utf8_text)
             keys = [self._keys.digest(c) for c in todo]
             failures: list[EncoderError] = []  # texts the encoder failed on, alone
-            vectors = self._read.compute(
+            vectors = self._read.recompute.compute(
                 keys,
                 list(todo),
                 store=False,
