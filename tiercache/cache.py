@@ -427,6 +427,10 @@ class TierCache(AsyncAPI):
 
     def mexists(self, contents: Sequence[Content], *, model: str | None = None) -> list[bool]:
         """:meth:`exists` of each content, in input order."""
+        if type(contents) is list and len(contents) == 1 and model is None:
+            c = contents[0]  # one plain content: exists' own path, no batch handling
+            if (type(c) is str or type(c) is bytes) and not self._ctx.closed:
+                return [self._read.exists(c)]
         return self._read.mexists(self._checked(contents, model))
 
     def get_by_key(self, key: str) -> Entry | None:

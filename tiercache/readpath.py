@@ -360,8 +360,10 @@ class ReadPath:
         vector, expires_at, blob = rec
         if found is not None:
             meta = codec.unpack_blob(blob).get("m") if blob else None
-            found[0] = new_entry(key.hex(), vector.copy(), meta, "shared")
-        self._w.place_local([(content, key, vector, expires_at, blob)], promoted=True)
+            # the vector itself: placing it copies it (the slab) or encodes it (warm)
+            found[0] = new_entry(key.hex(), vector, meta, "shared")
+        if self._warm is not None or self._hot.capacity:  # somewhere local to keep it
+            self._w.place_local([(content, key, vector, expires_at, blob)], promoted=True)
         return vector
 
     def record_hot_miss_locked(self, key: bytes) -> None:
