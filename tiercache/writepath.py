@@ -48,18 +48,6 @@ _ZERO = (
 Placed = tuple[Content, bytes, np.ndarray, float, bytes | None]
 
 
-def check_content(content: object, accepts: tuple[type, ...] | None = None) -> None:
-    """Raise :class:`InvalidContentError` unless ``content`` is str or bytes (and, with
-    ``accepts``, a type the encoder takes)."""
-    t = type(content)
-    if t is not str and t is not bytes:
-        raise InvalidContentError(f"content must be str or bytes, not {t.__name__}")
-    if accepts is not None and t not in accepts:
-        raise InvalidContentError(
-            f"the encoder takes {', '.join(a.__name__ for a in accepts)}, not {t.__name__}"
-        )
-
-
 def check_encodable(
     content: Content, accepts: tuple[type, ...], index: int | None = None, utf8: bool = True
 ) -> None:
@@ -720,4 +708,11 @@ class WritePath:
                 self._ctx.s_shared.evictions["dropped"] += n
 
 
-__all__ = ["Placed", "WritePath", "check_content", "check_ttl"]
+__all__ = [
+    "Placed",
+    "WritePath",
+    "as_content",
+    "as_contents",
+    "check_encodable",
+    "check_ttl",
+]
