@@ -223,6 +223,16 @@ class TierCache(AsyncAPI):
                 f"this cache holds vectors of {self.fingerprint.model!r}, not {model!r}"
             )
 
+    def _one(self, content: Content, model: str | None) -> Content:
+        """A single-content argument checked: the cache open, the model, str/bytes
+        (subclasses such as numpy's ``str_`` converted)."""
+        if self._ctx.closed:
+            raise ClosedError("this TierCache is closed")
+        if model is not None:
+            self._check_model(model)
+        t = type(content)
+        return content if t is str or t is bytes else as_content(content)
+
     def _checked(self, contents: Sequence[Content], model: str | None) -> list[Content]:
         """A batch argument checked: the cache open, the model, a sequence (never one str)
         of str/bytes (subclasses such as numpy's ``str_`` converted)."""
@@ -401,14 +411,7 @@ class TierCache(AsyncAPI):
     def get(self, content: Content, *, model: str | None = None) -> Entry | None:
         """The stored entry of ``content`` (hot, then warm, then shared), or None. Never
         encodes."""
-        if self._ctx.closed:
-            raise ClosedError("this TierCache is closed")
-        if model is not None:
-            self._check_model(model)
-        t = type(content)
-        if t is not str and t is not bytes:
-            content = as_content(content)
-        return self._read.get(content)
+        return self._read.get(self._one(content, model))
 
     def mget(self, contents: Sequence[Content], *, model: str | None = None) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes."""
@@ -416,14 +419,7 @@ class TierCache(AsyncAPI):
 
     def exists(self, content: Content, *, model: str | None = None) -> bool:
         """Whether an unexpired entry is stored (no access is recorded, nothing moves)."""
-        if self._ctx.closed:
-            raise ClosedError("this TierCache is closed")
-        if model is not None:
-            self._check_model(model)
-        t = type(content)
-        if t is not str and t is not bytes:
-            content = as_content(content)
-        return self._read.exists(content)
+        return self._read.exists(self._one(content, model))
 
     def mexists(self, contents: Sequence[Content], *, model: str | None = None) -> list[bool]:
         """:meth:`exists` of each content, in input order."""

@@ -239,8 +239,8 @@ class ReadPath:
                     return vec
         return self.embed_one(content, slot is not None, timed)
 
-    def hot_hit_locked(self, content: Content) -> np.ndarray | None:
-        """With the lock held: a fresh hot entry's vector (a copy), its hit recorded and
+    def hot_slot_locked(self, content: Content) -> int | None:
+        """With the lock held: the slot of content's fresh hot entry, its hit recorded and
         counted; None if absent or expired (an expired entry is left for the caller)."""
         hot = self._hot
         slot = hot._by_content.get(content)
@@ -251,12 +251,16 @@ class ReadPath:
             if exp <= self._clock():
                 return None
             if hot._by_content.get(content) != slot:  # the clock (caller's code) changed it
-                return self.hot_hit_locked(content)
-        vec: np.ndarray = hot.slab[slot].copy()
-        self._engine.record_hot_hit(hot._key[slot])
+                return self.hot_slot_locked(content)
+        self._record_hit(hot._key[slot])
         self._s_hot.hits += 1
         self._ctx.lookups += 1
-        return vec
+        return slot
+
+    def hot_hit_locked(self, content: Content) -> np.ndarray | None:
+        """:meth:`hot_slot_locked`'s entry's vector (a copy), or None."""
+        slot = self.hot_slot_locked(content)
+        return None if slot is None else self._hot.slab[slot].copy()
 
     def hot_get_nowait(self, content: Content) -> np.ndarray | None:
         """A hot hit without waiting for the lock (for the event loop); None otherwise."""
@@ -900,25 +904,17 @@ class ReadPath:
         hot = self._hot
         if hot.capacity:
             with self._lock:
-                slot = hot._by_content.get(content)
+                slot = self.hot_slot_locked(content)
                 if slot is not None:
-                    exp = hot.expires[slot]
-                    fresh = exp == NEVER or (
-                        exp > self._clock() and hot._by_content.get(content) == slot
-                    )
-                    if fresh:
-                        vec: np.ndarray = hot.slab[slot].copy()
-                        key = hot._key[slot]
-                        meta = hot._meta[slot]
-                        self._record_hit(key)
-                        self._s_hot.hits += 1
-                        self._ctx.lookups += 1
+                    vec: np.ndarray = hot.slab[slot].copy()
+                    key, meta = hot._key[slot], hot._meta[slot]
+                expired = slot is None and content in hot._by_content
             if slot is not None:
-                if not fresh:  # expired (or replaced meanwhile): the batch path sorts it out
-                    return self.mget([content])[0]
                 return new_entry(
                     key.hex(), vec, codec.unpack_blob(meta).get("m") if meta else None, "hot"
                 )
+            if expired:  # the batch path removes the expired entry and looks further
+                return self.mget([content])[0]
         found: list[Entry | None] = [None]
         self.lower_one(
             content, self._keys.digest(content), recorded=False, timed=False, found=found

@@ -121,6 +121,14 @@ def check_ttl(ttl: float | None) -> float | None:
     return float(ttl)
 
 
+def _item_tags(tags: Iterable[str] | None, doc_id: Any) -> list[str]:
+    """An item's checked tags, its document id's reserved tag last."""
+    out = check_tags(tags)
+    if doc_id is not None:
+        out.append(id_tag(doc_id))
+    return out
+
+
 class GroupCommit:
     """Durable writes from concurrent threads share one commit (and its fsync).
 
@@ -487,14 +495,12 @@ class WritePath:
         ctx = self._ctx
         default_ttl = check_ttl(ttl) if ttl is not None else ctx.default_ttl
         now = ctx.clock()
-        dim = ctx.dim
         contents: list[Content] = []
         rows: list[np.ndarray] = []
         expiries: list[float] = []
         blobs: list[bytes | None] = []
         item_tags: list[list[str]] = []
         common = check_tags(tags)
-        store_text = ctx.store_text
         no_tags: list[str] = []
         for item in items:
             extra = no_tags
@@ -506,9 +512,7 @@ class WritePath:
                 vector = item.get("vector", item.get("embedding"))
                 metadata = item.get("metadata")
                 item_ttl = item.get("ttl")
-                extra = check_tags(item.get("tags"))
-                if item.get("doc_id") is not None:
-                    extra.append(id_tag(item["doc_id"]))
+                extra = _item_tags(item.get("tags"), item.get("doc_id"))
             else:
                 parts = tuple(item)
                 if not 2 <= len(parts) <= 4:
@@ -516,21 +520,12 @@ class WritePath:
                 content, vector = parts[0], parts[1]
                 metadata = parts[2] if len(parts) > 2 else None
                 item_ttl = parts[3] if len(parts) > 3 else None
-            if type(content) is not str and type(content) is not bytes:
-                content = as_content(content, len(contents))
-            if not (
-                type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (dim,)
-            ):
-                vector = self.validate_vector(vector)  # converts, or raises
             life = default_ttl if item_ttl is None else check_ttl(item_ttl)
-            contents.append(content)
-            rows.append(vector)
-            expiries.append(now + life if life else 0.0)
-            blobs.append(
-                codec.pack_blob(metadata, content if store_text else None)
-                if metadata is not None or store_text
-                else None
-            )
+            entry = self._entry(content, vector, metadata, life, now, len(contents))
+            contents.append(entry[0])
+            rows.append(entry[1])
+            expiries.append(entry[2])
+            blobs.append(entry[3])
             item_tags.append(common + extra if extra or common else no_tags)
         if not contents:
             return []
@@ -550,23 +545,36 @@ class WritePath:
         """``TierCache.set``: :meth:`mset` of one item without the batch machinery (one
         record encoded, no stacking); the same checks, order of writes and failures."""
         ctx = self._ctx
+        life = ctx.default_ttl if ttl is None else check_ttl(ttl)
+        content, vector, expires, blob = self._entry(content, vector, metadata, life, ctx.clock())
+        return self.write_one(content, vector, expires, blob, _item_tags(tags, doc_id))
+
+    def _entry(
+        self,
+        content: Any,
+        vector: Any,
+        metadata: Any,
+        life: float | None,
+        now: float,
+        index: int | None = None,
+    ) -> tuple[Content, np.ndarray, float, bytes | None]:
+        """One item of an explicit write, checked: ``(content, float32 vector, expires_at,
+        blob)``. ``index``: the item's position, named in a batch's errors."""
         if type(content) is not str and type(content) is not bytes:
-            content = as_content(content)
+            content = as_content(content, index)
         if not (
-            type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (ctx.dim,)
+            type(vector) is np.ndarray
+            and vector.dtype == np.float32
+            and vector.shape == (self._ctx.dim,)
         ):
             vector = self.validate_vector(vector)  # converts, or raises
-        item_tags = check_tags(tags)
-        if doc_id is not None:
-            item_tags.append(id_tag(doc_id))
-        life = ctx.default_ttl if ttl is None else check_ttl(ttl)
-        expires = ctx.clock() + life if life else 0.0
+        store_text = self._ctx.store_text
         blob = (
-            codec.pack_blob(metadata, content if ctx.store_text else None)
-            if metadata is not None or ctx.store_text
+            codec.pack_blob(metadata, content if store_text else None)
+            if metadata is not None or store_text
             else None
         )
-        return self.write_one(content, vector, expires, blob, item_tags)
+        return content, vector, now + life if life else 0.0, blob
 
     def write_one(
         self,
@@ -583,14 +591,9 @@ class WritePath:
         ctx = self._ctx
         if ctx.fingerprint.normalize and not vector.any():
             raise InvalidVectorError(_ZERO.format(0))
-        record = codec.encode_record(vector, self._codec, expires, blob)
         key = ctx.keys.digest(content)
-        if item_tags:  # the index first: a crash leaves a stale tag, never an untagged entry
-            self.tags.add([(key, item_tags)])
-        if self._warm is not None:
-            self.warm_write([(key, record)], forced=True)
-        if self._shared is not None:
-            self.shared_write([(key, record, expires)])
+        record = codec.encode_record(vector, self._codec, expires, blob)
+        self._persist([(key, record)], [expires], [item_tags])
         hot = self._hot
         if hot.capacity or (len(hot) and hot.slot_of_key(key) is not None):
             with self._lock:  # the slab takes its own copy of the vector
@@ -600,6 +603,22 @@ class WritePath:
             if demote:
                 self.warm_write(demote, forced=False)
         return key.hex()  # key_to_str
+
+    def _persist(
+        self,
+        records: list[tuple[bytes, bytes]],
+        expiries: list[float],
+        item_tags: list[list[str]],
+    ) -> None:
+        """An explicit write's records, in order: the tag index first (a crash leaves a
+        stale tag, never an untagged entry), warm (committed; raises on failure), shared
+        (fail-open)."""
+        if any(item_tags):
+            self.tags.add([(k, t) for (k, _), t in zip(records, item_tags) if t])
+        if self._warm is not None:
+            self.warm_write(records, forced=True)
+        if self._shared is not None:
+            self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
 
     def write_entries(
         self,
@@ -635,13 +654,7 @@ class WritePath:
                 blocks.append(block)
         digest = self._ctx.keys.digest
         keys = [digest(c) for c in contents]
-        records = list(zip(keys, encoded))
-        if any(item_tags):  # the index first: a crash leaves a stale tag, never an untagged
-            self.tags.add([(k, t) for k, t in zip(keys, item_tags) if t])  # entry
-        if self._warm is not None:
-            self.warm_write(records, forced=True)
-        if self._shared is not None:
-            self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
+        self._persist(list(zip(keys, encoded)), expiries, item_tags)
         demote: list[tuple[bytes, bytes]] = []
         if keep:
             vectors = itertools.chain.from_iterable(blocks)
