@@ -507,6 +507,7 @@ class TierCache(AsyncAPI):
             "encoder": enc,
             "policy": self.config.policy.name,
             "fingerprint": self.fingerprint.to_dict(),
+            "invalidation": self._write.inval.stats(),
         }
 
     def format_stats(self) -> str:

@@ -129,6 +129,8 @@ class ReadPath:
         self._s_enc = ctx.s_enc
         self._record_hit = ctx.engine.record_hot_hit  # bound once: the hot path
         self.recompute = Recompute(ctx, write)  # the cold tier: the encoder, single-flight
+        self._inval = write.inval  # other processes' invalidations, applied before a read
+        self._check = write.inval.check
         self._tick = 0
         self.fast: Any = None  # HotReader: embed's hot hit in C
         self.warm_reader: Any = None  # WarmReader: embed_many's warm rows in C
@@ -174,6 +176,9 @@ class ReadPath:
             )
             if compiled and self._hot.capacity == 0:
                 self.fast_warm = self.warm_reader
+        for r in (self.fast, self.warm_reader):  # they serve nothing while the log moved
+            if r is not None:
+                r.set_gate(write.inval.gate)
         reader = self.fast or self.warm_reader
         if reader is not None:  # its fill() builds batch Entries in C
             self._filler = _core.EntryGetter(reader, self.get, self._hot._meta, Entry, "hot")
@@ -191,10 +196,13 @@ class ReadPath:
         return None
 
     def close(self) -> None:
-        """Stop the C readers (references taken earlier fall back to :meth:`embed`)."""
-        for fast in (self.fast, self.fast_warm):
+        """Stop the C readers (references taken earlier fall back to :meth:`embed`) and
+        let go of the invalidation word."""
+        for fast in (self.fast, self.fast_warm, self.warm_reader):
             if fast is not None:
                 fast.close()
+                fast.set_gate(None)
+        self._inval.close()
 
     def fold_fast_hits_locked(self) -> None:
         """Add the C read paths' hits to the counters (call with the lock held)."""
@@ -219,6 +227,7 @@ class ReadPath:
         t = type(content)
         if t is not str and t is not bytes:
             content = as_content(content)
+        self._check()
         self._tick += 1
         timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
         t0 = _perf() if timed else 0.0
@@ -265,6 +274,8 @@ class ReadPath:
     def hot_get_nowait(self, content: Content) -> np.ndarray | None:
         """A hot hit without waiting for the lock (for the event loop); None otherwise."""
         if self._ctx.closed or (type(content) is not str and type(content) is not bytes):
+            return None
+        if self._inval.gate.moved():  # the log moved: the executor path catches up first
             return None
         if not self._lock.acquire(blocking=False):
             return None
@@ -335,6 +346,7 @@ class ReadPath:
         placement; the vector, or None on a miss of any kind."""
         shared = self._shared
         assert shared is not None
+        epoch = self._inval.applied
         t0 = _perf()
         try:
             buf = shared.get(key)
@@ -367,7 +379,9 @@ class ReadPath:
             # the vector itself: placing it copies it (the slab) or encodes it (warm)
             found[0] = new_entry(key.hex(), vector, meta, "shared")
         if self._warm is not None or self._hot.capacity:  # somewhere local to keep it
-            self._w.place_local([(content, key, vector, expires_at, blob)], promoted=True)
+            self._w.place_local(
+                [(content, key, vector, expires_at, blob)], promoted=True, epoch=epoch
+            )
         return vector
 
     def record_hot_miss_locked(self, key: bytes) -> None:
@@ -401,6 +415,7 @@ class ReadPath:
         warm = self._warm
         assert warm is not None
         t0 = _perf() if timed else 0.0
+        epoch = self._inval.applied
         try:
             rec = self.warm_record(key)
         except Exception:
@@ -433,15 +448,16 @@ class ReadPath:
                 expired = False
                 sw.hits += 1
                 demote = (
-                    self._w.promote_locked([(content, key, vector, expires_at, blob)])
+                    self._w.promote_locked([(content, key, vector, expires_at, blob)], epoch)
                     if self._hot.capacity
                     else None
                 )
+            now = self._inval.applied
         if expired:
             self._w.warm_delete([key])
             return None
         if demote:
-            self._w.warm_write(demote, forced=False)
+            self._w.warm_write(demote, forced=False, epoch=now)
         return vector, expires_at, blob
 
     def embed_many(self, contents: list[Content]) -> np.ndarray:
@@ -477,6 +493,7 @@ class ReadPath:
 
         With ``found`` (a list of None of the same length), hits also produce Entries.
         """
+        self._check()
         now = self._clock()
         t0 = _perf()
         if not self._hot.capacity:  # no hot tier: every distinct content goes to warm
@@ -607,6 +624,7 @@ class ReadPath:
         missing: dict[Content, tuple[bytes, list[int]]] = {}
         if not wanted:
             return missing
+        epoch = self._inval.applied
         read = None
         t1 = _perf()
         if self.warm_reader is not None:  # keys and records in C, one transaction
@@ -619,7 +637,7 @@ class ReadPath:
         if self._warm is None:
             missing = {c: (k, rows_of[j]) for j, (c, k) in enumerate(zip(wanted, keys))}
             if self._shared is not None:
-                return self.shared_lookup(missing, out, found, now)
+                return self.shared_lookup(missing, out, found, now, epoch)
             return missing
         n_keys = len(keys)
         hit = np.zeros(n_keys, dtype=bool)
@@ -661,17 +679,19 @@ class ReadPath:
                     [
                         (wanted[j], keys[j], out[rows_of[j][0]], e, b)
                         for j, e, b in zip(hits, hit_exp, hit_blob)
-                    ]
+                    ],
+                    epoch,
                 )
                 if hits and self._hot.capacity
                 else []
             )
+            applied = self._inval.applied
         if drop:
             self._w.warm_delete(drop)
         if demote:
-            self._w.warm_write(demote, forced=False)
+            self._w.warm_write(demote, forced=False, epoch=applied)
         if missing and self._shared is not None:
-            return self.shared_lookup(missing, out, found, now)
+            return self.shared_lookup(missing, out, found, now, epoch)
         return missing
 
     def _decode_slow(
@@ -819,10 +839,12 @@ class ReadPath:
         out: np.ndarray,
         found: list[Entry | None] | None,
         now: float,
+        epoch: int,
     ) -> dict[Content, tuple[bytes, list[int]]]:
         """Look ``missing`` up in Redis: fill ``out`` rows (and ``found``) for hits, place
-        them locally (warm per gate, hot per admission) and return what is still missing.
-        Any failure is counted and treated as a miss of every key."""
+        them locally (warm per gate, hot per admission; ``epoch``: the invalidation log's
+        number before the lookup began) and return what is still missing. Any failure is
+        counted and treated as a miss of every key."""
         shared = self._shared
         assert shared is not None
         items = list(missing.items())
@@ -875,7 +897,7 @@ class ReadPath:
             sm.expired += expired
             sm.latency.add(elapsed)
         if placed:
-            self._w.place_local(placed, promoted=True)
+            self._w.place_local(placed, promoted=True, epoch=epoch)
         return still
 
     def _shared_records(self, bufs: list[bytes | None]) -> list[Any]:
@@ -901,6 +923,7 @@ class ReadPath:
     def get(self, content: Content) -> Entry | None:
         """The stored entry of one checked content, or None; never encodes. The hot hit
         in one locked section (as ``embed``'s), the rest through :meth:`lower_one`."""
+        self._check()
         hot = self._hot
         if hot.capacity:
             with self._lock:
@@ -923,6 +946,7 @@ class ReadPath:
 
     def exists(self, content: Content) -> bool:
         """Whether one checked content has an unexpired entry; nothing is recorded."""
+        self._check()
         hot = self._hot
         if hot.capacity:
             with self._lock:
@@ -984,6 +1008,7 @@ class ReadPath:
         nothing moves). ``contents``: a list of checked contents."""
         if len(contents) == 1:
             return [self.exists(contents[0])]
+        self._check()
         now = self._clock()
         hot = self._hot
         with self._lock:
@@ -1047,6 +1072,7 @@ class ReadPath:
         """The entry stored under a public key: warm, then shared (hot is indexed by
         content and consulted only when there is no warm tier). Nothing moves."""
         raw = key_from_str(key)
+        self._check()
         now = self._clock()
         if self._warm is None:
             with self._lock:

@@ -77,6 +77,7 @@ class Recompute:
         by their index in the caller's input (``where``: key -> index); with ``failures``
         (a list), that error is appended there and the encoded ones are returned."""
         flights = self._flights
+        epoch = self._w.inval.applied  # an explicit write logged while encoding wins
         with self._lock:
             owned, waits = flights.claim_locked(keys, contents)
             self._s_enc.waited += len(waits)
@@ -106,10 +107,10 @@ class Recompute:
                             done.result()
                         if start + batch_size < len(owned):
                             storing = self._w.store_pool().submit(
-                                self._w.store_computed, chunk, matrix
+                                self._w.store_computed, chunk, matrix, epoch
                             )
                         else:
-                            self._w.store_computed(chunk, matrix)
+                            self._w.store_computed(chunk, matrix, epoch)
                     for i, (k, _, _) in enumerate(chunk):
                         results[k] = matrix[i]
                 partial = _partial_failure(failed, len(owned), where) if failed else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,7 @@ from .errors import (
     StoreError,
     TierCacheError,
 )
+from .invalidation import Invalidation, stale_predicate
 from .keys import Content
 from .tags import TagIndex, check_tags, id_tag
 from .tiers.memory import NEVER
@@ -189,6 +191,10 @@ class WritePath:
         self._lock = ctx.lock
         self._codec = ctx.codec
         self.tags = TagIndex(ctx.warm, ctx.lock, self.raise_warm_fault)
+        # what other processes on the warm store invalidated reaches this one's hot tier
+        self.inval = Invalidation(
+            ctx.warm, ctx.hot, ctx.lock, self.remove_hot_locked, self._clear_hot_locked
+        )
         self._storer: ThreadPoolExecutor | None = None
         # explicit writes with durability durable share fsyncs across threads
         self.group = GroupCommit() if ctx.warm is not None and ctx.warm.durable else None
@@ -208,7 +214,18 @@ class WritePath:
             self._ctx.s_warm.errors += 1
         if isinstance(exc, TierCacheError):
             raise exc
-        raise StoreError(f"{message}: {exc!r}") from exc
+        raise StoreError(f"{message}: {exc!r}{self._full_disk_hint()}") from exc
+
+    def _full_disk_hint(self) -> str:
+        """LMDB reports a short write to a full disk as EIO: name the real cause."""
+        warm = self._warm
+        try:
+            st = os.statvfs(warm.path) if warm is not None else None
+        except OSError:
+            return ""
+        if st is not None and st.f_bavail * st.f_frsize < 64 * 1024:
+            return " (No space left on device: the filesystem holding the warm store is full)"
+        return ""
 
     # -- placement (hot) --------------------------------------------------------------------
     def remove_hot_locked(self, key: bytes, reason: str) -> None:
@@ -218,6 +235,10 @@ class WritePath:
             s_hot.evictions[reason] += 1
             if reason == "expired":
                 s_hot.expired += 1
+
+    def _clear_hot_locked(self) -> None:
+        for k in list(self._hot.keys()):
+            self.remove_hot_locked(k, "invalidated")
 
     def admit_hot_locked(
         self,
@@ -277,22 +298,34 @@ class WritePath:
         slot = self._hot.slot_of_key(cast(bytes, key))
         return slot is None or self._hot.in_warm(slot)
 
-    def promote_locked(self, items: list[Placed]) -> list[tuple[bytes, bytes]]:
-        """Offer warm hits ``(content, key, vector, expires_at, blob)`` to hot."""
+    def promote_locked(self, items: list[Placed], epoch: int) -> list[tuple[bytes, bytes]]:
+        """Offer warm hits ``(content, key, vector, expires_at, blob)``, read when the
+        invalidation log stood at ``epoch``, to hot (those invalidated since are not)."""
         demote: list[tuple[bytes, bytes]] = []
         if self._hot.capacity == 0:
             return demote
+        touched = self.inval.touched
         for c, k, vector, expires_at, blob in items:
-            demote += self.admit_hot_locked(c, k, vector, expires_at or NEVER, blob, in_warm=True)
+            if not touched(k, epoch):
+                demote += self.admit_hot_locked(
+                    c, k, vector, expires_at or NEVER, blob, in_warm=True
+                )
         return demote
 
     def place_local(
-        self, entries: list[Placed], *, promoted: bool, records: list[bytes] | None = None
+        self,
+        entries: list[Placed],
+        *,
+        promoted: bool,
+        epoch: int,
+        records: list[bytes] | None = None,
     ) -> None:
         """Write ``(content, key, vector, expires_at, blob)`` to warm (per the warm gate)
         and offer them to hot. ``promoted``: they came from the shared tier (counted as
-        warm promotions). ``records``: the entries already encoded with this cache's
-        codec, one per entry (else they are encoded here, for the gated ones)."""
+        warm promotions). ``epoch``: the invalidation log's number when they were read or
+        encoded (what was invalidated since is put nowhere). ``records``: the entries
+        already encoded with this cache's codec, one per entry (else they are encoded
+        here, for the gated ones)."""
         warm = self._warm
         with self._lock:
             gate = placement.warm_admits(
@@ -308,7 +341,7 @@ class WritePath:
             ]
         else:
             warm_items = [(e[1], rec) for e, rec, g in zip(entries, records, gate) if g]
-        written = self.warm_write(warm_items, forced=False) if warm_items else False
+        written = self.warm_write(warm_items, forced=False, epoch=epoch) if warm_items else False
         in_warm = [g and written for g in gate]
         if promoted and written:
             with self._lock:
@@ -316,32 +349,45 @@ class WritePath:
         if self._hot.capacity == 0:
             return
         demote: list[tuple[bytes, bytes]] = []
+        touched = self.inval.touched
         with self._lock:
             for (c, k, v, exp, blob), w in zip(entries, in_warm):
-                demote += self.admit_hot_locked(c, k, v, exp or NEVER, blob, in_warm=w)
+                if not touched(k, epoch):
+                    demote += self.admit_hot_locked(c, k, v, exp or NEVER, blob, in_warm=w)
+            now = self.inval.applied
         if demote:
-            self.warm_write(demote, forced=False)
+            self.warm_write(demote, forced=False, epoch=now)
 
     # -- warm -----------------------------------------------------------------------------
-    def warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
+    def warm_write(
+        self, items: list[tuple[bytes, bytes]], *, forced: bool, epoch: int | None = None
+    ) -> bool:
         """Write records to warm, evicting per policy to respect the budget.
 
         Returns False if the write failed (counted; the caller still gets its vectors).
         ``forced`` writes (explicit ``set``) raise instead, so an acknowledged write is
         never silently dropped; with ``durability: durable`` concurrent forced writes
-        share one commit and fsync (:class:`GroupCommit`).
+        share one commit and fsync (:class:`GroupCommit`). A forced write is logged as an
+        invalidation of the keys (other processes drop their hot copies). ``epoch``
+        (writes on the cache's own behalf: store-backs, demotions): the invalidation
+        log's number when the records were read or taken from hot under the lock; keys
+        logged since are skipped inside the write transaction.
         """
         if forced and self.group is not None and items:
             return self.group.run(items, self._warm_write_forced)
-        return self._warm_write(items, forced=forced)
+        return self._warm_write(items, forced=forced, epoch=epoch)
 
     def _warm_write_forced(self, items: list[tuple[bytes, bytes]]) -> bool:
         return self._warm_write(items, forced=True)
 
-    def _warm_write(self, items: list[tuple[bytes, bytes]], *, forced: bool) -> bool:
+    def _warm_write(
+        self, items: list[tuple[bytes, bytes]], *, forced: bool, epoch: int | None = None
+    ) -> bool:
         warm = self._warm
         if warm is None or not items:
             return False
+        inval = self.inval
+        log = inval.entry([k for k, _ in items], event="set") if forced else None
         engine = self._engine
         lock = self._lock
         new_keys = {k for k, _ in items}
@@ -361,7 +407,16 @@ class WritePath:
             return victims
 
         try:
-            deleted = warm.put_bounded(items, engine.warm_capacity, choose)
+            deleted = warm.put_bounded(
+                items,
+                engine.warm_capacity,
+                choose,
+                log=log,
+                since=epoch,
+                stale=stale_predicate if epoch is not None else None,
+            )
+            if log is not None:
+                inval.sync()  # this process's own entry: its keys are now "touched"
             with lock:
                 s_warm = self._ctx.s_warm
                 s_warm.writes += len(items)
@@ -445,10 +500,14 @@ class WritePath:
             return self._storer
 
     def store_computed(
-        self, chunk: list[tuple[bytes, Content, Future[np.ndarray]]], matrix: np.ndarray
+        self,
+        chunk: list[tuple[bytes, Content, Future[np.ndarray]]],
+        matrix: np.ndarray,
+        epoch: int,
     ) -> None:
         """Place a chunk of freshly encoded vectors (warm per gate, hot per admission,
-        shared per ``shared.min_frequency``)."""
+        shared per ``shared.min_frequency``); ``epoch``: the invalidation log's number
+        when the encoding began (an explicit write logged since wins)."""
         ctx = self._ctx
         now = ctx.clock()
         ttl = ctx.default_ttl
@@ -458,7 +517,7 @@ class WritePath:
         entries = [(c, k, matrix[i], expires, blobs[i]) for i, (k, c, _) in enumerate(chunk)]
         # encoded once, for warm and shared alike
         records = codec.encode_records(matrix, self._codec, expires, blobs)
-        self.place_local(entries, promoted=False, records=records)
+        self.place_local(entries, promoted=False, epoch=epoch, records=records)
         if self._shared is not None:
             min_f = ctx.shared_min_frequency
             if min_f:
@@ -600,8 +659,9 @@ class WritePath:
                 demote = self.admit_hot_locked(
                     content, key, vector, expires or NEVER, blob, in_warm=self._warm is not None
                 )
+                now = self.inval.applied
             if demote:
-                self.warm_write(demote, forced=False)
+                self.warm_write(demote, forced=False, epoch=now)
         return key.hex()  # key_to_str
 
     def _persist(
@@ -665,15 +725,18 @@ class WritePath:
                         demote += self.admit_hot_locked(
                             content, k, v, exp or NEVER, blob, in_warm=in_warm
                         )
+                now = self.inval.applied
         if demote:
-            self.warm_write(demote, forced=False)
+            self.warm_write(demote, forced=False, epoch=now)
         return [k.hex() for k in keys]  # key_to_str
 
     # -- removals -------------------------------------------------------------------------
-    def drop_keys(self, keys: list[bytes], reason: str, what: str) -> int:
+    def drop_keys(self, keys: list[bytes], reason: str, what: str, tags: Sequence[str] = ()) -> int:
         """Remove ``keys`` from every tier, counting ``evictions[reason]`` per tier; returns
         how many were removed from at least one. A delete that did not happen is never
-        silent: warm or shared failures raise :class:`StoreError` (after the hot tier)."""
+        silent: warm or shared failures raise :class:`StoreError` (after the hot tier).
+        The removal is logged (with ``tags``, for result caches) in the warm store's
+        invalidation log, so other processes on the store drop their hot copies."""
         ctx = self._ctx
         removed: set[bytes] = set()
         with self._lock:
@@ -683,10 +746,12 @@ class WritePath:
                     ctx.s_hot.evictions[reason] += 1
                     removed.add(k)
         if self._warm is not None:
+            log = self.inval.entry(keys, tags=tags, event=what)
             try:
-                flags = self._warm.delete_each(keys)
+                flags = self._warm.delete_each(keys, log=log)
             except Exception as exc:
                 self.raise_warm_fault(exc, f"{what}: the warm store could not be updated")
+            self.inval.sync()
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 ctx.s_warm.evictions[reason] += len(gone)
@@ -702,7 +767,8 @@ class WritePath:
     def invalidate_tags(self, tags: list[str]) -> int:
         """Drop every key registered under ``tags`` (forgetting the registrations)."""
         keys = sorted(self.tags.keys(tags, remove=True))
-        return self.drop_keys(keys, "invalidated", "invalidate_tags") if keys else 0
+        # logged even when no vector carries them: result caches of other processes may
+        return self.drop_keys(keys, "invalidated", "invalidate_tags", tags)
 
     def clear(self) -> None:
         """Empty hot, the warm store directory (and its tag index) and the shared prefix."""
@@ -711,7 +777,8 @@ class WritePath:
                 self.remove_hot_locked(k, "dropped")
         if self._warm is not None:
             try:
-                self._warm.clear()
+                self._warm.clear(log=self.inval.entry(clear=True, event="clear"))
+                self.inval.sync()
             except Exception as exc:
                 self.raise_warm_fault(exc, "clear: the warm store could not be cleared")
         self.tags.clear()

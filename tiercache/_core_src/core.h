@@ -85,13 +85,38 @@ PyObject *tc_mod_bind(PyObject *m, PyObject *args);
 #define READER_HEAD                                                                          \
     PyObject_HEAD                                                                            \
     unsigned long long hits; /* served and not yet taken by the cache's counters */          \
-    char closed;             /* TierCache.close(): every call goes to the fallback */
+    char closed;             /* TierCache.close(): every call goes to the fallback */        \
+    PyObject *gate;          /* a SeqGate (gate.c) or NULL: moved -> every call falls back */
 
 typedef struct {
     READER_HEAD
 } ReaderHead;
 
 PyObject *tc_reader_close(PyObject *self, PyObject *ignored);
+/* set_gate(gate or None): the SeqGate both readers consult before serving */
+PyObject *tc_reader_set_gate(PyObject *self, PyObject *gate);
+
+/* ---- gate.c: the invalidation sequence word ------------------------------------------ */
+
+/* SeqGate(buffer): a 64-bit word in a (shared, memory-mapped) buffer, the invalidation
+ * sequence number of a warm store, and ``seen``, the number this process has applied.
+ * A reader serves nothing while they differ: the Python path catches up first. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    uint64_t *word;
+    uint64_t seen;
+} SeqGate;
+
+extern PyTypeObject tc_GateType;
+
+/* 1 when the readers must not serve (the word moved past what was applied, or ``seen``
+ * was forced); one acquire load, inlined into both readers' hit paths */
+static inline int tc_gate_moved(PyObject *gate) {
+    if (!gate) return 0;
+    SeqGate *g = (SeqGate *)gate;
+    return __atomic_load_n(g->word, __ATOMIC_ACQUIRE) != g->seen;
+}
 PyObject *tc_reader_take_hits(PyObject *self, PyObject *ignored);
 PyObject *tc_reader_get_hits(PyObject *self, void *closure);
 /* out is a writable C-contiguous float32 array of dim columns (gather's and rows') */

@@ -138,7 +138,8 @@ static PyObject *Reader_vectorcall(PyObject *self, PyObject *const *args, size_t
         return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
     }
     PyObject *content = args[0];
-    if (r->closed || (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content)))
+    if (r->closed || tc_gate_moved(r->gate) ||
+        (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content)))
         return reader_fallback(r, content);
     int timed = (++r->tick & 15) == 0;
     double t0 = timed ? mono_s() : 0.0;
@@ -220,6 +221,7 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwds) {
 
 static int Reader_traverse(Reader *r, visitproc visit, void *arg) {
     Py_VISIT(r->fallback);
+    Py_VISIT(r->gate);
     Py_VISIT(r->acquire);
     Py_VISIT(r->release);
     Py_VISIT(r->by_content);
@@ -237,6 +239,7 @@ static int Reader_clear(Reader *r) {
     r->slab_data = NULL; /* first: a call from a finalizer below finds it uninitialised */
     r->rows = 0;
     Py_CLEAR(r->fallback);
+    Py_CLEAR(r->gate);
     Py_CLEAR(r->acquire);
     Py_CLEAR(r->release);
     Py_CLEAR(r->by_content);
@@ -327,6 +330,8 @@ static PyMethodDef Reader_methods[] = {
     {"gather", (PyCFunction)Reader_gather, METH_VARARGS,
      "gather(contents, out) -> indices not served: copy hot rows into out (lock held by "
      "the caller; only when no hot entry has an expiry)."},
+    {"set_gate", tc_reader_set_gate, METH_O,
+     "set_gate(gate or None): serve only while the SeqGate has not moved."},
     {"close", tc_reader_close, METH_NOARGS,
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
     {"take_hits", tc_reader_take_hits, METH_NOARGS,
@@ -370,7 +375,7 @@ PyTypeObject tc_ReaderType = {
 int tc_hot_serve(PyObject *reader, PyObject *metas, PyObject *content, PyObject **vec_out,
                  PyObject **key_out) {
     Reader *r = (Reader *)reader;
-    if (r->closed || !r->slab_data || !PyList_Check(metas)) return 0;
+    if (r->closed || tc_gate_moved(r->gate) || !r->slab_data || !PyList_Check(metas)) return 0;
     if (!PyUnicode_CheckExact(content) && !PyBytes_CheckExact(content)) return 0;
     int locked = reader_trylock(r);
     if (locked <= 0) return locked; /* busy: the Python path waits */

@@ -38,6 +38,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&tc_ReaderType) < 0) return NULL;
     if (PyType_Ready(&tc_GetterType) < 0) return NULL;
     if (PyType_Ready(&tc_WReaderType) < 0) return NULL;
+    if (PyType_Ready(&tc_GateType) < 0) return NULL;
     tc_S_handle = PyUnicode_InternFromString("_handle");
     tc_S_resizing = PyUnicode_InternFromString("resizing");
     tc_S_get = PyUnicode_InternFromString("get");
@@ -77,6 +78,12 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&tc_WReaderType);
     if (PyModule_AddObject(m, "WarmReader", (PyObject *)&tc_WReaderType) < 0) {
         Py_DECREF(&tc_WReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&tc_GateType);
+    if (PyModule_AddObject(m, "SeqGate", (PyObject *)&tc_GateType) < 0) {
+        Py_DECREF(&tc_GateType);
         Py_DECREF(m);
         return NULL;
     }

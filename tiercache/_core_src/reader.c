@@ -28,3 +28,17 @@ int tc_out_rows_ok(PyObject *out, npy_intp dim) {
     return PyArray_TYPE(a) == NPY_FLOAT32 && PyArray_NDIM(a) == 2 &&
            PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISWRITEABLE(a) && PyArray_DIM(a, 1) == dim;
 }
+
+/* set_gate(gate or None): from now on the reader serves only while the gate has not
+ * moved (core.h tc_gate_moved) */
+PyObject *tc_reader_set_gate(PyObject *self, PyObject *gate) {
+    ReaderHead *r = (ReaderHead *)self;
+    if (gate != Py_None && !PyObject_TypeCheck(gate, &tc_GateType)) {
+        PyErr_SetString(PyExc_TypeError, "set_gate takes a SeqGate or None");
+        return NULL;
+    }
+    PyObject *old = r->gate;
+    r->gate = gate == Py_None ? NULL : Py_NewRef(gate);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}

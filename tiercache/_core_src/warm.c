@@ -519,7 +519,7 @@ fail:
 int tc_warm_serve(PyObject *reader, PyObject *content, PyObject **vec_out,
                   PyObject **key_out) {
     WReader *r = (WReader *)reader;
-    if (!r->ready || r->closed) return 0;
+    if (!r->ready || r->closed || tc_gate_moved(r->gate)) return 0;
     return wreader_serve(r, content, 1, vec_out, key_out);
 }
 
@@ -573,7 +573,7 @@ static PyObject *WReader_vectorcall(PyObject *self, PyObject *const *args, size_
     if (nargs != 1 || (kwnames && PyTuple_GET_SIZE(kwnames)))
         return PyObject_Vectorcall(r->fallback, args, nargsf, kwnames);
     PyObject *content = args[0];
-    if (r->closed) return wreader_fallback(r, content);
+    if (r->closed || tc_gate_moved(r->gate)) return wreader_fallback(r, content);
     int timed = (++r->tick & 15) == 0;
     double t0 = timed ? mono_s() : 0.0;
     PyObject *vec = NULL, *key = NULL;
@@ -646,6 +646,7 @@ static int WReader_init(WReader *r, PyObject *args, PyObject *kwds) {
 
 static int WReader_traverse(WReader *r, visitproc visit, void *arg) {
     Py_VISIT(r->fallback);
+    Py_VISIT(r->gate);
     Py_VISIT(r->acquire);
     Py_VISIT(r->release);
     Py_VISIT(r->tier);
@@ -668,6 +669,7 @@ static int WReader_traverse(WReader *r, visitproc visit, void *arg) {
 static int WReader_clear(WReader *r) {
     r->ready = 0; /* first: a call from a finalizer below finds it uninitialised */
     Py_CLEAR(r->fallback);
+    Py_CLEAR(r->gate);
     Py_CLEAR(r->acquire);
     Py_CLEAR(r->release);
     Py_CLEAR(r->tier);
@@ -1000,6 +1002,8 @@ static PyMethodDef WReader_methods[] = {
     {"record", (PyCFunction)(void (*)(void))WReader_record, METH_FASTCALL,
      "record(key, absent, unserved) -> (vector, expires_at, blob), None (corrupt), absent "
      "or unserved: LmdbTier.get_at with codec.decode_at, in C; nothing counted."},
+    {"set_gate", tc_reader_set_gate, METH_O,
+     "set_gate(gate or None): serve only while the SeqGate has not moved."},
     {"close", tc_reader_close, METH_NOARGS,
      "From now on every call goes to the fallback (the closed cache's Python embed)."},
     {"take_hits", tc_reader_take_hits, METH_NOARGS,

@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import FingerprintMismatchError, StoreError
 from ..geometry import MAX_SEGMENT_SLOTS, segment_slots
 from ..keys import KEY_BYTES, Fingerprint
+from ..seqword import map_word, new_gate
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -72,6 +73,12 @@ _SEGMETA_V = struct.Struct("<III")  # live slots, record length, slots per segme
 _SEG_ID = struct.Struct(">Q")
 _PK_OPEN = b"pk:open:"  # + u32 BE record length -> open segment id
 _PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for relocation
+# The invalidation log (tiercache/invalidation.py writes and reads its entries; the tier
+# keeps them opaque): the last sequence number, and entry n under _IV_LOG + n (u64 BE).
+_IV_SEQ = b"iv#"
+_IV_LOG = b"iv:"
+LOG_ENTRIES = 4096
+"""Invalidation log entries a warm store keeps (the oldest is dropped by the next)."""
 
 SPARSE_FRACTION = 0.5
 """A closed segment with fewer live slots than this fraction of K is relocated. Under
@@ -153,6 +160,18 @@ class _Env:
         self.resizing = False
         self.generation = _fork_generation
         self.named: dict[bytes, Any] = {}  # LmdbTier.in_named_db's handles, by name
+        # the invalidation sequence word (seqword.py), raised to the log's own counter
+        self.seqmap = map_word(path)
+        self.publisher = new_gate(self.seqmap)
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(_IV_SEQ)
+        self.publisher.publish(int.from_bytes(raw, "big") if raw else 0)
+
+    def close(self) -> None:
+        self.env.close()
+        self.publisher.release()
+        with contextlib.suppress(BufferError):  # a SeqGate still holds it: unmapped with it
+            self.seqmap.close()
 
     # ``set_mapsize`` may run only when no transaction is open in this process (py-lmdb's
     # requirement); readers of other processes are unaffected. A reader announces itself
@@ -241,7 +260,7 @@ def _release_env(handle: _Env) -> None:
         if handle.refs <= 0 and _ENVS.get(handle.path) is handle:
             del _ENVS[handle.path]
             if handle.generation == _fork_generation:
-                handle.env.close()
+                handle.close()
 
 
 def _lookup(
@@ -670,6 +689,42 @@ class _Packer:
             txn.put(b"format", str(PACKED_FORMAT).encode(), db=h.meta)
 
 
+def _log_last(txn: lmdb.Transaction, h: _Env) -> int:
+    raw = txn.get(_IV_SEQ, db=h.meta)
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+def _log_append(txn: lmdb.Transaction, h: _Env, entry: bytes) -> int:
+    """Append ``entry`` to the invalidation log (dropping the oldest beyond LOG_ENTRIES);
+    its sequence number. Published by the caller after the commit."""
+    seq = _log_last(txn, h) + 1
+    txn.put(_IV_SEQ, seq.to_bytes(8, "big"), db=h.meta)
+    txn.put(_IV_LOG + seq.to_bytes(8, "big"), entry, db=h.meta)
+    if seq > LOG_ENTRIES:
+        txn.delete(_IV_LOG + (seq - LOG_ENTRIES).to_bytes(8, "big"), db=h.meta)
+    return seq
+
+
+def _log_since(
+    txn: lmdb.Transaction, h: _Env, after: int
+) -> tuple[int, list[tuple[int, bytes]] | None]:
+    last = _log_last(txn, h)
+    if last <= after:
+        return last, []
+    if last - after > LOG_ENTRIES - 1 or after < 0:
+        return last, None
+    out: list[tuple[int, bytes]] = []
+    cur = txn.cursor(db=h.meta)
+    if cur.set_key(_IV_LOG + (after + 1).to_bytes(8, "big")):
+        for k, v in cur:
+            if k[:3] != _IV_LOG:
+                break
+            out.append((int.from_bytes(k[3:], "big"), bytes(v)))
+    if len(out) != last - after:  # a gap: an entry is no longer kept
+        return last, None
+    return last, out
+
+
 def _sample_txn(txn: lmdb.Transaction, h: _Env, probes: Sequence[bytes]) -> list[bytes]:
     """:meth:`LmdbTier.sample` inside an open transaction (read or write)."""
     n_plain = txn.stat(h.records)["entries"]
@@ -1076,6 +1131,28 @@ class LmdbTier:
         except OSError:
             return 0
 
+    # -- the invalidation log ----------------------------------------------------------
+    def seq_buffer(self) -> Any:
+        """The memory-mapped sequence word of this store (for a ``SeqGate``)."""
+        return self._h.seqmap
+
+    def log_seq(self) -> int:
+        """The sequence number of the last invalidation logged (0: none yet)."""
+        return self._read(lambda txn, h: _log_last(txn, h))
+
+    def read_log(self, after: int) -> tuple[int, list[tuple[int, bytes]] | None]:
+        """``(last, entries)``: the entries logged after sequence number ``after``, in
+        order, and the last number; ``entries`` is None when some of them are no longer
+        kept (more than :data:`LOG_ENTRIES` behind): the caller must assume anything
+        changed. One read transaction."""
+        return self._read(lambda txn, h: _log_since(txn, h, after))
+
+    def append_log(self, entry: bytes) -> int:
+        """Log one invalidation entry on its own; returns its sequence number."""
+        seq: int = self._write(lambda txn, h: _log_append(txn, h, entry))
+        self._h.publisher.publish(seq)
+        return seq
+
     # -- writes ------------------------------------------------------------------------
     def _write(self, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
         h = self._h
@@ -1134,6 +1211,10 @@ class LmdbTier:
         puts: Sequence[tuple[bytes, bytes]],
         capacity: int,
         choose: Callable[[int, Callable[[Sequence[bytes]], list[bytes]]], Sequence[bytes]],
+        *,
+        log: bytes | None = None,
+        since: int | None = None,
+        stale: Callable[[list[bytes]], Callable[[bytes], bool]] | None = None,
     ) -> int:
         """Write ``puts`` keeping at most ``capacity`` entries; returns keys evicted.
 
@@ -1143,12 +1224,26 @@ class LmdbTier:
         keys would exceed it, ``choose(excess, sample)`` names the victims; ``sample(probes)``
         samples resident keys inside the same transaction (see :meth:`sample`). The tier
         does not decide which keys go: the caller's policy does.
+
+        ``log``: an invalidation entry logged in the same transaction (an explicit write
+        overwrites what other processes may hold). ``since`` and ``stale``: a store-back
+        of what was read when the log stood at ``since``: if entries were logged since,
+        ``stale(entries)`` returns a predicate, and the puts it holds true for are
+        skipped (their vector was invalidated while it was being read).
         """
         for k, _ in puts:
             if len(k) != KEY_BYTES:
                 raise ValueError("warm keys are 16-byte digests")
+        seq = 0
 
         def run(txn: lmdb.Transaction, h: _Env) -> int:
+            nonlocal seq, puts
+            if since is not None and stale is not None and _log_last(txn, h) > since:
+                _, entries = _log_since(txn, h, since)
+                drop = stale([e for _, e in entries] if entries is not None else [])
+                puts = [kv for kv in puts if not drop(kv[0])]
+            if log is not None:
+                seq = _log_append(txn, h, log)
             count = txn.stat(h.records)["entries"] + txn.stat(h.index)["entries"]
             excess = count + len(puts) - capacity
             if excess > 0:
@@ -1163,7 +1258,10 @@ class LmdbTier:
                 victims = choose(excess, lambda probes: _sample_txn(txn, h, probes))
             return self._apply_txn(txn, h, puts, victims)
 
-        return self._write(run)
+        evicted: int = self._write(run)
+        if seq:
+            self._h.publisher.publish(seq)
+        return evicted
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Write every (key, record) pair in one transaction (all or nothing)."""
@@ -1177,18 +1275,26 @@ class LmdbTier:
     def delete_many(self, keys: Sequence[bytes]) -> int:
         return sum(self.delete_each(keys))
 
-    def delete_each(self, keys: Sequence[bytes]) -> list[bool]:
-        """Delete ``keys`` in one transaction; for each, whether it was stored."""
-        if not keys:
+    def delete_each(self, keys: Sequence[bytes], *, log: bytes | None = None) -> list[bool]:
+        """Delete ``keys`` in one transaction; for each, whether it was stored. ``log``:
+        an invalidation entry logged in the same transaction."""
+        if not keys and log is None:
             return []
+        seq = 0
 
         def run(txn: lmdb.Transaction, h: _Env) -> list[bool]:
+            nonlocal seq
             p = _Packer(txn, h, self.packed_record_len)
             gone = [p.delete(k) for k in keys]
             p.finish()
+            if log is not None:
+                seq = _log_append(txn, h, log)
             return gone
 
-        return self._write(run)
+        flags: list[bool] = self._write(run)
+        if seq:
+            self._h.publisher.publish(seq)
+        return flags
 
     def replace_many(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
         """Delete ``deletes`` and write ``puts`` in one transaction; returns keys deleted."""
@@ -1247,8 +1353,13 @@ class LmdbTier:
             "after": os.path.getsize(out),
         }
 
-    def clear(self) -> None:
+    def clear(self, *, log: bytes | None = None) -> None:
+        """Remove every record (the manifest and the invalidation log stay). ``log``: an
+        invalidation entry logged in the same transaction."""
+        seq = 0
+
         def run(txn: lmdb.Transaction, h: _Env) -> None:
+            nonlocal seq
             for db in (h.records, h.index, h.segs, h.segmeta):
                 txn.drop(db, delete=False)
             cur = txn.cursor(db=h.meta)
@@ -1256,5 +1367,9 @@ class LmdbTier:
                 while cur.key()[:3] == b"pk:":
                     if not cur.delete():
                         break
+            if log is not None:
+                seq = _log_append(txn, h, log)
 
         self._write(run)
+        if seq:
+            self._h.publisher.publish(seq)

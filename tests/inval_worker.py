@@ -1,0 +1,114 @@
+"""A cache in a separate worker process, driven by JSON lines (the invalidation tests).
+
+``python -m tests.inval_worker ROOT SECTIONS_JSON`` opens ``TierCache(make_config(ROOT,
+**sections), encoder=HashEncoder(DIM))`` and answers one JSON command per stdin line with
+one JSON line on stdout (no pickle: vectors travel as lists of floats). Each worker is a
+real process with its own hot tier, as a service's worker processes are; ROOT decides
+whether two workers share a warm store (one host) or not (two hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.conftest import DIM, make_config
+from tiercache import TierCache
+from tiercache.encoders import HashEncoder
+
+
+def _vec(v: Any) -> list[float] | None:
+    return None if v is None else [float(x) for x in np.asarray(v).ravel()]
+
+
+def _loop(c: TierCache, texts: list[str], seconds: float, method: str) -> list[list[float]]:
+    """Read ``texts`` round robin for ``seconds``: ``[t_start, text index, first
+    component]`` per read (``time.monotonic`` is one clock for every process)."""
+    out: list[list[float]] = []
+    end = time.monotonic() + seconds
+    read = getattr(c, method)
+    i = 0
+    while True:
+        t0 = time.monotonic()
+        if t0 >= end:
+            return out
+        j = i % len(texts)
+        v = read(texts[j])
+        if method == "get":
+            v = None if v is None else v.vector
+        out.append([t0, j, float(v[0]) if v is not None else float("nan")])
+        i += 1
+
+
+def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command table
+    op = cmd["op"]
+    texts = cmd.get("texts", [])
+    if op == "embed":
+        return [_vec(c.embed(t)) for t in texts]
+    if op == "embed_many":
+        return [_vec(v) for v in c.embed_many(texts)]
+    if op == "get":
+        return [_vec(e.vector) if e is not None else None for e in (c.get(t) for t in texts)]
+    if op == "mget":
+        return [_vec(e.vector) if e is not None else None for e in c.mget(texts)]
+    if op == "exists":
+        return [c.exists(t) for t in texts]
+    if op == "mexists":
+        return c.mexists(texts)
+    if op == "set":
+        v = np.asarray(cmd["vec"], dtype=np.float32)
+        return c.set(cmd["text"], v, tags=cmd.get("tags"), doc_id=cmd.get("doc_id"))
+    if op == "mset":
+        return c.mset([(t, np.asarray(v, dtype=np.float32)) for t, v in cmd["items"]])
+    if op == "drop":
+        return c.mdrop(texts)
+    if op == "invalidate_tags":
+        return c.invalidate_tags(cmd["tags"])
+    if op == "drop_ids":
+        return c.drop_ids(cmd["ids"])
+    if op == "clear":
+        c.clear()
+        return None
+    if op == "hot_has":
+        return [c._hot.slot(t) is not None for t in texts]
+    if op == "loop":
+        return _loop(c, texts, float(cmd["seconds"]), cmd.get("method", "embed"))
+    if op == "writes":  # overwrite texts[0] with versions 1..n: [(version, t_returned)]
+        done = []
+        for n in range(1, int(cmd["n"]) + 1):
+            c.set(texts[0], np.full(DIM, float(n), dtype=np.float32))
+            done.append([n, time.monotonic()])
+            time.sleep(float(cmd.get("pause", 0.001)))
+        return done
+    if op == "stats":
+        return c.stats()
+    raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    sections = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    c = TierCache(make_config(root, **sections), encoder=HashEncoder(DIM))
+    lock = threading.Lock()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            break
+        try:
+            with lock:
+                result = {"ok": handle(c, cmd)}
+        except Exception as exc:  # reported to the test, which fails on it
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(result, default=str), flush=True)
+    c.close()
+
+
+if __name__ == "__main__":
+    main()
