@@ -35,6 +35,7 @@ from .errors import (
     InvalidVectorError,
     UnknownModelError,
 )
+from .invalidation import Fleet
 from .keys import Content, KeyMaker, key_hash64, key_hash64_many, key_to_str
 from .policy import PolicyEngine
 from .readpath import ReadPath
@@ -131,12 +132,23 @@ class TierCache(AsyncAPI):
         # the objects the paths share, named as tests and tools have always reached them
         self._hot, self._warm, self._shared = ctx.hot, warm, shared
         self._engine, self._lock, self._keys, self._clock = engine, ctx.lock, ctx.keys, clock
-        self._write = WritePath(ctx)
+        self._write = write = WritePath(ctx)
         # a subclass that overrides embed keeps it: no compiled reader bypasses it
         self._read = read = ReadPath(ctx, self._write, compiled=type(self).embed is TierCache.embed)
         # embed's hot hit (or, with hot off, warm hit) in one C call: an instance
         # attribute shadowing the method; anything the C reader does not serve calls the
         # read path's embed. close() removes it.
+        if shared is not None and sc.invalidation == "stream":
+            write.inval.fleet = Fleet(
+                write.inval,
+                shared,
+                warm,
+                lambda tags: sorted(write.tags.keys(tags, remove=True)),
+                write.clear_local,
+                on_disconnect=sc.on_disconnect,
+                max_staleness=sc.max_staleness,
+                maxlen=sc.stream_maxlen,
+            )
         fast = read.fast if read.fast is not None else read.fast_warm
         if fast is not None:
             self.__dict__["embed"] = fast
@@ -401,7 +413,7 @@ class TierCache(AsyncAPI):
                 if t and todo.get(c) != j
             ]
             if pairs:
-                self._write.tags.add(pairs)
+                self._write.add_tags(pairs)
         if todo and failures:  # the others are stored: say which failed
             raise failures[0]
         present = sum(1 for e in found if e is not None and e.tier != "shared")

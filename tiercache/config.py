@@ -455,6 +455,21 @@ class SharedConfig:
     """Recomputed vectors seen fewer times than this are not written to Redis; >= 0."""
     password_env: str | None = None
     """Name of an environment variable holding the password (keeps it out of YAML)."""
+    invalidation: str = "stream"
+    """``stream``: every invalidation (drop, tags, ids, clear, an explicit set) is
+    published on a Redis Stream and applied by every host of the fleet
+    (docs/architecture.md "Invalidation"); ``off``: this host neither publishes nor
+    listens."""
+    on_disconnect: str = "serve"
+    """While the invalidation stream cannot be read: ``serve`` local copies
+    (availability), or ``miss``: after ``max_staleness`` treat local copies as misses
+    until the host caught up (consistency)."""
+    max_staleness: float = 1.0
+    """Seconds without contact with the stream after which ``on_disconnect: miss``
+    stops serving local copies."""
+    stream_maxlen: int = 100_000
+    """Entries the invalidation stream keeps (approximately; a host further behind
+    counts a lost history, see ``on_disconnect``)."""
 
     @property
     def active(self) -> bool:
@@ -498,6 +513,13 @@ class SharedConfig:
         _check_int(self.min_frequency, "shared.min_frequency", minimum=0)
         if self.password_env is not None:
             _check_str(self.password_env, "shared.password_env", non_empty=True)
+        _check_choice(self.invalidation, "shared.invalidation", ("stream", "off"))
+        _check_choice(self.on_disconnect, "shared.on_disconnect", ("serve", "miss"))
+        staleness = parse_duration(self.max_staleness, "shared.max_staleness")
+        if staleness is None:
+            _fail("shared.max_staleness", self.max_staleness, "must be a duration > 0")
+        _set(self, "max_staleness", staleness)
+        _check_int(self.stream_maxlen, "shared.stream_maxlen", minimum=100)
 
 
 def _empty_params() -> Mapping[str, Any]:

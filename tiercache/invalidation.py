@@ -29,9 +29,12 @@ clear, ``t`` tags (document ids as their ``id:`` tags), ``e`` the event kind.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -41,6 +44,8 @@ from .keys import KEY_BYTES
 from .seqword import new_gate
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import MemoryTier
+
+log = logging.getLogger("tiercache")
 
 _RECENT_MAX = 1 << 17  # keys remembered for the in-flight check before it turns conservative
 
@@ -56,9 +61,13 @@ def pack_entry(
     tags: Iterable[str] = (),
     clear: bool = False,
     event: str = "",
+    shared_pending: bool = False,
 ) -> bytes:
-    """One log entry (see the module docstring)."""
+    """One log entry (see the module docstring); ``shared_pending``: the publisher must
+    delete the keys (or clear) in Redis before publishing it."""
     body: dict[str, Any] = {"o": origin, "k": b"".join(keys)}
+    if shared_pending:
+        body["s"] = True
     tag_list = list(tags)
     if tag_list:
         body["t"] = tag_list
@@ -140,6 +149,10 @@ class Invalidation:
         self.removed = 0
         self.overflows = 0
         self.syncs = 0
+        # the fleet channel is down past max_staleness (on_disconnect: miss): no local copy
+        # is served (hot emptied, readers gated, warm skipped) until it caught up
+        self.blocked = False
+        self.fleet: Fleet | None = None
 
     # -- the read side ----------------------------------------------------------------
     def check(self) -> None:
@@ -147,11 +160,31 @@ class Invalidation:
         if self.gate.moved():
             self.sync()
 
+    def block(self) -> None:
+        """Serve no local copy from now on (see :attr:`blocked`)."""
+        with self._lock:
+            self.blocked = True
+            self.gate.seen = FORCED
+            self.removed += len(self._hot)
+            self._clear_hot()
+
+    def unblock(self) -> None:
+        with self._lock:
+            self.blocked = False
+        self.sync()
+
+    def apply_here(self, body: dict[str, Any]) -> None:
+        """Apply an entry to this process alone (a cache without a warm store)."""
+        with self._lock:
+            self.applied += 1
+            self._apply_locked(self.applied, body)
+
     def sync(self) -> None:
         """Apply every log entry since the last one applied (see the module docstring)."""
         warm = self._warm
         if warm is None:
-            self.gate.seen = self.gate.word
+            with self._lock:
+                self.gate.seen = FORCED if self.blocked else self.gate.word
             return
         with self._sync_lock:
             word = self.gate.word
@@ -166,7 +199,7 @@ class Invalidation:
                     for seq, raw in entries:
                         self._apply_locked(seq, unpack_entry(raw))
                 self.applied = last
-                self.gate.seen = word if word <= last else last
+                self.gate.seen = FORCED if self.blocked else (word if word <= last else last)
 
     def _overflow_locked(self, last: int) -> None:
         self.overflows += 1
@@ -206,7 +239,9 @@ class Invalidation:
     # -- in-flight reads ----------------------------------------------------------------
     def touched(self, key: bytes, epoch: int) -> bool:
         """With the lock held: whether ``key`` was invalidated after ``epoch`` (a read that
-        began at ``epoch`` must not put its vector in hot)."""
+        began at ``epoch`` must not put its vector in hot); everything is while blocked."""
+        if self.blocked:
+            return True
         if epoch >= self.applied:
             return False
         return epoch < self._floor or self._cleared_at > epoch or self._recent.get(key, 0) > epoch
@@ -220,8 +255,9 @@ class Invalidation:
         clear: bool = False,
         event: str = "",
     ) -> bytes | None:
-        """A log entry of this cache, or None without a warm store (nothing to log)."""
-        if self._warm is None:
+        """A log entry of this cache; None when nobody would read it (no warm store and
+        no fleet)."""
+        if self._warm is None and self.fleet is None:
             return None
         return pack_entry(self.origin, keys, tags=tags, clear=clear, event=event)
 
@@ -230,22 +266,318 @@ class Invalidation:
         ``results`` too (held weakly)."""
         self._results.add(results)
 
+    def publish(
+        self,
+        keys: Iterable[bytes] = (),
+        *,
+        tags: Iterable[str] = (),
+        clear: bool = False,
+        event: str = "",
+        shared_pending: bool = False,
+    ) -> None:
+        """Hand one of this cache's invalidations to the fleet (if there is one), after
+        the local and shared tiers were updated (``shared_pending``: Redis could not be
+        told; the fleet's publisher deletes in Redis first)."""
+        if self.fleet is not None:
+            entry = pack_entry(
+                self.origin,
+                keys,
+                tags=tags,
+                clear=clear,
+                event=event,
+                shared_pending=shared_pending,
+            )
+            self.fleet.publish(entry, queue_only=shared_pending)
+
     def close(self) -> None:
-        """Let go of the memory-mapped word (the readers dropped the gate first)."""
+        """Stop the fleet listener; let go of the memory-mapped word (the readers dropped
+        the gate first)."""
+        if self.fleet is not None:
+            self.fleet.close()
         self.gate.release()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {
+            out: dict[str, Any] = {
                 "seq": self.applied,
                 "syncs": self.syncs,
                 "entries_applied": self.applied_entries,
                 "hot_removed": self.removed,
                 "overflows": self.overflows,
             }
+        if self.fleet is not None:
+            out["fleet"] = self.fleet.stats()
+        return out
+
+
+def _stream_id(sid: bytes | None) -> tuple[int, int]:
+    """A stream id ``b"<ms>-<seq>"`` as a comparable pair (None and junk: (0, 0))."""
+    if not sid:
+        return (0, 0)
+    ms, _, seq = sid.partition(b"-")
+    try:
+        return (int(ms), int(seq or 0))
+    except ValueError:
+        return (0, 0)
+
+
+def _newer(value: bytes, stored: bytes | None) -> bool:
+    return stored is None or _stream_id(value) > _stream_id(stored)
+
+
+FORCED = 2**64 - 1  # a SeqGate.seen no word reaches: the readers serve nothing
+
+
+class Fleet:
+    """The invalidation stream of a fleet of hosts sharing one Redis (see
+    docs/architecture.md "Invalidation").
+
+    Publishing: every invalidation this cache performs is ``XADD``-ed (after the local
+    tiers and the shared tier were updated), with this host's id (its warm store's
+    identity: processes sharing a store are one host). A failed ``XADD`` is kept and
+    retried by the listener, in order, before anything else.
+
+    Listening: one thread per cache reads the stream (``XREAD BLOCK``) from the offset
+    stored in the warm store and applies each other host's entry exactly once per host:
+    ``LmdbTier.apply_remote`` deletes the keys (tags and ids resolved through this host's
+    tag index), logs the entry for the other processes on the store and advances the
+    offset in one write transaction. Without a warm store the entry is applied to this
+    process's hot tier and the offset kept in memory.
+
+    Disconnection: ``on_disconnect="miss"`` blocks every local copy (hot emptied,
+    compiled readers gated, warm skipped) once ``max_staleness`` passed without a
+    successful read, until the listener is connected and caught up. A stream whose
+    history is gone (a Redis restarted without persistence: a new epoch; entries trimmed
+    past this host's offset) is counted in ``history_lost``; with ``miss`` this host's
+    local tiers are cleared, since anything may have been missed.
+    """
+
+    def __init__(
+        self,
+        inval: Invalidation,
+        shared: Any,
+        warm: LmdbTier | None,
+        resolve_tags: Callable[[list[str]], list[bytes]],
+        clear_local: Callable[[], None],
+        *,
+        on_disconnect: str = "serve",
+        max_staleness: float = 1.0,
+        maxlen: int = 100_000,
+        block: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inval = inval
+        self._shared = shared
+        self._warm = warm
+        self._resolve = resolve_tags
+        self._clear_local = clear_local
+        self.miss_mode = on_disconnect == "miss"
+        self.max_staleness = float(max_staleness)
+        self.maxlen = int(maxlen)
+        self.block = float(block)
+        self._clock = clock
+        self.host = warm.store_id() if warm is not None else inval.origin
+        self._off_name = b"off:" + shared.stream_key
+        self._ep_name = b"ep:" + shared.stream_key
+        self._mem: dict[bytes, bytes] = {}  # offsets without a warm store
+        self._pending: deque[dict[bytes, bytes]] = deque()
+        self._plock = threading.Lock()
+        self._stop = threading.Event()
+        self.last_contact = clock()
+        self.connected = False
+        self.caught_up = threading.Event()
+        # counters
+        self.published = 0
+        self.queued = 0
+        self.received = 0
+        self.applied = 0
+        self.history_lost = 0
+        self.outages = 0
+        self.blocked_s = 0.0
+        self._blocked_at = 0.0
+        self.last_error: str | None = None
+        # a (re)starting host may hold copies invalidated while it was away: no local copy
+        # is served until the listener caught up (or, with "serve", found Redis down)
+        inval.block()
+        self._blocked_at = clock()
+        self._thread = threading.Thread(target=self._run, name="tiercache-inval", daemon=True)
+        self._thread.start()
+        self.caught_up.wait(shared.connect_timeout + shared.timeout + self.block + 0.5)
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish(self, entry: bytes, *, queue_only: bool = False) -> None:
+        """Publish one of this cache's log entries (queued and retried on failure;
+        ``queue_only``: left to the listener thread)."""
+        fields = {b"h": self.host, b"b": entry}
+        with self._plock:
+            if not self._pending and not queue_only:
+                try:
+                    self._shared.stream_add(fields, self.maxlen)
+                    self.published += 1
+                    return
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+            self._pending.append(fields)
+            self.queued += 1
+
+    def _flush(self, conn: Any) -> None:
+        with self._plock:
+            while self._pending:
+                fields = self._pending[0]
+                body = unpack_entry(fields[b"b"])
+                if body.get("s"):  # the shared delete that could not be made at the time
+                    if body.get("c"):
+                        conn.clear()
+                    else:
+                        conn.delete_each(entry_keys(body))
+                conn.stream_add(fields, self.maxlen)
+                self._pending.popleft()
+                self.published += 1
+
+    # -- offsets ------------------------------------------------------------------------
+    def _get(self, name: bytes) -> bytes | None:
+        if self._warm is not None:
+            return self._warm.get_meta(name)
+        return self._mem.get(name)
+
+    def _put(self, name: bytes, value: bytes) -> None:
+        if self._warm is not None:
+            self._warm.put_meta(name, value)
+        else:
+            self._mem[name] = value
+
+    def _start(self, conn: Any) -> bytes:
+        """Where to read from: the stored offset, after checking the stream's history."""
+        epoch = conn.stream_epoch()
+        stored_ep = self._get(self._ep_name)
+        offset = self._get(self._off_name)
+        last, gone = conn.stream_bounds()
+        if stored_ep is None or offset is None:  # joining: from the stream's end
+            offset = last or b"0-0"
+        elif stored_ep != epoch:  # the stream was recreated: its history is gone
+            self._lost("the invalidation stream was recreated (Redis lost its data)")
+            offset = b"0-0"
+        elif gone is not None and _stream_id(gone) > _stream_id(offset):
+            self._lost("invalidations this host had not read were trimmed from the stream")
+            offset = last or offset
+        self._put(self._ep_name, epoch)
+        self._put(self._off_name, offset)
+        return offset
+
+    def _lost(self, why: str) -> None:
+        self.history_lost += 1
+        self.last_error = why
+        log.warning("tiercache: %s%s", why, "; clearing local tiers" if self.miss_mode else "")
+        if self.miss_mode:
+            self._clear_local()
+
+    # -- listening ----------------------------------------------------------------------
+    def _run(self) -> None:
+        conn: Any = None
+        offset: bytes | None = None
+        pause = 0.05
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self._shared.listener(self.block)
+                if offset is None:
+                    offset = self._start(conn)
+                self._flush(conn)
+                entries = conn.stream_read(offset, 500, max(1, int(self.block * 1000)))
+                for sid, fields in entries:
+                    self._apply(sid, fields)
+                    offset = sid
+                self._contact(len(entries) < 500)
+                pause = 0.05
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.connected:
+                    self.outages += 1
+                self.connected = False
+                self.caught_up.clear()
+                offset = None  # after a failure: check the history again
+                self._check_staleness()
+                self._stop.wait(pause)
+                pause = min(pause * 2, 0.5)
+        if conn is not None:
+            conn.close()
+
+    def _contact(self, at_end: bool) -> None:
+        self.last_contact = self._clock()
+        self.connected = True
+        if at_end:
+            self.caught_up.set()
+            if self._inval.blocked:
+                self.blocked_s += self._clock() - self._blocked_at
+                self._inval.unblock()
+
+    def _check_staleness(self) -> None:
+        if not self.miss_mode and self._inval.blocked:  # availability: serve local copies
+            self.blocked_s += self._clock() - self._blocked_at
+            self._inval.unblock()
+            self.caught_up.set()  # nothing to wait for
+            return
+        if (
+            self.miss_mode
+            and not self._inval.blocked
+            and self._clock() - self.last_contact > self.max_staleness
+        ):
+            self._blocked_at = self._clock()
+            self._inval.block()
+
+    def _apply(self, sid: bytes, fields: dict[bytes, bytes]) -> None:
+        self.received += 1
+        if fields.get(b"h") == self.host:
+            return  # this host's own entry: its processes applied it through the log
+        raw = fields.get(b"b", b"")
+        body = unpack_entry(raw)
+        keys = entry_keys(body)
+        tags = [t for t in body.get("t", []) if isinstance(t, str)]
+        if tags:
+            keys += self._resolve(tags)
+        clear = bool(body.get("c"))
+        if self._warm is not None:
+            entry = pack_entry(fields.get(b"h", b""), keys, tags=tags, clear=clear, event="remote")
+            if self._warm.apply_remote(keys, clear, entry, (self._off_name, sid), _newer):
+                self.applied += 1
+            self._inval.sync()
+        else:
+            self._inval.apply_here({"k": b"".join(keys), "t": tags, "c": clear})
+            self._mem[self._off_name] = sid
+            self.applied += 1
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """Block until the listener has read to the end of the stream (tests, CLI)."""
+        return self.caught_up.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.block + 5.0)
+        try:
+            self._flush(self._shared)  # what is still queued, one last try
+        except Exception:
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "published": self.published,
+            "queued": len(self._pending),
+            "received": self.received,
+            "applied": self.applied,
+            "history_lost": self.history_lost,
+            "outages": self.outages,
+            "blocked": self._inval.blocked,
+            "blocked_seconds": round(self.blocked_s, 3),
+            "last_error": self.last_error,
+        }
 
 
 __all__ = [
+    "FORCED",
+    "Fleet",
     "Invalidation",
     "entry_keys",
     "pack_entry",

@@ -319,7 +319,7 @@ class ReadPath:
         ``recorded``: the hot miss is already counted. With ``found`` (``[None]``), a hit
         also sets ``found[0]`` to its :class:`Entry`. The single-key form of
         :meth:`lookup_lower`, for ``embed`` and ``get``."""
-        if self._warm is not None:
+        if self._warm is not None and not self._inval.blocked:
             rec = self.warm_get_one(content, key, record_miss=not recorded, timed=timed)
             if rec is not None:
                 if found is not None:
@@ -627,14 +627,15 @@ class ReadPath:
         epoch = self._inval.applied
         read = None
         t1 = _perf()
-        if self.warm_reader is not None:  # keys and records in C, one transaction
+        blocked = self._inval.blocked  # no local copy is served: warm is skipped
+        if self.warm_reader is not None and not blocked:  # keys and records in C
             read = self.warm_reader.rows(
                 wanted, out, None if rows_of is _OWN_ROW else rows_of, now, self._keys.digest
             )
         keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest, wanted))
         with self._lock:
             self._engine.record_misses(keys)
-        if self._warm is None:
+        if self._warm is None or blocked:
             missing = {c: (k, rows_of[j]) for j, (c, k) in enumerate(zip(wanted, keys))}
             if self._shared is not None:
                 return self.shared_lookup(missing, out, found, now, epoch)
@@ -958,6 +959,8 @@ class ReadPath:
         if self._warm is None and self._shared is None:
             return False
         now = self._clock()
+        if self._inval.blocked:  # no local copy counts
+            return self._exists_below(self._keys.digest(content), now, warm=False)
         reader = self.warm_reader
         if reader is not None:  # the digest and the warm record in C
             live = reader.live(content, now)
@@ -1016,7 +1019,7 @@ class ReadPath:
             expires = hot.expires
             result = [s is not None and expires[s] > now for s in slots]
         rest = [i for i, r in enumerate(result) if not r]
-        if rest and self._warm is not None:
+        if rest and self._warm is not None and not self._inval.blocked:
             live = self._warm_live([contents[i] for i in rest], now)
             for i, ok in zip(rest, live):
                 result[i] = ok
@@ -1074,7 +1077,9 @@ class ReadPath:
         raw = key_from_str(key)
         self._check()
         now = self._clock()
-        if self._warm is None:
+        if self._inval.blocked:  # no local copy is served
+            pass
+        elif self._warm is None:
             with self._lock:
                 slot = self._hot.slot_of_key(raw)
                 if slot is not None and self._hot.expires[slot] > now:

@@ -327,6 +327,8 @@ class WritePath:
         already encoded with this cache's codec, one per entry (else they are encoded
         here, for the gated ones)."""
         warm = self._warm
+        if self.inval.blocked:  # warm was not read: a store-back could hide a newer record
+            warm = None
         with self._lock:
             gate = placement.warm_admits(
                 self._engine, [e[1] for e in entries], has_warm=warm is not None
@@ -341,7 +343,11 @@ class WritePath:
             ]
         else:
             warm_items = [(e[1], rec) for e, rec, g in zip(entries, records, gate) if g]
-        written = self.warm_write(warm_items, forced=False, epoch=epoch) if warm_items else False
+        written = (
+            self.warm_write(warm_items, forced=False, epoch=epoch)
+            if warm_items and warm is not None
+            else False
+        )
         in_warm = [g and written for g in gate]
         if promoted and written:
             with self._lock:
@@ -664,6 +670,17 @@ class WritePath:
                 self.warm_write(demote, forced=False, epoch=now)
         return key.hex()  # key_to_str
 
+    def add_tags(self, pairs: list[tuple[bytes, list[str]]]) -> None:
+        """Register ``(key, tags)`` in this host's tag index and in the fleet-wide one in
+        Redis (fail-open, counted: an outage leaves the tags to this host's index)."""
+        self.tags.add(pairs)
+        if self._shared is not None:
+            try:
+                self._shared.tag_add(pairs)
+            except Exception:
+                with self._lock:
+                    self._ctx.s_shared.errors += 1
+
     def _persist(
         self,
         records: list[tuple[bytes, bytes]],
@@ -674,11 +691,12 @@ class WritePath:
         stale tag, never an untagged entry), warm (committed; raises on failure), shared
         (fail-open)."""
         if any(item_tags):
-            self.tags.add([(k, t) for (k, _), t in zip(records, item_tags) if t])
+            self.add_tags([(k, t) for (k, _), t in zip(records, item_tags) if t])
         if self._warm is not None:
             self.warm_write(records, forced=True)
         if self._shared is not None:
             self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
+            self.inval.publish([k for k, _ in records], event="set")
 
     def write_entries(
         self,
@@ -757,16 +775,46 @@ class WritePath:
                 ctx.s_warm.evictions[reason] += len(gone)
             removed.update(gone)
         if self._shared is not None:
-            flags = self.shared_call(what, lambda r: r.delete_each(keys))
+            try:
+                flags = self.shared_call(what, lambda r: r.delete_each(keys))
+            except StoreError as exc:
+                self._queue_shared(exc, keys, tags=tags, event=what)
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 ctx.s_shared.evictions[reason] += len(gone)
             removed.update(gone)
+            self.inval.publish(keys, tags=tags, event=what)
         return len(removed)
+
+    def _queue_shared(
+        self,
+        exc: StoreError,
+        keys: list[bytes],
+        *,
+        tags: Sequence[str] = (),
+        clear: bool = False,
+        event: str,
+    ) -> NoReturn:
+        """Redis was unreachable for an invalidation: with a fleet channel, queue it (the
+        shared delete first, then the event, once Redis answers) and say so; raise."""
+        if self.inval.fleet is None:
+            raise exc
+        self.inval.publish(keys, tags=tags, clear=clear, event=event, shared_pending=True)
+        raise StoreError(
+            f"{exc} (queued: this process deletes them from Redis and tells every host as "
+            "soon as Redis answers)"
+        ) from exc
 
     def invalidate_tags(self, tags: list[str]) -> int:
         """Drop every key registered under ``tags`` (forgetting the registrations)."""
-        keys = sorted(self.tags.keys(tags, remove=True))
+        found = self.tags.keys(tags, remove=True)
+        if self._shared is not None:  # what other hosts tagged too
+            try:
+                found.update(self._shared.tag_pop(tags))
+            except Exception:  # the shared delete below raises, after the local tiers
+                with self._lock:
+                    self._ctx.s_shared.errors += 1
+        keys = sorted(found)
         # logged even when no vector carries them: result caches of other processes may
         return self.drop_keys(keys, "invalidated", "invalidate_tags", tags)
 
@@ -783,9 +831,27 @@ class WritePath:
                 self.raise_warm_fault(exc, "clear: the warm store could not be cleared")
         self.tags.clear()
         if self._shared is not None:
-            n = self.shared_call("clear", lambda r: r.clear())
+            try:
+                n = self.shared_call("clear", lambda r: r.clear())
+            except StoreError as exc:
+                self._queue_shared(exc, [], clear=True, event="clear")
             with self._lock:
                 self._ctx.s_shared.evictions["dropped"] += n
+            self.inval.publish(clear=True, event="clear")
+
+    def clear_local(self) -> None:
+        """Empty hot and the warm store (a logged clear), keeping the shared tier: what a
+        host does when it may have missed invalidations (``Fleet``)."""
+        with self._lock:
+            for k in list(self._hot.keys()):
+                self.remove_hot_locked(k, "invalidated")
+        if self._warm is not None:
+            try:
+                self._warm.clear(log=self.inval.entry(clear=True, event="resync"))
+                self.inval.sync()
+            except Exception:
+                with self._lock:
+                    self._ctx.s_warm.errors += 1
 
 
 __all__ = [

@@ -77,6 +77,8 @@ _PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for rel
 # keeps them opaque): the last sequence number, and entry n under _IV_LOG + n (u64 BE).
 _IV_SEQ = b"iv#"
 _IV_LOG = b"iv:"
+_IV_HOST = b"iv#host"  # this store's identity in a fleet
+_IV_META = b"iv@"  # + name: the fleet channel's offsets and epoch
 LOG_ENTRIES = 4096
 """Invalidation log entries a warm store keeps (the oldest is dropped by the next)."""
 
@@ -689,6 +691,16 @@ class _Packer:
             txn.put(b"format", str(PACKED_FORMAT).encode(), db=h.meta)
 
 
+def _clear_txn(txn: lmdb.Transaction, h: _Env) -> None:
+    for db in (h.records, h.index, h.segs, h.segmeta):
+        txn.drop(db, delete=False)
+    cur = txn.cursor(db=h.meta)
+    if cur.set_range(b"pk:"):
+        while cur.key()[:3] == b"pk:":
+            if not cur.delete():
+                break
+
+
 def _log_last(txn: lmdb.Transaction, h: _Env) -> int:
     raw = txn.get(_IV_SEQ, db=h.meta)
     return int.from_bytes(raw, "big") if raw else 0
@@ -1147,6 +1159,66 @@ class LmdbTier:
         changed. One read transaction."""
         return self._read(lambda txn, h: _log_since(txn, h, after))
 
+    def store_id(self) -> bytes:
+        """This store's random 8-byte identity (created on first use): the processes
+        sharing it are one host of a fleet."""
+
+        def run(txn: lmdb.Transaction, h: _Env) -> bytes:
+            sid = txn.get(_IV_HOST, db=h.meta)
+            if sid is None:
+                sid = os.urandom(8)
+                txn.put(_IV_HOST, sid, db=h.meta)
+            return bytes(sid)
+
+        with self._h.env.begin(db=self._h.meta) as txn:
+            found = txn.get(_IV_HOST)
+        return bytes(found) if found is not None else self._write(run)
+
+    def get_meta(self, name: bytes) -> bytes | None:
+        """A value the invalidation machinery keeps in this store (``iv@`` + name)."""
+        got = self._read(lambda txn, h: txn.get(_IV_META + name, db=h.meta))
+        return bytes(got) if got is not None else None
+
+    def apply_remote(
+        self,
+        keys: Sequence[bytes],
+        clear: bool,
+        entry: bytes,
+        offset: tuple[bytes, bytes],
+        newer: Callable[[bytes, bytes | None], bool],
+    ) -> bool:
+        """Apply another host's invalidation exactly once: in one write transaction, if
+        ``newer(offset value, stored value)`` (the entry was not applied before, by this
+        or another process on the store), delete ``keys`` (or every record: ``clear``),
+        log ``entry`` and store ``offset`` (``iv@`` + name -> value). False if it had
+        been applied already."""
+        seq = 0
+
+        def run(txn: lmdb.Transaction, h: _Env) -> bool:
+            nonlocal seq
+            name, value = offset
+            stored = txn.get(_IV_META + name, db=h.meta)
+            if not newer(value, bytes(stored) if stored is not None else None):
+                return False
+            if clear:
+                _clear_txn(txn, h)
+            elif keys:
+                p = _Packer(txn, h, self.packed_record_len)
+                for k in keys:
+                    p.delete(k)
+                p.finish()
+            seq = _log_append(txn, h, entry)
+            txn.put(_IV_META + name, value, db=h.meta)
+            return True
+
+        applied: bool = self._write(run)
+        if seq:
+            self._h.publisher.publish(seq)
+        return applied
+
+    def put_meta(self, name: bytes, value: bytes) -> None:
+        self._write(lambda txn, h: txn.put(_IV_META + name, value, db=h.meta))
+
     def append_log(self, entry: bytes) -> int:
         """Log one invalidation entry on its own; returns its sequence number."""
         seq: int = self._write(lambda txn, h: _log_append(txn, h, entry))
@@ -1360,13 +1432,7 @@ class LmdbTier:
 
         def run(txn: lmdb.Transaction, h: _Env) -> None:
             nonlocal seq
-            for db in (h.records, h.index, h.segs, h.segmeta):
-                txn.drop(db, delete=False)
-            cur = txn.cursor(db=h.meta)
-            if cur.set_range(b"pk:"):
-                while cur.key()[:3] == b"pk:":
-                    if not cur.delete():
-                        break
+            _clear_txn(txn, h)
             if log is not None:
                 seq = _log_append(txn, h, log)
 

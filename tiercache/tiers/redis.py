@@ -24,6 +24,7 @@ encoder.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -372,6 +373,124 @@ class RedisTier:
 
         cleared: int = self._call(run)
         return cleared
+
+    # -- the fleet's tag index ---------------------------------------------------------
+    def _tag_key(self, tag: str) -> bytes:
+        return b"tiercache-tag:" + self._bprefix + tag.encode("utf-8")
+
+    def tag_add(self, pairs: Sequence[tuple[bytes, Sequence[str]]]) -> None:
+        """Register ``(key, tags)`` in the fleet-wide tag index (one set per tag, outside
+        ``<key_prefix>*``), so that any host's ``invalidate_tags`` finds every host's
+        tagged entries."""
+        if not pairs:
+            return
+
+        def run(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, tags in pairs:
+                for t in tags:
+                    pipe.sadd(self._tag_key(t), key)
+            pipe.execute()
+
+        self._call(run)
+
+    def tag_pop(self, tags: Sequence[str]) -> list[bytes]:
+        """Every key registered under ``tags`` in the fleet-wide index, forgetting them."""
+        if not tags:
+            return []
+
+        def run(client: Any) -> list[bytes]:
+            pipe = client.pipeline(transaction=False)
+            for t in tags:
+                pipe.smembers(self._tag_key(t))
+                pipe.unlink(self._tag_key(t))
+            replies = pipe.execute()
+            found: set[bytes] = set()
+            for members in replies[0::2]:
+                found.update(m for m in members if len(m) == 16)
+            return sorted(found)
+
+        keys: list[bytes] = self._call(run)
+        return keys
+
+    # -- the invalidation stream (tiercache/invalidation.py) --------------------------
+    @property
+    def stream_key(self) -> bytes:
+        """The fleet's invalidation stream: outside ``<key_prefix>*`` (so ``clear``
+        keeps it), one per prefix."""
+        return b"tiercache-inv:" + self._bprefix
+
+    @property
+    def epoch_key(self) -> bytes:
+        """A random token created with the stream: a new one means its history is gone."""
+        return b"tiercache-inv-epoch:" + self._bprefix
+
+    def stream_add(self, fields: dict[bytes, bytes], maxlen: int) -> bytes:
+        """``XADD`` one entry (trimmed approximately to ``maxlen``); its id."""
+        sid: bytes = self._call(
+            lambda c: c.xadd(self.stream_key, fields, maxlen=maxlen, approximate=True)
+        )
+        return sid
+
+    def listener(self, block: float) -> RedisTier:
+        """A second connection for blocking stream reads (its timeout covers ``block``),
+        with this tier's settings; the caller closes it."""
+        return RedisTier(
+            url=self._url if self._mode != "cluster" or not self._nodes else None,
+            nodes=self._nodes,
+            cluster="cluster" if self._is_cluster else self._mode,
+            key_prefix=self.prefix,
+            timeout=self.timeout + block,
+            connect_timeout=self.connect_timeout,
+            backoff_initial=self._backoff_initial,
+            backoff_max=self._backoff_max,
+            password=self._password,
+        )
+
+    def stream_epoch(self) -> bytes:
+        """The stream's epoch token, created (``SET NX``) if there is none."""
+
+        def run(client: Any) -> bytes:
+            client.set(self.epoch_key, os.urandom(8).hex().encode(), nx=True)
+            token: bytes = client.get(self.epoch_key)
+            return token
+
+        epoch: bytes = self._call(run)
+        return epoch
+
+    def stream_read(
+        self, after: bytes, count: int, block_ms: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """``XREAD`` up to ``count`` entries after id ``after``, waiting ``block_ms``."""
+
+        def run(client: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+            reply = client.xread({self.stream_key: after}, count=count, block=block_ms)
+            if not reply:
+                return []
+            if isinstance(reply, dict):  # RESP3
+                entries = next(iter(reply.values()))[0]
+            else:
+                entries = reply[0][1]
+            return [(sid, dict(fields)) for sid, fields in entries]
+
+        out: list[tuple[bytes, dict[bytes, bytes]]] = self._call(run)
+        return out
+
+    def stream_bounds(self) -> tuple[bytes | None, bytes | None]:
+        """``(last id, highest id trimmed away)`` of the stream (None where there is
+        none): a reader whose offset is below the second one missed entries."""
+
+        def run(client: Any) -> tuple[bytes | None, bytes | None]:
+            if not client.exists(self.stream_key):
+                return None, None
+            info = client.xinfo_stream(self.stream_key)
+            last = info.get("last-generated-id") or info.get(b"last-generated-id")
+            gone = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
+            as_bytes = [v.encode() if isinstance(v, str) else v for v in (last, gone)]
+            return as_bytes[0], as_bytes[1]
+
+        bounds: tuple[bytes | None, bytes | None] = self._call(run)
+        return bounds
 
     def ping(self) -> bool:
         """True if the server answers now (closes the breaker on success)."""

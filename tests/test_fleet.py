@@ -1,0 +1,177 @@
+"""Invalidation across hosts: separate warm directories (one per host, two worker
+processes on one of them) sharing one real redis-server, and a 3-node Redis Cluster.
+
+After an invalidating call returns on one host, every process of every host stops
+serving the old vector within a bounded delay (measured by polling; the figures that go
+in the docs come from ``bench/staleness.py``), including across a Redis restart and a
+host restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.test_invalidation_procs import COMPUTED, Worker, vec
+
+DEADLINE = 5.0  # generous: loopback delivery takes milliseconds
+
+
+def shared_sections(url: str | None, **extra: Any) -> dict[str, Any]:
+    where = {"url": url} if url else {}
+    return {"shared": {**where, "key_prefix": "fleet:", "timeout": 0.5, **extra}}
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Any:
+    started: list[Worker] = []
+
+    def start(names: list[str], **sections: Any) -> list[Worker]:
+        ws = [Worker(tmp_path / name, **sections) for name in names]
+        started.extend(ws)
+        return [w.ready() for w in ws]
+
+    yield start
+    for w in started:
+        w.close()
+
+
+def eventually(ws: list[Worker], text: str, want: float | None) -> float:
+    """Poll every worker until each serves vec(want) for ``text`` (None: nothing stored,
+    so ``get`` is None and ``embed`` recomputes); the seconds it took."""
+    t0 = time.monotonic()
+    pending = list(ws)
+    while pending:
+        w = pending[0]
+        got = w("get", texts=[text])[0]
+        ok = got is None if want is None else got == vec(want)
+        if ok:
+            emb = w("embed", texts=[text])[0]
+            ok = np.allclose(emb, COMPUTED[text]) if want is None else emb == vec(want)
+            if want is None:  # forget the recomputed vector again (Redis may be backing off)
+                w.send("drop", texts=[text])
+                w._out.readline()
+        if ok:
+            pending.pop(0)
+            continue
+        assert time.monotonic() - t0 < DEADLINE, (text, want, got)
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def load(ws: list[Worker], texts: list[str]) -> None:
+    for i, t in enumerate(texts):
+        ws[0](
+            "set",
+            text=t,
+            vec=vec(1.0),
+            tags=["col:a"] if i < 5 else None,
+            doc_id=7 if 5 <= i < 8 else None,
+        )
+    for w in ws:  # every host copies every vector into its own hot and warm tiers
+        assert w("embed", texts=texts) == [vec(1.0)] * len(texts)
+
+
+def scenario(ws: list[Worker]) -> None:
+    """Overwrite, drop, tags, ids and clear, each from another host."""
+    texts = [f"t{i}" for i in range(10)]
+    load(ws, texts)
+    ws[1]("set", text="t0", vec=vec(2.0))
+    eventually(ws, "t0", 2.0)
+    ws[2]("drop", texts=["t1"])
+    eventually(ws, "t1", None)
+    ws[-1]("invalidate_tags", tags=["col:a"])
+    for t in ("t0", "t2", "t3", "t4"):
+        eventually(ws, t, None)
+    ws[0]("drop_ids", ids=[7])
+    for t in ("t5", "t6", "t7"):
+        eventually(ws, t, None)
+    ws[1]("clear")
+    for t in ("t8", "t9"):
+        eventually(ws, t, None)
+
+
+def test_invalidations_reach_every_host_and_every_process(hosts: Any, redis_server: Any) -> None:
+    # host a runs two worker processes on one warm store; hosts b and c one each
+    ws = hosts(["a", "b", "c", "a"], **shared_sections(redis_server.url))
+    scenario(ws)
+    fleet = ws[1]("stats")["invalidation"]["fleet"]
+    assert fleet["connected"] and fleet["applied"] >= 5 and fleet["history_lost"] == 0
+
+
+def test_invalidations_reach_every_host_on_a_cluster(hosts: Any, redis_cluster: Any) -> None:
+    ws = hosts(["a", "b", "c"], **shared_sections(None, nodes=redis_cluster.addrs))
+    scenario(ws)
+
+
+def test_redis_restart_and_host_restart_lose_no_invalidation(
+    hosts: Any, tmp_path: Path, redis_server: Any
+) -> None:
+    """Invalidations made while Redis is down are queued and delivered after it returns
+    (the stream persists: appendonly); a host that was stopped while others invalidated
+    catches up before it serves anything from its warm store."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(
+        tmp_path / "persistent", extra=("--appendonly", "yes", "--appendfsync", "always")
+    ).start()
+    try:
+        sections = shared_sections(server.url, backoff_initial=0.05, backoff_max=0.2)
+        a, b, c = hosts(["a", "b", "c"], **sections)
+        texts = [f"t{i}" for i in range(10)]
+        load([a, b, c], texts)
+        server.stop()
+        a.send("drop", texts=["t1"])  # Redis is down: the drop is local, the rest queued
+        reply = a._out.readline()
+        assert "StoreError" in reply and "queued" in reply, reply
+        assert a("stats")["invalidation"]["fleet"]["queued"] >= 1
+        server.start()
+        eventually([a, b, c], "t1", None)
+        c.close()  # host c stops; its warm store keeps t2..t9
+        b("drop", texts=["t2", "t3"])
+        b("set", text="t4", vec=vec(3.0))
+        (c,) = hosts(["c"], **sections)  # restarted on the same warm directory
+        assert c("get", texts=["t2", "t3"]) == [None, None]
+        assert c("get", texts=["t4"]) == [vec(3.0)]
+        assert c("get", texts=["t5"]) == [vec(1.0)]  # and nothing else was lost
+    finally:
+        server.stop()
+
+
+def test_on_disconnect_miss_stops_serving_local_copies(hosts: Any, tmp_path: Path) -> None:
+    """``on_disconnect: miss``: once max_staleness passed without the stream, local
+    copies are misses (recomputed); after Redis returns, local hits resume."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(
+        tmp_path / "r", extra=("--appendonly", "yes", "--appendfsync", "always")
+    ).start()
+    try:
+        sections = shared_sections(
+            server.url,
+            on_disconnect="miss",
+            max_staleness=0.2,
+            backoff_initial=0.05,
+            backoff_max=0.2,
+        )
+        (a,) = hosts(["a"], **sections)
+        a("set", text="t5", vec=vec(1.0))
+        assert a("get", texts=["t5"]) == [vec(1.0)]
+        server.stop()
+        deadline = time.monotonic() + DEADLINE
+        while a("get", texts=["t5"]) != [None]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert np.allclose(a("embed", texts=["t5"])[0], COMPUTED["t5"])
+        assert a("stats")["invalidation"]["fleet"]["blocked"]
+        server.start()
+        deadline = time.monotonic() + DEADLINE
+        while a("stats")["invalidation"]["fleet"]["blocked"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert a("get", texts=["t5"]) == [vec(1.0)]  # the acknowledged write is still there
+    finally:
+        server.stop()
