@@ -21,6 +21,7 @@ import numpy as np
 from tests.conftest import DIM, make_config
 from tiercache import TierCache
 from tiercache.encoders import HashEncoder
+from tiercache.results import ResultCache
 
 
 def _vec(v: Any) -> list[float] | None:
@@ -44,6 +45,9 @@ def _loop(c: TierCache, texts: list[str], seconds: float, method: str) -> list[l
             v = None if v is None else v.vector
         out.append([t0, j, float(v[0]) if v is not None else float("nan")])
         i += 1
+
+
+RESULTS = ResultCache()
 
 
 def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command table
@@ -75,6 +79,11 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
     if op == "clear":
         c.clear()
         return None
+    if op == "rc_set":  # a search result listing documents, in the attached ResultCache
+        RESULTS.set(cmd["query"], cmd["result"], doc_ids=cmd.get("doc_ids", ()))
+        return None
+    if op == "rc_get":
+        return RESULTS.get(cmd["query"])
     if op == "hot_has":
         return [c._hot.slot(t) is not None for t in texts]
     if op == "loop":
@@ -95,6 +104,7 @@ def main() -> None:
     root = Path(sys.argv[1])
     sections = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     c = TierCache(make_config(root, **sections), encoder=HashEncoder(DIM))
+    c.attach(RESULTS)
     lock = threading.Lock()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -86,9 +86,16 @@ def scenario(ws: list[Worker]) -> None:
     ws[-1]("invalidate_tags", tags=["col:a"])
     for t in ("t0", "t2", "t3", "t4"):
         eventually(ws, t, None)
+    for w in ws:  # a search result listing document 7, in each process's ResultCache
+        w("rc_set", query="q", result=[7, 1], doc_ids=[7])
     ws[0]("drop_ids", ids=[7])
     for t in ("t5", "t6", "t7"):
         eventually(ws, t, None)
+    deadline = time.monotonic() + DEADLINE
+    for w in ws:
+        while w("rc_get", query="q") is not None:
+            assert time.monotonic() < deadline, "a result listing document 7 survived"
+            time.sleep(0.005)
     ws[1]("clear")
     for t in ("t8", "t9"):
         eventually(ws, t, None)

@@ -96,3 +96,57 @@ def test_precompute_registers_ids_even_for_stored_texts(tmp_path: Path) -> None:
         counts = c.precompute(["shared sentence", "new sentence"], doc_ids=["d1", "d1"])
         assert counts == {"present": 1, "shared": 0, "encoded": 1}
         assert c.drop_ids(["d1"]) == 2
+
+
+def test_document_events_and_attached_result_caches(tmp_path: Path) -> None:
+    from tiercache.results import ResultCache
+
+    with TierCache(make_config(tmp_path), encoder=CountingEncoder()) as c:
+        rc = ResultCache()
+        c.attach(rc)
+        c.set("chunk of 7", vec(1), doc_id=7, tags=["col:news"])
+        c.set("chunk of 8", vec(2), doc_id=8)
+        rc.set("q1", [7, 8], doc_ids=[7, 8])
+        rc.set("q2", [8], doc_ids=[8])
+        rc.set("q3", ["x"], tags=["col:news"])
+        assert c.document_event("updated", 7) == 1
+        assert c.mexists(["chunk of 7", "chunk of 8"]) == [False, True]
+        assert rc.get("q1") is None and rc.get("q2") == [8] and rc.get("q3") == ["x"]
+        # a new document in a collection: no vector yet, results of the collection go
+        assert c.document_event("created", 9, tags=["col:news"]) == 0
+        assert rc.get("q3") is None and rc.get("q2") == [8]
+        assert c.document_event("deleted", 8) == 1
+        assert rc.get("q2") is None and len(rc) == 0
+        with pytest.raises(InvalidMetadataError):
+            c.document_event("renamed", 1)
+        assert rc.drop_ids([1]) == 0
+
+
+def test_cli_invalidate(tmp_path: Path) -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        f"encoder: {{kind: hash, dim: 16}}\nwarm: {{path: '{tmp_path / 'w'}', durability: fast}}\n"
+    )
+    from tiercache.config import load_config
+
+    with TierCache(load_config(cfg_path)) as c:
+        c.set("a", vec(1), doc_id=1)
+        c.set("b", vec(2), tags=["t"])
+        c.set("c", vec(3))
+    r = CliRunner().invoke(
+        main, ["invalidate", "-c", str(cfg_path), "--event", "deleted", "--id", "1", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert _json.loads(r.output)["removed"] == 1
+    r = CliRunner().invoke(main, ["invalidate", "-c", str(cfg_path), "--tag", "t", "--text", "c"])
+    assert r.exit_code == 0 and "invalidated 2 vector(s) in this host" in r.output, r.output
+    with TierCache(load_config(cfg_path)) as c:
+        assert c.mexists(["a", "b", "c"]) == [False, False, False]
+    r = CliRunner().invoke(main, ["invalidate", "-c", str(cfg_path)])
+    assert r.exit_code == 2 and "say what to invalidate" in r.output

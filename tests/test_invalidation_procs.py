@@ -124,9 +124,12 @@ def test_every_invalidation_reaches_every_process_before_its_next_read(workers: 
     assert ws[3]("invalidate_tags", tags=["col:a"]) == 4
     for t in ("t0", "t2", "t3", "t4"):
         check(ws, t, None)
+    for w in ws:  # a search result listing document 7, in each process's ResultCache
+        w("rc_set", query="q", result=[7, 1], doc_ids=[7])
     assert ws[0]("drop_ids", ids=[7]) == 3
     for t in ("t5", "t6", "t7"):
         check(ws, t, None)
+    assert [w("rc_get", query="q") for w in ws] == [None] * 4
     ws[1]("clear")
     for t in ("t8", "t9"):
         check(ws, t, None)

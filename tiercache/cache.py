@@ -31,6 +31,7 @@ from .errors import (
     ClosedError,
     EncoderError,
     InvalidContentError,
+    InvalidInputError,
     InvalidMetadataError,
     InvalidVectorError,
     UnknownModelError,
@@ -346,6 +347,35 @@ class TierCache(AsyncAPI):
                 f"{'None' if ids is None else type(ids).__name__}"
             )
         return self.invalidate_tags([id_tag(i) for i in ids])
+
+    def document_event(self, event: str, doc_id: Any, *, tags: Iterable[str] | None = None) -> int:
+        """Tell the cache a document changed: ``event`` is ``"created"``, ``"updated"`` or
+        ``"deleted"``, ``doc_id`` its id (``set(..., doc_id=...)``), ``tags`` the
+        collections or other tags its vectors and search results carry.
+
+        ``updated``/``deleted``: every vector stored under the id or any of the tags is
+        dropped from every tier; ``created``: no vector can exist yet, so only search
+        results tagged with the id or tags are dropped. Either way the event reaches
+        every process on this warm store before its next read and every host of the
+        fleet (``shared.invalidation: stream``), and every attached
+        :class:`~tiercache.results.ResultCache` there (:meth:`attach`). Returns the
+        vectors removed here. ``tiercache invalidate`` is the same on the command line.
+        """
+        if event not in ("created", "updated", "deleted"):
+            raise InvalidMetadataError(
+                f"event must be 'created', 'updated' or 'deleted', not {event!r}"
+            )
+        wanted = [id_tag(doc_id)] + check_tags(tags if tags is not None else [])
+        self._check_open()
+        return self._write.invalidate_tags(wanted)
+
+    def attach(self, results: Any) -> None:
+        """Invalidate ``results`` (a :class:`~tiercache.results.ResultCache`) by the tags
+        and document ids of every invalidation, from any process on this warm store and
+        any host of the fleet (held weakly: attach it for as long as it lives)."""
+        if not callable(getattr(results, "invalidate_tags", None)):
+            raise InvalidInputError("attach takes a ResultCache (or anything with invalidate_tags)")
+        self._write.inval.attach(results)
 
     def tagged(self, tag: str) -> list[str]:
         """Public keys registered under ``tag`` (entries since evicted included)."""

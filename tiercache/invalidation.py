@@ -261,6 +261,12 @@ class Invalidation:
             return None
         return pack_entry(self.origin, keys, tags=tags, clear=clear, event=event)
 
+    def results_here(self, tags: list[str]) -> None:
+        """Apply ``tags`` to this process's attached result caches (a cache without a
+        warm store, whose invalidations have no log to go through)."""
+        for rc in list(self._results):
+            rc.invalidate_tags(tags)
+
     def attach(self, results: _Results) -> None:
         """Apply every invalidation's tags and document ids (from any process) to
         ``results`` too (held weakly)."""
@@ -469,7 +475,10 @@ class Fleet:
         self.last_error = why
         log.warning("tiercache: %s%s", why, "; clearing local tiers" if self.miss_mode else "")
         if self.miss_mode:
-            self._clear_local()
+            try:
+                self._clear_local()
+            except Exception as exc:  # counted by the write path; the next start retries
+                self.last_error = f"clearing after a lost history failed: {exc}"
 
     # -- listening ----------------------------------------------------------------------
     def _run(self) -> None:

@@ -10,8 +10,10 @@ Values are stored msgpack-packed (so only plain data is accepted: lists, dicts, 
 numbers, bools, None; never pickle) and every ``get`` returns a fresh copy, so callers can
 never mutate a cached result. Keys are 128-bit blake2b digests of a canonical msgpack
 encoding (filter dicts are sorted), so ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` are
-the same filter, and ``1`` and ``"1"`` are not. Thread-safe. In-process only: give each
-process its own (results are cheap to recompute and short-lived by design).
+the same filter, and ``1`` and ``"1"`` are not. Thread-safe. Each process holds its own
+(results are cheap to recompute and short-lived by design); ``TierCache.attach(results)``
+makes every invalidation of the embedding cache, from any process on its warm store or
+any host of its fleet, reach it too (by tag and document id).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import msgpack
 
 from .errors import InvalidInputError, InvalidMetadataError, InvalidTTLError
-from .tags import check_tags
+from .tags import check_tags, id_tag
 
 MAX_RESULT_BYTES = 16 * 2**20
 
@@ -138,11 +140,19 @@ class ResultCache:
         filters: Any = None,
         k: int | None = None,
         tags: Iterable[str] = (),
+        doc_ids: Iterable[Any] = (),
         ttl: float | None = None,
     ) -> bytes:
-        """Store ``result`` (plain data) for (query, filters, k); returns its key."""
+        """Store ``result`` (plain data) for (query, filters, k); returns its key.
+
+        ``tags`` and ``doc_ids`` (the documents the result lists): ``invalidate_tags``
+        of a tag, ``drop_ids`` of an id, or a ``TierCache.document_event`` for it from
+        any process or host (once attached: ``TierCache.attach``) drops the result."""
         life = self._ttl if ttl is None else self._check_ttl(ttl)
-        tagset = frozenset(check_tags(tags))  # a list of tags, never one str split up
+        if isinstance(doc_ids, (str, bytes)) or not isinstance(doc_ids, Iterable):
+            raise InvalidMetadataError(f"doc_ids must be a list of document ids, not {doc_ids!r}")
+        # a list of tags, never one str split up; document ids as their reserved tags
+        tagset = frozenset(check_tags(tags) + [id_tag(d) for d in doc_ids])
         try:
             packed = msgpack.packb(result, use_bin_type=True, strict_types=False)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -216,6 +226,12 @@ class ResultCache:
                         n += 1
             self.invalidations += n
         return n
+
+    def drop_ids(self, ids: Iterable[Any]) -> int:
+        """Drop every result listing one of these document ids (``set(doc_ids=...)``)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidMetadataError(f"ids must be a list of document ids, not {ids!r}")
+        return self.invalidate_tags([id_tag(i) for i in ids])
 
     def drop(self, query: Any, *, filters: Any = None, k: int | None = None) -> bool:
         key = self.key(query, filters, k)

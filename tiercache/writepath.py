@@ -784,6 +784,8 @@ class WritePath:
                 ctx.s_shared.evictions[reason] += len(gone)
             removed.update(gone)
             self.inval.publish(keys, tags=tags, event=what)
+        if self._warm is None and tags:  # no log to carry them to this process's results
+            self.inval.results_here(list(tags))
         return len(removed)
 
     def _queue_shared(
@@ -820,15 +822,7 @@ class WritePath:
 
     def clear(self) -> None:
         """Empty hot, the warm store directory (and its tag index) and the shared prefix."""
-        with self._lock:
-            for k in list(self._hot.keys()):
-                self.remove_hot_locked(k, "dropped")
-        if self._warm is not None:
-            try:
-                self._warm.clear(log=self.inval.entry(clear=True, event="clear"))
-                self.inval.sync()
-            except Exception as exc:
-                self.raise_warm_fault(exc, "clear: the warm store could not be cleared")
+        self.clear_local("dropped", "clear")
         self.tags.clear()
         if self._shared is not None:
             try:
@@ -839,19 +833,19 @@ class WritePath:
                 self._ctx.s_shared.evictions["dropped"] += n
             self.inval.publish(clear=True, event="clear")
 
-    def clear_local(self) -> None:
-        """Empty hot and the warm store (a logged clear), keeping the shared tier: what a
-        host does when it may have missed invalidations (``Fleet``)."""
+    def clear_local(self, reason: str = "invalidated", event: str = "resync") -> None:
+        """Empty hot and the warm store (a logged clear), keeping the shared tier and the
+        tag index: :meth:`clear`'s first half, and what a host does when it may have
+        missed invalidations (``Fleet``). A warm failure raises :class:`StoreError`."""
         with self._lock:
             for k in list(self._hot.keys()):
-                self.remove_hot_locked(k, "invalidated")
+                self.remove_hot_locked(k, reason)
         if self._warm is not None:
             try:
-                self._warm.clear(log=self.inval.entry(clear=True, event="resync"))
+                self._warm.clear(log=self.inval.entry(clear=True, event=event))
                 self.inval.sync()
-            except Exception:
-                with self._lock:
-                    self._ctx.s_warm.errors += 1
+            except Exception as exc:
+                self.raise_warm_fault(exc, f"{event}: the warm store could not be cleared")
 
 
 __all__ = [
