@@ -64,6 +64,7 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
     "ep_durable_threads": (4.0, "x 1 thread", True),
     "ep_redisvl_set": (1.0, "x RedisVL set", False),
     "ep_shared_get": (1.2, "x redis-py GET", False),
+    "ep_gate": (1.05, "x gate detached", False),
 }
 
 
@@ -384,8 +385,43 @@ def entry_points(  # noqa: C901
                 )
             return time_each(hot.mset, blocks)
 
+        inval_gate = hot._write.inval.gate
+
+        def ungated(fn: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
+            """``fn`` with the invalidation gate detached from the compiled readers: the
+            read path as it was before the gate (its cost, A/B in the same rounds)."""
+
+            def run(r: int) -> np.ndarray:
+                hot._read.fast.set_gate(None)
+                try:
+                    return fn(r)
+                finally:
+                    hot._read.fast.set_gate(inval_gate)
+
+            return run
+
         probes = [
             Probe("hot embed", "embed", "hot", singles_of(hot.embed)),
+            Probe(
+                "hot embed ungated", "embed, gate detached", "hot", ungated(singles_of(hot.embed))
+            ),
+            Probe(
+                "hot embed gated",
+                "embed (invalidation gate)",
+                "hot",
+                singles_of(hot.embed),
+                "hot embed ungated",
+                "ep_gate",
+            ),
+            Probe("hot get ungated", "get, gate detached", "hot", ungated(singles_of(hot.get))),
+            Probe(
+                "hot get gated",
+                "get (invalidation gate)",
+                "hot",
+                singles_of(hot.get),
+                "hot get ungated",
+                "ep_gate",
+            ),
             Probe("hot get", "get", "hot", singles_of(hot.get), "hot embed", "ep_get_hot"),
             Probe("hot exists", "exists", "hot", singles_of(hot.exists), "hot embed", "ep_exists"),
             Probe(

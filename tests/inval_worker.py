@@ -84,6 +84,13 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
         return None
     if op == "rc_get":
         return RESULTS.get(cmd["query"])
+    if op == "wait_gone":  # poll get until None: the monotonic time it was seen, or None
+        deadline = time.monotonic() + float(cmd.get("seconds", 5.0))
+        while c.get(texts[0]) is not None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.0001)
+        return time.monotonic()
     if op == "hot_has":
         return [c._hot.slot(t) is not None for t in texts]
     if op == "loop":

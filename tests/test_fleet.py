@@ -182,3 +182,23 @@ def test_on_disconnect_miss_stops_serving_local_copies(hosts: Any, tmp_path: Pat
         assert a("get", texts=["t5"]) == [vec(1.0)]  # the acknowledged write is still there
     finally:
         server.stop()
+
+
+def test_a_drop_is_never_undone_by_a_reader_of_the_shared_tier(
+    hosts: Any, redis_server: Any
+) -> None:
+    """Readers polling while the drop runs (one on the dropping host's store, one on
+    another host) must see the drop and never fetch the old record back from Redis: the
+    drop removes it from Redis before it is logged (found by bench/staleness.py)."""
+    a, a2, b = hosts(["a", "a", "b"], **shared_sections(redis_server.url))
+    for i in range(25):
+        text = f"t{i % 10}"
+        a("set", text=text, vec=vec(float(i + 1)))
+        for w in (a2, b):
+            assert w("embed", texts=[text]) == [vec(float(i + 1))]
+            w.send("wait_gone", texts=[text], seconds=5.0)
+        a("drop", texts=[text])
+        seen = [a2.result(), b.result()]
+        assert None not in seen, f"round {i}: a reader kept serving the dropped vector"
+        for w in (a2, b):
+            assert w("get", texts=[text]) == [None]

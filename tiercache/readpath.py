@@ -130,7 +130,7 @@ class ReadPath:
         self._record_hit = ctx.engine.record_hot_hit  # bound once: the hot path
         self.recompute = Recompute(ctx, write)  # the cold tier: the encoder, single-flight
         self._inval = write.inval  # other processes' invalidations, applied before a read
-        self._check = write.inval.check
+        self._moved = write.inval.gate.moved  # C: one load and compare
         self._tick = 0
         self.fast: Any = None  # HotReader: embed's hot hit in C
         self.warm_reader: Any = None  # WarmReader: embed_many's warm rows in C
@@ -227,7 +227,8 @@ class ReadPath:
         t = type(content)
         if t is not str and t is not bytes:
             content = as_content(content)
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         self._tick += 1
         timed = not self._tick & 15  # time one lookup in 16: percentiles, not overhead
         t0 = _perf() if timed else 0.0
@@ -493,7 +494,8 @@ class ReadPath:
 
         With ``found`` (a list of None of the same length), hits also produce Entries.
         """
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         now = self._clock()
         t0 = _perf()
         if not self._hot.capacity:  # no hot tier: every distinct content goes to warm
@@ -924,7 +926,8 @@ class ReadPath:
     def get(self, content: Content) -> Entry | None:
         """The stored entry of one checked content, or None; never encodes. The hot hit
         in one locked section (as ``embed``'s), the rest through :meth:`lower_one`."""
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         hot = self._hot
         if hot.capacity:
             with self._lock:
@@ -947,7 +950,8 @@ class ReadPath:
 
     def exists(self, content: Content) -> bool:
         """Whether one checked content has an unexpired entry; nothing is recorded."""
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         hot = self._hot
         if hot.capacity:
             with self._lock:
@@ -1011,7 +1015,8 @@ class ReadPath:
         nothing moves). ``contents``: a list of checked contents."""
         if len(contents) == 1:
             return [self.exists(contents[0])]
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         now = self._clock()
         hot = self._hot
         with self._lock:
@@ -1075,7 +1080,8 @@ class ReadPath:
         """The entry stored under a public key: warm, then shared (hot is indexed by
         content and consulted only when there is no warm tier). Nothing moves."""
         raw = key_from_str(key)
-        self._check()
+        if self._moved():  # another process invalidated: catch up first
+            self._inval.sync()
         now = self._clock()
         if self._inval.blocked:  # no local copy is served
             pass

@@ -752,9 +752,15 @@ class WritePath:
     def drop_keys(self, keys: list[bytes], reason: str, what: str, tags: Sequence[str] = ()) -> int:
         """Remove ``keys`` from every tier, counting ``evictions[reason]`` per tier; returns
         how many were removed from at least one. A delete that did not happen is never
-        silent: warm or shared failures raise :class:`StoreError` (after the hot tier).
+        silent: warm or shared failures raise :class:`StoreError` (after the local tiers).
         The removal is logged (with ``tags``, for result caches) in the warm store's
-        invalidation log, so other processes on the store drop their hot copies."""
+        invalidation log, so other processes on the store drop their hot copies, and then
+        published to the fleet.
+
+        Order: hot, then Redis, then warm with its log entry. A process of this host that
+        catches up on the entry and looks further must not find the old record in Redis
+        (it would put it back); until the entry is logged, the old vector is what a
+        concurrent read may return anyway."""
         ctx = self._ctx
         removed: set[bytes] = set()
         with self._lock:
@@ -763,6 +769,17 @@ class WritePath:
                     self._engine.remove_hot(k)
                     ctx.s_hot.evictions[reason] += 1
                     removed.add(k)
+        shared_exc: StoreError | None = None
+        if self._shared is not None:
+            try:
+                flags = self.shared_call(what, lambda r: r.delete_each(keys))
+            except StoreError as exc:
+                shared_exc = exc
+            else:
+                gone = [k for k, g in zip(keys, flags) if g]
+                with self._lock:
+                    ctx.s_shared.evictions[reason] += len(gone)
+                removed.update(gone)
         if self._warm is not None:
             log = self.inval.entry(keys, tags=tags, event=what)
             try:
@@ -774,15 +791,9 @@ class WritePath:
             with self._lock:
                 ctx.s_warm.evictions[reason] += len(gone)
             removed.update(gone)
+        if shared_exc is not None:
+            self._queue_shared(shared_exc, keys, tags=tags, event=what)
         if self._shared is not None:
-            try:
-                flags = self.shared_call(what, lambda r: r.delete_each(keys))
-            except StoreError as exc:
-                self._queue_shared(exc, keys, tags=tags, event=what)
-            gone = [k for k, g in zip(keys, flags) if g]
-            with self._lock:
-                ctx.s_shared.evictions[reason] += len(gone)
-            removed.update(gone)
             self.inval.publish(keys, tags=tags, event=what)
         if self._warm is None and tags:  # no log to carry them to this process's results
             self.inval.results_here(list(tags))
@@ -821,16 +832,22 @@ class WritePath:
         return self.drop_keys(keys, "invalidated", "invalidate_tags", tags)
 
     def clear(self) -> None:
-        """Empty hot, the warm store directory (and its tag index) and the shared prefix."""
-        self.clear_local("dropped", "clear")
-        self.tags.clear()
+        """Empty hot, the shared prefix, then the warm store directory (and its tag
+        index): Redis before the logged warm clear, as in :meth:`drop_keys`."""
+        shared_exc: StoreError | None = None
         if self._shared is not None:
             try:
                 n = self.shared_call("clear", lambda r: r.clear())
             except StoreError as exc:
-                self._queue_shared(exc, [], clear=True, event="clear")
-            with self._lock:
-                self._ctx.s_shared.evictions["dropped"] += n
+                shared_exc = exc
+            else:
+                with self._lock:
+                    self._ctx.s_shared.evictions["dropped"] += n
+        self.clear_local("dropped", "clear")
+        self.tags.clear()
+        if shared_exc is not None:
+            self._queue_shared(shared_exc, [], clear=True, event="clear")
+        if self._shared is not None:
             self.inval.publish(clear=True, event="clear")
 
     def clear_local(self, reason: str = "invalidated", event: str = "resync") -> None:
