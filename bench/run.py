@@ -40,6 +40,7 @@ import diskcache  # noqa: E402
 import entrypoints  # noqa: E402  (bench/entrypoints.py, beside this file)
 import lmdb  # noqa: E402
 import paths  # noqa: E402  (bench/paths.py, beside this file)
+import staleness  # noqa: E402  (bench/staleness.py, beside this file)
 
 import tiercache  # noqa: E402
 from tiercache import TierCache, parse_config  # noqa: E402
@@ -79,6 +80,7 @@ AT_LEAST = {
 }
 # every public entry point against embed (issue #16): ratios within one run, a rate or two
 TARGETS.update({k: (lim, unit) for k, (lim, unit, _) in entrypoints.EP_TARGETS.items()})
+TARGETS["staleness_p99"] = (100.0, "ms")
 AT_LEAST |= {k for k, (_, _, at_least) in entrypoints.EP_TARGETS.items() if at_least}
 
 
@@ -960,6 +962,13 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         add("cold path throughput vs sentence-transformers", "cold_ratio", res["cold"]["ratio"])
     for what, key, value in entrypoints.targets_of(res.get("entry_points") or {}):
         add(what, key, value)
+    fleet = (res.get("staleness") or {}).get("rows", {}).get("fleet")
+    if fleet:
+        add(
+            "fleet invalidation staleness p99 (drop -> another host stops serving)",
+            "staleness_p99",
+            fleet["p99_ms"],
+        )
     return rows
 
 
@@ -1139,6 +1148,8 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:  # noq
     L += _table(["store", "p50", "p90", "p99", "max"], rows)
     if "entry_points" in res:
         L += entrypoints.render_entry_points(res["entry_points"])
+    if "staleness" in res:
+        L += staleness.render(res["staleness"])
     rows = []
     for r in stores:
         fp = r["footprint"]
@@ -1619,6 +1630,13 @@ def main(argv: list[str] | None = None) -> int:
         res["entry_points"] = entrypoints.entry_points(
             p.n, tmp, log, rounds=2 if a.smoke else 5, redis_url=REDIS_URL
         )
+        if REDIS_URL is not None:
+            log("invalidation staleness: same host and fleet, real processes")
+            res["staleness"] = staleness.staleness(
+                40 if a.smoke else 200, tmp / "staleness", REDIS_URL, log
+            )
+        else:
+            res["staleness"] = {"skipped": "no redis-server"}
         log("memory floors (dict probe + row copy, in C)")
         res["floors"] = memory_floors(w)
         log("end-to-end stream")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,16 @@ def test_a_saved_run_renders_again_without_measuring(
     again = out.read_text(encoding="utf-8")
     assert again == md  # same run, same report
     assert "floor, same run" in again and "## Profiles (cProfile, same run)" in again
+
+
+def test_staleness_bench_runs(tmp_path: Path, redis_server: Any) -> None:
+    """bench/staleness.py with real reader processes: it runs and reports both readers."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import staleness
+
+    res = staleness.staleness(5, tmp_path, redis_server.url, lambda m: None)
+    assert set(res["rows"]) == {"same host", "fleet"}
+    text = "\n".join(staleness.render(res))
+    assert "| fleet |" in text and "p99 ms" in text
