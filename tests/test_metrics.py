@@ -58,6 +58,7 @@ def test_metrics_over_http_with_the_shared_tier(tmp_path: Path, redis_server: Re
     cfg = make_config(tmp_path, shared={"url": redis_server.url})
     with TierCache(cfg, encoder=CountingEncoder()) as cache:
         cache.embed_many(["x", "y"])
+        cache.drop("x")  # one invalidation: logged, applied, published on the stream
         port = free_port()
         server, thread = serve_metrics(cache, port)
         try:
@@ -72,6 +73,10 @@ def test_metrics_over_http_with_the_shared_tier(tmp_path: Path, redis_server: Re
     assert got[("tiercache_shared_up", ())] == 1.0
     assert got[("tiercache_writes_total", (("tier", "shared"),))] == 2
     assert got[("tiercache_shared_outages_total", ())] == 0
+    assert got[("tiercache_invalidation_published_total", ())] == 1
+    assert got[("tiercache_invalidation_entries_applied_total", ())] == 1
+    assert got[("tiercache_invalidation_connected", ())] == 1.0
+    assert got[("tiercache_invalidation_blocked", ())] == 0.0
 
 
 def test_bad_prefix_is_a_config_error(tmp_path: Path) -> None:

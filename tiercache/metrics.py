@@ -19,7 +19,12 @@ Metric names (prefix ``tiercache_`` by default; ``tier`` is hot, warm or shared)
 * ``encoder_calls_total``, ``encoder_texts_total``, ``encoder_errors_total``,
   ``encoder_seconds_total``, ``encoder_deduplicated_total``,
   ``encoder_single_flight_waits_total``, ``encoder_latency_seconds{quantile}``;
-* ``shared_up`` (1 while the shared tier is not in back-off), ``shared_outages_total``.
+* ``shared_up`` (1 while the shared tier is not in back-off), ``shared_outages_total``;
+* ``invalidation_syncs_total``, ``invalidation_entries_applied_total``,
+  ``invalidation_hot_removed_total``, ``invalidation_overflows_total`` and, with the fleet
+  stream, ``invalidation_{published,received,applied,history_lost,outages}_total``,
+  ``invalidation_blocked_seconds_total`` and gauges ``invalidation_connected``,
+  ``invalidation_blocked``, ``invalidation_queued``.
 
 Extra constant labels (``labels={"service": "search"}``) tell several caches apart.
 """
@@ -145,6 +150,48 @@ class TierCacheCollector(Collector):
             out = counter("shared_outages", "Outages of the shared tier since start.")
             out.add_metric(base, shared.get("outages", 0))
             yield out
+        yield from _invalidation(st.get("invalidation") or {}, counter, gauge, base)
+
+
+_INVAL = (
+    ("syncs", "invalidation_syncs", "Catch-ups on the warm store's invalidation log."),
+    ("entries_applied", "invalidation_entries_applied", "Invalidation log entries applied."),
+    ("hot_removed", "invalidation_hot_removed", "Hot entries removed by invalidations."),
+    ("overflows", "invalidation_overflows", "Catch-ups further behind than the log keeps."),
+)
+_FLEET = (
+    ("published", "invalidation_published", "Invalidations published on the fleet stream."),
+    ("received", "invalidation_received", "Fleet stream entries read."),
+    ("applied", "invalidation_applied", "Other hosts' invalidations applied to this host."),
+    ("history_lost", "invalidation_history_lost", "Fleet stream histories found lost."),
+    ("outages", "invalidation_outages", "Losses of contact with the fleet stream."),
+)
+
+
+def _invalidation(inv: Mapping[str, Any], counter: Any, gauge: Any, base: list[str]) -> Any:
+    """The invalidation counters (``stats()["invalidation"]``) as metric families."""
+    for field, name, doc in _INVAL:
+        fam = counter(name, doc)
+        fam.add_metric(base, inv.get(field, 0))
+        yield fam
+    fleet = inv.get("fleet")
+    if fleet is None:
+        return
+    for field, name, doc in _FLEET:
+        fam = counter(name, doc)
+        fam.add_metric(base, fleet.get(field, 0))
+        yield fam
+    for field, name, doc in (
+        ("connected", "invalidation_connected", "1 while the fleet stream is being read."),
+        ("blocked", "invalidation_blocked", "1 while local copies are not served (miss mode)."),
+        ("queued", "invalidation_queued", "Invalidations waiting for Redis to be published."),
+    ):
+        g = gauge(name, doc)
+        g.add_metric(base, float(fleet.get(field) or 0))
+        yield g
+    b = counter("invalidation_blocked_seconds", "Seconds local copies were not served.")
+    b.add_metric(base, fleet.get("blocked_seconds", 0.0))
+    yield b
 
 
 def register(
