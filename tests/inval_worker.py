@@ -21,6 +21,7 @@ import numpy as np
 from tests.conftest import DIM, make_config
 from tiercache import TierCache
 from tiercache.encoders import HashEncoder
+from tiercache.errors import StoreError
 from tiercache.results import ResultCache
 
 
@@ -102,6 +103,22 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
             done.append([n, time.monotonic()])
             time.sleep(float(cmd.get("pause", 0.001)))
         return done
+    if op == "churn":  # random overwrites and drops of texts; the state they leave
+        rng = np.random.default_rng(int(cmd["seed"]))
+        want: dict[str, float | None] = {}
+        for step in range(int(cmd["n"])):
+            t = texts[int(rng.integers(len(texts)))]
+            try:
+                if rng.random() < 0.6:
+                    c.set(t, np.full(DIM, float(step + 2), dtype=np.float32))
+                    want[t] = float(step + 2)
+                else:
+                    want[t] = None
+                    c.drop(t)
+            except StoreError as exc:  # Redis down: local done, the rest queued
+                assert "queued" in str(exc), exc
+            time.sleep(float(cmd.get("pause", 0.005)))
+        return want
     if op == "stats":
         return c.stats()
     raise ValueError(f"unknown op {op!r}")

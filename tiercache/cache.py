@@ -146,6 +146,7 @@ class TierCache(AsyncAPI):
                 warm,
                 lambda tags: sorted(write.tags.keys(tags, remove=True)),
                 write.clear_local,
+                write.redrop,
                 on_disconnect=sc.on_disconnect,
                 max_staleness=sc.max_staleness,
                 maxlen=sc.stream_maxlen,

@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -62,12 +62,16 @@ def pack_entry(
     clear: bool = False,
     event: str = "",
     shared_pending: bool = False,
+    records: Sequence[tuple[bytes, bytes, int | None]] = (),
 ) -> bytes:
     """One log entry (see the module docstring); ``shared_pending``: the publisher must
-    delete the keys (or clear) in Redis before publishing it."""
+    delete the keys (or clear) in Redis before publishing it; ``records``: ``(key,
+    record, ttl_ms)`` it must write to Redis first (an explicit write Redis missed)."""
     body: dict[str, Any] = {"o": origin, "k": b"".join(keys)}
     if shared_pending:
         body["s"] = True
+    if records:
+        body["r"] = [[k, rec, -1 if ttl is None else ttl] for k, rec, ttl in records]
     tag_list = list(tags)
     if tag_list:
         body["t"] = tag_list
@@ -280,6 +284,7 @@ class Invalidation:
         clear: bool = False,
         event: str = "",
         shared_pending: bool = False,
+        records: Sequence[tuple[bytes, bytes, int | None]] = (),
     ) -> None:
         """Hand one of this cache's invalidations to the fleet (if there is one), after
         the local and shared tiers were updated (``shared_pending``: Redis could not be
@@ -292,8 +297,9 @@ class Invalidation:
                 clear=clear,
                 event=event,
                 shared_pending=shared_pending,
+                records=records,
             )
-            self.fleet.publish(entry, queue_only=shared_pending)
+            self.fleet.publish(entry, queue_only=shared_pending or bool(records))
 
     def close(self) -> None:
         """Stop the fleet listener; let go of the memory-mapped word (the readers dropped
@@ -365,6 +371,7 @@ class Fleet:
         warm: LmdbTier | None,
         resolve_tags: Callable[[list[str]], list[bytes]],
         clear_local: Callable[[], None],
+        redrop: Callable[[list[bytes]], None],
         *,
         on_disconnect: str = "serve",
         max_staleness: float = 1.0,
@@ -377,6 +384,7 @@ class Fleet:
         self._warm = warm
         self._resolve = resolve_tags
         self._clear_local = clear_local
+        self._redrop = redrop
         self.miss_mode = on_disconnect == "miss"
         self.max_staleness = float(max_staleness)
         self.maxlen = int(maxlen)
@@ -435,7 +443,18 @@ class Fleet:
                     if body.get("c"):
                         conn.clear()
                     else:
-                        conn.delete_each(entry_keys(body))
+                        keys = entry_keys(body)
+                        conn.delete_each(keys)
+                        # a process of this host may have read the old record from Redis
+                        # between its return and now: drop the keys here again
+                        self._redrop(keys)
+                if body.get("r"):  # an explicit write's records Redis did not take
+                    conn.put_many([(k, r, None if t < 0 else t) for k, r, t in body["r"]])
+                if body.get("s") or body.get("r"):  # the others need the event alone
+                    body.pop("s", None)
+                    body.pop("r", None)
+                    out: bytes = msgpack.packb(body, use_bin_type=True)
+                    fields = {b"h": fields[b"h"], b"b": out}
                 conn.stream_add(fields, self.maxlen)
                 self._pending.popleft()
                 self.published += 1

@@ -451,11 +451,15 @@ class WritePath:
             return 0
 
     # -- shared ---------------------------------------------------------------------------
-    def shared_write(self, entries: list[tuple[bytes, bytes, float]]) -> None:
-        """Write ``(key, record, expires_at)`` to Redis with their TTL; fail-open."""
+    def shared_write(
+        self, entries: list[tuple[bytes, bytes, float]]
+    ) -> list[tuple[bytes, bytes, int | None]]:
+        """Write ``(key, record, expires_at)`` to Redis with their TTL; fail-open: returns
+        what could not be written, as ``(key, record, ttl_ms)`` (an explicit write queues
+        it with its fleet event)."""
         shared = self._shared
         if shared is None or not entries:
-            return
+            return []
         now = self._ctx.clock()
         limit = self._ctx.shared_ttl
         items: list[tuple[bytes, bytes, int | None]] = []
@@ -468,7 +472,7 @@ class WritePath:
                 ttl = left if ttl is None else min(ttl, left)
             items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
         if not items:
-            return
+            return []
         t0 = _perf()
         try:
             shared.put_many(items)
@@ -478,10 +482,11 @@ class WritePath:
                     self._ctx.s_shared.skipped += len(items)
                 else:
                     self._ctx.s_shared.errors += 1
-            return
+            return items
         with self._lock:
             self._ctx.s_shared.writes += len(items)
             self._ctx.s_shared.latency.add(_perf() - t0)
+        return []
 
     def shared_call(self, what: str, fn: Callable[[RedisTier], Any]) -> Any:
         """An invalidating call on Redis (drop, clear): failures raise StoreError, since a
@@ -695,8 +700,10 @@ class WritePath:
         if self._warm is not None:
             self.warm_write(records, forced=True)
         if self._shared is not None:
-            self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
-            self.inval.publish([k for k, _ in records], event="set")
+            failed = self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
+            # other hosts drop their copies and read Redis: what Redis did not take is
+            # queued with the event and written first when it answers again
+            self.inval.publish([k for k, _ in records], event="set", records=failed)
 
     def write_entries(
         self,
@@ -798,6 +805,19 @@ class WritePath:
         if self._warm is None and tags:  # no log to carry them to this process's results
             self.inval.results_here(list(tags))
         return len(removed)
+
+    def redrop(self, keys: list[bytes]) -> None:
+        """Drop ``keys`` from this host again (hot, and warm with a log entry): a queued
+        invalidation just reached Redis, and a process of this host may have read the
+        old record from Redis before it did."""
+        with self._lock:
+            for k in keys:
+                if self._hot.delete_key(k):
+                    self._engine.remove_hot(k)
+                    self._ctx.s_hot.evictions["invalidated"] += 1
+        if self._warm is not None:
+            self._warm.delete_each(keys, log=self.inval.entry(keys, event="redrop"))
+            self.inval.sync()
 
     def _queue_shared(
         self,
