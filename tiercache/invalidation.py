@@ -205,6 +205,19 @@ class Invalidation:
                 self.applied = last
                 self.gate.seen = FORCED if self.blocked else (word if word <= last else last)
 
+    def own(self, seq: int, entry: bytes) -> None:
+        """This cache's own ``entry`` was committed as number ``seq``: apply it without
+        reading the log back when nothing else was logged in between (else :meth:`sync`)."""
+        with self._sync_lock:
+            if seq == self.applied + 1:
+                with self._lock:
+                    self._apply_locked(seq, unpack_entry(entry))
+                    self.applied = seq
+                    word = self.gate.word
+                    self.gate.seen = FORCED if self.blocked else (word if word <= seq else seq)
+                return
+        self.sync()
+
     def _overflow_locked(self, last: int) -> None:
         self.overflows += 1
         self._clear_hot()
@@ -301,6 +314,19 @@ class Invalidation:
             )
             self.fleet.publish(entry, queue_only=shared_pending or bool(records))
 
+    def event(
+        self, keys: Iterable[bytes] = (), *, tags: Iterable[str] = (), event: str = ""
+    ) -> tuple[dict[bytes, bytes], int] | None:
+        """:meth:`Fleet.event` of one of this cache's invalidations (None without a fleet,
+        or while earlier ones are queued)."""
+        if self.fleet is None:
+            return None
+        return self.fleet.event(pack_entry(self.origin, keys, tags=tags, event=event))
+
+    def sent(self) -> None:
+        if self.fleet is not None:
+            self.fleet.sent()
+
     def close(self) -> None:
         """Stop the fleet listener; let go of the memory-mapped word (the readers dropped
         the gate first)."""
@@ -337,6 +363,7 @@ def _newer(value: bytes, stored: bytes | None) -> bool:
     return stored is None or _stream_id(value) > _stream_id(stored)
 
 
+READ_PAUSE = 0.002  # seconds the listener waits after a read that returned entries
 FORCED = 2**64 - 1  # a SeqGate.seen no word reaches: the readers serve nothing
 
 
@@ -419,6 +446,18 @@ class Fleet:
         self.caught_up.wait(shared.connect_timeout + shared.timeout + self.block + 0.5)
 
     # -- publishing ---------------------------------------------------------------------
+    def event(self, entry: bytes) -> tuple[dict[bytes, bytes], int] | None:
+        """The stream entry of ``entry`` for the caller's own Redis pipeline (one round
+        trip with the records it writes or deletes), or None when earlier entries are
+        still queued (order: the caller then calls :meth:`publish`). Count it with
+        :meth:`sent` once the pipeline ran."""
+        if self._pending:
+            return None
+        return {b"h": self.host, b"b": entry}, self.maxlen
+
+    def sent(self) -> None:
+        self.published += 1
+
     def publish(self, entry: bytes, *, queue_only: bool = False) -> None:
         """Publish one of this cache's log entries (queued and retried on failure;
         ``queue_only``: left to the listener thread)."""
@@ -517,6 +556,8 @@ class Fleet:
                     offset = sid
                 self._contact(len(entries) < 500)
                 pause = 0.05
+                if entries:  # read in batches: one wake-up per READ_PAUSE at most, not
+                    self._stop.wait(READ_PAUSE)  # one per entry (the GIL is shared)
             except Exception as exc:
                 if self._stop.is_set():
                     break

@@ -413,6 +413,7 @@ class WritePath:
             return victims
 
         try:
+            logged: list[int] = []
             deleted = warm.put_bounded(
                 items,
                 engine.warm_capacity,
@@ -420,9 +421,10 @@ class WritePath:
                 log=log,
                 since=epoch,
                 stale=stale_predicate if epoch is not None else None,
+                logged=logged,
             )
-            if log is not None:
-                inval.sync()  # this process's own entry: its keys are now "touched"
+            if log is not None and logged:
+                inval.own(logged[0], log)  # this process's own entry: its keys "touched"
             with lock:
                 s_warm = self._ctx.s_warm
                 s_warm.writes += len(items)
@@ -452,14 +454,18 @@ class WritePath:
 
     # -- shared ---------------------------------------------------------------------------
     def shared_write(
-        self, entries: list[tuple[bytes, bytes, float]]
-    ) -> list[tuple[bytes, bytes, int | None]]:
+        self,
+        entries: list[tuple[bytes, bytes, float]],
+        event: tuple[dict[bytes, bytes], int] | None = None,
+    ) -> list[tuple[bytes, bytes, int | None]] | None:
         """Write ``(key, record, expires_at)`` to Redis with their TTL; fail-open: returns
         what could not be written, as ``(key, record, ttl_ms)`` (an explicit write queues
-        it with its fleet event)."""
+        it with its fleet event); None when there was nothing to write (no pipeline ran,
+        so no ``event`` went). ``event``: a fleet stream entry sent in the same pipeline
+        (:meth:`Invalidation.event`)."""
         shared = self._shared
         if shared is None or not entries:
-            return []
+            return None
         now = self._ctx.clock()
         limit = self._ctx.shared_ttl
         items: list[tuple[bytes, bytes, int | None]] = []
@@ -472,10 +478,10 @@ class WritePath:
                 ttl = left if ttl is None else min(ttl, left)
             items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
         if not items:
-            return []
+            return None
         t0 = _perf()
         try:
-            shared.put_many(items)
+            shared.put_many(items, event=event)
         except Exception as exc:
             with self._lock:
                 if isinstance(exc, SharedUnavailable):
@@ -700,10 +706,18 @@ class WritePath:
         if self._warm is not None:
             self.warm_write(records, forced=True)
         if self._shared is not None:
-            failed = self.shared_write([(k, rec, exp) for (k, rec), exp in zip(records, expiries)])
-            # other hosts drop their copies and read Redis: what Redis did not take is
-            # queued with the event and written first when it answers again
-            self.inval.publish([k for k, _ in records], event="set", records=failed)
+            keys = [k for k, _ in records]
+            # the fleet's event rides in the records' pipeline; other hosts drop their
+            # copies and read Redis: what Redis did not take is queued with the event
+            # and written first when it answers again
+            event = self.inval.event(keys, event="set")
+            failed = self.shared_write(
+                [(k, rec, exp) for (k, rec), exp in zip(records, expiries)], event
+            )
+            if event is not None and failed == []:
+                self.inval.sent()
+            else:
+                self.inval.publish(keys, event="set", records=failed or ())
 
     def write_entries(
         self,
@@ -777,9 +791,13 @@ class WritePath:
                     ctx.s_hot.evictions[reason] += 1
                     removed.add(k)
         shared_exc: StoreError | None = None
+        event = None
         if self._shared is not None:
+            # the fleet's event rides in the delete's pipeline (one round trip); the
+            # processes of this host learn of it from the warm log below
+            event = self.inval.event(keys, tags=tags, event=what) if keys else None
             try:
-                flags = self.shared_call(what, lambda r: r.delete_each(keys))
+                flags = self.shared_call(what, lambda r: r.delete_each(keys, event=event))
             except StoreError as exc:
                 shared_exc = exc
             else:
@@ -800,7 +818,9 @@ class WritePath:
             removed.update(gone)
         if shared_exc is not None:
             self._queue_shared(shared_exc, keys, tags=tags, event=what)
-        if self._shared is not None:
+        if event is not None:
+            self.inval.sent()
+        elif self._shared is not None:
             self.inval.publish(keys, tags=tags, event=what)
         if self._warm is None and tags:  # no log to carry them to this process's results
             self.inval.results_here(list(tags))

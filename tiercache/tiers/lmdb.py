@@ -1287,6 +1287,7 @@ class LmdbTier:
         log: bytes | None = None,
         since: int | None = None,
         stale: Callable[[list[bytes]], Callable[[bytes], bool]] | None = None,
+        logged: list[int] | None = None,
     ) -> int:
         """Write ``puts`` keeping at most ``capacity`` entries; returns keys evicted.
 
@@ -1301,7 +1302,8 @@ class LmdbTier:
         overwrites what other processes may hold). ``since`` and ``stale``: a store-back
         of what was read when the log stood at ``since``: if entries were logged since,
         ``stale(entries)`` returns a predicate, and the puts it holds true for are
-        skipped (their vector was invalidated while it was being read).
+        skipped (their vector was invalidated while it was being read). ``logged``: a
+        list the sequence number of ``log`` is appended to, once committed.
         """
         for k, _ in puts:
             if len(k) != KEY_BYTES:
@@ -1333,6 +1335,8 @@ class LmdbTier:
         evicted: int = self._write(run)
         if seq:
             self._h.publisher.publish(seq)
+            if logged is not None:
+                logged.append(seq)
         return evicted
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:

@@ -278,11 +278,15 @@ class RedisTier:
         return value
 
     def put_many(
-        self, items: Sequence[tuple[bytes, bytes] | tuple[bytes, bytes, int | None]]
+        self,
+        items: Sequence[tuple[bytes, bytes] | tuple[bytes, bytes, int | None]],
+        *,
+        event: tuple[dict[bytes, bytes], int] | None = None,
     ) -> None:
         """Write ``(key, record)`` or ``(key, record, ttl_ms)`` items (the tier protocol's
         pairs, or with a TTL set atomically with the value; ``ttl_ms`` None = no expiry).
-        One pipeline."""
+        One pipeline; ``event`` ``(fields, maxlen)``: an invalidation stream entry added
+        at its end (one round trip for both)."""
         if not items:
             return
 
@@ -295,6 +299,8 @@ class RedisTier:
                     pipe.set(self.redis_key(key), record)
                 else:
                     pipe.set(self.redis_key(key), record, px=max(1, int(ttl_ms)))
+            if event is not None:
+                self._xadd(pipe, *event)
             pipe.execute()
 
         self._call(run)
@@ -327,8 +333,11 @@ class RedisTier:
         deleted: int = self._call(run)
         return deleted
 
-    def delete_each(self, keys: Sequence[bytes]) -> list[bool]:
-        """Unlink ``keys`` in one pipeline; which of them existed, in input order."""
+    def delete_each(
+        self, keys: Sequence[bytes], *, event: tuple[dict[bytes, bytes], int] | None = None
+    ) -> list[bool]:
+        """Unlink ``keys`` in one pipeline; which of them existed, in input order.
+        ``event``: as :meth:`put_many`'s."""
         if not keys:
             return []
 
@@ -336,7 +345,9 @@ class RedisTier:
             pipe = client.pipeline(transaction=False)
             for k in keys:
                 pipe.unlink(self.redis_key(k))
-            return [bool(n) for n in pipe.execute()]
+            if event is not None:
+                self._xadd(pipe, *event)
+            return [bool(n) for n in pipe.execute()[: len(keys)]]
 
         result: list[bool] = self._call(run)
         return result
@@ -424,6 +435,9 @@ class RedisTier:
     def epoch_key(self) -> bytes:
         """A random token created with the stream: a new one means its history is gone."""
         return b"tiercache-inv-epoch:" + self._bprefix
+
+    def _xadd(self, pipe: Any, fields: dict[bytes, bytes], maxlen: int) -> None:
+        pipe.xadd(self.stream_key, fields, maxlen=maxlen, approximate=True)
 
     def stream_add(self, fields: dict[bytes, bytes], maxlen: int) -> bytes:
         """``XADD`` one entry (trimmed approximately to ``maxlen``); its id."""
