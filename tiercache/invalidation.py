@@ -543,12 +543,18 @@ class Fleet:
         conn: Any = None
         offset: bytes | None = None
         pause = 0.05
+        was_down = False
         while not self._stop.is_set():
             try:
                 if conn is None:
                     conn = self._shared.listener(self.block)
                 if offset is None:
                     offset = self._start(conn)
+                    if was_down and not self._inval.blocked:
+                        # back in contact: apply what was missed before any local hit
+                        self._blocked_at = self._clock()
+                        self._inval.block()
+                    was_down = False
                 self._flush(conn)
                 entries = conn.stream_read(offset, 500, max(1, int(self.block * 1000)))
                 for sid, fields in entries:
@@ -566,6 +572,7 @@ class Fleet:
                     self.outages += 1
                 self.connected = False
                 self.caught_up.clear()
+                was_down = True
                 offset = None  # after a failure: check the history again
                 self._check_staleness()
                 self._stop.wait(pause)
