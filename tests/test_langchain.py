@@ -180,8 +180,8 @@ def test_bytestore_owner_only_permissions(tmp_path: Path) -> None:
     with TierCacheByteStore(path=path) as store:
         store.mset([("a", b"1")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
-    for f in path.iterdir():
-        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    for f in path.rglob("*"):  # files owner read/write, folders (the open markers) 0700
+        assert stat.S_IMODE(f.stat().st_mode) == (0o700 if f.is_dir() else 0o600), f
 
 
 def test_bytestore_grows_the_map(tmp_path: Path, encoder: CountingEncoder) -> None:

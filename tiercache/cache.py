@@ -85,6 +85,7 @@ class TierCache(AsyncAPI):
                 max_readers=cfg.warm.max_readers,
                 on_fingerprint_mismatch=cfg.warm.on_fingerprint_mismatch,
                 packed_record_len=record_len,
+                on_damage=cfg.warm.on_damage,
             )
         sc = cfg.shared
         if shared is None and sc.active:
@@ -534,6 +535,7 @@ class TierCache(AsyncAPI):
                 )
             else:
                 warm.update(
+                    quarantined=len(self._warm.quarantined),
                     entries=st["entries"],
                     bytes=st["bytes_used"],
                     file_bytes=st["file_bytes"],

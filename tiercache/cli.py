@@ -1320,6 +1320,24 @@ def _print_tiers_table(
     )
 
 
+def _check_pages(path: Path, as_json: bool) -> None:
+    """``inspect --pages``: the page walk in a child; exit 1 when the store is damaged."""
+    from .tiers import guard
+
+    intact, found = guard.check_in_child(str(path))
+    if not intact:
+        if as_json:
+            click.echo(json.dumps({"pages": {"intact": False, "found": found}}))
+        click.echo(
+            f"damaged: {path}: {found}. A cache opening it moves it aside "
+            "(warm.on_damage: quarantine) and starts empty.",
+            err=True,
+        )
+        sys.exit(1)
+    if not as_json:
+        click.echo(f"pages: intact ({found})")
+
+
 @main.command()
 @click.option(
     "--config",
@@ -1330,10 +1348,19 @@ def _print_tiers_table(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
+@click.option(
+    "--pages",
+    is_flag=True,
+    help="First walk every LMDB page in a child process (a damaged store crashes the "
+    "child, not this command); exit 1 if the store is damaged.",
+)
+def inspect(config_path: str | None, as_json: bool, no_progress: bool, pages: bool) -> None:
     """Read every record of the warm store and verify it: entries by codec and dim,
     records with metadata, expiry range, expired and corrupt records, bytes; the
-    fingerprint manifest; the shared tier when configured. Changes nothing."""
+    fingerprint manifest; the shared tier when configured. Changes nothing.
+
+    --pages runs the check a cache runs on opening a store that may be damaged: every
+    entry of every database read and pages allocated in an aborted write, in a child."""
     import datetime as dt
 
     from tqdm import tqdm
@@ -1345,6 +1372,8 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool) -> None:
         path = Path(cfg.warm.path)
         if not cfg.warm.enabled or not (path / "data.mdb").exists():
             _fail(TierCacheError(f"no warm store at {path}"))
+        if pages:
+            _check_pages(path, as_json)
         tier = _open_store(path, cfg)
         now = time.time()
         by_kind: dict[str, int] = {}

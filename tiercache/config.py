@@ -389,6 +389,10 @@ class WarmConfig:
     """Keep the source text in each record (msgpack)."""
     on_fingerprint_mismatch: str = "error"
     """One of ``ON_FINGERPRINT_MISMATCH``: ``error`` or ``coexist``."""
+    on_damage: str = "quarantine"
+    """A store that may be damaged (a process died with it open, or its file changed while
+    closed) is checked by a page walk in a child process on open; ``quarantine`` moves a
+    damaged one aside and opens an empty one, ``refuse`` raises ``StoreError``."""
     map_size: int | None = None
     """Initial LMDB map size in bytes (grown on demand); ``None`` = chosen automatically."""
     max_readers: int = 126
@@ -407,6 +411,7 @@ class WarmConfig:
         _check_choice(
             self.on_fingerprint_mismatch, "warm.on_fingerprint_mismatch", ON_FINGERPRINT_MISMATCH
         )
+        _check_choice(self.on_damage, "warm.on_damage", ("quarantine", "refuse"))
         if self.map_size is not None:
             _check_int(self.map_size, "warm.map_size", minimum=1, maximum=MAX_BYTES)
         _check_int(self.max_readers, "warm.max_readers", minimum=1)

@@ -59,6 +59,7 @@ _COUNTERS = (
     "corrupt",
     "expired",
     "skipped",
+    "quarantined",
 )
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
 

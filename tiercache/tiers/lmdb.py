@@ -47,6 +47,7 @@ from ..errors import FingerprintMismatchError, StoreError
 from ..geometry import MAX_SEGMENT_SLOTS, segment_slots
 from ..keys import KEY_BYTES, Fingerprint
 from ..seqword import map_word, new_gate
+from . import guard
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -171,6 +172,7 @@ class _Env:
 
     def close(self) -> None:
         self.env.close()
+        guard.closed(self.path)  # a clean close: the last one out stamps the store
         self.publisher.release()
         with contextlib.suppress(BufferError):  # a SeqGate still holds it: unmapped with it
             self.seqmap.close()
@@ -787,6 +789,7 @@ class LmdbTier:
         max_readers: int = 126,
         on_fingerprint_mismatch: str = "error",
         packed_record_len: int | None = None,
+        on_damage: str = "quarantine",
     ) -> None:
         self.path = os.path.realpath(os.fspath(path))
         self.fingerprint = fingerprint
@@ -805,6 +808,8 @@ class LmdbTier:
             raise StoreError(f"cannot create warm store directory {self.path}: {exc}") from exc
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise StoreError(f"warm store directory {self.path} is not writable")
+        self._on_damage = on_damage
+        self.quarantined: list[str] = []  # folders this tier moved a damaged store to
         self._handle: _Env | None = None
         self._open()
         try:
@@ -815,6 +820,31 @@ class LmdbTier:
 
     # -- environment lifecycle ---------------------------------------------------------
     def _open(self) -> _Env:
+        with _ENVS_LOCK:
+            first = _ENVS.get(self.path) is None  # this process's first open of the store
+        if not first:
+            return self._acquire()
+        with guard.open_lock(self.path):
+            if self._on_damage == "quarantine":
+                why = guard.needs_check(self.path)
+                if why is not None:
+                    intact, found = guard.check_in_child(self.path)
+                    if not intact:
+                        self._quarantine(f"{why}; {found}")
+            try:
+                handle = self._acquire()
+            except StoreError as exc:
+                if self._on_damage != "quarantine" or not isinstance(exc.__cause__, _DAMAGE_ERRORS):
+                    raise
+                live, _ = guard._markers(self.path)
+                if any(pid != os.getpid() for pid in live):
+                    raise  # other processes use it: theirs to find out
+                self._quarantine(f"it cannot be opened: {exc.__cause__}")
+                handle = self._acquire()
+            guard.opened(self.path)
+        return handle
+
+    def _acquire(self) -> _Env:
         try:
             handle = _acquire_env(self.path, self._map_size, self._max_readers, self.durable)
         except _DAMAGE_ERRORS as exc:
@@ -823,6 +853,9 @@ class LmdbTier:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
         self._handle = handle
         return handle
+
+    def _quarantine(self, why: str) -> None:
+        self.quarantined.append(guard.quarantine(self.path, why))
 
     @property
     def _h(self) -> _Env:
