@@ -208,10 +208,34 @@ class RedisServer:
 
 
 class RedisCluster3:
-    """Three cluster-mode redis-servers joined with ``redis-cli --cluster create``."""
+    """Cluster-mode redis-servers joined with ``redis-cli --cluster create``: three
+    masters, each with ``replicas`` replicas (0: three nodes)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.nodes = [RedisServer(workdir, cluster=True) for _ in range(3)]
+    def __init__(self, workdir: Path, replicas: int = 0) -> None:
+        self.replicas = replicas
+        self.nodes = [RedisServer(workdir, cluster=True) for _ in range(3 * (1 + replicas))]
+
+    def _replicas_synced(self) -> bool:
+        """Every replica has completed its first sync (a replica that never synced may
+        not take over: ``cluster-replica-validity-factor``)."""
+        for n in self.nodes:
+            info = n.cli_run("info", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
+                return False
+        return True
+
+    def masters(self) -> list[RedisServer]:
+        """The nodes that are masters now (a failover changes them)."""
+        out = []
+        for n in self.nodes:
+            if n.proc is None:
+                continue
+            try:
+                if "role:master" in n.cli_run("info", "replication"):
+                    out.append(n)
+            except subprocess.SubprocessError:
+                continue
+        return out
 
     def start(self) -> RedisCluster3:
         for n in self.nodes:
@@ -224,7 +248,7 @@ class RedisCluster3:
                 "create",
                 *addrs,
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -234,7 +258,11 @@ class RedisCluster3:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if all("cluster_state:ok" in n.cli_run("cluster", "info") for n in self.nodes):
+            if (
+                all("cluster_state:ok" in n.cli_run("cluster", "info") for n in self.nodes)
+                and len(self.masters()) == 3
+                and self._replicas_synced()
+            ):
                 return self
             time.sleep(0.1)
         raise RuntimeError("the redis cluster did not reach cluster_state:ok")
