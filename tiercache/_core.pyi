@@ -9,6 +9,7 @@ class WTinyLFUCore:
     protected_capacity: int
     _sample_hits: int
     _sample_requests: int
+    _sample_recurring: int
     _period: int
     _climbing: bool
     _full: bool
@@ -24,6 +25,7 @@ class WTinyLFUCore:
         jitter_threshold: int,
         climbing: bool,
         period: int,
+        mode: int = 0,
         /,
     ) -> None: ...
     def __len__(self) -> int: ...

@@ -453,6 +453,15 @@ _SHIFT_WARMUP = 8
 armed before), then an EWMA giving the newest sample a weight of 1/this."""
 
 
+_RECURRING = 2
+
+_SHIFT_PATIENCE = 6
+"""Unconfirmed drops in a row judged against the pre-drop rates before those rates
+follow the samples again (a long scan becomes the new normal)."""
+"""A missed key whose sketch frequency (its own access included) is at least this recurs:
+the shift detector counts such misses (``shift_confirm``)."""
+
+
 def _flag(pname: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"policy.params.{pname}", value, "must be true or false")
@@ -537,6 +546,7 @@ class WTinyLFUPolicy(Policy):
         "shift": 0.25,
         "shift_period": 0,
         "shift_aging": 3,
+        "shift_confirm": 0.3,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -555,6 +565,9 @@ class WTinyLFUPolicy(Policy):
         self.shift = _fraction("shift", params["shift"], low_open=False, high_open=True)
         self.shift_period = _nonneg_int("policy.params.shift_period", params["shift_period"])
         self.shift_aging = _nonneg_int("policy.params.shift_aging", params["shift_aging"])
+        self.shift_confirm = _fraction(
+            "shift_confirm", params["shift_confirm"], low_open=False, high_open=False
+        )
         c = self.capacity
         if c >= 2:
             window = min(c - 1, max(1, round(c * self.window_fraction)))
@@ -575,6 +588,9 @@ class WTinyLFUPolicy(Policy):
         self._full = False
         self._sample_hits = 0
         self._sample_requests = 0
+        self._sample_recurring = 0  # offered misses of keys seen before (see admit)
+        self._recurring_reference = 0.0  # the detector's running rate of those
+        self._suspect = 0  # successive unconfirmed drops (the detector's hysteresis)
         self._climb_hits = 0
         self._climb_requests = 0
         self._previous_rate = -1.0  # no sample yet
@@ -676,48 +692,14 @@ class WTinyLFUPolicy(Policy):
         the policy's memory; otherwise the sample counts toward the climber's, and a
         hill-climbing step follows once that is complete (see the class doc)."""
         hits, n = self._sample_hits, self._sample_requests
-        self._sample_hits = self._sample_requests = 0
+        recurring = self._sample_recurring
+        self._sample_hits = self._sample_requests = self._sample_recurring = 0
         if n <= 0:
             return
         self._samples += 1
         c = self.capacity
-        if self.shift > 0:
-            # Shift detector. Running hit rate and running mean absolute difference of
-            # successive samples (insensitive to a trend such as a recovery): means of
-            # the first _SHIFT_WARMUP samples, then EWMAs of weight 1 / _SHIFT_WARMUP. It
-            # is armed once the running rate averages _SHIFT_WARMUP samples.
-            rate = hits / n
-            k = self._reference_samples
-            reference, jitter = self._reference, self._jitter
-            drop = reference - rate
-            noise = _SHIFT_SIGMAS * max(
-                math.sqrt(reference * (1.0 - reference) / n), _SHIFT_MAD * jitter
-            )
-            if k >= _SHIFT_WARMUP and drop > self.shift * reference and drop > noise:
-                # A popularity shift: forget the old workload's frequencies (each halving
-                # divides every counter by two) and its residency ranks: cycling main
-                # through the window leaves it one probation segment in recency order,
-                # so the old protected keys compete again. The detector and the climber
-                # start over, the climber with a full step toward a smaller window.
-                self.shifts.append(self._samples)
-                for _ in range(self.shift_aging):
-                    self.sketch._reset()
-                window = self.window_capacity
-                self.resize_window(c - 1)
-                self.resize_window(window)
-                self._reference = self._jitter = 0.0
-                self._reference_samples = 0
-                self._previous_rate = -1.0
-                self._climb_hits = self._climb_requests = 0
-                self._step = -self.step_fraction * c
-                return
-            k += 1
-            self._reference_samples = k
-            self._reference = reference + (rate - reference) / min(k, _SHIFT_WARMUP)
-            if k > 1:
-                deviation = abs(rate - self._last_rate)
-                self._jitter = jitter + (deviation - jitter) / min(k - 1, _SHIFT_WARMUP)
-            self._last_rate = rate
+        if self.shift > 0 and self._detect_shift(hits, recurring, n):
+            return
         # the climber's sample: a whole number of detector samples
         self._climb_hits += hits
         self._climb_requests += n
@@ -746,6 +728,67 @@ class WTinyLFUPolicy(Policy):
                 self._step = self.step_decay * amount
             self.resize_window(self.window_capacity + round(amount))
         self.adjustments.append(self.window_capacity)
+
+    def _detect_shift(self, hits: int, recurring: int, n: int) -> bool:
+        """The popularity-shift detector, once per detector sample; True when it reacted
+        (the climber's sample then starts over)."""
+        # Running hit rate and running mean absolute difference of successive samples
+        # (insensitive to a trend such as a recovery): means of the first _SHIFT_WARMUP
+        # samples, then EWMAs of weight 1 / _SHIFT_WARMUP. Armed once the running rate
+        # averages _SHIFT_WARMUP samples.
+        rate = hits / n
+        k = self._reference_samples
+        reference, jitter = self._reference, self._jitter
+        drop = reference - rate
+        noise = _SHIFT_SIGMAS * max(
+            math.sqrt(reference * (1.0 - reference) / n), _SHIFT_MAD * jitter
+        )
+        recurring_rate = recurring / n
+        if k >= _SHIFT_WARMUP and drop > self.shift * reference and drop > noise:
+            # A drop. A shift only if the requests the hit rate lost come back as misses
+            # of recurring keys (the new head's); a scan's misses are of keys seen once.
+            # Unconfirmed, the sample is suspect: the running rates stay as they were
+            # for up to _SHIFT_PATIENCE samples, so a shift's next samples are judged
+            # against the old rate (its new head recurs more as it goes on).
+            rise = recurring_rate - self._recurring_reference
+            if self.shift_confirm == 0 or rise >= self.shift_confirm * drop:
+                self._react_to_shift()
+                return True
+            self._suspect += 1
+            if self._suspect <= _SHIFT_PATIENCE:
+                return False
+        else:
+            self._suspect = 0
+        k += 1
+        self._reference_samples = k
+        self._reference = reference + (rate - reference) / min(k, _SHIFT_WARMUP)
+        self._recurring_reference += (recurring_rate - self._recurring_reference) / min(
+            k, _SHIFT_WARMUP
+        )
+        if k > 1:
+            deviation = abs(rate - self._last_rate)
+            self._jitter = jitter + (deviation - jitter) / min(k - 1, _SHIFT_WARMUP)
+        self._last_rate = rate
+        return False
+
+    def _react_to_shift(self) -> None:
+        """Forget the old workload's frequencies (each halving divides every counter by
+        two) and its residency ranks: cycling main through the window leaves it one
+        probation segment in recency order, so the old protected keys compete again. The
+        detector and the climber start over, the climber with a full step toward a
+        smaller window."""
+        c = self.capacity
+        self.shifts.append(self._samples)
+        for _ in range(self.shift_aging):
+            self.sketch._reset()
+        window = self.window_capacity
+        self.resize_window(c - 1)
+        self.resize_window(window)
+        self._reference = self._jitter = self._recurring_reference = 0.0
+        self._reference_samples = self._suspect = 0
+        self._previous_rate = -1.0
+        self._climb_hits = self._climb_requests = 0
+        self._step = -self.step_fraction * c
 
     def resize_window(self, window: int) -> None:
         """Move the window/main split to ``window`` entries (clamped to ``[1, C - 1]``).
@@ -777,6 +820,11 @@ class WTinyLFUPolicy(Policy):
             prob[k] = None
 
     def admit(self, key: Key) -> Admission:
+        if self._climbing and self._full and key not in self:
+            # the shift detector's second signal: a missed key that recurs (sketch
+            # frequency >= _RECURRING, this access included); a scan's keys do not
+            if self.sketch.frequency(self.hasher(key)) >= _RECURRING:
+                self._sample_recurring += 1
         adm = self._place(key)
         if not self._full and len(self) >= self.capacity:
             self._full = True  # the hill climber samples from now on
@@ -923,6 +971,10 @@ if _core is not None:
     POLICIES["wtinylfu"] = CompiledWTinyLFUPolicy
 
 
+_SKETCH_WIDTH = 4
+_SKETCH_SAMPLE = 10
+
+
 def _derive_seed(seed: int, stream: int) -> int:
     """An independent 64-bit seed for sub-stream ``stream`` (blake2b of both)."""
     data = (seed & _M64).to_bytes(8, "little") + stream.to_bytes(8, "little")
@@ -993,8 +1045,8 @@ class PolicyEngine:
         base = max(self.hot_capacity, 1024)
         sample_size: int | None = None
         if sketch_capacity is None:
-            sketch_capacity = 4 * base + min(self.warm_capacity, 10 * self.hot_capacity)
-            sample_size = 10 * base
+            sketch_capacity = _SKETCH_WIDTH * base + min(self.warm_capacity, 10 * self.hot_capacity)
+            sample_size = _SKETCH_SAMPLE * base
         sketch_capacity = _nonneg_int("policy.sketch_capacity", sketch_capacity)
         if seed is None:
             seed = random.SystemRandom().getrandbits(64)

@@ -9,6 +9,11 @@
  *     a dict from key to node) and its per-access operations (on_hit, on_hits, admit,
  *     remove, resize_window, keys, segment). The Python subclass keeps configuration and
  *     the hill climber's decision (_climb), which runs once per sample period.
+ *     The same type serves ``tinylfu`` and ``lru`` (mode 1 and 2, set by _core_setup):
+ *     no window and no protected segment, so probation is one LRU list (a hit moves a key
+ *     to protected and straight back to probation's MRU end), and the offered key is the
+ *     candidate against probation's LRU entry: TinyLFU decides (mode 1) or the candidate
+ *     always wins (mode 2). Their Python specifications are TinyLFUPolicy and LRUPolicy.
  *   - drain(policy, keys): the engine's buffered drain (sketch increment, then on_hit, per
  *     key, in order).
  *   - replay(policy, trace, misses_out): the simulator's loop (hit: record; miss: record
@@ -30,6 +35,9 @@
 #define SEG_PROBATION 2
 #define SEG_PROTECTED 3
 #define FIRST_NODE 4
+#define MODE_WTINYLFU 0
+#define MODE_TINYLFU 1
+#define MODE_LRU 2
 #define MAX_COUNT 15
 
 static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
@@ -57,7 +65,12 @@ typedef struct {
     double protected_fraction;
     /* hill climber sampling state (the decision itself is the Python _climb) */
     Py_ssize_t sample_hits, sample_requests, period;
+    Py_ssize_t sample_recurring; /* misses of keys seen before (sketch frequency >= 2),
+                                    counted when the key is offered: the shift detector
+                                    tells a popularity shift from a scan by them */
     char climbing, full, ready, fast_hash;
+    char mode; /* MODE_WTINYLFU; MODE_TINYLFU, MODE_LRU: no window, no protected segment
+                  (probation is one LRU list), admission by TinyLFU or always */
     char busy; /* a mutating operation is running (it may call the hasher, the rng, a key's
                   __eq__/__hash__, or trigger a finalizer): re-entry is refused */
     Py_ssize_t jitter_threshold;
@@ -386,7 +399,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
         }
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) return 0; /* no victim */
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
-        int ok = tinylfu_admit(c, key, c->nodes[v].key);
+        int ok = c->mode == MODE_LRU ? 1 : tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
         if (!ok) return 0;
         Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
@@ -450,6 +463,18 @@ rollback: {
 
 static inline void mark_full(Core *c) {
     if (!c->full && c->len[1] + c->len[2] + c->len[3] >= c->cap) c->full = 1;
+}
+
+/* a missed key (hash h) is being offered: count it for the shift detector when it is a
+   recurring key, sketch frequency (this access included) >= RECURRING. Miss path only. */
+#define RECURRING 2
+static inline int count_offer(Core *c, PyObject *key) {
+    /* the key is hashed here, as the Python admit hashes it (same hasher calls) */
+    if (!(c->climbing && c->full)) return 0;
+    uint64_t h;
+    if (key_hash(c, key, &h) < 0) return -1;
+    if (sk_frequency(c, h) >= RECURRING) c->sample_recurring++;
+    return 0;
 }
 
 static void free_arrays(Core *c) {
@@ -518,15 +543,21 @@ static void apply_window(Core *c, Py_ssize_t window) {
 }
 
 /* _core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng,
-               jitter_threshold, climbing, period) */
+               jitter_threshold, climbing, period[, mode]) */
 static PyObject *Core_setup(Core *c, PyObject *args) {
     Py_ssize_t cap, window, jitter, period;
     double pf;
     PyObject *sketch, *hasher, *rng;
-    int fast, climbing;
-    if (!PyArg_ParseTuple(args, "nndOOiOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
-                          &rng, &jitter, &climbing, &period))
+    int fast, climbing, mode = MODE_WTINYLFU;
+    if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
+                          &rng, &jitter, &climbing, &period, &mode))
         return NULL;
+    if (mode < MODE_WTINYLFU || mode > MODE_LRU ||
+        (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU) or 2 "
+                                          "(LRU) with no window, protected or climber");
+        return NULL;
+    }
     if (c->busy) {
         PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
         return NULL;
@@ -535,7 +566,7 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "capacity out of range");
         return NULL;
     }
-    if (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1)) {
+    if (mode == MODE_WTINYLFU && (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1))) {
         PyErr_SetString(PyExc_ValueError,
                         "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
         return NULL;
@@ -631,9 +662,10 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->protected_fraction = pf;
     c->jitter_threshold = jitter;
     c->climbing = (char)climbing;
+    c->mode = (char)mode;
     c->period = period;
     c->full = 0;
-    c->sample_hits = c->sample_requests = 0;
+    c->sample_hits = c->sample_requests = c->sample_recurring = 0;
     apply_window(c, window);
     c->ready = 1;
     Py_RETURN_NONE;
@@ -727,6 +759,7 @@ static PyObject *Core_admit_impl(Core *c, PyObject *key) {
         Py_INCREF(ADMITTED);
         r = ADMITTED;
     } else {
+        if (count_offer(c, key) < 0) return NULL;
         Placed p;
         if (place(c, key, &p) < 0) return NULL;
         r = admission_of(&p);
@@ -809,7 +842,7 @@ static PyObject *Core_resize_window_impl(Core *c, PyObject *arg) {
     Py_ssize_t cap = c->cap;
     Py_ssize_t window = overflow > 0 ? cap : overflow < 0 ? 0
                         : (Py_ssize_t)(w > cap ? cap : (w < 0 ? 0 : w));
-    if (cap < 3) Py_RETURN_NONE;
+    if (cap < 3 || c->mode != MODE_WTINYLFU) Py_RETURN_NONE; /* no window to move */
     if (window > cap - 1) window = cap - 1;
     if (window < 1) window = 1;
     if (window == c->window_capacity) Py_RETURN_NONE;
@@ -853,6 +886,10 @@ static PyObject *Core_set_window(Core *c, PyObject *arg) {
     }
     Py_ssize_t window = PyLong_AsSsize_t(arg);
     if (window == -1 && PyErr_Occurred()) return NULL;
+    if (c->mode != MODE_WTINYLFU) {
+        PyErr_SetString(PyExc_ValueError, "this policy has no window");
+        return NULL;
+    }
     if (c->cap <= 1 ? window != 0 : (window < 1 || window > c->cap - 1)) {
         PyErr_SetString(PyExc_ValueError,
                         "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
@@ -871,7 +908,8 @@ static PyObject *Core_set_window(Core *c, PyObject *arg) {
 static PyMethodDef Core_methods[] = {
     {"_core_setup", (PyCFunction)Core_setup, METH_VARARGS,
      "_core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng, "
-     "jitter_threshold, climbing, period): allocate the segments and bind the sketch."},
+     "jitter_threshold, climbing, period[, mode]): allocate the segments and bind the "
+     "sketch; mode 1 (TinyLFU) and 2 (LRU) take window 0, protected 0, no climber."},
     {"segment", (PyCFunction)Core_segment, METH_O,
      "\"window\", \"probation\", \"protected\" or None (not resident)."},
     {"on_hit", (PyCFunction)Core_on_hit, METH_O,
@@ -900,6 +938,8 @@ static PyMemberDef Core_members[] = {
     {"_sample_hits", T_PYSSIZET, offsetof(Core, sample_hits), 0, "Climber sample hits."},
     {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
      "Climber sample requests."},
+    {"_sample_recurring", T_PYSSIZET, offsetof(Core, sample_recurring), 0,
+     "Climber sample: offered misses of keys with sketch frequency >= 2."},
     {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
     {"_climbing", T_BOOL, offsetof(Core, climbing), 0, "The climber is on."},
     {"_full", T_BOOL, offsetof(Core, full), 0, "The cache has filled once."},
@@ -999,6 +1039,7 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
             return 0;
         }
     }
+    if (count_offer(c, k) < 0) return -1;
     Placed p;
     if (place(c, k, &p) < 0) return -1;
     if (p.admitted) out->admitted++; else out->rejected++;
