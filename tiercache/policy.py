@@ -970,6 +970,52 @@ if _core is not None:
     CompiledWTinyLFUPolicy.name = "wtinylfu"
     POLICIES["wtinylfu"] = CompiledWTinyLFUPolicy
 
+    class CompiledTinyLFUPolicy(_core.WTinyLFUCore, TinyLFUPolicy):
+        """:class:`TinyLFUPolicy` on the compiled core (its mode 1: no window, no
+        protected segment, TinyLFU admission against the LRU entry): same decisions as
+        the Python class, its specification. Registered as ``"tinylfu"``."""
+
+        def _configure(self, params: Mapping[str, Any]) -> None:
+            self.jitter_threshold = _jitter_threshold(params["jitter_threshold"])
+            self._core_setup(
+                self.capacity,
+                0,
+                0.0,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                self.jitter_threshold,
+                False,
+                1,
+                1,
+            )
+
+    class CompiledLRUPolicy(_core.WTinyLFUCore, LRUPolicy):
+        """:class:`LRUPolicy` on the compiled core (its mode 2: one LRU list, every key
+        admitted): same decisions as the Python class, its specification. Registered
+        as ``"lru"``."""
+
+        def _configure(self, params: Mapping[str, Any]) -> None:
+            self._core_setup(
+                self.capacity,
+                0,
+                0.0,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                16,
+                False,
+                1,
+                2,
+            )
+
+    CompiledTinyLFUPolicy.name = "tinylfu"
+    POLICIES["tinylfu"] = CompiledTinyLFUPolicy
+    CompiledLRUPolicy.name = "lru"
+    POLICIES["lru"] = CompiledLRUPolicy
+
 
 _SKETCH_WIDTH = 4
 _SKETCH_SAMPLE = 10
