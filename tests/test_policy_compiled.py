@@ -1,4 +1,4 @@
-"""The compiled ``lru``, ``tinylfu`` (and ``lfu``) match their Python specifications.
+"""The compiled ``lru``, ``tinylfu`` and ``lfu`` match their Python specifications.
 
 Random operation sequences (sketch-counted accesses, hits, offers, removals, the engine's
 drain and the simulator's replay) go through the compiled policy and the pure-Python
@@ -34,8 +34,9 @@ COMPILED = [
 ]
 
 
-def test_lru_and_tinylfu_run_compiled() -> None:
+def test_lru_lfu_and_tinylfu_run_compiled() -> None:
     assert POLICIES["lru"] is policy_mod.CompiledLRUPolicy  # type: ignore[attr-defined]
+    assert POLICIES["lfu"] is policy_mod.CompiledLFUPolicy  # type: ignore[attr-defined]
     assert POLICIES["tinylfu"] is policy_mod.CompiledTinyLFUPolicy  # type: ignore[attr-defined]
 
 
@@ -94,6 +95,8 @@ def test_random_operations_match_the_python_specification(
     assert fast.hot_keys() == slow.hot_keys()
     assert fast.sketch.table.tobytes() == slow.sketch.table.tobytes()
     assert all((k in fast.hot) == (k in slow.hot) for k in pool)
+    if name == "lfu":
+        assert [fast.hot.count(k) for k in pool] == [slow.hot.count(k) for k in pool]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", COMPILED)

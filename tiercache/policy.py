@@ -434,6 +434,9 @@ class TinyLFUPolicy(LRUPolicy):
 _CLIMB_RESTART = 0.05
 """A sampled hit-rate change at least this large restarts the climber's step at full size."""
 
+_CLIMB_MIN_CAPACITY = 3
+"""Smallest capacity the climber (and the shift detector) runs at."""
+
 _CLIMB_MIN_PERIOD = 1000
 """Smallest automatic sample period (requests), so tiny caches do not climb on noise."""
 
@@ -574,7 +577,7 @@ class WTinyLFUPolicy(Policy):
         else:
             window = 0
         # hill climber state (all counted in accesses: deterministic)
-        self._climbing = self.adaptive and c >= 3
+        self._climbing = self.adaptive and c >= _CLIMB_MIN_CAPACITY
         # climber sample (requests): the hill-climbing step's period
         self._climb_period = self.sample_period or max(_CLIMB_MIN_PERIOD, 10 * c)
         # _climb runs every _period requests: the shift detector's (shorter) sample when it
@@ -1011,6 +1014,32 @@ if _core is not None:
                 2,
             )
 
+    class CompiledLFUPolicy(_core.WTinyLFUCore, LFUPolicy):
+        """:class:`LFUPolicy` on the compiled core (its mode 3: one key list sorted by
+        count, then by when the key reached it; count buckets that know their last key):
+        same decisions as the Python class, its specification. Registered as ``"lfu"``."""
+
+        def _configure(self, params: Mapping[str, Any]) -> None:
+            self._core_setup(
+                self.capacity,
+                0,
+                0.0,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                16,
+                False,
+                1,
+                3,
+            )
+
+        def count(self, key: Key) -> int:
+            """The resident key's hit count (0 if not resident)."""
+            return int(self._lfu_count(key))
+
+    CompiledLFUPolicy.name = "lfu"
+    POLICIES["lfu"] = CompiledLFUPolicy
     CompiledTinyLFUPolicy.name = "tinylfu"
     POLICIES["tinylfu"] = CompiledTinyLFUPolicy
     CompiledLRUPolicy.name = "lru"

@@ -14,6 +14,8 @@
  *     to protected and straight back to probation's MRU end), and the offered key is the
  *     candidate against probation's LRU entry: TinyLFU decides (mode 1) or the candidate
  *     always wins (mode 2). Their Python specifications are TinyLFUPolicy and LRUPolicy.
+ *     Mode 3 serves ``lfu`` (LFUPolicy): one key list sorted by count, then by when the
+ *     key reached it, with count buckets that know their last key (see MODE_LFU below).
  *   - drain(policy, keys): the engine's buffered drain (sketch increment, then on_hit, per
  *     key, in order).
  *   - replay(policy, trace, misses_out): the simulator's loop (hit: record; miss: record
@@ -38,6 +40,7 @@
 #define MODE_WTINYLFU 0
 #define MODE_TINYLFU 1
 #define MODE_LRU 2
+#define MODE_LFU 3
 #define MAX_COUNT 15
 
 static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
@@ -55,7 +58,16 @@ typedef struct {
     Py_ssize_t prev, next;
     PyObject *key; /* strong reference while resident */
     uint8_t seg;
+    int32_t bucket; /* MODE_LFU: the node's count bucket (fits the struct's padding) */
 } Node;
+
+/* MODE_LFU: one bucket per count held by some resident key, in a list by count; a bucket
+   knows its last node in the key list (which is sorted by count, then by when the key
+   reached that count) */
+typedef struct {
+    unsigned long long count;
+    Py_ssize_t tail, prev, next;
+} Bucket;
 
 typedef struct {
     PyObject_HEAD
@@ -84,6 +96,8 @@ typedef struct {
        ~3 cache misses of a drained access. A stale or colliding entry fails the identity
        check and the dict answers (and refills the entry). */
     Py_ssize_t *hint;
+    Bucket *buckets; /* MODE_LFU: cap + 2 buckets, 0 the sentinel of the bucket list */
+    Py_ssize_t bucket_free;
     int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -325,6 +339,8 @@ static int do_climb(Core *c, SketchSync *s) {
     return 0;
 }
 
+static void lfu_hit(Core *c, Py_ssize_t n); /* MODE_LFU's hit, below */
+
 /* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
    climber (Python) ran, or -1 on error */
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
@@ -343,9 +359,11 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
                 unlink_node(c, d);
                 push_mru(c, SEG_PROBATION, d);
             }
-        } else {
+        } else if (c->mode != MODE_LFU) {
             unlink_node(c, n);
             push_mru(c, SEG_WINDOW, n);
+        } else {
+            lfu_hit(c, n);
         }
     }
     if (c->climbing && c->full) {
@@ -383,11 +401,112 @@ typedef struct {
     PyObject *evicted; /* new reference or NULL */
 } Placed;
 
+/* ---- MODE_LFU: in-cache LFU over the window list ------------------------------------
+   The keys are one list (the window's, so touch's last branch serves them), sorted by
+   count, then by when the key reached it: its least recent end is the victim (the lowest
+   count, the one that reached it first), as tiercache.policy.LFUPolicy decides. */
+
+static Py_ssize_t bucket_after(Core *c, Py_ssize_t at, unsigned long long count) {
+    Py_ssize_t b = c->bucket_free; /* never exhausted: at most cap buckets are in use */
+    c->bucket_free = c->buckets[b].next;
+    Py_ssize_t x = c->buckets[at].next;
+    c->buckets[b] = (Bucket){count, -1, at, x};
+    c->buckets[at].next = b;
+    c->buckets[x].prev = b;
+    return b;
+}
+
+/* node n (still linked) leaves its bucket; frees the bucket if n was its last key */
+static void lfu_leave(Core *c, Py_ssize_t n) {
+    Py_ssize_t b = c->nodes[n].bucket, p = c->nodes[n].prev;
+    if (c->buckets[b].tail != n) return;
+    if (p >= FIRST_NODE && c->nodes[p].bucket == b) {
+        c->buckets[b].tail = p;
+        return;
+    }
+    Py_ssize_t bp = c->buckets[b].prev, bn = c->buckets[b].next;
+    c->buckets[bp].next = bn;
+    c->buckets[bn].prev = bp;
+    c->buckets[b].next = c->bucket_free;
+    c->bucket_free = b;
+}
+
+/* a hit: the key's count goes up by one; it becomes the last key of that count */
+static void lfu_hit(Core *c, Py_ssize_t n) {
+    Py_ssize_t b = c->nodes[n].bucket, p = c->nodes[n].prev;
+    unsigned long long f = c->buckets[b].count;
+    Py_ssize_t nb = c->buckets[b].next;
+    Py_ssize_t at;
+    if (nb != 0 && c->buckets[nb].count == f + 1) {
+        at = c->buckets[nb].tail;
+    } else {
+        nb = bucket_after(c, b, f + 1);
+        /* after the last key of count f (n itself when it is that key: then its
+           predecessor, n being moved) */
+        at = c->buckets[b].tail == n ? p : c->buckets[b].tail;
+    }
+    lfu_leave(c, n);
+    if (at == n) at = p;
+    unlink_node(c, n);
+    insert_after(c, at, SEG_WINDOW, n);
+    c->nodes[n].bucket = (int32_t)nb;
+    c->buckets[nb].tail = n;
+}
+
+/* a new key (node n, not linked) with count 1 */
+static void lfu_insert(Core *c, Py_ssize_t n) {
+    Py_ssize_t fb = c->buckets[0].next, at;
+    if (fb != 0 && c->buckets[fb].count == 1) {
+        at = c->buckets[fb].tail;
+    } else {
+        fb = bucket_after(c, 0, 1);
+        at = SEG_WINDOW; /* the list's least recent end */
+    }
+    insert_after(c, at, SEG_WINDOW, n);
+    c->nodes[n].bucket = (int32_t)fb;
+    c->buckets[fb].tail = n;
+}
+
+/* drop node n (resident), keeping the buckets; returns its key or NULL on error */
+static PyObject *lfu_drop(Core *c, Py_ssize_t n) {
+    PyObject *k = c->nodes[n].key;
+    if (PyDict_DelItem(c->index, k) < 0) return NULL;
+    lfu_leave(c, n);
+    unlink_node(c, n);
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
+    c->free_head = n;
+    return k;
+}
+
+static int lfu_place(Core *c, PyObject *key, Placed *out) {
+    PyObject *vk = NULL;
+    if (c->len[SEG_WINDOW] >= c->cap) {
+        vk = lfu_drop(c, lru_of(c, SEG_WINDOW));
+        if (!vk) return -1;
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(vk); /* the victim is gone either way (as a failed Python insert) */
+        return -1;
+    }
+    lfu_insert(c, n);
+    out->admitted = 1;
+    out->evicted = vk;
+    return 0;
+}
+
+static PyObject *drop_resident(Core *c, Py_ssize_t n) {
+    return c->mode == MODE_LFU ? lfu_drop(c, n) : drop_node(c, n);
+}
+
 /* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
 static int place(Core *c, PyObject *key, Placed *out) {
     out->admitted = 0;
     out->evicted = NULL;
     if (c->cap == 0) return 0;
+    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
@@ -486,6 +605,8 @@ static void free_arrays(Core *c) {
     c->n_nodes = 0;
     PyMem_Free(c->hint);
     c->hint = NULL;
+    PyMem_Free(c->buckets);
+    c->buckets = NULL;
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -514,6 +635,10 @@ static int Core_clear(Core *c) {
         for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
         PyMem_Free(nodes);
     }
+    PyMem_Free(c->hint);
+    c->hint = NULL;
+    PyMem_Free(c->buckets);
+    c->buckets = NULL;
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
@@ -552,10 +677,10 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
                           &rng, &jitter, &climbing, &period, &mode))
         return NULL;
-    if (mode < MODE_WTINYLFU || mode > MODE_LRU ||
+    if (mode < MODE_WTINYLFU || mode > MODE_LFU ||
         (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
-        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU) or 2 "
-                                          "(LRU) with no window, protected or climber");
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU) "
+                                          "or 3 (LFU) with no window, protected or climber");
         return NULL;
     }
     if (c->busy) {
@@ -624,7 +749,18 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->hint_shift = 64 - hbits;
     c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
     if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
-    if (!c->nodes || !c->hint) {
+    if (mode == MODE_LFU && cap < INT32_MAX - 2) {
+        /* cap keys use at most cap buckets, and a hit takes its new bucket before it
+           frees the old one: cap + 1, plus the sentinel */
+        c->buckets = PyMem_Malloc((size_t)(cap + 2) * sizeof(Bucket));
+        if (c->buckets) {
+            c->buckets[0] = (Bucket){0, -1, 0, 0};
+            c->bucket_free = 1;
+            for (Py_ssize_t i = 1; i <= cap + 1; i++)
+                c->buckets[i].next = i <= cap ? i + 1 : -1;
+        }
+    }
+    if (!c->nodes || !c->hint || (mode == MODE_LFU && !c->buckets)) {
         Py_DECREF(counts);
         free_arrays(c);
         return PyErr_NoMemory();
@@ -781,10 +917,21 @@ static PyObject *Core_remove_impl(Core *c, PyObject *key) {
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
     if (n < 0) Py_RETURN_FALSE;
-    PyObject *k = drop_node(c, n);
+    PyObject *k = drop_resident(c, n);
     if (!k) return NULL;
     Py_DECREF(k);
     Py_RETURN_TRUE;
+}
+
+static PyObject *Core_lfu_count(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    if (c->mode != MODE_LFU) {
+        PyErr_SetString(PyExc_ValueError, "not an LFU policy");
+        return NULL;
+    }
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    return PyLong_FromUnsignedLongLong(n < 0 ? 0 : c->buckets[c->nodes[n].bucket].count);
 }
 
 static PyObject *Core_remove(Core *c, PyObject *key) {
@@ -917,6 +1064,8 @@ static PyMethodDef Core_methods[] = {
     {"on_hits", (PyCFunction)Core_on_hits, METH_O, "on_hit for each key, in order."},
     {"admit", (PyCFunction)Core_admit, METH_O, "Offer a key; returns an Admission."},
     {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
+    {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
+     "Mode 3 (LFU): the resident key's count (0 if not resident)."},
     {"keys", (PyCFunction)Core_keys, METH_NOARGS,
      "Window, then probation, then protected; least recently used first in each."},
     {"_segment_keys", (PyCFunction)Core_segment_keys, METH_O,
