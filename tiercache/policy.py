@@ -48,6 +48,8 @@ __all__ = [
     "LFUPolicy",
     "TinyLFUPolicy",
     "WTinyLFUPolicy",
+    "S3FIFOPolicy",
+    "ARCPolicy",
     "PolicyEngine",
     "default_hasher",
     "DEFAULT_POLICY",
@@ -429,6 +431,218 @@ class TinyLFUPolicy(LRUPolicy):
         del data[victim]
         data[key] = None
         return Admission(True, (victim,))
+
+
+@register("s3fifo")
+class S3FIFOPolicy(Policy):
+    """S3-FIFO (Yang et al., SOSP 2023), as libCacheSim's ``S3FIFO`` decides: a small FIFO
+    ``S``, a main FIFO ``M`` and a ghost FIFO ``G`` of evicted keys (keys only).
+
+    Sizes (capacity ``C``): ``S`` holds ``max(1, int(C * small))`` entries when ``C >= 2``
+    (libCacheSim rounds to zero below 10 entries and then admits nothing), ``M`` the rest,
+    ``G`` remembers ``int(C * ghost)`` keys. Each resident key has a counter, 0 on insert,
+    +1 per hit (kept at 3 at most: only ``>= move_threshold`` and ``min(count, 3)`` are
+    read).
+
+    * A missed key that ``G`` remembers leaves ``G`` and enters ``M``; any other enters
+      ``S``. Every key is admitted.
+    * Room is made before the insert, one eviction at a time: from ``M`` when ``M`` holds
+      more than its share or ``S`` is empty, else from ``S``.
+    * From ``S``: its oldest key moves to ``M`` (counter 0) if its counter is at least
+      ``move_threshold``, and the next oldest is examined; the first key below the
+      threshold is evicted and remembered in ``G`` (``G`` drops its oldest when full).
+    * From ``M``: its oldest key with a counter ``> 0`` is reinserted as ``M``'s newest
+      with ``min(count, 3) - 1``; the first with 0 is evicted (not remembered).
+    """
+
+    tie_break = (
+        "FIFO order decides: S's and M's oldest entry first; a key moved from S to M or "
+        "reinserted in M becomes M's newest; eviction from M when M is over its share or S is "
+        "empty, else from S"
+    )
+    history = (
+        "a key evicted from the small queue is remembered in the ghost queue (keys only, "
+        "FIFO, int(C * ghost) of them); one evicted from main is forgotten; counters are lost"
+    )
+    params: ClassVar[Mapping[str, Any]] = {"small": 0.1, "ghost": 0.9, "move_threshold": 2}
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        small = _fraction("small", params["small"], low_open=True, high_open=True)
+        ghost = _fraction("ghost", params["ghost"], low_open=False, high_open=False)
+        self.move_threshold = _nonneg_int(
+            "policy.params.move_threshold", params["move_threshold"], 1
+        )
+        c = self.capacity
+        self.small_capacity = max(1, int(c * small)) if c >= 2 else c
+        self.main_capacity = c - self.small_capacity
+        self.ghost_capacity = int(c * ghost)
+        self._small: OrderedDict[Key, int] = OrderedDict()
+        self._main: OrderedDict[Key, int] = OrderedDict()
+        self._ghost: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._small) + len(self._main)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._small or key in self._main
+
+    def on_hit(self, key: Key) -> None:
+        count = self._small.get(key)
+        if count is not None:
+            self._small[key] = min(count + 1, 3)
+            return
+        count = self._main.get(key)
+        if count is not None:
+            self._main[key] = min(count + 1, 3)
+
+    def admit(self, key: Key) -> Admission:
+        if key in self:
+            return _ADMITTED
+        if self.capacity == 0:
+            return _REJECTED
+        to_main = self._ghost.pop(key, _MISSING) is not _MISSING
+        evicted: list[Key] = []
+        while len(self._small) + len(self._main) >= self.capacity:
+            if len(self._main) > self.main_capacity or not self._small:
+                self._evict_main(evicted)
+            else:
+                self._evict_small(evicted)
+        (self._main if to_main else self._small)[key] = 0
+        return Admission(True, tuple(evicted))
+
+    def _evict_small(self, evicted: list[Key]) -> None:
+        small, main = self._small, self._main
+        while small:
+            key, count = small.popitem(last=False)
+            if count >= self.move_threshold:
+                main[key] = 0
+                continue
+            if self.ghost_capacity > 0:
+                self._ghost[key] = None
+                if len(self._ghost) > self.ghost_capacity:
+                    self._ghost.popitem(last=False)
+            evicted.append(key)
+            return
+
+    def _evict_main(self, evicted: list[Key]) -> None:
+        main = self._main
+        while main:
+            key, count = main.popitem(last=False)
+            if count > 0:
+                main[key] = min(count, 3) - 1
+                continue
+            evicted.append(key)
+            return
+
+    def remove(self, key: Key) -> bool:
+        if self._small.pop(key, _MISSING) is not _MISSING:
+            return True
+        return self._main.pop(key, _MISSING) is not _MISSING
+
+    def keys(self) -> Iterator[Key]:
+        """The small queue, then main; oldest first in each."""
+        return iter([*self._small, *self._main])
+
+
+@register("arc")
+class ARCPolicy(Policy):
+    """ARC (Megiddo and Modha, FAST 2003), as libCacheSim's ``ARC`` decides: ``T1`` (keys
+    seen once recently) and ``T2`` (seen at least twice), LRU lists, with ghost lists ``B1``
+    and ``B2`` of keys evicted from each and a target ``p`` for ``T1``'s size.
+
+    * A hit in ``T1`` moves the key to ``T2``'s most recent end; a hit in ``T2`` refreshes it.
+    * A miss on a key in ``B1`` raises ``p`` by ``max(|B2| / |B1|, 1)`` (at most ``C``), one
+      in ``B2`` lowers it by ``max(|B1| / |B2|, 1)`` (at least 0); the key leaves the ghost
+      list and, after the eviction below, enters ``T2``. Any other miss enters ``T1``.
+    * Eviction when full (*replace*): ``T1``'s least recent key goes to ``B1`` if ``T1`` is
+      not empty and (``|T1| > p``, or ``|T1| == p`` and the miss was in ``B2``), or if
+      ``T2`` is empty; otherwise ``T2``'s least recent key goes to ``B2``.
+    * A miss in no list first trims the ghosts: if ``|T1| + |B1| >= C``, ``B1``'s oldest is
+      dropped and replace runs, or, ``B1`` being empty, ``T1``'s least recent key is evicted
+      without a ghost; otherwise, if all four lists hold ``2C`` keys or more, ``B2``'s
+      oldest is dropped, and replace runs.
+    """
+
+    tie_break = (
+        "recency order decides within each list; T1 is the victim when it is over the "
+        "target p, or exactly at it when the miss was in B2, or when T2 is empty"
+    )
+    history = (
+        "evicted keys are remembered in the ghost lists B1/B2 (keys only, at most 2C keys in "
+        "all four lists), and a ghost hit adapts p and re-enters as frequent (T2)"
+    )
+
+    def _configure(self, params: Mapping[str, Any]) -> None:
+        self.p = 0.0
+        self._t1: OrderedDict[Key, None] = OrderedDict()
+        self._t2: OrderedDict[Key, None] = OrderedDict()
+        self._b1: OrderedDict[Key, None] = OrderedDict()
+        self._b2: OrderedDict[Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._t1) + len(self._t2)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._t1 or key in self._t2
+
+    def on_hit(self, key: Key) -> None:
+        if key in self._t2:
+            self._t2.move_to_end(key)
+        elif self._t1.pop(key, _MISSING) is not _MISSING:
+            self._t2[key] = None
+
+    def admit(self, key: Key) -> Admission:
+        if key in self:
+            return _ADMITTED
+        c = self.capacity
+        if c == 0:
+            return _REJECTED
+        t1, t2, b1, b2 = self._t1, self._t2, self._b1, self._b2
+        ghost = 0  # 1: the key was in B1, 2: in B2
+        if key in b1:
+            self.p = min(self.p + max(len(b2) / len(b1), 1.0), float(c))
+            del b1[key]
+            ghost = 1
+        elif key in b2:
+            self.p = max(self.p - max(len(b1) / len(b2), 1.0), 0.0)
+            del b2[key]
+            ghost = 2
+        evicted: list[Key] = []
+        while len(t1) + len(t2) >= c:
+            if ghost:
+                evicted.append(self._replace(ghost))
+            elif len(t1) + len(b1) + 1 > c:
+                if b1:
+                    b1.popitem(last=False)
+                    evicted.append(self._replace(ghost))
+                else:
+                    evicted.append(t1.popitem(last=False)[0])
+            else:
+                if len(t1) + len(b1) + len(t2) + len(b2) >= 2 * c and b2:
+                    b2.popitem(last=False)
+                evicted.append(self._replace(ghost))
+        (t2 if ghost else t1)[key] = None
+        return Admission(True, tuple(evicted))
+
+    def _replace(self, ghost: int) -> Key:
+        t1, t2 = self._t1, self._t2
+        n1 = len(t1)
+        if (n1 > 0 and (n1 > self.p or (n1 == self.p and ghost == 2))) or not t2:
+            key, _ = t1.popitem(last=False)
+            self._b1[key] = None
+        else:
+            key, _ = t2.popitem(last=False)
+            self._b2[key] = None
+        return key
+
+    def remove(self, key: Key) -> bool:
+        if self._t1.pop(key, _MISSING) is not _MISSING:
+            return True
+        return self._t2.pop(key, _MISSING) is not _MISSING
+
+    def keys(self) -> Iterator[Key]:
+        """``T1`` then ``T2``, least recently used first in each."""
+        return iter([*self._t1, *self._t2])
 
 
 _CLIMB_RESTART = 0.05
