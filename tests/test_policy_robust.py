@@ -102,16 +102,16 @@ def test_libcachesim_reference_has_no_failed_cells_at_small_sizes() -> None:
 def test_suite_runs_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("libcachesim")
     kw: dict[str, Any] = {"keys": 2000, "requests": 20_000, "families": ("zipf", "scan")}
-    cells = run_suite("train", cache_dir=tmp_path, **kw)
+    cells = run_suite("test", cache_dir=tmp_path, **kw)
     assert len(cells) == 2 * 3 * 4
-    assert list(tmp_path.glob("suite-ref-train-*.json"))
-    again = run_suite("train", cache_dir=tmp_path, **kw)  # references from the cache
+    assert list(tmp_path.glob("suite-ref-test-*.json"))
+    again = run_suite("test", cache_dir=tmp_path, **kw)  # references from the cache
     assert [c.ours for c in again] == [c.ours for c in cells]
     for c in cells:
         assert 0 <= c.lru <= c.belady <= 1 and 0 <= c.ours <= c.belady
     s = summarize(cells)
     assert set(s) == {"zipf", "scan", "all"} and s["all"]["cells"] == 24
-    lru = run_suite("train", policy="lru", cache_dir=tmp_path, **kw)
+    lru = run_suite("test", policy="lru", cache_dir=tmp_path, **kw)
     assert max(abs(c.vs_lru_pp()) for c in lru) < 1e-9  # our LRU equals libCacheSim's
     md = report(cells, "t")
     assert md.count("\n| zipf-") == 12 and "| all | 24 |" in md

@@ -729,7 +729,11 @@ class WTinyLFUPolicy(Policy):
     weight 1/8 once 8 samples are in) by more than ``shift`` of it *and* by more than 4
     standard deviations (the larger of the binomial one and the one implied by the mean
     absolute difference of successive samples, so a workload with bursty scans learns
-    its own noise) is a shift. The reaction: the sketch is halved ``shift_aging`` times
+    its own noise) is a drop; it is a shift only when the sample's rate of misses of
+    recurring keys (sketch frequency >= 2, counted in ``admit``) rose above its running
+    rate by ``shift_confirm`` times the drop (a scan's misses are of keys seen once); an
+    unconfirmed drop leaves the running rates as they were for up to 6 samples. The
+    reaction to a shift: the sketch is halved ``shift_aging`` times
     (the old workload's counts fade; 4 or more clears it), every main entry cycles through
     the window so main becomes one probation segment in recency order (nothing is
     evicted), and the detector and the climber start over (the climber with a full step
@@ -741,8 +745,9 @@ class WTinyLFUPolicy(Policy):
     ``sample_period`` (int >= 0, default 0 = automatic), ``step`` (fraction of capacity
     in (0, 1], default 0.03), ``step_decay`` (in [0, 1], default 0.9), ``boost``
     (fraction of capacity in [0, 1), default 0 = off), ``shift`` (relative drop in
-    [0, 1), default 0.25; 0 = off), ``shift_period`` (int >= 0, default 0 = automatic),
-    ``shift_aging`` (int >= 0, default 3).
+    [0, 1), default 0.05; 0 = off), ``shift_period`` (int >= 0, default 0 = automatic),
+    ``shift_aging`` (int >= 0, default 3), ``shift_confirm`` (share of a drop that must
+    come back as misses of recurring keys, in [0, 1], default 0.2; 0 = no confirmation).
     """
 
     tie_break = (
@@ -764,10 +769,10 @@ class WTinyLFUPolicy(Policy):
         "step": 0.03,
         "step_decay": 0.9,
         "boost": 0.0,
-        "shift": 0.25,
+        "shift": 0.05,
         "shift_period": 0,
         "shift_aging": 3,
-        "shift_confirm": 0.3,
+        "shift_confirm": 0.2,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
