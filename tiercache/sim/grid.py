@@ -87,6 +87,8 @@ OUR_POLICIES: tuple[PolicySpec, ...] = (
     PolicySpec("lfu", "lfu"),
     PolicySpec("tinylfu", "tinylfu"),
     PolicySpec("wtinylfu-fixed", "wtinylfu", {"adaptive": False}),
+    PolicySpec("s3fifo", "s3fifo"),
+    PolicySpec("arc", "arc"),
     PolicySpec("wtinylfu", "wtinylfu"),
 )
 """Our rows: ``wtinylfu`` is the (adaptive) default, ``wtinylfu-fixed`` the same policy with
@@ -224,10 +226,11 @@ def lcs_kwargs(name: str, capacity: int, distinct: int) -> dict[str, float]:
     kw: dict[str, float] = {"hashpower": max(12, int(distinct).bit_length() + 1)}
     # libCacheSim rounds WTinyLFU's window (1%) and S3FIFO's small queue (10%) down to
     # zero objects at small sizes, and then the run fails (0 hits): keep >= 1 and >= 2
+    # (half an object of slack: libCacheSim truncates capacity * ratio)
     if name == "WTinyLFU":
-        kw["window_size"] = max(0.01, 1.0 / capacity)
+        kw["window_size"] = max(0.01, 1.5 / capacity)
     if name == "S3FIFO":
-        kw["small_size_ratio"] = max(0.1, 2.0 / capacity)
+        kw["small_size_ratio"] = max(0.1, 2.5 / capacity)
     return kw
 
 
