@@ -21,6 +21,7 @@ from tiercache.policy import (
     LRUPolicy,
     Policy,
     PolicyEngine,
+    S3FIFOPolicy,
     TinyLFUPolicy,
     default_hasher,
 )
@@ -28,7 +29,12 @@ from tiercache.sim import simulate, zipf_trace
 
 core = pytest.importorskip("tiercache._core")
 
-SPECS: dict[str, type[Policy]] = {"lru": LRUPolicy, "tinylfu": TinyLFUPolicy, "lfu": LFUPolicy}
+SPECS: dict[str, type[Policy]] = {
+    "lru": LRUPolicy,
+    "tinylfu": TinyLFUPolicy,
+    "lfu": LFUPolicy,
+    "s3fifo": S3FIFOPolicy,
+}
 COMPILED = [
     name for name in SPECS if isinstance(POLICIES[name], type) and POLICIES[name] is not SPECS[name]
 ]
@@ -37,6 +43,7 @@ COMPILED = [
 def test_lru_lfu_and_tinylfu_run_compiled() -> None:
     assert POLICIES["lru"] is policy_mod.CompiledLRUPolicy  # type: ignore[attr-defined]
     assert POLICIES["lfu"] is policy_mod.CompiledLFUPolicy  # type: ignore[attr-defined]
+    assert POLICIES["s3fifo"] is policy_mod.CompiledS3FIFOPolicy  # type: ignore[attr-defined]
     assert POLICIES["tinylfu"] is policy_mod.CompiledTinyLFUPolicy  # type: ignore[attr-defined]
 
 
@@ -133,3 +140,34 @@ def test_lru_has_no_window_to_resize() -> None:
     e.hot.resize_window(5)  # type: ignore[attr-defined]  # a no-op: there is no window
     with pytest.raises(ValueError, match="no window"):
         e.hot._set_window(1)  # type: ignore[attr-defined]
+
+
+class _Key:
+    """A key object whose lifetime the test can watch (weak references)."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __hash__(self) -> int:
+        return self.i
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Key) and other.i == self.i
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_no_reference_leaks(name: str) -> None:
+    import gc
+    import weakref
+
+    pool = [_Key(i) for i in range(300)]
+    refs = [weakref.ref(k) for k in pool]
+    e = _engine(name, 40, True, hasher=lambda k: k.i * 0x9E3779B97F4A7C15 & (2**64 - 1))
+    rnd = random.Random(name)
+    for step in range(3000):
+        k = pool[min(int(rnd.paretovariate(0.7)), 300) - 1]
+        _step(e, "remove" if step % 97 == 0 else "access", k, [])
+    e.drain()
+    del e, k, pool
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -1,6 +1,7 @@
 """``s3fifo`` and ``arc``: their documented rules, and differential runs against libCacheSim.
 
-ARC decides exactly as libCacheSim's ARC (every hit count equal). S3-FIFO follows the
+ARC decides exactly as libCacheSim's ARC (every hit count equal). S3-FIFO (compiled; its
+Python class is checked against it in tests/test_policy_compiled.py) follows the
 published algorithm (and libCacheSim's source); libCacheSim 0.3.5's binary agrees within
 half a point on Zipf, shifting and scan traces but keeps more of a loop larger than the
 cache (docs/policies.md), so that comparison has a tolerance and no loops.
@@ -16,14 +17,23 @@ import numpy as np
 import pytest
 
 from tiercache.errors import ConfigError
-from tiercache.policy import ARCPolicy, PolicyEngine, S3FIFOPolicy
+from tiercache.policy import POLICIES, ARCPolicy, PolicyEngine, S3FIFOPolicy
 from tiercache.sim import simulate
 from tiercache.sim.grid import _write_oracle_general
 from tiercache.sim.suite import family_trace
 
 
 def engine(name: str, capacity: int, **params: Any) -> PolicyEngine:
-    return PolicyEngine(hot_capacity=capacity, warm_capacity=0, policy=name, params=params, seed=0)
+    """An engine on the Python class (its queues are inspected below; the compiled
+    ``s3fifo`` decides alike, tests/test_policy_compiled.py)."""
+    saved = POLICIES[name]
+    POLICIES[name] = {"s3fifo": S3FIFOPolicy, "arc": ARCPolicy}[name]
+    try:
+        return PolicyEngine(
+            hot_capacity=capacity, warm_capacity=0, policy=name, params=params, seed=0
+        )
+    finally:
+        POLICIES[name] = saved
 
 
 def access(e: PolicyEngine, key: int) -> bool:
@@ -39,7 +49,7 @@ def test_s3fifo_sizes_and_queues() -> None:
     e = engine("s3fifo", 20)
     p = e.hot
     assert isinstance(p, S3FIFOPolicy)
-    assert (p.small_capacity, p.main_capacity, p.ghost_capacity) == (2, 18, 18)
+    assert (p.small_capacity, p.main_queue_capacity, p.ghost_capacity) == (2, 18, 18)
     assert engine("s3fifo", 1).hot.small_capacity == 1  # type: ignore[attr-defined]
     for k in range(20):
         access(e, k)

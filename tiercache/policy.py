@@ -474,8 +474,12 @@ class S3FIFOPolicy(Policy):
         )
         c = self.capacity
         self.small_capacity = max(1, int(c * small)) if c >= 2 else c
-        self.main_capacity = c - self.small_capacity
+        self.main_queue_capacity = c - self.small_capacity
         self.ghost_capacity = int(c * ghost)
+        self._init_queues()
+
+    def _init_queues(self) -> None:
+        """Empty queues (the compiled subclass overrides this)."""
         self._small: OrderedDict[Key, int] = OrderedDict()
         self._main: OrderedDict[Key, int] = OrderedDict()
         self._ghost: OrderedDict[Key, None] = OrderedDict()
@@ -503,7 +507,7 @@ class S3FIFOPolicy(Policy):
         to_main = self._ghost.pop(key, _MISSING) is not _MISSING
         evicted: list[Key] = []
         while len(self._small) + len(self._main) >= self.capacity:
-            if len(self._main) > self.main_capacity or not self._small:
+            if len(self._main) > self.main_queue_capacity or not self._small:
                 self._evict_main(evicted)
             else:
                 self._evict_small(evicted)
@@ -1261,6 +1265,30 @@ if _core is not None:
             """The resident key's hit count (0 if not resident)."""
             return int(self._lfu_count(key))
 
+    class CompiledS3FIFOPolicy(_core.WTinyLFUCore, S3FIFOPolicy):
+        """:class:`S3FIFOPolicy` on the compiled core (its mode 4: the small and main
+        queues as node lists, each node's counter in the node, the ghost FIFO as a node
+        pool with a dict): same decisions as the Python class, its specification.
+        Registered as ``"s3fifo"``."""
+
+        def _init_queues(self) -> None:
+            self._core_setup(
+                self.capacity,
+                0,
+                0.0,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                16,
+                False,
+                1,
+                4,
+            )
+            self._s3fifo_setup(self.small_capacity, self.ghost_capacity, self.move_threshold)
+
+    CompiledS3FIFOPolicy.name = "s3fifo"
+    POLICIES["s3fifo"] = CompiledS3FIFOPolicy
     CompiledLFUPolicy.name = "lfu"
     POLICIES["lfu"] = CompiledLFUPolicy
     CompiledTinyLFUPolicy.name = "tinylfu"

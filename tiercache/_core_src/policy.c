@@ -36,11 +36,15 @@
 #define SEG_WINDOW 1
 #define SEG_PROBATION 2
 #define SEG_PROTECTED 3
-#define FIRST_NODE 4
+#define SEG_SMALL 4 /* MODE_S3FIFO's small and main queues */
+#define SEG_MAIN 5
+#define N_SEGS 6
+#define FIRST_NODE 6
 #define MODE_WTINYLFU 0
 #define MODE_TINYLFU 1
 #define MODE_LRU 2
 #define MODE_LFU 3
+#define MODE_S3FIFO 4
 #define MAX_COUNT 15
 
 static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
@@ -87,7 +91,7 @@ typedef struct {
                   __eq__/__hash__, or trigger a finalizer): re-entry is refused */
     Py_ssize_t jitter_threshold;
     /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
-    Py_ssize_t len[4];
+    Py_ssize_t len[N_SEGS];
     Py_ssize_t n_nodes, free_head;
     Node *nodes; /* one struct per node: a touch costs one cache line, not four */
     PyObject *index; /* dict: key -> int node */
@@ -98,6 +102,12 @@ typedef struct {
     Py_ssize_t *hint;
     Bucket *buckets; /* MODE_LFU: cap + 2 buckets, 0 the sentinel of the bucket list */
     Py_ssize_t bucket_free;
+    /* MODE_S3FIFO: queue sizes, and the ghost FIFO of keys evicted from the small queue
+       (a node pool, 0 its sentinel, and a dict from key to ghost node) */
+    Py_ssize_t small_cap, s3_main_cap, ghost_cap, ghost_len, ghost_free;
+    int move_threshold;
+    Node *ghost;
+    PyObject *ghost_index;
     int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -254,6 +264,10 @@ static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
 
 static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
 
+static inline Py_ssize_t resident(Core *c) {
+    return c->len[1] + c->len[2] + c->len[3] + c->len[SEG_SMALL] + c->len[SEG_MAIN];
+}
+
 static inline Py_ssize_t *hint_slot(Core *c, PyObject *key) {
     return &c->hint[((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> c->hint_shift];
 }
@@ -359,11 +373,13 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
                 unlink_node(c, d);
                 push_mru(c, SEG_PROBATION, d);
             }
-        } else if (c->mode != MODE_LFU) {
+        } else if (c->mode < MODE_LFU) {
             unlink_node(c, n);
             push_mru(c, SEG_WINDOW, n);
-        } else {
+        } else if (c->mode == MODE_LFU) {
             lfu_hit(c, n);
+        } else if (c->nodes[n].bucket < 3) {
+            c->nodes[n].bucket++; /* MODE_S3FIFO: a hit counts, up to 3 */
         }
     }
     if (c->climbing && c->full) {
@@ -497,6 +513,134 @@ static int lfu_place(Core *c, PyObject *key, Placed *out) {
     return 0;
 }
 
+/* ---- MODE_S3FIFO: the small queue (SEG_SMALL), main (SEG_MAIN), the ghost FIFO -------
+   A node's bucket field holds its counter (0..3). As tiercache.policy.S3FIFOPolicy. */
+
+static int ghost_unlink(Core *c, Py_ssize_t g) {
+    PyObject *k = c->ghost[g].key;
+    if (PyDict_DelItem(c->ghost_index, k) < 0) return -1;
+    Py_ssize_t p = c->ghost[g].prev, x = c->ghost[g].next;
+    c->ghost[p].next = x;
+    c->ghost[x].prev = p;
+    c->ghost[g].key = NULL;
+    c->ghost[g].next = c->ghost_free;
+    c->ghost_free = g;
+    c->ghost_len--;
+    Py_DECREF(k);
+    return 0;
+}
+
+/* remember key as the ghost's newest (dropping its oldest when full); 0 or -1 */
+static int ghost_add(Core *c, PyObject *key) {
+    if (c->ghost_cap <= 0) return 0;
+    if (c->ghost_len >= c->ghost_cap && ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+    Py_ssize_t g = c->ghost_free;
+    PyObject *v = PyLong_FromSsize_t(g);
+    int rc = v ? PyDict_SetItem(c->ghost_index, key, v) : -1;
+    Py_XDECREF(v);
+    if (rc < 0) return -1;
+    c->ghost_free = c->ghost[g].next;
+    Py_INCREF(key);
+    c->ghost[g].key = key;
+    Py_ssize_t last = c->ghost[0].prev;
+    c->ghost[last].next = g;
+    c->ghost[g].prev = last;
+    c->ghost[g].next = 0;
+    c->ghost[0].prev = g;
+    c->ghost_len++;
+    return 0;
+}
+
+/* forget key in the ghost: 1 it was there, 0 not, -1 error */
+static int ghost_take(Core *c, PyObject *key) {
+    if (!c->ghost_index) return 0;
+    PyObject *v = PyDict_GetItemWithError(c->ghost_index, key);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t g = PyLong_AsSsize_t(v);
+    if (g == -1 && PyErr_Occurred()) return -1;
+    return ghost_unlink(c, g) < 0 ? -1 : 1;
+}
+
+/* the small queue's oldest keys move to main while their counter reaches the threshold;
+   the first that does not leaves the cache into the ghost (*evicted, a new reference) */
+static int s3_evict_small(Core *c, PyObject **evicted) {
+    while (c->len[SEG_SMALL] > 0) {
+        Py_ssize_t k = lru_of(c, SEG_SMALL);
+        if (c->nodes[k].bucket >= c->move_threshold) {
+            unlink_node(c, k);
+            push_mru(c, SEG_MAIN, k);
+            c->nodes[k].bucket = 0;
+            continue;
+        }
+        if (ghost_add(c, c->nodes[k].key) < 0) return -1;
+        PyObject *vk = drop_node(c, k);
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    return 0;
+}
+
+/* main's oldest keys with a counter get another round (counter min(c, 3) - 1); the first
+   with 0 leaves the cache (*evicted) */
+static int s3_evict_main(Core *c, PyObject **evicted) {
+    while (c->len[SEG_MAIN] > 0) {
+        Py_ssize_t k = lru_of(c, SEG_MAIN);
+        int32_t f = c->nodes[k].bucket;
+        if (f > 0) {
+            unlink_node(c, k);
+            push_mru(c, SEG_MAIN, k);
+            c->nodes[k].bucket = (f < 3 ? f : 3) - 1;
+            continue;
+        }
+        PyObject *vk = drop_node(c, k);
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    return 0;
+}
+
+static int s3_place(Core *c, PyObject *key, Placed *out) {
+    int to_main = ghost_take(c, key);
+    if (to_main < 0) return -1;
+    PyObject *ev = NULL;
+    while (resident(c) >= c->cap) {
+        PyObject *one = NULL;
+        int r = c->len[SEG_MAIN] > c->s3_main_cap || c->len[SEG_SMALL] == 0
+                    ? s3_evict_main(c, &one)
+                    : s3_evict_small(c, &one);
+        if (r < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        if (one) {
+            Py_XDECREF(ev); /* never more than one: the cache is at most full */
+            ev = one;
+        }
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    push_mru(c, to_main ? SEG_MAIN : SEG_SMALL, n);
+    c->nodes[n].bucket = 0;
+    out->admitted = 1;
+    out->evicted = ev;
+    return 0;
+}
+
+static void free_ghost(Core *c) {
+    if (c->ghost) {
+        for (Py_ssize_t i = 0; i <= c->ghost_cap; i++) Py_CLEAR(c->ghost[i].key);
+        PyMem_Free(c->ghost);
+        c->ghost = NULL;
+    }
+    c->ghost_len = 0;
+    Py_CLEAR(c->ghost_index);
+}
+
 static PyObject *drop_resident(Core *c, Py_ssize_t n) {
     return c->mode == MODE_LFU ? lfu_drop(c, n) : drop_node(c, n);
 }
@@ -507,6 +651,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
     out->evicted = NULL;
     if (c->cap == 0) return 0;
     if (c->mode == MODE_LFU) return lfu_place(c, key, out);
+    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
@@ -581,7 +726,7 @@ rollback: {
 }
 
 static inline void mark_full(Core *c) {
-    if (!c->full && c->len[1] + c->len[2] + c->len[3] >= c->cap) c->full = 1;
+    if (!c->full && resident(c) >= c->cap) c->full = 1;
 }
 
 /* a missed key (hash h) is being offered: count it for the shift detector when it is a
@@ -607,6 +752,7 @@ static void free_arrays(Core *c) {
     c->hint = NULL;
     PyMem_Free(c->buckets);
     c->buckets = NULL;
+    free_ghost(c);
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -617,6 +763,10 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     Py_VISIT(c->rng);
     if (c->nodes) {
         for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->nodes[i].key);
+    }
+    Py_VISIT(c->ghost_index);
+    if (c->ghost) {
+        for (Py_ssize_t i = 1; i <= c->ghost_cap; i++) Py_VISIT(c->ghost[i].key);
     }
     return 0;
 }
@@ -630,7 +780,7 @@ static int Core_clear(Core *c) {
     c->nodes = NULL;
     c->n_nodes = 0;
     c->free_head = -1;
-    for (int s = 0; s < 4; s++) c->len[s] = 0;
+    for (int s = 0; s < N_SEGS; s++) c->len[s] = 0;
     if (nodes) {
         for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
         PyMem_Free(nodes);
@@ -639,6 +789,7 @@ static int Core_clear(Core *c) {
     c->hint = NULL;
     PyMem_Free(c->buckets);
     c->buckets = NULL;
+    free_ghost(c);
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
@@ -677,10 +828,11 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
                           &rng, &jitter, &climbing, &period, &mode))
         return NULL;
-    if (mode < MODE_WTINYLFU || mode > MODE_LFU ||
+    if (mode < MODE_WTINYLFU || mode > MODE_S3FIFO ||
         (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
-        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU) "
-                                          "or 3 (LFU) with no window, protected or climber");
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU), "
+                                          "3 (LFU) or 4 (S3-FIFO) with no window, "
+                                          "protected or climber");
         return NULL;
     }
     if (c->busy) {
@@ -766,7 +918,7 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
         return PyErr_NoMemory();
     }
     c->n_nodes = nn;
-    for (int s = 1; s <= 3; s++) {
+    for (int s = 1; s < N_SEGS; s++) {
         c->nodes[s].prev = c->nodes[s].next = s;
         c->nodes[s].seg = (uint8_t)s;
         c->len[s] = 0;
@@ -808,7 +960,7 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
 }
 
 static Py_ssize_t Core_len(Core *c) {
-    return c->len[1] + c->len[2] + c->len[3];
+    return resident(c);
 }
 
 static int Core_contains(Core *c, PyObject *key) {
@@ -823,6 +975,7 @@ static PyObject *Core_segment(Core *c, PyObject *key) {
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
     if (n < 0) Py_RETURN_NONE;
+    if (c->nodes[n].seg > SEG_PROTECTED) Py_RETURN_NONE; /* S3-FIFO's queues: unnamed */
     PyObject *name = tc_SEG_NAMES[c->nodes[n].seg];
     Py_INCREF(name);
     return name;
@@ -923,6 +1076,38 @@ static PyObject *Core_remove_impl(Core *c, PyObject *key) {
     Py_RETURN_TRUE;
 }
 
+static PyObject *Core_s3fifo_setup(Core *c, PyObject *args) {
+    Py_ssize_t small, ghost;
+    int threshold;
+    if (!PyArg_ParseTuple(args, "nni", &small, &ghost, &threshold)) return NULL;
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    if (c->mode != MODE_S3FIFO || resident(c) > 0) {
+        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: an empty mode-4 policy only");
+        return NULL;
+    }
+    if (small < 0 || small > c->cap || ghost < 0 || ghost > PY_SSIZE_T_MAX / 64 ||
+        threshold < 1) {
+        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: sizes out of range");
+        return NULL;
+    }
+    free_ghost(c);
+    c->ghost_index = PyDict_New();
+    c->ghost = PyMem_Calloc((size_t)ghost + 1, sizeof(Node));
+    if (!c->ghost_index || !c->ghost) {
+        free_ghost(c);
+        return PyErr_NoMemory();
+    }
+    c->ghost_cap = ghost;
+    c->ghost[0].prev = c->ghost[0].next = 0;
+    c->ghost_free = ghost >= 1 ? 1 : -1;
+    for (Py_ssize_t i = 1; i <= ghost; i++) c->ghost[i].next = i < ghost ? i + 1 : -1;
+    c->small_cap = small;
+    c->s3_main_cap = c->cap - small;
+    c->move_threshold = threshold;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_lfu_count(Core *c, PyObject *key) {
     if (not_ready(c)) return NULL;
     if (c->mode != MODE_LFU) {
@@ -953,7 +1138,7 @@ static PyObject *Core_keys(Core *c, PyObject *Py_UNUSED(ignored)) {
     if (not_ready(c)) return NULL;
     PyObject *list = PyList_New(0);
     if (!list) return NULL;
-    for (int s = 1; s <= 3; s++) {
+    for (int s = 1; s < N_SEGS; s++) {
         if (extend_segment(c, list, s) < 0) {
             Py_DECREF(list);
             return NULL;
@@ -1064,6 +1249,8 @@ static PyMethodDef Core_methods[] = {
     {"on_hits", (PyCFunction)Core_on_hits, METH_O, "on_hit for each key, in order."},
     {"admit", (PyCFunction)Core_admit, METH_O, "Offer a key; returns an Admission."},
     {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
+    {"_s3fifo_setup", (PyCFunction)Core_s3fifo_setup, METH_VARARGS,
+     "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
     {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
      "Mode 3 (LFU): the resident key's count (0 if not resident)."},
     {"keys", (PyCFunction)Core_keys, METH_NOARGS,
