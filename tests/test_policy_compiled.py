@@ -17,6 +17,7 @@ import pytest
 from tiercache import policy as policy_mod
 from tiercache.policy import (
     POLICIES,
+    ARCPolicy,
     LFUPolicy,
     LRUPolicy,
     Policy,
@@ -34,6 +35,7 @@ SPECS: dict[str, type[Policy]] = {
     "tinylfu": TinyLFUPolicy,
     "lfu": LFUPolicy,
     "s3fifo": S3FIFOPolicy,
+    "arc": ARCPolicy,
 }
 COMPILED = [
     name for name in SPECS if isinstance(POLICIES[name], type) and POLICIES[name] is not SPECS[name]
@@ -44,6 +46,7 @@ def test_lru_lfu_and_tinylfu_run_compiled() -> None:
     assert POLICIES["lru"] is policy_mod.CompiledLRUPolicy  # type: ignore[attr-defined]
     assert POLICIES["lfu"] is policy_mod.CompiledLFUPolicy  # type: ignore[attr-defined]
     assert POLICIES["s3fifo"] is policy_mod.CompiledS3FIFOPolicy  # type: ignore[attr-defined]
+    assert POLICIES["arc"] is policy_mod.CompiledARCPolicy  # type: ignore[attr-defined]
     assert POLICIES["tinylfu"] is policy_mod.CompiledTinyLFUPolicy  # type: ignore[attr-defined]
 
 
@@ -104,6 +107,8 @@ def test_random_operations_match_the_python_specification(
     assert all((k in fast.hot) == (k in slow.hot) for k in pool)
     if name == "lfu":
         assert [fast.hot.count(k) for k in pool] == [slow.hot.count(k) for k in pool]  # type: ignore[attr-defined]
+    if name == "arc":
+        assert fast.hot.p == slow.hot.p  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", COMPILED)

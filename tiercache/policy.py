@@ -578,6 +578,10 @@ class ARCPolicy(Policy):
 
     def _configure(self, params: Mapping[str, Any]) -> None:
         self.p = 0.0
+        self._init_lists()
+
+    def _init_lists(self) -> None:
+        """Empty lists (the compiled subclass overrides this)."""
         self._t1: OrderedDict[Key, None] = OrderedDict()
         self._t2: OrderedDict[Key, None] = OrderedDict()
         self._b1: OrderedDict[Key, None] = OrderedDict()
@@ -1287,6 +1291,29 @@ if _core is not None:
             )
             self._s3fifo_setup(self.small_capacity, self.ghost_capacity, self.move_threshold)
 
+    class CompiledARCPolicy(_core.WTinyLFUCore, ARCPolicy):
+        """:class:`ARCPolicy` on the compiled core (its mode 5: T1 and T2 as node lists,
+        B1 and B2 as two lists of a ghost node pool with a dict, ``p`` in the core):
+        same decisions as the Python class, its specification. Registered as ``"arc"``."""
+
+        def _init_lists(self) -> None:
+            self._core_setup(
+                self.capacity,
+                0,
+                0.0,
+                self.sketch,
+                self.hasher,
+                _FAST_HASH.get(self.hasher, 0),
+                self.rng,
+                16,
+                False,
+                1,
+                5,
+            )
+            self._arc_setup()
+
+    CompiledARCPolicy.name = "arc"
+    POLICIES["arc"] = CompiledARCPolicy
     CompiledS3FIFOPolicy.name = "s3fifo"
     POLICIES["s3fifo"] = CompiledS3FIFOPolicy
     CompiledLFUPolicy.name = "lfu"

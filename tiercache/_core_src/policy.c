@@ -45,6 +45,8 @@
 #define MODE_LRU 2
 #define MODE_LFU 3
 #define MODE_S3FIFO 4
+#define MODE_ARC 5
+#define GHOSTS 2 /* ghost lists: their sentinels are ghost nodes 0 and 1 */
 #define MAX_COUNT 15
 
 static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
@@ -102,12 +104,15 @@ typedef struct {
     Py_ssize_t *hint;
     Bucket *buckets; /* MODE_LFU: cap + 2 buckets, 0 the sentinel of the bucket list */
     Py_ssize_t bucket_free;
-    /* MODE_S3FIFO: queue sizes, and the ghost FIFO of keys evicted from the small queue
-       (a node pool, 0 its sentinel, and a dict from key to ghost node) */
-    Py_ssize_t small_cap, s3_main_cap, ghost_cap, ghost_len, ghost_free;
+    /* MODE_S3FIFO, MODE_ARC: ghost lists of evicted keys (a node pool whose nodes 0 and
+       1 are the sentinels of lists 0 and 1, and a dict from key to ghost node); S3-FIFO's
+       queue sizes; ARC's target p for T1 */
+    Py_ssize_t small_cap, s3_main_cap, ghost_cap, ghost_n, ghost_free;
+    Py_ssize_t ghost_len[GHOSTS];
     int move_threshold;
     Node *ghost;
     PyObject *ghost_index;
+    double p;
     int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -378,6 +383,9 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
             push_mru(c, SEG_WINDOW, n);
         } else if (c->mode == MODE_LFU) {
             lfu_hit(c, n);
+        } else if (c->mode == MODE_ARC) {
+            unlink_node(c, n); /* a hit in T1 or T2: T2's most recent end */
+            push_mru(c, SEG_MAIN, n);
         } else if (c->nodes[n].bucket < 3) {
             c->nodes[n].bucket++; /* MODE_S3FIFO: a hit counts, up to 3 */
         }
@@ -522,19 +530,22 @@ static int ghost_unlink(Core *c, Py_ssize_t g) {
     Py_ssize_t p = c->ghost[g].prev, x = c->ghost[g].next;
     c->ghost[p].next = x;
     c->ghost[x].prev = p;
+    c->ghost_len[c->ghost[g].seg]--;
     c->ghost[g].key = NULL;
     c->ghost[g].next = c->ghost_free;
     c->ghost_free = g;
-    c->ghost_len--;
     Py_DECREF(k);
     return 0;
 }
 
-/* remember key as the ghost's newest (dropping its oldest when full); 0 or -1 */
-static int ghost_add(Core *c, PyObject *key) {
-    if (c->ghost_cap <= 0) return 0;
-    if (c->ghost_len >= c->ghost_cap && ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+/* remember key as ghost list L's newest; 0 or -1 (the pool never runs out: S3-FIFO
+   trims first, ARC keeps its four lists within 2 * capacity) */
+static int ghost_add(Core *c, int L, PyObject *key) {
     Py_ssize_t g = c->ghost_free;
+    if (g < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "tiercache._core: ghost pool exhausted");
+        return -1;
+    }
     PyObject *v = PyLong_FromSsize_t(g);
     int rc = v ? PyDict_SetItem(c->ghost_index, key, v) : -1;
     Py_XDECREF(v);
@@ -542,23 +553,32 @@ static int ghost_add(Core *c, PyObject *key) {
     c->ghost_free = c->ghost[g].next;
     Py_INCREF(key);
     c->ghost[g].key = key;
-    Py_ssize_t last = c->ghost[0].prev;
+    c->ghost[g].seg = (uint8_t)L;
+    Py_ssize_t last = c->ghost[L].prev;
     c->ghost[last].next = g;
     c->ghost[g].prev = last;
-    c->ghost[g].next = 0;
-    c->ghost[0].prev = g;
-    c->ghost_len++;
+    c->ghost[g].next = L;
+    c->ghost[L].prev = g;
+    c->ghost_len[L]++;
     return 0;
 }
 
-/* forget key in the ghost: 1 it was there, 0 not, -1 error */
+/* S3-FIFO's ghost: list 0, dropping its oldest when full */
+static int s3_ghost_add(Core *c, PyObject *key) {
+    if (c->ghost_cap <= 0) return 0;
+    if (c->ghost_len[0] >= c->ghost_cap && ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+    return ghost_add(c, 0, key);
+}
+
+/* forget key in the ghosts: 1 + its list if it was there, 0 not, -1 error */
 static int ghost_take(Core *c, PyObject *key) {
     if (!c->ghost_index) return 0;
     PyObject *v = PyDict_GetItemWithError(c->ghost_index, key);
     if (!v) return PyErr_Occurred() ? -1 : 0;
     Py_ssize_t g = PyLong_AsSsize_t(v);
     if (g == -1 && PyErr_Occurred()) return -1;
-    return ghost_unlink(c, g) < 0 ? -1 : 1;
+    int L = c->ghost[g].seg;
+    return ghost_unlink(c, g) < 0 ? -1 : 1 + L;
 }
 
 /* the small queue's oldest keys move to main while their counter reaches the threshold;
@@ -572,7 +592,7 @@ static int s3_evict_small(Core *c, PyObject **evicted) {
             c->nodes[k].bucket = 0;
             continue;
         }
-        if (ghost_add(c, c->nodes[k].key) < 0) return -1;
+        if (s3_ghost_add(c, c->nodes[k].key) < 0) return -1;
         PyObject *vk = drop_node(c, k);
         if (!vk) return -1;
         *evicted = vk;
@@ -631,14 +651,109 @@ static int s3_place(Core *c, PyObject *key, Placed *out) {
     return 0;
 }
 
+/* ---- MODE_ARC: T1 (SEG_SMALL), T2 (SEG_MAIN), ghosts B1 (list 0) and B2 (list 1) ------
+   As tiercache.policy.ARCPolicy (libCacheSim's ARC). */
+
+/* replace: T1's or T2's least recent key leaves the cache into B1 or B2 (*evicted) */
+static int arc_replace(Core *c, int ghost, PyObject **evicted) {
+    Py_ssize_t n1 = c->len[SEG_SMALL];
+    int from_t1 = (n1 > 0 && ((double)n1 > c->p || ((double)n1 == c->p && ghost == 2))) ||
+                  c->len[SEG_MAIN] == 0;
+    Py_ssize_t k = lru_of(c, from_t1 ? SEG_SMALL : SEG_MAIN);
+    if (ghost_add(c, from_t1 ? 0 : 1, c->nodes[k].key) < 0) return -1;
+    PyObject *vk = drop_node(c, k);
+    if (!vk) return -1;
+    *evicted = vk;
+    return 0;
+}
+
+static int arc_make_room(Core *c, int ghost, PyObject **evicted) {
+    Py_ssize_t t1 = c->len[SEG_SMALL], t2 = c->len[SEG_MAIN];
+    Py_ssize_t b1 = c->ghost_len[0], b2 = c->ghost_len[1];
+    if (ghost) return arc_replace(c, ghost, evicted);
+    if (t1 + b1 + 1 > c->cap) {
+        if (b1 > 0) {
+            if (ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+            return arc_replace(c, ghost, evicted);
+        }
+        PyObject *vk = drop_node(c, lru_of(c, SEG_SMALL)); /* no ghost */
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    if (t1 + b1 + t2 + b2 >= 2 * c->cap && b2 > 0 && ghost_unlink(c, c->ghost[1].next) < 0)
+        return -1;
+    return arc_replace(c, ghost, evicted);
+}
+
+static int arc_place(Core *c, PyObject *key, Placed *out) {
+    if (c->ghost_index) {
+        PyObject *v = PyDict_GetItemWithError(c->ghost_index, key);
+        if (!v && PyErr_Occurred()) return -1;
+        if (v) { /* adapt p from the lists' sizes before the key leaves its ghost list */
+            double b1 = (double)c->ghost_len[0], b2 = (double)c->ghost_len[1];
+            Py_ssize_t g = PyLong_AsSsize_t(v);
+            if (g == -1 && PyErr_Occurred()) return -1;
+            if (c->ghost[g].seg == 0) {
+                double d = b2 / b1 > 1.0 ? b2 / b1 : 1.0;
+                c->p = c->p + d < (double)c->cap ? c->p + d : (double)c->cap;
+            } else {
+                double d = b1 / b2 > 1.0 ? b1 / b2 : 1.0;
+                c->p = c->p - d > 0.0 ? c->p - d : 0.0;
+            }
+        }
+    }
+    int ghost = ghost_take(c, key);
+    if (ghost < 0) return -1;
+    PyObject *ev = NULL;
+    while (resident(c) >= c->cap) {
+        PyObject *one = NULL;
+        if (arc_make_room(c, ghost, &one) < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        if (one) {
+            Py_XDECREF(ev); /* never more than one: the cache is at most full */
+            ev = one;
+        }
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    push_mru(c, ghost ? SEG_MAIN : SEG_SMALL, n);
+    out->admitted = 1;
+    out->evicted = ev;
+    return 0;
+}
+
 static void free_ghost(Core *c) {
     if (c->ghost) {
-        for (Py_ssize_t i = 0; i <= c->ghost_cap; i++) Py_CLEAR(c->ghost[i].key);
+        for (Py_ssize_t i = 0; i < c->ghost_n; i++) Py_CLEAR(c->ghost[i].key);
         PyMem_Free(c->ghost);
         c->ghost = NULL;
     }
-    c->ghost_len = 0;
+    c->ghost_n = 0;
+    for (int L = 0; L < GHOSTS; L++) c->ghost_len[L] = 0;
     Py_CLEAR(c->ghost_index);
+}
+
+/* a ghost pool of n nodes (2 of them sentinels) and its dict; 0 or -1 */
+static int alloc_ghost(Core *c, Py_ssize_t n) {
+    free_ghost(c);
+    c->ghost_index = PyDict_New();
+    c->ghost = c->ghost_index ? PyMem_Calloc((size_t)n, sizeof(Node)) : NULL;
+    if (!c->ghost_index || !c->ghost) {
+        free_ghost(c);
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->ghost_n = n;
+    for (int L = 0; L < GHOSTS; L++) c->ghost[L].prev = c->ghost[L].next = L;
+    c->ghost_free = n > GHOSTS ? GHOSTS : -1;
+    for (Py_ssize_t i = GHOSTS; i < n; i++) c->ghost[i].next = i + 1 < n ? i + 1 : -1;
+    return 0;
 }
 
 static PyObject *drop_resident(Core *c, Py_ssize_t n) {
@@ -652,6 +767,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
     if (c->cap == 0) return 0;
     if (c->mode == MODE_LFU) return lfu_place(c, key, out);
     if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
+    if (c->mode == MODE_ARC) return arc_place(c, key, out);
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
@@ -766,7 +882,7 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     }
     Py_VISIT(c->ghost_index);
     if (c->ghost) {
-        for (Py_ssize_t i = 1; i <= c->ghost_cap; i++) Py_VISIT(c->ghost[i].key);
+        for (Py_ssize_t i = GHOSTS; i < c->ghost_n; i++) Py_VISIT(c->ghost[i].key);
     }
     return 0;
 }
@@ -828,10 +944,10 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
                           &rng, &jitter, &climbing, &period, &mode))
         return NULL;
-    if (mode < MODE_WTINYLFU || mode > MODE_S3FIFO ||
+    if (mode < MODE_WTINYLFU || mode > MODE_ARC ||
         (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU), "
-                                          "3 (LFU) or 4 (S3-FIFO) with no window, "
+                                          "3 (LFU), 4 (S3-FIFO) or 5 (ARC) with no window, "
                                           "protected or climber");
         return NULL;
     }
@@ -1091,20 +1207,24 @@ static PyObject *Core_s3fifo_setup(Core *c, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: sizes out of range");
         return NULL;
     }
-    free_ghost(c);
-    c->ghost_index = PyDict_New();
-    c->ghost = PyMem_Calloc((size_t)ghost + 1, sizeof(Node));
-    if (!c->ghost_index || !c->ghost) {
-        free_ghost(c);
-        return PyErr_NoMemory();
-    }
+    if (alloc_ghost(c, ghost + GHOSTS) < 0) return NULL;
     c->ghost_cap = ghost;
-    c->ghost[0].prev = c->ghost[0].next = 0;
-    c->ghost_free = ghost >= 1 ? 1 : -1;
-    for (Py_ssize_t i = 1; i <= ghost; i++) c->ghost[i].next = i < ghost ? i + 1 : -1;
     c->small_cap = small;
     c->s3_main_cap = c->cap - small;
     c->move_threshold = threshold;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_arc_setup(Core *c, PyObject *Py_UNUSED(ignored)) {
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    if (c->mode != MODE_ARC || resident(c) > 0 || c->cap > PY_SSIZE_T_MAX / 64) {
+        PyErr_SetString(PyExc_ValueError, "_arc_setup: an empty mode-5 policy only");
+        return NULL;
+    }
+    /* B1 and B2 hold at most 2 * capacity keys (with T1 and T2) */
+    if (alloc_ghost(c, 2 * c->cap + 1 + GHOSTS) < 0) return NULL;
+    c->p = 0.0;
     Py_RETURN_NONE;
 }
 
@@ -1251,6 +1371,8 @@ static PyMethodDef Core_methods[] = {
     {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
     {"_s3fifo_setup", (PyCFunction)Core_s3fifo_setup, METH_VARARGS,
      "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
+    {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,
+     "Mode 5 (ARC): allocate the ghost lists B1 and B2."},
     {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
      "Mode 3 (LFU): the resident key's count (0 if not resident)."},
     {"keys", (PyCFunction)Core_keys, METH_NOARGS,
@@ -1274,6 +1396,7 @@ static PyMemberDef Core_members[] = {
     {"_sample_hits", T_PYSSIZET, offsetof(Core, sample_hits), 0, "Climber sample hits."},
     {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
      "Climber sample requests."},
+    {"p", T_DOUBLE, offsetof(Core, p), 0, "Mode 5 (ARC): the target size of T1."},
     {"_sample_recurring", T_PYSSIZET, offsetof(Core, sample_recurring), 0,
      "Climber sample: offered misses of keys with sketch frequency >= 2."},
     {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
