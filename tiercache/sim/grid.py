@@ -14,8 +14,8 @@ Reports: a markdown table, JSON (``--json``) and a PNG of hit ratio against size
 Run ``python -m tiercache.sim.grid --out docs/simulator-grid.md`` (``make sim-grid``).
 
 The default traces (:data:`DEFAULT_TRACES`) have 30,000 keys and 300,000 requests each, so
-the whole grid (5 of our policies, 9 of libCacheSim's, Belady, 16 cells) runs in a few
-minutes on one core; ``--keys`` and ``--requests`` scale them.
+the whole grid (7 of our policies, 9 of libCacheSim's, Belady, 16 cells) runs in about
+ten seconds on one core; ``--keys`` and ``--requests`` scale them.
 """
 
 from __future__ import annotations
