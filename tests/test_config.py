@@ -287,7 +287,7 @@ def test_all_keys_documented_in_configuration_md() -> None:
 
 
 def test_constants() -> None:
-    assert KNOWN_POLICIES == ("lru", "lfu", "tinylfu", "wtinylfu")
+    assert KNOWN_POLICIES == ("lru", "lfu", "tinylfu", "wtinylfu", "s3fifo", "arc")
     assert CODECS == ("float32", "float16", "int8")
     assert DURABILITY == ("durable", "fast")
 
@@ -454,7 +454,7 @@ INVALID: list[tuple[str, str]] = [
     ("warm:\n  durability: null", "warm.durability"),
     ("warm:\n  on_fingerprint_mismatch: ignore", "warm.on_fingerprint_mismatch"),
     ("encoder:\n  kind: openai", "encoder.kind"),
-    ("policy:\n  name: arc", "policy.name"),
+    ("policy:\n  name: clock", "policy.name"),
     ("policy:\n  name: null", "policy.name"),
     ("policy:\n  name: LRU", "policy.name"),
     # strings
@@ -563,7 +563,7 @@ def test_unknown_key_without_close_match(tmp_path: Path) -> None:
         ("warm:\n  durability: safe", "warm.durability", DURABILITY),
         ("warm:\n  on_fingerprint_mismatch: x", "warm.on_fingerprint_mismatch", ("error",)),
         ("encoder:\n  kind: x", "encoder.kind", ("sentence-transformers", "hash")),
-        ("policy:\n  name: arc", "policy.name", KNOWN_POLICIES),
+        ("policy:\n  name: clock", "policy.name", KNOWN_POLICIES),
     ],
 )
 def test_enum_reason_lists_allowed_values(

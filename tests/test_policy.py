@@ -98,9 +98,9 @@ def test_config_known_policies_match_registry() -> None:
 
 def test_unknown_policy_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as exc:
-        get_policy("arc")
+        get_policy("clock")
     assert exc.value.key == "policy.name"
-    assert exc.value.value == "arc"
+    assert exc.value.value == "clock"
     assert "wtinylfu" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
         PolicyEngine(hot_capacity=10, warm_capacity=10, policy="nope", seed=1)

@@ -103,7 +103,8 @@ def test_a_popularity_shift_resets_the_sketch_and_main_region() -> None:
     ):
         for capacity in (20, 200):
             hot, _ = drive(quiet, capacity, seed=4)
-            assert hot.shifts == [] and hot.adjustments
+            # below 50 entries the climber keeps the window (it still samples)
+            assert hot.shifts == [] and bool(hot.adjustments) == (capacity >= 50)
 
 
 def test_simulator_default_is_adaptive_and_seeded() -> None:

@@ -1040,6 +1040,12 @@ def _parse_warm(
     help="Write sim.json, hit_ratio.png and latency.png into this directory.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--recommend",
+    is_flag=True,
+    help="Compare every policy and setting at the hot sizes and print the winning "
+    "policy YAML (with --out: recommend.json and recommend.png).",
+)
 def sim(
     synthetic: str | None,
     trace_path: str | None,
@@ -1056,6 +1062,7 @@ def sim(
     warm_latency: str,
     out_dir: str | None,
     as_json: bool,
+    recommend: bool,
 ) -> None:
     """Replay a trace through the live policy engine: hot hit ratio per policy and size,
     with expected latency and encoder calls from a latency model. With --warm, a warm tier
@@ -1085,6 +1092,11 @@ def sim(
             sizes, hot_bytes = _hot_budgets(hot_sizes, vector_dim())
         else:
             sizes = _parse_sizes(hot_entries, distinct)
+        if recommend:  # tiercache.sim.recommend: every candidate, the winning YAML
+            from .sim.recommend import recommend as pick
+
+            click.echo(pick(trace, sizes, seed=seed, out_dir=out_dir).render())
+            return
         names = [n.strip() for n in policies.split(",") if n.strip()]
         results: list[Any]
         warm_bytes: dict[int, int] = {}

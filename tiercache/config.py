@@ -54,7 +54,7 @@ __all__ = [
     "parse_size",
 ]
 
-KNOWN_POLICIES: tuple[str, ...] = ("lru", "lfu", "tinylfu", "wtinylfu")
+KNOWN_POLICIES: tuple[str, ...] = ("lru", "lfu", "tinylfu", "wtinylfu", "s3fifo", "arc")
 """Policy names accepted by ``policy.name`` (must equal the policy registry's names)."""
 
 CODECS: tuple[str, ...] = ("float32", "float16", "int8")

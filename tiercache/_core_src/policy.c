@@ -9,6 +9,13 @@
  *     a dict from key to node) and its per-access operations (on_hit, on_hits, admit,
  *     remove, resize_window, keys, segment). The Python subclass keeps configuration and
  *     the hill climber's decision (_climb), which runs once per sample period.
+ *     The same type serves ``tinylfu`` and ``lru`` (mode 1 and 2, set by _core_setup):
+ *     no window and no protected segment, so probation is one LRU list (a hit moves a key
+ *     to protected and straight back to probation's MRU end), and the offered key is the
+ *     candidate against probation's LRU entry: TinyLFU decides (mode 1) or the candidate
+ *     always wins (mode 2). Their Python specifications are TinyLFUPolicy and LRUPolicy.
+ *     Mode 3 serves ``lfu`` (LFUPolicy): one key list sorted by count, then by when the
+ *     key reached it, with count buckets that know their last key (see MODE_LFU below).
  *   - drain(policy, keys): the engine's buffered drain (sketch increment, then on_hit, per
  *     key, in order).
  *   - replay(policy, trace, misses_out): the simulator's loop (hit: record; miss: record
@@ -29,7 +36,17 @@
 #define SEG_WINDOW 1
 #define SEG_PROBATION 2
 #define SEG_PROTECTED 3
-#define FIRST_NODE 4
+#define SEG_SMALL 4 /* MODE_S3FIFO's small and main queues */
+#define SEG_MAIN 5
+#define N_SEGS 6
+#define FIRST_NODE 6
+#define MODE_WTINYLFU 0
+#define MODE_TINYLFU 1
+#define MODE_LRU 2
+#define MODE_LFU 3
+#define MODE_S3FIFO 4
+#define MODE_ARC 5
+#define GHOSTS 2 /* ghost lists: their sentinels are ghost nodes 0 and 1 */
 #define MAX_COUNT 15
 
 static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
@@ -47,7 +64,16 @@ typedef struct {
     Py_ssize_t prev, next;
     PyObject *key; /* strong reference while resident */
     uint8_t seg;
+    int32_t bucket; /* MODE_LFU: the node's count bucket (fits the struct's padding) */
 } Node;
+
+/* MODE_LFU: one bucket per count held by some resident key, in a list by count; a bucket
+   knows its last node in the key list (which is sorted by count, then by when the key
+   reached that count) */
+typedef struct {
+    unsigned long long count;
+    Py_ssize_t tail, prev, next;
+} Bucket;
 
 typedef struct {
     PyObject_HEAD
@@ -57,12 +83,17 @@ typedef struct {
     double protected_fraction;
     /* hill climber sampling state (the decision itself is the Python _climb) */
     Py_ssize_t sample_hits, sample_requests, period;
+    Py_ssize_t sample_recurring; /* misses of keys seen before (sketch frequency >= 2),
+                                    counted when the key is offered: the shift detector
+                                    tells a popularity shift from a scan by them */
     char climbing, full, ready, fast_hash;
+    char mode; /* MODE_WTINYLFU; MODE_TINYLFU, MODE_LRU: no window, no protected segment
+                  (probation is one LRU list), admission by TinyLFU or always */
     char busy; /* a mutating operation is running (it may call the hasher, the rng, a key's
                   __eq__/__hash__, or trigger a finalizer): re-entry is refused */
     Py_ssize_t jitter_threshold;
     /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
-    Py_ssize_t len[4];
+    Py_ssize_t len[N_SEGS];
     Py_ssize_t n_nodes, free_head;
     Node *nodes; /* one struct per node: a touch costs one cache line, not four */
     PyObject *index; /* dict: key -> int node */
@@ -71,6 +102,17 @@ typedef struct {
        ~3 cache misses of a drained access. A stale or colliding entry fails the identity
        check and the dict answers (and refills the entry). */
     Py_ssize_t *hint;
+    Bucket *buckets; /* MODE_LFU: cap + 2 buckets, 0 the sentinel of the bucket list */
+    Py_ssize_t bucket_free;
+    /* MODE_S3FIFO, MODE_ARC: ghost lists of evicted keys (a node pool whose nodes 0 and
+       1 are the sentinels of lists 0 and 1, and a dict from key to ghost node); S3-FIFO's
+       queue sizes; ARC's target p for T1 */
+    Py_ssize_t small_cap, s3_main_cap, ghost_cap, ghost_n, ghost_free;
+    Py_ssize_t ghost_len[GHOSTS];
+    int move_threshold;
+    Node *ghost;
+    PyObject *ghost_index;
+    double p;
     int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -227,6 +269,10 @@ static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
 
 static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
 
+static inline Py_ssize_t resident(Core *c) {
+    return c->len[1] + c->len[2] + c->len[3] + c->len[SEG_SMALL] + c->len[SEG_MAIN];
+}
+
 static inline Py_ssize_t *hint_slot(Core *c, PyObject *key) {
     return &c->hint[((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> c->hint_shift];
 }
@@ -312,6 +358,8 @@ static int do_climb(Core *c, SketchSync *s) {
     return 0;
 }
 
+static void lfu_hit(Core *c, Py_ssize_t n); /* MODE_LFU's hit, below */
+
 /* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
    climber (Python) ran, or -1 on error */
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
@@ -330,9 +378,16 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
                 unlink_node(c, d);
                 push_mru(c, SEG_PROBATION, d);
             }
-        } else {
+        } else if (c->mode < MODE_LFU) {
             unlink_node(c, n);
             push_mru(c, SEG_WINDOW, n);
+        } else if (c->mode == MODE_LFU) {
+            lfu_hit(c, n);
+        } else if (c->mode == MODE_ARC) {
+            unlink_node(c, n); /* a hit in T1 or T2: T2's most recent end */
+            push_mru(c, SEG_MAIN, n);
+        } else if (c->nodes[n].bucket < 3) {
+            c->nodes[n].bucket++; /* MODE_S3FIFO: a hit counts, up to 3 */
         }
     }
     if (c->climbing && c->full) {
@@ -370,11 +425,349 @@ typedef struct {
     PyObject *evicted; /* new reference or NULL */
 } Placed;
 
+/* ---- MODE_LFU: in-cache LFU over the window list ------------------------------------
+   The keys are one list (the window's, so touch's last branch serves them), sorted by
+   count, then by when the key reached it: its least recent end is the victim (the lowest
+   count, the one that reached it first), as tiercache.policy.LFUPolicy decides. */
+
+static Py_ssize_t bucket_after(Core *c, Py_ssize_t at, unsigned long long count) {
+    Py_ssize_t b = c->bucket_free; /* never exhausted: at most cap buckets are in use */
+    c->bucket_free = c->buckets[b].next;
+    Py_ssize_t x = c->buckets[at].next;
+    c->buckets[b] = (Bucket){count, -1, at, x};
+    c->buckets[at].next = b;
+    c->buckets[x].prev = b;
+    return b;
+}
+
+/* node n (still linked) leaves its bucket; frees the bucket if n was its last key */
+static void lfu_leave(Core *c, Py_ssize_t n) {
+    Py_ssize_t b = c->nodes[n].bucket, p = c->nodes[n].prev;
+    if (c->buckets[b].tail != n) return;
+    if (p >= FIRST_NODE && c->nodes[p].bucket == b) {
+        c->buckets[b].tail = p;
+        return;
+    }
+    Py_ssize_t bp = c->buckets[b].prev, bn = c->buckets[b].next;
+    c->buckets[bp].next = bn;
+    c->buckets[bn].prev = bp;
+    c->buckets[b].next = c->bucket_free;
+    c->bucket_free = b;
+}
+
+/* a hit: the key's count goes up by one; it becomes the last key of that count */
+static void lfu_hit(Core *c, Py_ssize_t n) {
+    Py_ssize_t b = c->nodes[n].bucket, p = c->nodes[n].prev;
+    unsigned long long f = c->buckets[b].count;
+    Py_ssize_t nb = c->buckets[b].next;
+    Py_ssize_t at;
+    if (nb != 0 && c->buckets[nb].count == f + 1) {
+        at = c->buckets[nb].tail;
+    } else {
+        nb = bucket_after(c, b, f + 1);
+        /* after the last key of count f (n itself when it is that key: then its
+           predecessor, n being moved) */
+        at = c->buckets[b].tail == n ? p : c->buckets[b].tail;
+    }
+    lfu_leave(c, n);
+    if (at == n) at = p;
+    unlink_node(c, n);
+    insert_after(c, at, SEG_WINDOW, n);
+    c->nodes[n].bucket = (int32_t)nb;
+    c->buckets[nb].tail = n;
+}
+
+/* a new key (node n, not linked) with count 1 */
+static void lfu_insert(Core *c, Py_ssize_t n) {
+    Py_ssize_t fb = c->buckets[0].next, at;
+    if (fb != 0 && c->buckets[fb].count == 1) {
+        at = c->buckets[fb].tail;
+    } else {
+        fb = bucket_after(c, 0, 1);
+        at = SEG_WINDOW; /* the list's least recent end */
+    }
+    insert_after(c, at, SEG_WINDOW, n);
+    c->nodes[n].bucket = (int32_t)fb;
+    c->buckets[fb].tail = n;
+}
+
+/* drop node n (resident), keeping the buckets; returns its key or NULL on error */
+static PyObject *lfu_drop(Core *c, Py_ssize_t n) {
+    PyObject *k = c->nodes[n].key;
+    if (PyDict_DelItem(c->index, k) < 0) return NULL;
+    lfu_leave(c, n);
+    unlink_node(c, n);
+    c->nodes[n].seg = SEG_FREE;
+    c->nodes[n].key = NULL;
+    c->nodes[n].next = c->free_head;
+    c->free_head = n;
+    return k;
+}
+
+static int lfu_place(Core *c, PyObject *key, Placed *out) {
+    PyObject *vk = NULL;
+    if (c->len[SEG_WINDOW] >= c->cap) {
+        vk = lfu_drop(c, lru_of(c, SEG_WINDOW));
+        if (!vk) return -1;
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(vk); /* the victim is gone either way (as a failed Python insert) */
+        return -1;
+    }
+    lfu_insert(c, n);
+    out->admitted = 1;
+    out->evicted = vk;
+    return 0;
+}
+
+/* ---- MODE_S3FIFO: the small queue (SEG_SMALL), main (SEG_MAIN), the ghost FIFO -------
+   A node's bucket field holds its counter (0..3). As tiercache.policy.S3FIFOPolicy. */
+
+static int ghost_unlink(Core *c, Py_ssize_t g) {
+    PyObject *k = c->ghost[g].key;
+    if (PyDict_DelItem(c->ghost_index, k) < 0) return -1;
+    Py_ssize_t p = c->ghost[g].prev, x = c->ghost[g].next;
+    c->ghost[p].next = x;
+    c->ghost[x].prev = p;
+    c->ghost_len[c->ghost[g].seg]--;
+    c->ghost[g].key = NULL;
+    c->ghost[g].next = c->ghost_free;
+    c->ghost_free = g;
+    Py_DECREF(k);
+    return 0;
+}
+
+/* remember key as ghost list L's newest; 0 or -1 (the pool never runs out: S3-FIFO
+   trims first, ARC keeps its four lists within 2 * capacity) */
+static int ghost_add(Core *c, int L, PyObject *key) {
+    Py_ssize_t g = c->ghost_free;
+    if (g < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "tiercache._core: ghost pool exhausted");
+        return -1;
+    }
+    PyObject *v = PyLong_FromSsize_t(g);
+    int rc = v ? PyDict_SetItem(c->ghost_index, key, v) : -1;
+    Py_XDECREF(v);
+    if (rc < 0) return -1;
+    c->ghost_free = c->ghost[g].next;
+    Py_INCREF(key);
+    c->ghost[g].key = key;
+    c->ghost[g].seg = (uint8_t)L;
+    Py_ssize_t last = c->ghost[L].prev;
+    c->ghost[last].next = g;
+    c->ghost[g].prev = last;
+    c->ghost[g].next = L;
+    c->ghost[L].prev = g;
+    c->ghost_len[L]++;
+    return 0;
+}
+
+/* S3-FIFO's ghost: list 0, dropping its oldest when full */
+static int s3_ghost_add(Core *c, PyObject *key) {
+    if (c->ghost_cap <= 0) return 0;
+    if (c->ghost_len[0] >= c->ghost_cap && ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+    return ghost_add(c, 0, key);
+}
+
+/* forget key in the ghosts: 1 + its list if it was there, 0 not, -1 error */
+static int ghost_take(Core *c, PyObject *key) {
+    if (!c->ghost_index) return 0;
+    PyObject *v = PyDict_GetItemWithError(c->ghost_index, key);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t g = PyLong_AsSsize_t(v);
+    if (g == -1 && PyErr_Occurred()) return -1;
+    int L = c->ghost[g].seg;
+    return ghost_unlink(c, g) < 0 ? -1 : 1 + L;
+}
+
+/* the small queue's oldest keys move to main while their counter reaches the threshold;
+   the first that does not leaves the cache into the ghost (*evicted, a new reference) */
+static int s3_evict_small(Core *c, PyObject **evicted) {
+    while (c->len[SEG_SMALL] > 0) {
+        Py_ssize_t k = lru_of(c, SEG_SMALL);
+        if (c->nodes[k].bucket >= c->move_threshold) {
+            unlink_node(c, k);
+            push_mru(c, SEG_MAIN, k);
+            c->nodes[k].bucket = 0;
+            continue;
+        }
+        if (s3_ghost_add(c, c->nodes[k].key) < 0) return -1;
+        PyObject *vk = drop_node(c, k);
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    return 0;
+}
+
+/* main's oldest keys with a counter get another round (counter min(c, 3) - 1); the first
+   with 0 leaves the cache (*evicted) */
+static int s3_evict_main(Core *c, PyObject **evicted) {
+    while (c->len[SEG_MAIN] > 0) {
+        Py_ssize_t k = lru_of(c, SEG_MAIN);
+        int32_t f = c->nodes[k].bucket;
+        if (f > 0) {
+            unlink_node(c, k);
+            push_mru(c, SEG_MAIN, k);
+            c->nodes[k].bucket = (f < 3 ? f : 3) - 1;
+            continue;
+        }
+        PyObject *vk = drop_node(c, k);
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    return 0;
+}
+
+static int s3_place(Core *c, PyObject *key, Placed *out) {
+    int to_main = ghost_take(c, key);
+    if (to_main < 0) return -1;
+    PyObject *ev = NULL;
+    while (resident(c) >= c->cap) {
+        PyObject *one = NULL;
+        int r = c->len[SEG_MAIN] > c->s3_main_cap || c->len[SEG_SMALL] == 0
+                    ? s3_evict_main(c, &one)
+                    : s3_evict_small(c, &one);
+        if (r < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        if (one) {
+            Py_XDECREF(ev); /* never more than one: the cache is at most full */
+            ev = one;
+        }
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    push_mru(c, to_main ? SEG_MAIN : SEG_SMALL, n);
+    c->nodes[n].bucket = 0;
+    out->admitted = 1;
+    out->evicted = ev;
+    return 0;
+}
+
+/* ---- MODE_ARC: T1 (SEG_SMALL), T2 (SEG_MAIN), ghosts B1 (list 0) and B2 (list 1) ------
+   As tiercache.policy.ARCPolicy (libCacheSim's ARC). */
+
+/* replace: T1's or T2's least recent key leaves the cache into B1 or B2 (*evicted) */
+static int arc_replace(Core *c, int ghost, PyObject **evicted) {
+    Py_ssize_t n1 = c->len[SEG_SMALL];
+    int from_t1 = (n1 > 0 && ((double)n1 > c->p || ((double)n1 == c->p && ghost == 2))) ||
+                  c->len[SEG_MAIN] == 0;
+    Py_ssize_t k = lru_of(c, from_t1 ? SEG_SMALL : SEG_MAIN);
+    if (ghost_add(c, from_t1 ? 0 : 1, c->nodes[k].key) < 0) return -1;
+    PyObject *vk = drop_node(c, k);
+    if (!vk) return -1;
+    *evicted = vk;
+    return 0;
+}
+
+static int arc_make_room(Core *c, int ghost, PyObject **evicted) {
+    Py_ssize_t t1 = c->len[SEG_SMALL], t2 = c->len[SEG_MAIN];
+    Py_ssize_t b1 = c->ghost_len[0], b2 = c->ghost_len[1];
+    if (ghost) return arc_replace(c, ghost, evicted);
+    if (t1 + b1 + 1 > c->cap) {
+        if (b1 > 0) {
+            if (ghost_unlink(c, c->ghost[0].next) < 0) return -1;
+            return arc_replace(c, ghost, evicted);
+        }
+        PyObject *vk = drop_node(c, lru_of(c, SEG_SMALL)); /* no ghost */
+        if (!vk) return -1;
+        *evicted = vk;
+        return 0;
+    }
+    if (t1 + b1 + t2 + b2 >= 2 * c->cap && b2 > 0 && ghost_unlink(c, c->ghost[1].next) < 0)
+        return -1;
+    return arc_replace(c, ghost, evicted);
+}
+
+static int arc_place(Core *c, PyObject *key, Placed *out) {
+    if (c->ghost_index) {
+        PyObject *v = PyDict_GetItemWithError(c->ghost_index, key);
+        if (!v && PyErr_Occurred()) return -1;
+        if (v) { /* adapt p from the lists' sizes before the key leaves its ghost list */
+            double b1 = (double)c->ghost_len[0], b2 = (double)c->ghost_len[1];
+            Py_ssize_t g = PyLong_AsSsize_t(v);
+            if (g == -1 && PyErr_Occurred()) return -1;
+            if (c->ghost[g].seg == 0) {
+                double d = b2 / b1 > 1.0 ? b2 / b1 : 1.0;
+                c->p = c->p + d < (double)c->cap ? c->p + d : (double)c->cap;
+            } else {
+                double d = b1 / b2 > 1.0 ? b1 / b2 : 1.0;
+                c->p = c->p - d > 0.0 ? c->p - d : 0.0;
+            }
+        }
+    }
+    int ghost = ghost_take(c, key);
+    if (ghost < 0) return -1;
+    PyObject *ev = NULL;
+    while (resident(c) >= c->cap) {
+        PyObject *one = NULL;
+        if (arc_make_room(c, ghost, &one) < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        if (one) {
+            Py_XDECREF(ev); /* never more than one: the cache is at most full */
+            ev = one;
+        }
+    }
+    Py_ssize_t n = new_node(c, key);
+    if (n < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    push_mru(c, ghost ? SEG_MAIN : SEG_SMALL, n);
+    out->admitted = 1;
+    out->evicted = ev;
+    return 0;
+}
+
+static void free_ghost(Core *c) {
+    if (c->ghost) {
+        for (Py_ssize_t i = 0; i < c->ghost_n; i++) Py_CLEAR(c->ghost[i].key);
+        PyMem_Free(c->ghost);
+        c->ghost = NULL;
+    }
+    c->ghost_n = 0;
+    for (int L = 0; L < GHOSTS; L++) c->ghost_len[L] = 0;
+    Py_CLEAR(c->ghost_index);
+}
+
+/* a ghost pool of n nodes (2 of them sentinels) and its dict; 0 or -1 */
+static int alloc_ghost(Core *c, Py_ssize_t n) {
+    free_ghost(c);
+    c->ghost_index = PyDict_New();
+    c->ghost = c->ghost_index ? PyMem_Calloc((size_t)n, sizeof(Node)) : NULL;
+    if (!c->ghost_index || !c->ghost) {
+        free_ghost(c);
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->ghost_n = n;
+    for (int L = 0; L < GHOSTS; L++) c->ghost[L].prev = c->ghost[L].next = L;
+    c->ghost_free = n > GHOSTS ? GHOSTS : -1;
+    for (Py_ssize_t i = GHOSTS; i < n; i++) c->ghost[i].next = i + 1 < n ? i + 1 : -1;
+    return 0;
+}
+
+static PyObject *drop_resident(Core *c, Py_ssize_t n) {
+    return c->mode == MODE_LFU ? lfu_drop(c, n) : drop_node(c, n);
+}
+
 /* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
 static int place(Core *c, PyObject *key, Placed *out) {
     out->admitted = 0;
     out->evicted = NULL;
     if (c->cap == 0) return 0;
+    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
+    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
+    if (c->mode == MODE_ARC) return arc_place(c, key, out);
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
@@ -386,7 +779,7 @@ static int place(Core *c, PyObject *key, Placed *out) {
         }
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] == 0) return 0; /* no victim */
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
-        int ok = tinylfu_admit(c, key, c->nodes[v].key);
+        int ok = c->mode == MODE_LRU ? 1 : tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
         if (!ok) return 0;
         Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
@@ -449,7 +842,19 @@ rollback: {
 }
 
 static inline void mark_full(Core *c) {
-    if (!c->full && c->len[1] + c->len[2] + c->len[3] >= c->cap) c->full = 1;
+    if (!c->full && resident(c) >= c->cap) c->full = 1;
+}
+
+/* a missed key (hash h) is being offered: count it for the shift detector when it is a
+   recurring key, sketch frequency (this access included) >= RECURRING. Miss path only. */
+#define RECURRING 2
+static inline int count_offer(Core *c, PyObject *key) {
+    /* the key is hashed here, as the Python admit hashes it (same hasher calls) */
+    if (!(c->climbing && c->full)) return 0;
+    uint64_t h;
+    if (key_hash(c, key, &h) < 0) return -1;
+    if (sk_frequency(c, h) >= RECURRING) c->sample_recurring++;
+    return 0;
 }
 
 static void free_arrays(Core *c) {
@@ -461,6 +866,9 @@ static void free_arrays(Core *c) {
     c->n_nodes = 0;
     PyMem_Free(c->hint);
     c->hint = NULL;
+    PyMem_Free(c->buckets);
+    c->buckets = NULL;
+    free_ghost(c);
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -471,6 +879,10 @@ static int Core_traverse(Core *c, visitproc visit, void *arg) {
     Py_VISIT(c->rng);
     if (c->nodes) {
         for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->nodes[i].key);
+    }
+    Py_VISIT(c->ghost_index);
+    if (c->ghost) {
+        for (Py_ssize_t i = GHOSTS; i < c->ghost_n; i++) Py_VISIT(c->ghost[i].key);
     }
     return 0;
 }
@@ -484,11 +896,16 @@ static int Core_clear(Core *c) {
     c->nodes = NULL;
     c->n_nodes = 0;
     c->free_head = -1;
-    for (int s = 0; s < 4; s++) c->len[s] = 0;
+    for (int s = 0; s < N_SEGS; s++) c->len[s] = 0;
     if (nodes) {
         for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
         PyMem_Free(nodes);
     }
+    PyMem_Free(c->hint);
+    c->hint = NULL;
+    PyMem_Free(c->buckets);
+    c->buckets = NULL;
+    free_ghost(c);
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
@@ -518,15 +935,22 @@ static void apply_window(Core *c, Py_ssize_t window) {
 }
 
 /* _core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng,
-               jitter_threshold, climbing, period) */
+               jitter_threshold, climbing, period[, mode]) */
 static PyObject *Core_setup(Core *c, PyObject *args) {
     Py_ssize_t cap, window, jitter, period;
     double pf;
     PyObject *sketch, *hasher, *rng;
-    int fast, climbing;
-    if (!PyArg_ParseTuple(args, "nndOOiOnpn", &cap, &window, &pf, &sketch, &hasher, &fast,
-                          &rng, &jitter, &climbing, &period))
+    int fast, climbing, mode = MODE_WTINYLFU;
+    if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
+                          &rng, &jitter, &climbing, &period, &mode))
         return NULL;
+    if (mode < MODE_WTINYLFU || mode > MODE_ARC ||
+        (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU), "
+                                          "3 (LFU), 4 (S3-FIFO) or 5 (ARC) with no window, "
+                                          "protected or climber");
+        return NULL;
+    }
     if (c->busy) {
         PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
         return NULL;
@@ -535,7 +959,7 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "capacity out of range");
         return NULL;
     }
-    if (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1)) {
+    if (mode == MODE_WTINYLFU && (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1))) {
         PyErr_SetString(PyExc_ValueError,
                         "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
         return NULL;
@@ -593,13 +1017,24 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->hint_shift = 64 - hbits;
     c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
     if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
-    if (!c->nodes || !c->hint) {
+    if (mode == MODE_LFU && cap < INT32_MAX - 2) {
+        /* cap keys use at most cap buckets, and a hit takes its new bucket before it
+           frees the old one: cap + 1, plus the sentinel */
+        c->buckets = PyMem_Malloc((size_t)(cap + 2) * sizeof(Bucket));
+        if (c->buckets) {
+            c->buckets[0] = (Bucket){0, -1, 0, 0};
+            c->bucket_free = 1;
+            for (Py_ssize_t i = 1; i <= cap + 1; i++)
+                c->buckets[i].next = i <= cap ? i + 1 : -1;
+        }
+    }
+    if (!c->nodes || !c->hint || (mode == MODE_LFU && !c->buckets)) {
         Py_DECREF(counts);
         free_arrays(c);
         return PyErr_NoMemory();
     }
     c->n_nodes = nn;
-    for (int s = 1; s <= 3; s++) {
+    for (int s = 1; s < N_SEGS; s++) {
         c->nodes[s].prev = c->nodes[s].next = s;
         c->nodes[s].seg = (uint8_t)s;
         c->len[s] = 0;
@@ -631,16 +1066,17 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->protected_fraction = pf;
     c->jitter_threshold = jitter;
     c->climbing = (char)climbing;
+    c->mode = (char)mode;
     c->period = period;
     c->full = 0;
-    c->sample_hits = c->sample_requests = 0;
+    c->sample_hits = c->sample_requests = c->sample_recurring = 0;
     apply_window(c, window);
     c->ready = 1;
     Py_RETURN_NONE;
 }
 
 static Py_ssize_t Core_len(Core *c) {
-    return c->len[1] + c->len[2] + c->len[3];
+    return resident(c);
 }
 
 static int Core_contains(Core *c, PyObject *key) {
@@ -655,6 +1091,7 @@ static PyObject *Core_segment(Core *c, PyObject *key) {
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
     if (n < 0) Py_RETURN_NONE;
+    if (c->nodes[n].seg > SEG_PROTECTED) Py_RETURN_NONE; /* S3-FIFO's queues: unnamed */
     PyObject *name = tc_SEG_NAMES[c->nodes[n].seg];
     Py_INCREF(name);
     return name;
@@ -727,6 +1164,7 @@ static PyObject *Core_admit_impl(Core *c, PyObject *key) {
         Py_INCREF(ADMITTED);
         r = ADMITTED;
     } else {
+        if (count_offer(c, key) < 0) return NULL;
         Placed p;
         if (place(c, key, &p) < 0) return NULL;
         r = admission_of(&p);
@@ -748,10 +1186,57 @@ static PyObject *Core_remove_impl(Core *c, PyObject *key) {
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
     if (n < 0) Py_RETURN_FALSE;
-    PyObject *k = drop_node(c, n);
+    PyObject *k = drop_resident(c, n);
     if (!k) return NULL;
     Py_DECREF(k);
     Py_RETURN_TRUE;
+}
+
+static PyObject *Core_s3fifo_setup(Core *c, PyObject *args) {
+    Py_ssize_t small, ghost;
+    int threshold;
+    if (!PyArg_ParseTuple(args, "nni", &small, &ghost, &threshold)) return NULL;
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    if (c->mode != MODE_S3FIFO || resident(c) > 0) {
+        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: an empty mode-4 policy only");
+        return NULL;
+    }
+    if (small < 0 || small > c->cap || ghost < 0 || ghost > PY_SSIZE_T_MAX / 64 ||
+        threshold < 1) {
+        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: sizes out of range");
+        return NULL;
+    }
+    if (alloc_ghost(c, ghost + GHOSTS) < 0) return NULL;
+    c->ghost_cap = ghost;
+    c->small_cap = small;
+    c->s3_main_cap = c->cap - small;
+    c->move_threshold = threshold;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_arc_setup(Core *c, PyObject *Py_UNUSED(ignored)) {
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    if (c->mode != MODE_ARC || resident(c) > 0 || c->cap > PY_SSIZE_T_MAX / 64) {
+        PyErr_SetString(PyExc_ValueError, "_arc_setup: an empty mode-5 policy only");
+        return NULL;
+    }
+    /* B1 and B2 hold at most 2 * capacity keys (with T1 and T2) */
+    if (alloc_ghost(c, 2 * c->cap + 1 + GHOSTS) < 0) return NULL;
+    c->p = 0.0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_lfu_count(Core *c, PyObject *key) {
+    if (not_ready(c)) return NULL;
+    if (c->mode != MODE_LFU) {
+        PyErr_SetString(PyExc_ValueError, "not an LFU policy");
+        return NULL;
+    }
+    Py_ssize_t n = find(c, key);
+    if (n == -2) return NULL;
+    return PyLong_FromUnsignedLongLong(n < 0 ? 0 : c->buckets[c->nodes[n].bucket].count);
 }
 
 static PyObject *Core_remove(Core *c, PyObject *key) {
@@ -773,7 +1258,7 @@ static PyObject *Core_keys(Core *c, PyObject *Py_UNUSED(ignored)) {
     if (not_ready(c)) return NULL;
     PyObject *list = PyList_New(0);
     if (!list) return NULL;
-    for (int s = 1; s <= 3; s++) {
+    for (int s = 1; s < N_SEGS; s++) {
         if (extend_segment(c, list, s) < 0) {
             Py_DECREF(list);
             return NULL;
@@ -809,7 +1294,7 @@ static PyObject *Core_resize_window_impl(Core *c, PyObject *arg) {
     Py_ssize_t cap = c->cap;
     Py_ssize_t window = overflow > 0 ? cap : overflow < 0 ? 0
                         : (Py_ssize_t)(w > cap ? cap : (w < 0 ? 0 : w));
-    if (cap < 3) Py_RETURN_NONE;
+    if (cap < 3 || c->mode != MODE_WTINYLFU) Py_RETURN_NONE; /* no window to move */
     if (window > cap - 1) window = cap - 1;
     if (window < 1) window = 1;
     if (window == c->window_capacity) Py_RETURN_NONE;
@@ -853,6 +1338,10 @@ static PyObject *Core_set_window(Core *c, PyObject *arg) {
     }
     Py_ssize_t window = PyLong_AsSsize_t(arg);
     if (window == -1 && PyErr_Occurred()) return NULL;
+    if (c->mode != MODE_WTINYLFU) {
+        PyErr_SetString(PyExc_ValueError, "this policy has no window");
+        return NULL;
+    }
     if (c->cap <= 1 ? window != 0 : (window < 1 || window > c->cap - 1)) {
         PyErr_SetString(PyExc_ValueError,
                         "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
@@ -871,7 +1360,8 @@ static PyObject *Core_set_window(Core *c, PyObject *arg) {
 static PyMethodDef Core_methods[] = {
     {"_core_setup", (PyCFunction)Core_setup, METH_VARARGS,
      "_core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng, "
-     "jitter_threshold, climbing, period): allocate the segments and bind the sketch."},
+     "jitter_threshold, climbing, period[, mode]): allocate the segments and bind the "
+     "sketch; mode 1 (TinyLFU) and 2 (LRU) take window 0, protected 0, no climber."},
     {"segment", (PyCFunction)Core_segment, METH_O,
      "\"window\", \"probation\", \"protected\" or None (not resident)."},
     {"on_hit", (PyCFunction)Core_on_hit, METH_O,
@@ -879,6 +1369,12 @@ static PyMethodDef Core_methods[] = {
     {"on_hits", (PyCFunction)Core_on_hits, METH_O, "on_hit for each key, in order."},
     {"admit", (PyCFunction)Core_admit, METH_O, "Offer a key; returns an Admission."},
     {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
+    {"_s3fifo_setup", (PyCFunction)Core_s3fifo_setup, METH_VARARGS,
+     "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
+    {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,
+     "Mode 5 (ARC): allocate the ghost lists B1 and B2."},
+    {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
+     "Mode 3 (LFU): the resident key's count (0 if not resident)."},
     {"keys", (PyCFunction)Core_keys, METH_NOARGS,
      "Window, then probation, then protected; least recently used first in each."},
     {"_segment_keys", (PyCFunction)Core_segment_keys, METH_O,
@@ -900,6 +1396,9 @@ static PyMemberDef Core_members[] = {
     {"_sample_hits", T_PYSSIZET, offsetof(Core, sample_hits), 0, "Climber sample hits."},
     {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
      "Climber sample requests."},
+    {"p", T_DOUBLE, offsetof(Core, p), 0, "Mode 5 (ARC): the target size of T1."},
+    {"_sample_recurring", T_PYSSIZET, offsetof(Core, sample_recurring), 0,
+     "Climber sample: offered misses of keys with sketch frequency >= 2."},
     {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
     {"_climbing", T_BOOL, offsetof(Core, climbing), 0, "The climber is on."},
     {"_full", T_BOOL, offsetof(Core, full), 0, "The cache has filled once."},
@@ -999,6 +1498,7 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
             return 0;
         }
     }
+    if (count_offer(c, k) < 0) return -1;
     Placed p;
     if (place(c, k, &p) < 0) return -1;
     if (p.admitted) out->admitted++; else out->rejected++;

@@ -14,8 +14,8 @@ Reports: a markdown table, JSON (``--json``) and a PNG of hit ratio against size
 Run ``python -m tiercache.sim.grid --out docs/simulator-grid.md`` (``make sim-grid``).
 
 The default traces (:data:`DEFAULT_TRACES`) have 30,000 keys and 300,000 requests each, so
-the whole grid (5 of our policies, 9 of libCacheSim's, Belady, 16 cells) runs in a few
-minutes on one core; ``--keys`` and ``--requests`` scale them.
+the whole grid (7 of our policies, 9 of libCacheSim's, Belady, 16 cells) runs in about
+ten seconds on one core; ``--keys`` and ``--requests`` scale them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_TRACES",
     "LCS_MIN_CAPACITY",
     "LCS_POLICIES",
+    "lcs_kwargs",
     "OUR_POLICIES",
     "Cell",
     "Grid",
@@ -86,6 +87,8 @@ OUR_POLICIES: tuple[PolicySpec, ...] = (
     PolicySpec("lfu", "lfu"),
     PolicySpec("tinylfu", "tinylfu"),
     PolicySpec("wtinylfu-fixed", "wtinylfu", {"adaptive": False}),
+    PolicySpec("s3fifo", "s3fifo"),
+    PolicySpec("arc", "arc"),
     PolicySpec("wtinylfu", "wtinylfu"),
 )
 """Our rows: ``wtinylfu`` is the (adaptive) default, ``wtinylfu-fixed`` the same policy with
@@ -215,9 +218,32 @@ LCS_MIN_CAPACITY = 10
 below 4); below this size its policies are not run and the cell shows n/a."""
 
 
+def lcs_kwargs(name: str, capacity: int, distinct: int) -> dict[str, float]:
+    """libCacheSim constructor arguments for policy ``name`` at ``capacity`` objects on a
+    trace of ``distinct`` keys."""
+    # a hash table sized for the trace (the default, 2**24 buckets, costs more to
+    # allocate than a small trace takes to replay); results do not depend on it
+    kw: dict[str, float] = {"hashpower": max(12, int(distinct).bit_length() + 1)}
+    # libCacheSim rounds WTinyLFU's window (1%) and S3FIFO's small queue (10%) down to
+    # zero objects at small sizes, and then the run fails (0 hits): keep >= 1 and >= 2
+    # (half an object of slack: libCacheSim truncates capacity * ratio)
+    if name == "WTinyLFU":
+        kw["window_size"] = max(0.01, 1.5 / capacity)
+    if name == "S3FIFO":
+        kw["small_size_ratio"] = max(0.1, 2.5 / capacity)
+    return kw
+
+
 def _lcs_hit_ratios(
-    path: Path, capacity: int, names: Sequence[str], tick: Callable[[], None]
+    path: Path,
+    capacity: int,
+    names: Sequence[str],
+    tick: Callable[[], None],
+    distinct: int = 1 << 20,
+    lru: float | None = None,
 ) -> dict[str, float]:
+    """libCacheSim's hit ratios; a policy with no hit where LRU (``lru``) has some failed
+    and is left out (the cell shows n/a, never 0)."""
     import libcachesim as lcs
 
     reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
@@ -226,9 +252,11 @@ def _lcs_hit_ratios(
         if capacity < LCS_MIN_CAPACITY:
             tick()
             continue
-        cache = getattr(lcs, name)(cache_size=capacity)
+        cache = getattr(lcs, name)(cache_size=capacity, **lcs_kwargs(name, capacity, distinct))
         miss_ratio, _ = cache.process_trace(reader)
-        out[name] = 1.0 - float(miss_ratio)
+        hr = 1.0 - float(miss_ratio)
+        if not (hr == 0.0 and lru):
+            out[name] = hr
         tick()
     return out
 
@@ -279,7 +307,9 @@ def run_grid(
                 bar.update()
                 if lcs_policies:
                     bar.set_description(f"{spec.name} {cap} libcachesim")
-                    cell.lcs = _lcs_hit_ratios(path, cap, lcs_policies, bar.update)
+                    cell.lcs = _lcs_hit_ratios(
+                        path, cap, lcs_policies, bar.update, n_distinct, cell.ours.get("lru")
+                    )
                 cells.append(cell)
     bar.close()
     return Grid(list(traces), list(fractions), cells, seed, time.perf_counter() - start, distinct)

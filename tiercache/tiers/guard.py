@@ -170,11 +170,19 @@ def walk(path: str) -> dict[str, Any]:
     import lmdb
 
     out: dict[str, Any] = {"ok": False, "databases": 0, "entries": 0, "bytes": 0}
-    env = lmdb.open(path, subdir=True, max_dbs=64, readonly=False, lock=True, readahead=False)
+    size = os.stat(os.path.join(path, "data.mdb")).st_size
+    env = lmdb.open(
+        path,
+        subdir=True,
+        max_dbs=64,
+        readonly=False,
+        lock=True,
+        readahead=False,
+        map_size=max(size + 2**26, 2**30),  # room for the probe's pages, whatever its size
+    )
     try:
         out["last_pgno"] = int(env.info()["last_pgno"])
         out["psize"] = int(env.stat()["psize"])
-        size = os.stat(os.path.join(path, "data.mdb")).st_size
         if size < (out["last_pgno"] + 1) * out["psize"]:
             raise lmdb.CorruptedError(f"data.mdb is {size} bytes: truncated")
         names: list[bytes] = []
@@ -226,8 +234,11 @@ def check_in_child(path: str, timeout: float = CHECK_TIMEOUT) -> tuple[bool, str
         res = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return False, f"the page walk failed (exit {proc.returncode}): {proc.stderr[-300:]}"
-    if not res.get("ok"):
+    if not res.get("ok") and res.get("damage"):
         return False, f"the page walk found damage: {res.get('error')}"
+    if not res.get("ok"):  # the walk could not finish for another reason: keep the store
+        log.warning("tiercache: the page walk of %s did not finish: %s", path, res.get("error"))
+        return True, f"not checked to the end: {res.get('error')}"
     return True, f"{res['databases']} databases, {res['entries']:,} entries read"
 
 
@@ -260,12 +271,32 @@ def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
     return dest
 
 
+def _is_damage(exc: BaseException) -> bool:
+    """Whether an error of the walk means damaged pages (not a full map, a permission, a
+    busy lock table: those say nothing about the pages, and must not cost the store)."""
+    import lmdb
+
+    damage = (
+        lmdb.CorruptedError,
+        lmdb.PageNotFoundError,
+        lmdb.InvalidError,
+        lmdb.IncompatibleError,
+        lmdb.BadValsizeError,
+        lmdb.PanicError,
+        lmdb.VersionMismatchError,
+        lmdb.BadRslotError,
+        lmdb.BadTxnError,
+        lmdb.BadDbiError,
+    )
+    return isinstance(exc, damage)
+
+
 def main() -> None:
     """``python -m tiercache.tiers.guard PATH``: the page walk, one JSON line."""
     try:
         res = walk(sys.argv[1])
-    except Exception as exc:  # an LMDB error: damage (a crash is seen by the parent)
-        res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # an LMDB error (a crash is seen by the parent)
+        res = {"ok": False, "damage": _is_damage(exc), "error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(res), flush=True)
 
 
