@@ -1,5 +1,5 @@
-"""Sealed shared records: a record in Redis is served only when its BLAKE2b tag over its
-Redis key and bytes verifies (keyed with the fleet secret ``shared.auth_key*``, unkeyed
+"""Sealed shared records: a record in Redis is served only when its tag over its Redis key
+and bytes verifies (a keyed BLAKE2b with the fleet secret ``shared.auth_key*``, an XXH3-128
 without one). Against real redis-server processes on loopback."""
 
 from __future__ import annotations
