@@ -309,3 +309,34 @@ def test_a_secret_gone_after_the_config_was_read_is_a_config_error_at_constructi
     with pytest.raises(ConfigError) as info:
         TierCache(cfg, encoder=CountingEncoder())
     assert info.value.key == "shared.auth_key_env"
+
+
+def test_cli_stats_shows_how_records_are_tagged_never_the_secret(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from tiercache.cli import main
+
+    data: dict[str, Any] = {
+        "encoder": {"kind": "hash", "dim": DIM},
+        "warm": {"path": str(tmp_path / "warm")},
+        "shared": {"url": redis_server.url, **keyed(tmp_path, K2, K1)},
+    }
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["shared"]["auth"] == "keyed+previous"
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
+    assert r.exit_code == 0 and "record tags keyed+previous" in r.output
+    for args in (["stats", "-c", str(cfg)], ["config", "show", str(cfg)]):
+        out = CliRunner().invoke(main, args).output
+        assert K1.decode() not in out and K2.decode() not in out
+    data["shared"]["auth_key_file"] = str(tmp_path / "gone.key")
+    cfg.write_text(yaml.safe_dump(data))
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
+    assert r.exit_code == 2 and "shared.auth_key_file" in r.output
