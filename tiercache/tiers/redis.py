@@ -259,8 +259,7 @@ class RedisTier:
         self.outages = 0
         self.last_error: str | None = None
         self._conn_errors = _connection_errors(self._redis)
-        self._seal = RecordSeal(auth_key, auth_key_previous)
-        self._secrets = (auth_key, auth_key_previous)  # for listener(); never shown
+        self._seal = RecordSeal(auth_key, auth_key_previous)  # keeps no secret itself
         self.forged = 0
 
     # -- keys --------------------------------------------------------------------------
@@ -593,8 +592,8 @@ class RedisTier:
 
     def listener(self, block: float) -> RedisTier:
         """A second connection for blocking stream reads (its timeout covers ``block``),
-        with this tier's settings; the caller closes it."""
-        return RedisTier(
+        with this tier's settings and record tags; the caller closes it."""
+        tier = RedisTier(
             url=self._url if self._mode != "cluster" or not self._nodes else None,
             nodes=self._nodes,
             cluster="cluster" if self._is_cluster else self._mode,
@@ -604,9 +603,9 @@ class RedisTier:
             backoff_initial=self._backoff_initial,
             backoff_max=self._backoff_max,
             password=self._password,
-            auth_key=self._secrets[0],
-            auth_key_previous=self._secrets[1],
         )
+        tier._seal = self._seal  # the same keys (it is thread-safe)
+        return tier
 
     def stream_epoch(self) -> bytes:
         """The stream's epoch token, created (``SET NX``) if there is none."""
