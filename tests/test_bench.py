@@ -190,3 +190,18 @@ def test_staleness_bench_runs(tmp_path: Path, redis_server: Any) -> None:
     assert set(res["rows"]) == {"same host", "fleet"}
     text = "\n".join(staleness.render(res))
     assert "| fleet |" in text and "p99 ms" in text
+
+
+def test_shared_auth_bench_runs(redis_server: Any) -> None:
+    """bench/shared_auth.py, tiny: every mode reads its records back as shared hits (the
+    bench asserts it) and the table has a row per mode."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import shared_auth
+
+    res = shared_auth.run(redis_server.url, 50, 1, open_n=100)
+    modes = {"redis-py", "no tag", "unkeyed", "keyed", "keyed, previous"}
+    assert set(res["get_us"]) == modes and set(res["mget100_us"]) == modes
+    table = shared_auth._table(res)
+    assert "| keyed, previous |" in table and "tag check of one record" in table

@@ -73,6 +73,7 @@ def test_metrics_over_http_with_the_shared_tier(tmp_path: Path, redis_server: Re
     assert got[("tiercache_shared_up", ())] == 1.0
     assert got[("tiercache_writes_total", (("tier", "shared"),))] == 2
     assert got[("tiercache_shared_outages_total", ())] == 0
+    assert got[("tiercache_shared_forged_total", ())] == 0
     assert got[("tiercache_invalidation_published_total", ())] == 1
     assert got[("tiercache_invalidation_entries_applied_total", ())] == 1
     assert got[("tiercache_invalidation_connected", ())] == 1.0

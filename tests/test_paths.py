@@ -276,13 +276,17 @@ def test_placement_decides_victims_as_documented() -> None:
 
 
 def _damage(url: str, cache: TierCache, text: str) -> None:
-    """Flip the last bytes of ``text``'s record under both test prefixes in Redis."""
+    """Flip the last bytes of ``text``'s record under both test prefixes in Redis, under
+    a valid (unkeyed) tag: the record's own checksum has to refuse it."""
     import redis
+
+    from tiercache.tiers.redis import TAG_BYTES, RecordSeal
 
     r = redis.Redis.from_url(url)
     for n in ("one", "batch"):
         k = f"p-{n}:".encode() + cache._keys.digest(text).hex().encode()
-        r.set(k, r.get(k)[:-3] + b"xyz")  # type: ignore[index,operator]
+        record = r.get(k)[:-TAG_BYTES]  # type: ignore[index]
+        r.set(k, RecordSeal().seal(k, record[:-3] + b"xyz"))
     r.close()
 
 

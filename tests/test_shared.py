@@ -17,7 +17,7 @@ from tests.conftest import DIM, CountingEncoder, FakeClock, make_config
 from tests.redis_server import RedisServer
 from tiercache import TierCache, codec
 from tiercache.errors import ConfigError, StoreError
-from tiercache.tiers.redis import RedisTier, SharedUnavailable, glob_escape
+from tiercache.tiers.redis import RecordSeal, RedisTier, SharedUnavailable, glob_escape
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -229,17 +229,27 @@ def test_corrupt_shared_record_is_a_miss_and_is_rewritten(
     r = redis.Redis.from_url(redis_server.url)
     rkey = b"tiercache:" + a.key("victim").encode()
     raw = bytearray(r.get(rkey))
-    raw[30] ^= 0x10  # a payload bit
+    raw[30] ^= 0x10  # a payload bit: the record's tag covers it
     r.set(rkey, bytes(raw))
     b, enc_b = host(tmp_path, "b", redis_server.url)
     np.testing.assert_array_equal(b.embed("victim"), va)  # recomputed, never the bad one
-    assert enc_b.texts == 1 and b.stats()["tiers"]["shared"]["corrupt"] == 1
-    assert r.get(rkey) == codec.encode_record(va, "float32", 0.0, None)  # rewritten
-    r.set(rkey, b"short")  # truncated
+    shared = b.stats()["tiers"]["shared"]
+    assert enc_b.texts == 1 and shared["forged"] == 1 and shared["corrupt"] == 0
+    good = codec.encode_record(va, "float32", 0.0, None)
+    assert r.get(rkey) == RecordSeal().seal(rkey, good)  # rewritten, tagged
+    # damaged under a valid tag (a writer that holds the key): the checksum refuses it
+    bad = bytearray(good)
+    bad[30] ^= 0x10
+    r.set(rkey, RecordSeal().seal(rkey, bytes(bad)))
     c, enc_c = host(tmp_path, "c", redis_server.url)
     np.testing.assert_array_equal(c.embed("victim"), va)
-    assert enc_c.texts == 1
-    for x in (a, b, c):
+    shared = c.stats()["tiers"]["shared"]
+    assert enc_c.texts == 1 and shared["corrupt"] == 1 and shared["forged"] == 0
+    r.set(rkey, b"short")  # truncated
+    d, enc_d = host(tmp_path, "d", redis_server.url)
+    np.testing.assert_array_equal(d.embed("victim"), va)
+    assert enc_d.texts == 1 and d.stats()["tiers"]["shared"]["forged"] == 1
+    for x in (a, b, c, d):
         x.close()
 
 

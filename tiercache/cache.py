@@ -89,6 +89,7 @@ class TierCache(AsyncAPI):
             )
         sc = cfg.shared
         if shared is None and sc.active:
+            auth_key, auth_key_previous = sc.auth_keys()
             shared = RedisTier(
                 url=sc.url,
                 nodes=sc.nodes,
@@ -99,6 +100,8 @@ class TierCache(AsyncAPI):
                 backoff_initial=sc.backoff_initial,
                 backoff_max=sc.backoff_max,
                 password=os.environ.get(sc.password_env) if sc.password_env else None,
+                auth_key=auth_key,
+                auth_key_previous=auth_key_previous,
             )
         engine = PolicyEngine(
             hot_capacity=hot_cap,

@@ -793,7 +793,9 @@ def stats(config_path: str | None, as_json: bool) -> None:
             _echo_manifest(info["manifest"])
         sh = info.get("shared")
         if sh is not None:
-            click.echo(f"shared       {sh['target']} prefix {sh['key_prefix']!r}")
+            click.echo(
+                f"shared       {sh['target']} prefix {sh['key_prefix']!r}, record tags {sh['auth']}"
+            )
             if sh["reachable"]:
                 click.echo(
                     f"             {sh['keys']} keys under the prefix"
@@ -1871,6 +1873,7 @@ def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
     from .tiers.redis import RedisTier
 
     sc = cfg.shared
+    auth_key, auth_key_previous = sc.auth_keys()
     target = ", ".join(sc.nodes)
     if sc.url:
         parts = urlsplit(sc.url)
@@ -1885,8 +1888,14 @@ def _shared_info(cfg: TierCacheConfig) -> dict[str, Any]:
         timeout=max(sc.timeout, 1.0),
         connect_timeout=max(sc.connect_timeout, 1.0),
         password=os.environ.get(sc.password_env) if sc.password_env else None,
+        auth_key=auth_key,
+        auth_key_previous=auth_key_previous,
     )
-    out: dict[str, Any] = {"target": target, "key_prefix": sc.key_prefix}
+    out: dict[str, Any] = {
+        "target": target,
+        "key_prefix": sc.key_prefix,
+        "auth": tier.describe()["auth"],
+    }
     try:
         out.update(reachable=True, keys=tier.count(), cluster=tier.is_cluster, error=None)
     except Exception as exc:  # report, do not fail: the local tiers still work

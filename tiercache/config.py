@@ -12,9 +12,9 @@ The dataclasses validate themselves in ``__post_init__`` (types, ranges, allowed
 a config built in code is held to the same rules as one read from YAML. Relative paths are
 made absolute: by :func:`parse_config` against its ``base_dir``, by :func:`load_config`
 against the YAML file's directory, and by direct construction against the current working
-directory. Checks that touch the filesystem (``encoder.path`` exists, ``warm.path`` is
-writable) run only in :func:`parse_config` / :func:`load_config`; nothing here creates a
-directory.
+directory. Checks that touch the filesystem or the environment (``encoder.path`` exists,
+``warm.path`` is writable, the ``shared.auth_key*`` files and variables hold a secret) run
+only in :func:`parse_config` / :func:`load_config`; nothing here creates a directory.
 """
 
 from __future__ import annotations
@@ -460,6 +460,18 @@ class SharedConfig:
     """Recomputed vectors seen fewer times than this are not written to Redis; >= 0."""
     password_env: str | None = None
     """Name of an environment variable holding the password (keeps it out of YAML)."""
+    auth_key_file: str | None = None
+    """File holding the fleet secret (at least 16 bytes; surrounding whitespace ignored)
+    that tags every record written to Redis with a keyed BLAKE2b over its Redis key and
+    bytes; a record whose tag does not verify is a miss (counted in ``forged``). Without a
+    secret records are still bound to their key (unkeyed). Relative to the YAML's
+    directory. Never the secret itself in YAML."""
+    auth_key_env: str | None = None
+    """Name of an environment variable holding the fleet secret (instead of a file)."""
+    auth_key_previous_file: str | None = None
+    """Key rotation: a second secret still accepted when verifying (never used to write)."""
+    auth_key_previous_env: str | None = None
+    """Key rotation: an environment variable holding the previous secret."""
     invalidation: str = "stream"
     """``stream``: every invalidation (drop, tags, ids, clear, an explicit set) is
     published on a Redis Stream and applied by every host of the fleet
@@ -518,6 +530,7 @@ class SharedConfig:
         _check_int(self.min_frequency, "shared.min_frequency", minimum=0)
         if self.password_env is not None:
             _check_str(self.password_env, "shared.password_env", non_empty=True)
+        self._check_auth_fields()
         _check_choice(self.invalidation, "shared.invalidation", ("stream", "off"))
         _check_choice(self.on_disconnect, "shared.on_disconnect", ("serve", "miss"))
         staleness = parse_duration(self.max_staleness, "shared.max_staleness")
@@ -525,6 +538,70 @@ class SharedConfig:
             _fail("shared.max_staleness", self.max_staleness, "must be a duration > 0")
         _set(self, "max_staleness", staleness)
         _check_int(self.stream_maxlen, "shared.stream_maxlen", minimum=100)
+
+    def _check_auth_fields(self) -> None:
+        for which in ("auth_key", "auth_key_previous"):
+            file, env = f"{which}_file", f"{which}_env"
+            if getattr(self, file) is not None:
+                path = _check_str(getattr(self, file), f"shared.{file}", non_empty=True)
+                _set(self, file, _absolute(path))
+            if getattr(self, env) is not None:
+                _check_str(getattr(self, env), f"shared.{env}", non_empty=True)
+            if getattr(self, file) is not None and getattr(self, env) is not None:
+                _fail(f"shared.{env}", getattr(self, env), f"give shared.{file} or this, not both")
+        previous = "auth_key_previous_file" if self.auth_key_previous_file else ""
+        previous = previous or ("auth_key_previous_env" if self.auth_key_previous_env else "")
+        if previous and not (self.auth_key_file or self.auth_key_env):
+            key = previous
+            _fail(
+                f"shared.{key}",
+                getattr(self, key),
+                "a previous key needs a current one (shared.auth_key_file or shared.auth_key_env)",
+            )
+
+    def auth_keys(self) -> tuple[bytes | None, bytes | None]:
+        """The fleet secrets ``(current, previous)``, read now from their files or
+        environment variables (None where not configured). Raises ConfigError naming the
+        key for a file that cannot be read, a variable that is not set, or a secret shorter
+        than 16 bytes (the secret itself is never put in the error)."""
+        return (
+            _read_secret(self.auth_key_file, self.auth_key_env, "shared.auth_key"),
+            _read_secret(
+                self.auth_key_previous_file,
+                self.auth_key_previous_env,
+                "shared.auth_key_previous",
+            ),
+        )
+
+
+_MIN_SECRET = 16  # tiercache.tiers.redis.MIN_SECRET_BYTES (not imported: redis-py stays lazy)
+_MAX_SECRET_FILE = 4096
+
+
+def _read_secret(file: str | None, env: str | None, key: str) -> bytes | None:
+    """A secret from ``file`` or the environment variable ``env`` (surrounding
+    whitespace stripped), or None when neither is given. ``key``: the dotted key stem."""
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                data = fh.read(_MAX_SECRET_FILE + 1)
+        except OSError as exc:
+            _fail(f"{key}_file", file, f"cannot read the key file: {exc.strerror or exc}")
+        if len(data) > _MAX_SECRET_FILE:
+            _fail(f"{key}_file", file, f"longer than {_MAX_SECRET_FILE} bytes: not a key file")
+        secret = data.strip()
+        if len(secret) < _MIN_SECRET:
+            _fail(f"{key}_file", file, f"holds fewer than {_MIN_SECRET} bytes of secret")
+        return secret
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            _fail(f"{key}_env", env, "environment variable is not set")
+        secret = os.fsencode(value).strip()
+        if len(secret) < _MIN_SECRET:
+            _fail(f"{key}_env", env, f"holds fewer than {_MIN_SECRET} bytes of secret")
+        return secret
+    return None
 
 
 def _empty_params() -> Mapping[str, Any]:
@@ -603,7 +680,9 @@ _SECTIONS: dict[str, type] = {
 }
 _TOP_LEVEL: tuple[str, ...] = (*_SECTIONS, "ttl")
 _SIZE_FIELDS = frozenset({"hot.max_bytes", "warm.max_bytes", "warm.map_size"})
-_PATH_FIELDS = frozenset({"encoder.path", "warm.path"})
+_PATH_FIELDS = frozenset(
+    {"encoder.path", "warm.path", "shared.auth_key_file", "shared.auth_key_previous_file"}
+)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -702,7 +781,10 @@ def parse_config(
     so is the default ``warm.path`` when the key is missing.
     ``encoder.path`` must be an existing directory; when ``warm.enabled`` is true,
     ``warm.path`` must be a writable directory or creatable (its nearest existing ancestor
-    is a writable directory). Raises ConfigError naming the dotted key of the first problem.
+    is a writable directory). The ``shared.auth_key*`` secrets are read once to check them
+    (files readable, variables set, 16 bytes or more), not kept: the shared tier reads them
+    again when it is built (:meth:`SharedConfig.auth_keys`). Raises ConfigError naming the
+    dotted key of the first problem.
     """
     if data is None:
         data = {}
@@ -718,6 +800,7 @@ def parse_config(
     _check_encoder_path(config.encoder)
     if config.warm.enabled:
         _check_warm_path(config.warm)
+    config.shared.auth_keys()  # the key files are readable and the variables set, now
     return config
 
 

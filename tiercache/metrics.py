@@ -19,7 +19,8 @@ Metric names (prefix ``tiercache_`` by default; ``tier`` is hot, warm or shared)
 * ``encoder_calls_total``, ``encoder_texts_total``, ``encoder_errors_total``,
   ``encoder_seconds_total``, ``encoder_deduplicated_total``,
   ``encoder_single_flight_waits_total``, ``encoder_latency_seconds{quantile}``;
-* ``shared_up`` (1 while the shared tier is not in back-off), ``shared_outages_total``;
+* ``shared_up`` (1 while the shared tier is not in back-off), ``shared_outages_total``,
+  ``shared_forged_total`` (records refused by their tag, docs/reliability.md);
 * ``invalidation_syncs_total``, ``invalidation_entries_applied_total``,
   ``invalidation_hot_removed_total``, ``invalidation_overflows_total`` and, with the fleet
   stream, ``invalidation_{published,received,applied,history_lost,outages}_total``,
@@ -151,6 +152,11 @@ class TierCacheCollector(Collector):
             out = counter("shared_outages", "Outages of the shared tier since start.")
             out.add_metric(base, shared.get("outages", 0))
             yield out
+            forged = counter(
+                "shared_forged", "Shared records refused: their tag did not verify (misses)."
+            )
+            forged.add_metric(base, shared.get("forged", 0))
+            yield forged
         yield from _invalidation(st.get("invalidation") or {}, counter, gauge, base)
 
 

@@ -132,7 +132,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     if sh is not None:
         lines.append(
             f"shared {sh.get('state', '?')}: {sh['errors']} errors, {sh['skipped']} lookups "
-            f"skipped in back-off, {sh.get('outages', 0)} outages, {sh['writes']} writes"
+            f"skipped in back-off, {sh.get('outages', 0)} outages, {sh['writes']} writes, "
+            f"{sh.get('forged', 0)} forged refused"
             + (f"; last error: {sh['last_error']}" if sh.get("last_error") else "")
         )
     enc = stats["encoder"]

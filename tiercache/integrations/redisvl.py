@@ -372,8 +372,11 @@ class EmbeddingsCache:
         """A fresh RedisTier on this cache's prefix (one per TierCache: closing a TierCache
         closes its tier), or None when no Redis is configured."""
         sc = self._base.shared
+        auth_key, auth_key_previous = sc.auth_keys()
         common: dict[str, Any] = {
             "key_prefix": self.prefix,
+            "auth_key": auth_key,
+            "auth_key_previous": auth_key_previous,
             "timeout": sc.timeout,
             "connect_timeout": sc.connect_timeout,
             "backoff_initial": sc.backoff_initial,
