@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from tiercache import TierCache, codec, parse_config
-from tiercache.encoders import HashEncoder
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # this checkout's tiercache, also in a reader subprocess
+    sys.path.insert(0, str(ROOT))
+
+from tiercache import TierCache, codec, parse_config  # noqa: E402
+from tiercache.encoders import HashEncoder  # noqa: E402
 
 Log = Callable[[str], None]
 
@@ -368,8 +373,5 @@ def warm_768(n: int, tmp: Path, log: Log, gets: int = 20_000, batches: int = 50)
 
 
 if __name__ == "__main__":
-    import sys
-
     if sys.argv[1:2] == ["reader"]:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         _reader_main(sys.argv[2:])
