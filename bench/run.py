@@ -40,6 +40,7 @@ import diskcache  # noqa: E402
 import entrypoints  # noqa: E402  (bench/entrypoints.py, beside this file)
 import lmdb  # noqa: E402
 import paths  # noqa: E402  (bench/paths.py, beside this file)
+import scale  # noqa: E402  (bench/scale.py, beside this file)
 import staleness  # noqa: E402  (bench/staleness.py, beside this file)
 
 import tiercache  # noqa: E402
@@ -81,6 +82,7 @@ AT_LEAST = {
 # every public entry point against embed (issue #16): ratios within one run, a rate or two
 TARGETS.update({k: (lim, unit) for k, (lim, unit, _) in entrypoints.EP_TARGETS.items()})
 TARGETS["staleness_p99"] = (100.0, "ms")
+TARGETS["scale_ratio_3m"] = (1.3, "x raw py-lmdb get")
 AT_LEAST |= {k for k, (_, _, at_least) in entrypoints.EP_TARGETS.items() if at_least}
 
 
@@ -962,6 +964,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         add("cold path throughput vs sentence-transformers", "cold_ratio", res["cold"]["ratio"])
     for what, key, value in entrypoints.targets_of(res.get("entry_points") or {}):
         add(what, key, value)
+    big = [r for r in (res.get("scale") or {}).get("rows", []) if r["n"] >= 3_000_000]
+    if big:
+        add(
+            "warm embed at 3 M stored vectors vs raw py-lmdb get", "scale_ratio_3m", big[0]["ratio"]
+        )
     fleet = (res.get("staleness") or {}).get("rows", {}).get("fleet")
     if fleet:
         add(
@@ -1150,6 +1157,8 @@ def render(res: dict[str, Any], plots: dict[str, str], out: Path) -> str:  # noq
         L += entrypoints.render_entry_points(res["entry_points"])
     if "staleness" in res:
         L += staleness.render(res["staleness"])
+    if "scale" in res:
+        L += scale.render(res["scale"])
     rows = []
     for r in stores:
         fp = r["footprint"]
@@ -1637,6 +1646,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             res["staleness"] = {"skipped": "no redis-server"}
+        log("cost growth: warm embed vs raw py-lmdb get at growing store sizes")
+        res["scale"] = scale.scale(
+            [20_000] if a.smoke else [100_000, 1_000_000, 3_000_000],
+            tmp / "scale",
+            2 if a.smoke else 5,
+            log,
+        )
         log("memory floors (dict probe + row copy, in C)")
         res["floors"] = memory_floors(w)
         log("end-to-end stream")

@@ -205,3 +205,16 @@ def test_shared_auth_bench_runs(redis_server: Any) -> None:
     assert set(res["get_us"]) == modes and set(res["mget100_us"]) == modes
     table = shared_auth._table(res)
     assert "| keyed, previous |" in table and "tag check of one record" in table
+
+
+def test_scale_bench_runs(tmp_path: Path) -> None:
+    """bench/scale.py at a small size: both stores built, timed, rendered."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import scale
+
+    res = scale.scale([3000], tmp_path, rounds=2, log=lambda m: None)
+    (row,) = res["rows"]
+    assert row["n"] == 3000 and row["ratio"] > 0 and row["embed_p50_us"] > 0
+    assert "| 3,000 |" in "\n".join(scale.render(res))
