@@ -119,6 +119,10 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
                 assert "queued" in str(exc), exc
             time.sleep(float(cmd.get("pause", 0.005)))
         return want
+    if op == "warm_state":  # the damaged-store machinery's view
+        warm = c._warm
+        assert warm is not None
+        return {"sealed": warm.sealed, "quarantined": len(warm.quarantined)}
     if op == "stats":
         return c.stats()
     raise ValueError(f"unknown op {op!r}")

@@ -753,3 +753,38 @@ def test_inspect_pages_walks_in_a_child_and_reports_damage(
     r = CliRunner().invoke(main, ["inspect", "-c", str(cfg), "--pages", "--no-progress"])
     assert r.exit_code == 1 and "damaged" in r.output and "truncated" in r.output, r.output
     assert path.exists()  # it changes nothing: the store is still where it was
+
+
+def test_damage_met_while_serving_sets_the_store_aside_in_every_process(tmp_path: Path) -> None:
+    """Pages damaged under two running worker processes: the first to meet the damage
+    stops using the store and tells the other; both keep answering (misses, recomputed),
+    neither crashes; the next open checks the store and moves it aside."""
+    from tests.test_invalidation_procs import Worker
+
+    hot_off = {"hot": {"enabled": False}}
+    a, b = Worker(tmp_path, **hot_off).ready(), Worker(tmp_path, **hot_off).ready()
+    try:
+        texts = [f"t{i}" for i in range(400)]
+        assert len(a("embed_many", texts=texts)) == 400
+        assert b("get", texts=texts[:5])[0] is not None
+        data = tmp_path / "warm" / "data.mdb"
+        size = data.stat().st_size
+        with data.open("r+b") as f:  # every page but the two meta pages: the root too
+            f.seek(2 * PAGE)
+            f.write(bytes(size - 2 * PAGE))
+        assert a("get", texts=texts[:3]) == [None, None, None]  # misses, no crash
+        assert a("warm_state")["sealed"]
+        computed = a("embed", texts=texts[:2])  # served by the encoder
+        assert np.allclose(computed, REF.encode(texts[:2]))
+        assert b("get", texts=texts[:3]) == [None, None, None]
+        assert b("warm_state")["sealed"]  # followed a's broadcast (or met it itself)
+    finally:
+        a.close()
+        b.close()
+    c = Worker(tmp_path, **hot_off).ready()
+    try:
+        assert c("warm_state") == {"sealed": None, "quarantined": 1}
+        assert np.allclose(c("embed", texts=["t1"]), REF.encode(["t1"]))
+    finally:
+        c.close()
+    assert len(list((tmp_path / "warm" / "quarantine").iterdir())) == 1

@@ -192,7 +192,16 @@ class Invalidation:
             return
         with self._sync_lock:
             word = self.gate.word
-            last, entries = warm.read_log(self.applied)
+            if warm.poll_damage():  # set aside (damaged): no log to read, hot is safe
+                self.gate.seen = FORCED if self.blocked else word
+                return
+            try:
+                last, entries = warm.read_log(self.applied)
+            except Exception:  # a damaged store (now set aside): serve on, without it
+                if not warm.poll_damage():
+                    raise
+                self.gate.seen = FORCED if self.blocked else word
+                return
             with self._lock:
                 self.syncs += 1
                 if last < self.applied:  # a store replaced under us (cleared files): restart

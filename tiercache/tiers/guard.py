@@ -47,6 +47,7 @@ log = logging.getLogger("tiercache")
 
 MARKERS = ".tc-open"
 STAMP = "tiercache.clean"
+SUSPECT = "tiercache.suspect"  # damage met at run time: check on the next open
 QUARANTINE = "quarantine"
 KEEP_QUARANTINED = 3
 STORE_FILES = ("data.mdb", "lock.mdb", "inval.seq")
@@ -107,6 +108,11 @@ def needs_check(path: str) -> str | None:
     live, dead = _markers(path)
     if any(pid != os.getpid() for pid in live):
         return None  # in use by a running process, which checked it when it opened it
+    try:
+        with open(os.path.join(path, SUSPECT)) as f:
+            return f"damaged pages were met while it was in use ({f.read().strip()})"
+    except OSError:
+        pass
     if dead:
         return f"a process using it ended without closing it (pid {dead[0]})"
     try:
@@ -133,13 +139,28 @@ def opened(path: str) -> None:
         os.unlink(os.path.join(path, STAMP))
 
 
+def suspect(path: str, why: str) -> None:
+    """Damage was met at run time: the next open checks the store (and, until then, no
+    clean-close stamp is written)."""
+    with _quiet():
+        fd = os.open(os.path.join(path, SUSPECT), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(why[:500] + "\n")
+
+
+def cleared(path: str) -> None:
+    """The check found the store intact: forget the suspicion."""
+    with _quiet():
+        os.unlink(os.path.join(path, SUSPECT))
+
+
 def closed(path: str) -> None:
     """This process closed the store cleanly: remove its marker; the last one out writes
     the stamp."""
     with _quiet():
         os.unlink(os.path.join(path, MARKERS, str(os.getpid())))
     live, dead = _markers(path)
-    if live or dead:
+    if live or dead or os.path.exists(os.path.join(path, SUSPECT)):
         return
     stamp = _file_stamp(path)
     if stamp is None:
@@ -256,8 +277,9 @@ def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
     fd = os.open(os.path.join(dest, "why.txt"), os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(why + "\n")
-    with _quiet():
-        os.unlink(os.path.join(path, STAMP))
+    for name in (STAMP, SUSPECT):
+        with _quiet():
+            os.unlink(os.path.join(path, name))
     old = sorted(os.listdir(base))
     for name in old[: max(0, len(old) - keep)]:
         shutil.rmtree(os.path.join(base, name), ignore_errors=True)
@@ -307,7 +329,9 @@ if __name__ == "__main__":
 __all__ = [
     "KEEP_QUARANTINED",
     "check_in_child",
+    "cleared",
     "open_lock",
+    "suspect",
     "closed",
     "needs_check",
     "opened",

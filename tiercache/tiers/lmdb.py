@@ -104,6 +104,10 @@ _DAMAGE_ERRORS = (
 )
 """LMDB errors that mean the files themselves are damaged (not a busy or full store)."""
 
+_RUNTIME_DAMAGE = (*_DAMAGE_ERRORS, lmdb.BadTxnError)
+"""Errors met while serving that set the store aside: the damage errors, and
+``MDB_BAD_TXN``, which is what a read transaction that met a damaged page reports."""
+
 _fork_generation = 0
 
 
@@ -810,6 +814,8 @@ class LmdbTier:
             raise StoreError(f"warm store directory {self.path} is not writable")
         self._on_damage = on_damage
         self.quarantined: list[str] = []  # folders this tier moved a damaged store to
+        self.sealed: str | None = None  # damage met at run time: the store is not used
+        self._sealed_handle: _Env | None = None
         self._handle: _Env | None = None
         self._open()
         try:
@@ -831,6 +837,8 @@ class LmdbTier:
                     intact, found = guard.check_in_child(self.path)
                     if not intact:
                         self._quarantine(f"{why}; {found}")
+                    else:
+                        guard.cleared(self.path)
             try:
                 handle = self._acquire()
             except StoreError as exc:
@@ -861,6 +869,11 @@ class LmdbTier:
     def _h(self) -> _Env:
         handle = self._handle
         if handle is None:
+            if self.sealed is not None:
+                raise StoreError(
+                    f"warm store {self.path} is damaged ({self.sealed}); this process no "
+                    "longer uses it, and the next open checks it and moves it aside"
+                )
             raise StoreError("warm tier is closed")
         if handle.generation != _fork_generation:  # we are a forked child: reopen
             # The inherited handle is closed without ever being used (no transaction is
@@ -899,8 +912,42 @@ class LmdbTier:
 
     def close(self) -> None:
         handle, self._handle = self._handle, None
-        if handle is not None:
-            _release_env(handle)
+        sealed, self._sealed_handle = self._sealed_handle, None
+        for h in (handle, sealed):
+            if h is not None:
+                _release_env(h)
+
+    # -- damage met at run time ----------------------------------------------------------
+    def _seal(self, why: str, *, broadcast: bool = True) -> None:
+        """Stop using the store in this process: every later call raises ``StoreError``
+        (the cache counts a miss or refuses the write), the compiled reader falls back;
+        ``broadcast``: tell the other processes on the store (the flag beside the
+        invalidation word), and leave the mark that makes the next open check it."""
+        handle = self._handle
+        if handle is None or self.sealed is not None:
+            return
+        self.sealed = why
+        self._sealed_handle, self._handle = handle, None
+        guard.suspect(self.path, why)
+        if broadcast:
+            struct.pack_into("=Q", handle.seqmap, 8, 1)
+            handle.publisher.publish(handle.publisher.word + 1)  # wakes every reader
+        guard.log.error(
+            "tiercache: warm store %s is damaged (%s); this process stops using it (misses "
+            "are recomputed) and the next open checks it and moves it aside",
+            self.path,
+            why,
+        )
+
+    def poll_damage(self) -> bool:
+        """Whether the store is set aside; follows another process that found it damaged."""
+        if self.sealed is not None:
+            return True
+        handle = self._handle
+        if handle is not None and struct.unpack_from("=Q", handle.seqmap, 8)[0]:
+            self._seal("another process met damaged pages", broadcast=False)
+            return True
+        return False
 
     # -- manifest ----------------------------------------------------------------------
     def _damaged(self, what: object) -> StoreError:
@@ -982,6 +1029,9 @@ class LmdbTier:
                     return fn(txn, h)
             except lmdb.MapResizedError:
                 pass
+            except _RUNTIME_DAMAGE as exc:
+                self._seal(f"{type(exc).__name__}: {exc}")
+                raise
             finally:
                 h.exit_read()
             with h.write_lock:
@@ -1005,6 +1055,9 @@ class LmdbTier:
                     return _lookup(txn, h, key, decode, self._packed_first)
         except lmdb.MapResizedError:
             pass
+        except _RUNTIME_DAMAGE as exc:
+            self._seal(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             active.pop()
             if h.resizing:
@@ -1037,6 +1090,9 @@ class LmdbTier:
                     txn.abort()  # a read transaction: abort == commit, and no __exit__
         except lmdb.MapResizedError:
             pass
+        except _RUNTIME_DAMAGE as exc:
+            self._seal(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             active.pop()
             if h.resizing:
@@ -1281,6 +1337,11 @@ class LmdbTier:
                     with h.exclusive():
                         txn.abort()
                         h.env.set_mapsize(0)
+                except _RUNTIME_DAMAGE as exc:
+                    with h.exclusive():
+                        txn.abort()
+                    self._seal(f"{type(exc).__name__}: {exc}")
+                    raise
                 except BaseException:
                     with h.exclusive():
                         txn.abort()
