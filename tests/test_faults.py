@@ -753,6 +753,10 @@ def test_inspect_pages_walks_in_a_child_and_reports_damage(
     r = CliRunner().invoke(main, ["inspect", "-c", str(cfg), "--pages", "--no-progress"])
     assert r.exit_code == 1 and "damaged" in r.output and "truncated" in r.output, r.output
     assert path.exists()  # it changes nothing: the store is still where it was
+    # the other tools check such a store too, and report it instead of moving it aside
+    r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
+    assert r.exit_code == 2 and "damaged" in r.output, r.output
+    assert path.exists() and not (case / "warm" / "quarantine").exists()
 
 
 def test_damage_met_while_serving_sets_the_store_aside_in_every_process(tmp_path: Path) -> None:

@@ -195,6 +195,9 @@ class TierCache(AsyncAPI):
             self._engine.drain()
         self._shutdown_pool()
         self._write.close()
+        # the fleet listener stops (it may have been waiting for the lock held above),
+        # then the invalidation word is let go, then the store
+        self._write.inval.close()
         if self._warm is not None:
             self._warm.close()
         if self._shared is not None:

@@ -1843,7 +1843,8 @@ def compact(config_path: str | None, output: Path | None, replace: bool) -> None
 
 def _open_store(path: Path, cfg: TierCacheConfig) -> Any:
     """The warm store at ``path`` opened for inspection: any fingerprint, nothing
-    registered in its manifest (``on_fingerprint_mismatch="inspect"``)."""
+    registered in its manifest (``on_fingerprint_mismatch="inspect"``), a store that may
+    be damaged checked in a child first and reported, not moved (``on_damage="report"``)."""
     from .keys import Fingerprint
     from .tiers.lmdb import LmdbTier
 
@@ -1853,6 +1854,7 @@ def _open_store(path: Path, cfg: TierCacheConfig) -> Any:
         namespace=cfg.warm.namespace,
         durability=cfg.warm.durability,
         on_fingerprint_mismatch="inspect",
+        on_damage="report",  # a damaged store is reported, never moved aside by a tool
     )
 
 

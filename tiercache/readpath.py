@@ -197,12 +197,12 @@ class ReadPath:
 
     def close(self) -> None:
         """Stop the C readers (references taken earlier fall back to :meth:`embed`) and
-        let go of the invalidation word."""
+        detach them from the invalidation word (the facade closes the word itself, once
+        no lock is held: the fleet listener may be waiting for it)."""
         for fast in (self.fast, self.fast_warm, self.warm_reader):
             if fast is not None:
                 fast.close()
                 fast.set_gate(None)
-        self._inval.close()
 
     def fold_fast_hits_locked(self) -> None:
         """Add the C read paths' hits to the counters (call with the lock held)."""

@@ -776,6 +776,11 @@ class LmdbTier:
     fingerprint, ``"coexist"`` registers this one beside it (keys never collide), and
     ``"inspect"`` checks only the format and registers nothing (``tiercache stats``).
 
+    ``on_damage``: a store that may be damaged (``tiers/guard.py``) is checked by a page
+    walk in a child process on open: ``"quarantine"`` (default) moves a damaged one aside
+    and opens an empty one, ``"report"`` raises ``StoreError`` (tools that change nothing),
+    ``"refuse"`` skips the check and raises only if LMDB itself refuses the files.
+
     ``packed_record_len``: records of exactly this many bytes are packed into multi-record
     segments (see the module docstring); ``None`` packs nothing. Reads find packed and plain
     records whatever this is set to.
@@ -831,14 +836,16 @@ class LmdbTier:
         if not first:
             return self._acquire()
         with guard.open_lock(self.path):
-            if self._on_damage == "quarantine":
+            if self._on_damage in ("quarantine", "report"):
                 why = guard.needs_check(self.path)
                 if why is not None:
                     intact, found = guard.check_in_child(self.path)
-                    if not intact:
-                        self._quarantine(f"{why}; {found}")
-                    else:
+                    if intact:
                         guard.cleared(self.path)
+                    elif self._on_damage == "report":  # a tool that changes nothing
+                        raise self._damaged(f"{why}; {found}")
+                    else:
+                        self._quarantine(f"{why}; {found}")
             try:
                 handle = self._acquire()
             except StoreError as exc:
