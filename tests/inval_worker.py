@@ -75,13 +75,17 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
         return c.mdrop(texts)
     if op == "invalidate_tags":
         return c.invalidate_tags(cmd["tags"])
+    if op == "event":
+        return c.document_event(cmd["event"], cmd["id"], tags=cmd.get("tags"))
     if op == "drop_ids":
         return c.drop_ids(cmd["ids"])
     if op == "clear":
         c.clear()
         return None
     if op == "rc_set":  # a search result listing documents, in the attached ResultCache
-        RESULTS.set(cmd["query"], cmd["result"], doc_ids=cmd.get("doc_ids", ()))
+        RESULTS.set(
+            cmd["query"], cmd["result"], doc_ids=cmd.get("doc_ids", ()), tags=cmd.get("tags", ())
+        )
         return None
     if op == "rc_get":
         return RESULTS.get(cmd["query"])

@@ -247,3 +247,28 @@ def scale_steps() -> int:
     from tests import soak
 
     return soak.scale(120, 1200)
+
+
+def test_a_created_document_drops_results_everywhere_and_no_vector(
+    hosts: Any, redis_server: Any
+) -> None:
+    """``document_event("created", id, tags)`` on one host: every process's results that
+    carry the tags go, on every host; the vectors carrying the tags stay."""
+    ws = hosts(["a", "b", "a"], **shared_sections(redis_server.url))
+    ws[0]("set", text="t1", vec=vec(1.0), tags=["col:z"])
+    for w in ws:
+        assert w("embed", texts=["t1"]) == [vec(1.0)]
+        w("rc_set", query="q", result=["t1"], tags=["col:z"])
+        w("rc_set", query="other", result=["t2"], tags=["col:y"])
+    assert ws[1]("event", event="created", id=99, tags=["col:z"]) == 0
+    deadline = time.monotonic() + DEADLINE
+    for w in ws:
+        while w("rc_get", query="q") is not None:
+            assert time.monotonic() < deadline, "a result of the collection survived"
+            time.sleep(0.005)
+        assert w("rc_get", query="other") == ["t2"]
+    time.sleep(0.1)  # and no vector of the collection went anywhere
+    for w in ws:
+        assert w("get", texts=["t1"]) == [vec(1.0)]
+        inv = w("stats")["invalidation"]
+        assert inv["hot_removed"] == 0, inv  # nothing was dropped from any hot tier

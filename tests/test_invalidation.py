@@ -112,9 +112,12 @@ def test_document_events_and_attached_result_caches(tmp_path: Path) -> None:
         assert c.document_event("updated", 7) == 1
         assert c.mexists(["chunk of 7", "chunk of 8"]) == [False, True]
         assert rc.get("q1") is None and rc.get("q2") == [8] and rc.get("q3") == ["x"]
-        # a new document in a collection: no vector yet, results of the collection go
+        # a new document in a collection: no vector yet, results of the collection go,
+        # and the collection's vectors stay
+        c.set("another chunk of the news", vec(3), tags=["col:news"])
         assert c.document_event("created", 9, tags=["col:news"]) == 0
         assert rc.get("q3") is None and rc.get("q2") == [8]
+        assert c.exists("another chunk of the news")
         assert c.document_event("deleted", 8) == 1
         assert rc.get("q2") is None and len(rc) == 0
         with pytest.raises(InvalidMetadataError):

@@ -148,7 +148,9 @@ class TierCache(AsyncAPI):
                 write.inval,
                 shared,
                 warm,
-                lambda tags: sorted(write.tags.keys(tags, remove=True)),
+                # registrations kept: every process of this host resolves the same keys,
+                # and whichever applies the entry first deletes them
+                lambda tags: sorted(write.tags.keys(tags, remove=False)),
                 write.clear_local,
                 write.redrop,
                 on_disconnect=sc.on_disconnect,
@@ -375,6 +377,9 @@ class TierCache(AsyncAPI):
             )
         wanted = [id_tag(doc_id)] + check_tags(tags if tags is not None else [])
         self._check_open()
+        if event == "created":  # no vector of it yet: its tags drop search results only
+            self._write.results_event(wanted)
+            return 0
         return self._write.invalidate_tags(wanted)
 
     def attach(self, results: Any) -> None:

@@ -620,11 +620,13 @@ class Fleet:
         body = unpack_entry(raw)
         keys = entry_keys(body)
         tags = [t for t in body.get("t", []) if isinstance(t, str)]
-        if tags:
+        created = body.get("e") == "created"  # tags that drop search results only
+        if tags and not created:
             keys += self._resolve(tags)
         clear = bool(body.get("c"))
         if self._warm is not None:
-            entry = pack_entry(fields.get(b"h", b""), keys, tags=tags, clear=clear, event="remote")
+            event = "created" if created else "remote"
+            entry = pack_entry(fields.get(b"h", b""), keys, tags=tags, clear=clear, event=event)
             if self._warm.apply_remote(keys, clear, entry, (self._off_name, sid), _newer):
                 self.applied += 1
             self._inval.sync()

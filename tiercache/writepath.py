@@ -871,6 +871,21 @@ class WritePath:
         # logged even when no vector carries them: result caches of other processes may
         return self.drop_keys(keys, "invalidated", "invalidate_tags", tags)
 
+    def results_event(self, tags: list[str]) -> None:
+        """Tags that invalidate search results only (a document created: no vector of it
+        exists, and the vectors its tags name stay): logged for this store's processes
+        and published to the fleet as such."""
+        if self._warm is not None:
+            try:
+                self._warm.append_log(self.inval.entry(tags=tags, event="created") or b"")
+            except Exception as exc:
+                self.raise_warm_fault(exc, "document_event: the warm store could not be told")
+            self.inval.sync()
+        else:
+            self.inval.results_here(tags)
+        if self._shared is not None:
+            self.inval.publish(tags=tags, event="created")
+
     def clear(self) -> None:
         """Empty hot, the shared prefix, then the warm store directory (and its tag
         index): Redis before the logged warm clear, as in :meth:`drop_keys`."""
