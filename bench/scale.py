@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for where in (ROOT, ROOT / "bench"):  # this checkout's tiercache; the bench's helpers
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
 
 import lmdb  # noqa: E402
+from entrypoints import time_each  # noqa: E402  (bench/entrypoints.py, beside this file)
 
 from tiercache import TierCache, codec, parse_config  # noqa: E402
 from tiercache.encoders import HashEncoder  # noqa: E402
@@ -86,16 +88,6 @@ def _fill(n: int, tmp: Path, log: Any) -> tuple[TierCache, lmdb.Environment]:
     return cache, raw
 
 
-def _time(fn: Any, args: list[Any]) -> np.ndarray:
-    out = np.empty(len(args), dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i, a in enumerate(args):
-        t0 = clock()
-        fn(a)
-        out[i] = clock() - t0
-    return out
-
-
 def one_size(n: int, tmp: Path, rounds: int, log: Any) -> dict[str, Any]:
     d = tmp / f"n{n}"
     d.mkdir(parents=True)
@@ -129,7 +121,7 @@ def one_size(n: int, tmp: Path, rounds: int, log: Any) -> dict[str, Any]:
                 (raw_p50, raw_get, keys),
             ]
             for into, fn, args in pair if r % 2 == 0 else pair[::-1]:
-                into.append(float(np.percentile(_time(fn, args), 50)))
+                into.append(float(np.percentile(time_each(fn, args), 50)))
         enc = cache.stats()["encoder"]["texts"]
         if enc:
             raise AssertionError(f"{enc} texts were encoded: a warm lookup missed")

@@ -39,6 +39,19 @@ def hosts(tmp_path: Path) -> Any:
         w.close()
 
 
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Any:
+    """A redis-server of its own that keeps its data across a restart (appendonly, fsync
+    always): the tests kill and restart it, and the invalidation stream must survive."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(
+        tmp_path / "persistent", extra=("--appendonly", "yes", "--appendfsync", "always")
+    ).start()
+    yield server
+    server.stop()
+
+
 def eventually(ws: list[Worker], text: str, want: float | None) -> float:
     """Poll every worker until each serves vec(want) for ``text`` (None: nothing stored,
     so ``get`` is None and ``embed`` recomputes); the seconds it took."""
@@ -115,16 +128,12 @@ def test_invalidations_reach_every_host_on_a_cluster(hosts: Any, redis_cluster: 
 
 
 def test_redis_restart_and_host_restart_lose_no_invalidation(
-    hosts: Any, tmp_path: Path, redis_server: Any
+    hosts: Any, tmp_path: Path, redis_server: Any, persistent_redis: Any
 ) -> None:
     """Invalidations made while Redis is down are queued and delivered after it returns
     (the stream persists: appendonly); a host that was stopped while others invalidated
     catches up before it serves anything from its warm store."""
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(
-        tmp_path / "persistent", extra=("--appendonly", "yes", "--appendfsync", "always")
-    ).start()
+    server = persistent_redis
     try:
         sections = shared_sections(server.url, backoff_initial=0.05, backoff_max=0.2)
         a, b, c = hosts(["a", "b", "c"], **sections)
@@ -148,14 +157,12 @@ def test_redis_restart_and_host_restart_lose_no_invalidation(
         server.stop()
 
 
-def test_on_disconnect_miss_stops_serving_local_copies(hosts: Any, tmp_path: Path) -> None:
+def test_on_disconnect_miss_stops_serving_local_copies(
+    hosts: Any, tmp_path: Path, persistent_redis: Any
+) -> None:
     """``on_disconnect: miss``: once max_staleness passed without the stream, local
     copies are misses (recomputed); after Redis returns, local hits resume."""
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(
-        tmp_path / "r", extra=("--appendonly", "yes", "--appendfsync", "always")
-    ).start()
+    server = persistent_redis
     try:
         sections = shared_sections(
             server.url,
@@ -204,18 +211,16 @@ def test_a_drop_is_never_undone_by_a_reader_of_the_shared_tier(
             assert w("get", texts=[text]) == [None]
 
 
-def test_churn_through_a_redis_restart_and_a_host_restart(hosts: Any, tmp_path: Path) -> None:
+def test_churn_through_a_redis_restart_and_a_host_restart(
+    hosts: Any, tmp_path: Path, persistent_redis: Any
+) -> None:
     """Host a overwrites and drops texts at random while Redis is killed and restarted
     (the stream persists) and host c is stopped and restarted; afterwards every process
     of every host serves exactly a's final state (the checker reads every text from every
     process), and texts nobody touched are still there."""
     import threading
 
-    from tests.redis_server import RedisServer
-
-    server = RedisServer(
-        tmp_path / "persistent", extra=("--appendonly", "yes", "--appendfsync", "always")
-    ).start()
+    server = persistent_redis
     try:
         sections = shared_sections(server.url, backoff_initial=0.05, backoff_max=0.2)
         a, b, c = hosts(["a", "b", "c"], **sections)

@@ -259,8 +259,7 @@ class Invalidation:
                 self.removed += 1
         tags = body.get("t")
         if tags:
-            for rc in list(self._results):
-                rc.invalidate_tags(tags)
+            self.results_here(tags)
 
     # -- in-flight reads ----------------------------------------------------------------
     def touched(self, key: bytes, epoch: int) -> bool:
@@ -569,6 +568,8 @@ class Fleet:
                 for sid, fields in entries:
                     self._apply(sid, fields)
                     offset = sid
+                if entries and self._warm is not None:
+                    self._inval.sync()  # once per batch: this process's hot tier follows
                 self._contact(len(entries) < 500)
                 pause = 0.05
                 if entries:  # read in batches: one wake-up per READ_PAUSE at most, not
@@ -629,7 +630,6 @@ class Fleet:
             entry = pack_entry(fields.get(b"h", b""), keys, tags=tags, clear=clear, event=event)
             if self._warm.apply_remote(keys, clear, entry, (self._off_name, sid), _newer):
                 self.applied += 1
-            self._inval.sync()
         else:
             self._inval.apply_here({"k": b"".join(keys), "t": tags, "c": clear})
             self._mem[self._off_name] = sid

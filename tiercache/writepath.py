@@ -236,9 +236,9 @@ class WritePath:
             if reason == "expired":
                 s_hot.expired += 1
 
-    def _clear_hot_locked(self) -> None:
+    def _clear_hot_locked(self, reason: str = "invalidated") -> None:
         for k in list(self._hot.keys()):
-            self.remove_hot_locked(k, "invalidated")
+            self.remove_hot_locked(k, reason)
 
     def admit_hot_locked(
         self,
@@ -832,9 +832,7 @@ class WritePath:
         old record from Redis before it did."""
         with self._lock:
             for k in keys:
-                if self._hot.delete_key(k):
-                    self._engine.remove_hot(k)
-                    self._ctx.s_hot.evictions["invalidated"] += 1
+                self.remove_hot_locked(k, "invalidated")
         if self._warm is not None:
             self._warm.delete_each(keys, log=self.inval.entry(keys, event="redrop"))
             self.inval.sync()
@@ -910,8 +908,7 @@ class WritePath:
         tag index: :meth:`clear`'s first half, and what a host does when it may have
         missed invalidations (``Fleet``). A warm failure raises :class:`StoreError`."""
         with self._lock:
-            for k in list(self._hot.keys()):
-                self.remove_hot_locked(k, reason)
+            self._clear_hot_locked(reason)
         if self._warm is not None:
             try:
                 self._warm.clear(log=self.inval.entry(clear=True, event=event))

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..policy import DEFAULT_POLICY
-from .grid import _write_oracle_general, lcs_kwargs
+from .grid import DEFAULT_FRACTIONS, LCS_POLICIES, _write_oracle_general, lcs_kwargs
 from .simulate import simulate
 from .traces import load_npy
 
@@ -68,19 +68,10 @@ __all__ = [
 ]
 
 FAMILIES: tuple[str, ...] = ("zipf", "shift", "scan", "loop", "mix")
-FRACTIONS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1)
-LCS_REFERENCE: tuple[str, ...] = (
-    "LRU",
-    "LFU",
-    "ARC",
-    "WTinyLFU",
-    "S3FIFO",
-    "Sieve",
-    "LIRS",
-    "TwoQ",
-    "SLRU",
-)
-"""The reference policies: the best of these per cell is what ours is compared with."""
+FRACTIONS: tuple[float, ...] = DEFAULT_FRACTIONS
+LCS_REFERENCE: tuple[str, ...] = LCS_POLICIES
+"""The reference policies (the grid's): the best of these per cell is what ours is
+compared with."""
 
 SPLIT_SEEDS = {"train": 1000, "test": 2000}
 PER_FAMILY = {"train": 8, "test": 3}

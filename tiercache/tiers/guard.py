@@ -296,21 +296,9 @@ def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
 def _is_damage(exc: BaseException) -> bool:
     """Whether an error of the walk means damaged pages (not a full map, a permission, a
     busy lock table: those say nothing about the pages, and must not cost the store)."""
-    import lmdb
+    from .lmdb import WALK_DAMAGE  # imported here: tiers/lmdb.py imports this module
 
-    damage = (
-        lmdb.CorruptedError,
-        lmdb.PageNotFoundError,
-        lmdb.InvalidError,
-        lmdb.IncompatibleError,
-        lmdb.BadValsizeError,
-        lmdb.PanicError,
-        lmdb.VersionMismatchError,
-        lmdb.BadRslotError,
-        lmdb.BadTxnError,
-        lmdb.BadDbiError,
-    )
-    return isinstance(exc, damage)
+    return isinstance(exc, WALK_DAMAGE)
 
 
 def main() -> None:

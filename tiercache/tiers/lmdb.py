@@ -108,6 +108,10 @@ _RUNTIME_DAMAGE = (*_DAMAGE_ERRORS, lmdb.BadTxnError)
 """Errors met while serving that set the store aside: the damage errors, and
 ``MDB_BAD_TXN``, which is what a read transaction that met a damaged page reports."""
 
+WALK_DAMAGE = (*_RUNTIME_DAMAGE, lmdb.VersionMismatchError, lmdb.BadRslotError, lmdb.BadDbiError)
+"""Errors of the page walk (``guard.walk``) that mean damaged pages; any other failure of
+the walk (a full map, a permission, a busy lock table) says nothing about the pages."""
+
 _fork_generation = 0
 
 
