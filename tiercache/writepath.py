@@ -808,10 +808,14 @@ class WritePath:
         if self._warm is not None:
             log = self.inval.entry(keys, tags=tags, event=what)
             try:
-                flags = self._warm.delete_each(keys, log=log)
+                logged: list[int] = []
+                flags = self._warm.delete_each(keys, log=log, logged=logged)
             except Exception as exc:
                 self.raise_warm_fault(exc, f"{what}: the warm store could not be updated")
-            self.inval.sync()
+            if log is not None and logged:  # this process's own entry, as a set's
+                self.inval.own(logged[0], log)
+            else:
+                self.inval.sync()
             gone = [k for k, g in zip(keys, flags) if g]
             with self._lock:
                 ctx.s_warm.evictions[reason] += len(gone)

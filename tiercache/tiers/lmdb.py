@@ -1456,9 +1456,12 @@ class LmdbTier:
     def delete_many(self, keys: Sequence[bytes]) -> int:
         return sum(self.delete_each(keys))
 
-    def delete_each(self, keys: Sequence[bytes], *, log: bytes | None = None) -> list[bool]:
+    def delete_each(
+        self, keys: Sequence[bytes], *, log: bytes | None = None, logged: list[int] | None = None
+    ) -> list[bool]:
         """Delete ``keys`` in one transaction; for each, whether it was stored. ``log``:
-        an invalidation entry logged in the same transaction."""
+        an invalidation entry logged in the same transaction (its number appended to
+        ``logged`` once committed, as :meth:`put_bounded` does)."""
         if not keys and log is None:
             return []
         seq = 0
@@ -1475,6 +1478,8 @@ class LmdbTier:
         flags: list[bool] = self._write(run)
         if seq:
             self._h.publisher.publish(seq)
+            if logged is not None:
+                logged.append(seq)
         return flags
 
     def replace_many(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> int:
