@@ -256,7 +256,7 @@ class RedisCluster3:
             timeout=60,
             check=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # replicas' first sync, on a loaded 2-core CI VM
         while time.monotonic() < deadline:
             if (
                 all("cluster_state:ok" in n.cli_run("cluster", "info") for n in self.nodes)
