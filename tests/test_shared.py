@@ -43,8 +43,12 @@ def host(
     return TierCache(cfg, **kw), enc
 
 
+K0 = bytes(16)  # the key of rec()'s records
+
+
 def rec(i: int) -> bytes:
-    return codec.encode_record(np.full(DIM, i, dtype=np.float32), "float32", 0.0, None)
+    """Opaque record bytes for the tier alone (it never decodes what it stores)."""
+    return codec.encode_record(np.full(DIM, i, dtype=np.float32), "float32", 0.0, None, key=K0)
 
 
 # --------------------------------------------------------------------------- the tier alone
@@ -235,7 +239,7 @@ def test_corrupt_shared_record_is_a_miss_and_is_rewritten(
     np.testing.assert_array_equal(b.embed("victim"), va)  # recomputed, never the bad one
     shared = b.stats()["tiers"]["shared"]
     assert enc_b.texts == 1 and shared["forged"] == 1 and shared["corrupt"] == 0
-    good = codec.encode_record(va, "float32", 0.0, None)
+    good = codec.encode_record(va, "float32", 0.0, None, key=bytes.fromhex(a.key("victim")))
     assert r.get(rkey) == RecordSeal().seal(rkey, good)  # rewritten, tagged
     # damaged under a valid tag (a writer that holds the key): the checksum refuses it
     bad = bytearray(good)

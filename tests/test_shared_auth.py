@@ -81,8 +81,9 @@ def test_a_record_with_a_valid_checksum_but_no_valid_tag_is_never_served(
     a.set("victim", np.ones(DIM, dtype=np.float32))
     r = redis.Redis.from_url(redis_server.url)
     rkey = rkey_of(a, "victim")
-    planted = codec.encode_record(EVIL, "float32", 0.0, None)  # its checksum is valid
-    assert codec.decode_record(planted, DIM) is not None
+    key = bytes.fromhex(a.key("victim"))
+    planted = codec.encode_record(EVIL, "float32", 0.0, None, key=key)  # its checksum is valid
+    assert codec.decode_record(planted, DIM, key) is not None
     forgeries = [planted, planted + bytes(TAG_BYTES), b""]
     if secret is not None:  # tagged as a host without the secret, or with another one
         forgeries += [RecordSeal().seal(rkey, planted), RecordSeal(K3).seal(rkey, planted)]
@@ -186,8 +187,9 @@ def test_rotation_accepts_the_previous_key_writes_with_the_new_one(
 
 def test_tier_strips_verified_tags_and_counts_refused_values(redis_server: RedisServer) -> None:
     tier = RedisTier(url=redis_server.url, key_prefix="s:", auth_key=K1)
-    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None)
     keys = [bytes([i]) * 16 for i in range(4)]
+    # opaque bytes to the tier (it never decodes them): one record under every key
+    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None, key=keys[0])
     tier.put_many([(keys[0], rec), (keys[1], rec, 60_000)])
     r = redis.Redis.from_url(redis_server.url)
     stored = r.get(tier.redis_key(keys[0]))
@@ -210,8 +212,10 @@ def test_tier_strips_verified_tags_and_counts_refused_values(redis_server: Redis
 
 def test_tier_on_a_cluster_refuses_planted_records(redis_cluster: Any) -> None:
     tier = RedisTier(nodes=redis_cluster.addrs, key_prefix="auth:", auth_key=K1)
-    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None)
     keys = [i.to_bytes(16, "big") for i in range(50)]  # spread over the three masters
+    rec = codec.encode_record(
+        np.ones(DIM, dtype=np.float32), "float32", 0.0, None, key=keys[0]
+    )  # spread over the three masters
     tier.put_many([(k, rec) for k in keys])
     assert tier.get_many(keys) == [rec] * 50
     from redis.cluster import ClusterNode, RedisCluster

@@ -1379,8 +1379,6 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool, pages: bo
 
     from tqdm import tqdm
 
-    from . import codec
-
     with _handled():
         cfg = _config(config_path)
         path = Path(cfg.warm.path)
@@ -1408,9 +1406,7 @@ def inspect(config_path: str | None, as_json: bool, no_progress: bool, pages: bo
                     chunk = [k for _, k in zip(range(5000), keys)]
                     if not chunk:
                         break
-                    for d in tier.get_many_with(
-                        chunk, lambda b: (codec.describe_record(b), len(b))
-                    ):
+                    for d in tier.get_many_at(chunk, _described, None, None):
                         if d is None:
                             continue
                         info, n = d
@@ -1642,7 +1638,7 @@ def _migrate_records(
             texts: list[Any] = []
             metas: list[Any] = []
             records = 0
-            for rec in old.get_many_with(chunk, _text_and_meta):
+            for rec in old.get_many_at(chunk, _text_and_meta, None, None):
                 records += 1
                 if rec is None or rec[0] is None:
                     totals["no_text"] += 1
@@ -1685,14 +1681,24 @@ def _echo_migrated(
     )
 
 
-def _text_and_meta(buf: Any) -> tuple[Any, Any]:
-    """(text, metadata) of a verified record; (None, None) when it keeps no text."""
+def _described(buf: Any, start: int, end: int, _: None, key: bytes) -> Any:
+    """``(codec.describe_record(record), len(record))`` of the record of ``key`` at
+    ``buf[start:end]`` (``LmdbTier.get_many_at``'s decoder form)."""
     from . import codec
 
-    info = codec.describe_record(buf)
+    return codec.describe_record(memoryview(buf)[start:end], key), end - start
+
+
+def _text_and_meta(buf: Any, start: int, end: int, _: None, key: bytes) -> tuple[Any, Any]:
+    """(text, metadata) of the verified record of ``key`` at ``buf[start:end]``; (None,
+    None) when it keeps no text."""
+    from . import codec
+
+    rec = memoryview(buf)[start:end]
+    info = codec.describe_record(rec, key)
     if info is None or not info[3]:
         return None, None
-    body = codec.unpack_blob(bytes(buf[len(buf) - info[3] :]))
+    body = codec.unpack_blob(bytes(rec[len(rec) - info[3] :]))
     return body.get("t"), body.get("m")
 
 

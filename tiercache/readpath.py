@@ -41,6 +41,7 @@ except ImportError:  # built without a C compiler: reads stay pure Python
 
 _ABSENT = object()  # LmdbTier.get_at's value for a key not stored
 _UNSERVED = object()  # WarmReader.record's value when the store cannot be read in C now
+_NO_MASKS = np.zeros(0, dtype="<u4")  # codec.decode_rows' key masks of no rows
 _decode_at = codec.decode_at
 
 # lookup_lower's warm read: (fast_j, fast_exp, todo, corrupt, expired, drop)
@@ -361,7 +362,7 @@ class ReadPath:
                     sm.errors += 1
             return None
         elapsed = _perf() - t0
-        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
+        rec = _decode_at(buf, 0, len(buf), self.dim, key) if buf is not None else None
         expired = rec is not None and rec[1] and rec[1] <= self._clock()
         with self._lock:
             sm = self._s_shared
@@ -714,7 +715,7 @@ class ReadPath:
         corrupt = expired = 0
         dim = self.dim
         for j, buf in todo:
-            raw = codec.decode_raw(buf, dim) if buf is not None else None
+            raw = codec.decode_raw(buf, dim, keys[j]) if buf is not None else None
             if raw is None:
                 corrupt += buf is not None
             elif raw[2] and raw[2] <= now:
@@ -806,8 +807,10 @@ class ReadPath:
             with self._lock:
                 self._s_warm.errors += 1
             pos, rows, others = [], b"", []
+        n = len(pos)  # each row is the key, then its record: the masks are read in place
+        masks = np.ndarray((n,), dtype="<u4", buffer=rows, strides=(stride,)) if n else _NO_MASKS
         fast, bad, expiry, fmatrix = codec.decode_rows(
-            rows, len(pos), stride, KEY_BYTES, dim, self._codec
+            rows, n, stride, KEY_BYTES, dim, self._codec, masks
         )
         corrupt = int(np.count_nonzero(bad))
         posa = np.array(pos, dtype=np.intp)
@@ -866,13 +869,13 @@ class ReadPath:
             return missing
         elapsed = _perf() - t0
         dim = self.dim
-        recs = self._shared_records(bufs)
+        recs = self._shared_records(bufs, keys)
         still: dict[Content, tuple[bytes, list[int]]] = {}
         placed: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
         corrupt = expired = 0
         for (c, (k, rows)), buf, rec in zip(items, bufs, recs):
             if rec is None and buf is not None:  # not of the batch shape: one by one
-                r = codec.decode_record(buf, dim)
+                r = codec.decode_record(buf, dim, k)
                 rec = (r.vector, r.expires_at, r.blob) if r is not None else None
             if rec is None:
                 corrupt += buf is not None
@@ -903,7 +906,7 @@ class ReadPath:
             self._w.place_local(placed, promoted=True, epoch=epoch)
         return still
 
-    def _shared_records(self, bufs: list[bytes | None]) -> list[Any]:
+    def _shared_records(self, bufs: list[bytes | None], keys: list[bytes]) -> list[Any]:
         """Records of this cache's codec without a blob, verified and decoded together
         (``codec.decode_rows`` over the joined values: one vectorised header check and
         conversion, a checksum each): ``(vector, expires_at, None)`` for each valid one;
@@ -915,8 +918,9 @@ class ReadPath:
         if len(fixed) < 2:
             return recs
         joined = b"".join([cast(bytes, bufs[j]) for j in fixed])
+        masks = codec.key_masks([keys[j] for j in fixed])
         fast, _, expiry, matrix = codec.decode_rows(
-            joined, len(fixed), width, 0, self.dim, self._codec
+            joined, len(fixed), width, 0, self.dim, self._codec, masks
         )
         for j, ok, exp, row in zip(fixed, fast.tolist(), expiry.tolist(), matrix):
             if ok:
@@ -993,12 +997,13 @@ class ReadPath:
                 with self._lock:
                     self._s_shared.errors += 1
                 return False
-            return self._live_shared(buf, now)
+            return self._live_shared(buf, key, now)
         return False
 
-    def _live_shared(self, buf: bytes | None, now: float) -> bool:
-        """Whether a shared-tier value is a valid, unexpired record of this cache's dim."""
-        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
+    def _live_shared(self, buf: bytes | None, key: bytes, now: float) -> bool:
+        """Whether a shared-tier value is a valid, unexpired record of ``key`` and this
+        cache's dim."""
+        rec = _decode_at(buf, 0, len(buf), self.dim, key) if buf is not None else None
         return rec is not None and (not rec[1] or rec[1] > now)
 
     def mget(self, contents: list[Content]) -> list[Entry | None]:
@@ -1037,8 +1042,8 @@ class ReadPath:
                 with self._lock:
                     self._s_shared.errors += 1
                 return result
-            for i, buf in zip(rest, bufs):
-                result[i] = self._live_shared(buf, now)
+            for i, key, buf in zip(rest, keys, bufs):
+                result[i] = self._live_shared(buf, key, now)
         return result
 
     def _warm_live(self, wanted: list[Content], now: float) -> list[bool]:
@@ -1062,9 +1067,8 @@ class ReadPath:
                     for j, exp in zip(blob_j, blob_exps):
                         live[j] = exp is not None and (exp == 0.0 or exp > now)
             else:  # verified as a read verifies it: a corrupt record does not exist
-                dim = self.dim
-                recs = warm.get_many_with(
-                    list(map(self._keys.digest, distinct)), lambda b: _decode_at(b, 0, len(b), dim)
+                recs = warm.get_many_at(
+                    list(map(self._keys.digest, distinct)), _decode_at, self.dim, None
                 )
                 live = [r is not None and (not r[1] or r[1] > now) for r in recs]
         except Exception:  # an unreadable store holds nothing (counted), as in lookups
@@ -1115,7 +1119,7 @@ class ReadPath:
                 with self._lock:
                     self._s_shared.errors += 1
                 return None
-            srec = codec.decode_record(buf, self.dim) if buf is not None else None
+            srec = codec.decode_record(buf, self.dim, raw) if buf is not None else None
             if srec is not None and not (srec.expires_at and srec.expires_at <= now):
                 return Entry(key, srec.vector, srec.metadata(), "shared")
         return None

@@ -280,6 +280,7 @@ class WritePath:
                             self._codec,
                             0.0 if exp == NEVER else exp,
                             hot.meta_at(vslot),
+                            key=victim,
                         ),
                     )
                 )
@@ -337,7 +338,7 @@ class WritePath:
                 self._ctx.s_warm.rejections["min_frequency"] += gate.count(False)
         if records is None:
             warm_items = [
-                (k, codec.encode_record(v, self._codec, exp, blob))
+                (k, codec.encode_record(v, self._codec, exp, blob, key=k))
                 for (_, k, v, exp, blob), g in zip(entries, gate)
                 if g
             ]
@@ -533,7 +534,9 @@ class WritePath:
         blobs = [codec.pack_blob(None, c) if store_text else None for _, c, _ in chunk]
         entries = [(c, k, matrix[i], expires, blobs[i]) for i, (k, c, _) in enumerate(chunk)]
         # encoded once, for warm and shared alike
-        records = codec.encode_records(matrix, self._codec, expires, blobs)
+        records = codec.encode_records(
+            matrix, self._codec, expires, blobs, keys=[k for k, _, _ in chunk]
+        )
         self.place_local(entries, promoted=False, epoch=epoch, records=records)
         if self._shared is not None:
             min_f = ctx.shared_min_frequency
@@ -668,7 +671,7 @@ class WritePath:
         if ctx.fingerprint.normalize and not vector.any():
             raise InvalidVectorError(_ZERO.format(0))
         key = ctx.keys.digest(content)
-        record = codec.encode_record(vector, self._codec, expires, blob)
+        record = codec.encode_record(vector, self._codec, expires, blob, key=key)
         self._persist([(key, record)], [expires], [item_tags])
         hot = self._hot
         if hot.capacity or (len(hot) and hot.slot_of_key(key) is not None):
@@ -736,6 +739,8 @@ class WritePath:
         # is recycled by malloc. Nothing is written before every block has validated.
         blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
         encoded: list[bytes] = []
+        digest = self._ctx.keys.digest
+        keys = [digest(c) for c in contents]
         for a in range(0, len(rows), _BLOCK):
             block = np.stack(rows[a : a + _BLOCK])
             finite = np.isfinite(block).all(axis=1)
@@ -747,12 +752,14 @@ class WritePath:
                 if not nonzero.all():
                     raise InvalidVectorError(_ZERO.format(a + int(np.flatnonzero(~nonzero)[0])))
             encoded += codec.encode_records(
-                block, self._codec, expiries[a : a + _BLOCK], blobs[a : a + _BLOCK]
+                block,
+                self._codec,
+                expiries[a : a + _BLOCK],
+                blobs[a : a + _BLOCK],
+                keys=keys[a : a + _BLOCK],
             )
             if keep:
                 blocks.append(block)
-        digest = self._ctx.keys.digest
-        keys = [digest(c) for c in contents]
         self._persist(list(zip(keys, encoded)), expiries, item_tags)
         demote: list[tuple[bytes, bytes]] = []
         if keep:

@@ -254,12 +254,13 @@ class StoreOnlyEncoder(_FingerprintedEncoder):
         )
 
 
-def _decode_any(buf: Any) -> codec.Record | None:
-    """Decode a record of whatever dim its header states; None if not a valid record."""
-    if buf is None or len(buf) < codec.HEADER_SIZE:
+def _decode_any(buf: Any, start: int, end: int, _: None, key: bytes) -> codec.Record | None:
+    """Decode the record of ``key`` at ``buf[start:end]`` (``LmdbTier.get_at``'s form), of
+    whatever dim its header states; None if not a valid record."""
+    if end - start < codec.HEADER_SIZE:
         return None
-    dim = int(codec.HEADER.unpack_from(buf, 0)[5])
-    return codec.decode_record(buf, dim) if dim > 0 else None
+    dim = int(codec.HEADER.unpack_from(buf, start)[5])
+    return codec.decode_record(memoryview(buf)[start:end], dim, key) if dim > 0 else None
 
 
 # --------------------------------------------------------------------------- the cache
@@ -774,7 +775,7 @@ class EmbeddingsCache:
 
         if self._store is not None:
             try:
-                found = self._store.get_many_with(digests, _decode_any)
+                found = self._store.get_many_at(digests, _decode_any, None, None)
             except Exception:
                 found = [None] * len(digests)
             out = [fresh(r) for r in found]
@@ -794,7 +795,8 @@ class EmbeddingsCache:
             except Exception:  # fail-open: an unreachable Redis holds nothing
                 bufs = [None] * len(rest)
             for i, buf in zip(rest, bufs):
-                out[i] = fresh(_decode_any(buf))
+                rec = _decode_any(buf, 0, len(buf), None, digests[i]) if buf is not None else None
+                out[i] = fresh(rec)
         return out
 
     def mget_by_keys(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:

@@ -318,7 +318,7 @@ def _lookup_at(
     txn: lmdb.Transaction,
     h: _Env,
     key: bytes,
-    decode: Callable[[Any, int, int, A], T],
+    decode: Callable[[Any, int, int, A, bytes], T],
     arg: A,
     absent: T,
     packed_first: bool,
@@ -329,11 +329,11 @@ def _lookup_at(
         iv = get(key, None, h.index)
         if iv is None:
             buf = get(key, None, h.records)
-            return absent if buf is None else decode(buf, 0, len(buf), arg)
+            return absent if buf is None else decode(buf, 0, len(buf), arg, key)
     else:
         buf = get(key, None, h.records)
         if buf is not None:
-            return decode(buf, 0, len(buf), arg)
+            return decode(buf, 0, len(buf), arg, key)
         iv = get(key, None, h.index)
         if iv is None:
             return absent
@@ -343,8 +343,8 @@ def _lookup_at(
         if seg is not None:
             end = off + KEY_BYTES + ln
             if end <= len(seg) and _DIGEST_AT(seg, off)[0] == key:
-                return decode(seg, off + KEY_BYTES, end, arg)
-    return decode(_NO_RECORD, 0, 0, arg)  # not there, or another digest: corrupt
+                return decode(seg, off + KEY_BYTES, end, arg, key)
+    return decode(_NO_RECORD, 0, 0, arg, key)  # not there, or another digest: corrupt
 
 
 def _rows_txn(
@@ -1076,8 +1076,10 @@ class LmdbTier:
         packed_first = self._packed_first
         return self._read(lambda txn, h: _lookup(txn, h, key, decode, packed_first))
 
-    def get_at(self, key: bytes, decode: Callable[[Any, int, int, A], T], arg: A, absent: T) -> T:
-        """``decode(buffer, start, end, arg)`` of the record of ``key`` (it is
+    def get_at(
+        self, key: bytes, decode: Callable[[Any, int, int, A, bytes], T], arg: A, absent: T
+    ) -> T:
+        """``decode(buffer, start, end, arg, key)`` of the record of ``key`` (it is
         ``buffer[start:end]``: a slot inside its packed segment, or a whole plain record),
         inside the read transaction; ``absent`` if the key is not stored. The single-get
         path: no slice, no closure, no lock.
@@ -1155,6 +1157,22 @@ class LmdbTier:
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return self.get_many_with(keys, bytes)
+
+    def get_many_at(
+        self,
+        keys: Sequence[bytes],
+        decode: Callable[[Any, int, int, A, bytes], T],
+        arg: A,
+        absent: T,
+    ) -> list[T]:
+        """Batch of :meth:`get_at` in one read transaction, results in input order: what
+        a decoder that needs the key (a record's checksum is bound to it) reads through."""
+        packed_first = self._packed_first
+
+        def run(txn: lmdb.Transaction, h: _Env) -> list[T]:
+            return [_lookup_at(txn, h, k, decode, arg, absent, packed_first) for k in keys]
+
+        return self._read(run)
 
     def exists_many(self, keys: Sequence[bytes]) -> list[bool]:
         def run(txn: lmdb.Transaction, h: _Env) -> list[bool]:
