@@ -487,6 +487,53 @@ def test_mset_keeps_its_own_copy_of_the_vectors(cache: TierCache) -> None:
         assert e is not None and np.array_equal(e.vector, np.ones(DIM, np.float32))
 
 
+@pytest.mark.parametrize("warm", [True, False])
+def test_mset_into_a_small_hot_tier_admits_and_evicts_within_the_batch(
+    tmp_path: Path, warm: bool
+) -> None:
+    """A batch much larger than hot: admissions of the batch evict entries the same batch
+    put there (their rows are copied before they are demoted), a key given twice keeps
+    its last vector, and every hot row and every warm record holds its own key's vector,
+    with the same decisions and counters as one set at a time."""
+    rng = np.random.default_rng(4)
+    texts = [f"k{i}" for i in range(120)] + ["k3", "k50"]  # two repeats: the last wins
+    vecs = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    want = dict(zip(texts, vecs))
+    got_stats = []
+    for mode in ("batch", "one by one"):
+        cfg = make_config(
+            tmp_path / mode,
+            hot={"max_bytes": 16 * (4 * DIM + 256)},
+            warm={"enabled": warm},
+        )
+        with TierCache(cfg, encoder=CountingEncoder()) as c:
+            c.mset([(f"warmup{i}", vecs[i]) for i in range(40)])  # hot full before the batch
+            if mode == "batch":
+                c.mset(list(zip(texts, vecs)))
+            else:
+                for t, v in zip(texts, vecs):
+                    c.set(t, v)
+            hot = c._hot
+            assert len(hot) > 0
+            for slot in hot._by_key.values():  # every resident row is its key's vector
+                content = hot._content[slot]
+                assert content is not None
+                expect = want.get(
+                    content,
+                    vecs[int(str(content)[6:])] if str(content).startswith("warmup") else None,
+                )
+                assert expect is not None and np.array_equal(hot.slab[slot], expect), content
+            for t in texts:
+                e = c.get(t)
+                if warm:
+                    assert e is not None and np.array_equal(e.vector, want[t]), t
+                elif e is not None:
+                    assert np.array_equal(e.vector, want[t]), t
+            st = c.stats()["tiers"]
+            got_stats.append((st["hot"]["entries"], st["hot"]["evictions"], st["hot"]["demotions"]))
+    assert got_stats[0] == got_stats[1]
+
+
 def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -427,7 +427,7 @@ class TierCache(AsyncAPI):
         if todo:
             for c, i in todo.items():
                 check_encodable(c, self._ctx.accepts, i, self._ctx.utf8_text)
-            keys = [self._keys.digest(c) for c in todo]
+            keys = self._keys.digests(list(todo))
             failures: list[EncoderError] = []  # texts the encoder failed on, alone
             vectors = self._read.recompute.compute(
                 keys,

@@ -14,7 +14,6 @@ for writes and fail-loud for invalidations.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import threading
@@ -256,18 +255,36 @@ class WritePath:
             hot.put(content, key, vector, expires_at, meta, in_warm or hot.in_warm(slot))
             return []
         adm = self._engine.offer_hot(key)
-        demote: list[tuple[bytes, bytes]] = []
         s_hot = self._ctx.s_hot
-        fates = (
-            placement.victim_fates(self._engine, adm.evicted, self._warm is not None, self._backed)
-            if adm.evicted
-            else ()
-        )
-        for evicted, fate in fates:
-            victim = cast(bytes, evicted)
+        demote = self._evict_locked(adm.evicted) if adm.evicted else []
+        if adm.admitted:
+            hot.put(content, key, vector, expires_at, meta, in_warm)
+            s_hot.promotions += 1
+        else:
+            s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def _evict_locked(
+        self,
+        evicted: Sequence[Hashable],
+        pending: dict[int, int] | None = None,
+        rows: np.ndarray | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Take the victims of an admission out of hot, counted, per their fate
+        (``placement.victim_fates``); returns the demotion writes (key, record) for warm.
+        ``pending`` and ``rows``: a batch's slots whose row is not copied yet (slot ->
+        index into ``rows``): a victim among them gets its row first."""
+        hot = self._hot
+        s_hot = self._ctx.s_hot
+        demote: list[tuple[bytes, bytes]] = []
+        fates = placement.victim_fates(self._engine, evicted, self._warm is not None, self._backed)
+        for item, fate in fates:
+            victim = cast(bytes, item)
             vslot = hot.slot_of_key(victim)
             if vslot is None:
                 continue
+            if pending and vslot in pending and rows is not None:
+                hot.slab[vslot] = rows[pending.pop(vslot)]
             s_hot.evictions["capacity"] += 1
             s_hot.demotions += 1
             if fate == placement.DEMOTE:
@@ -287,11 +304,47 @@ class WritePath:
             elif fate == placement.REJECT:
                 self._ctx.s_warm.rejections["min_frequency"] += 1
             hot.delete_key(victim)
-        if adm.admitted:
-            hot.put(content, key, vector, expires_at, meta, in_warm)
-            s_hot.promotions += 1
-        else:
-            s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def admit_hot_many_locked(
+        self,
+        contents: Sequence[Content],
+        keys: Sequence[bytes],
+        rows: np.ndarray,
+        expiries: Sequence[float],
+        blobs: Sequence[bytes | None],
+        in_warm: bool,
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`admit_hot_locked` of each entry in order (``rows[i]`` the vector of
+        ``keys[i]``); the same decisions, counters and demotions, with the rows copied
+        into the slab by one scatter at the end instead of one by one. A slot the batch
+        filled that an admission of the same batch evicts is copied first (its demotion
+        encodes the row), and a slot filled twice keeps its last row. Returns demotion
+        writes (key, record) for warm."""
+        hot = self._hot
+        engine = self._engine
+        slot_of_key = hot.slot_of_key
+        pending: dict[int, int] = {}  # slot -> row index, still to copy into the slab
+        demote: list[tuple[bytes, bytes]] = []
+        s_hot = self._ctx.s_hot
+        for i, key in enumerate(keys):
+            exp = expiries[i] or NEVER
+            slot = slot_of_key(key)
+            if slot is not None:  # already resident: refresh in place
+                hot.put(contents[i], key, None, exp, blobs[i], in_warm or hot.in_warm(slot))
+                pending[slot] = i
+                continue
+            adm = engine.offer_hot(key)
+            if adm.evicted:
+                demote += self._evict_locked(adm.evicted, pending, rows)
+            if adm.admitted:
+                pending[hot.put(contents[i], key, None, exp, blobs[i], in_warm)] = i
+                s_hot.promotions += 1
+            else:
+                s_hot.rejections[adm.reason or "rejected"] += 1
+        if pending:
+            slots = list(pending)
+            hot.slab[slots] = rows[list(pending.values())]  # one scatter, distinct slots
         return demote
 
     def _backed(self, key: Hashable) -> bool:
@@ -739,8 +792,7 @@ class WritePath:
         # is recycled by malloc. Nothing is written before every block has validated.
         blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
         encoded: list[bytes] = []
-        digest = self._ctx.keys.digest
-        keys = [digest(c) for c in contents]
+        keys = self._ctx.keys.digests(contents)
         for a in range(0, len(rows), _BLOCK):
             block = np.stack(rows[a : a + _BLOCK])
             finite = np.isfinite(block).all(axis=1)
@@ -763,14 +815,26 @@ class WritePath:
         self._persist(list(zip(keys, encoded)), expiries, item_tags)
         demote: list[tuple[bytes, bytes]] = []
         if keep:
-            vectors = itertools.chain.from_iterable(blocks)
             in_warm = self._warm is not None
             with self._lock:
-                for content, k, v, exp, blob in zip(contents, keys, vectors, expiries, blobs):
-                    if hot.capacity or hot.slot_of_key(k) is not None:
-                        demote += self.admit_hot_locked(
-                            content, k, v, exp or NEVER, blob, in_warm=in_warm
+                for b, block in enumerate(blocks):  # no whole-batch matrix (see above)
+                    a = b * _BLOCK
+                    part = slice(a, a + len(block))
+                    if hot.capacity:
+                        demote += self.admit_hot_many_locked(
+                            contents[part], keys[part], block, expiries[part], blobs[part], in_warm
                         )
+                        continue
+                    for i, k in enumerate(keys[part]):  # hot off but not empty: refresh
+                        if hot.slot_of_key(k) is not None:
+                            demote += self.admit_hot_locked(
+                                contents[a + i],
+                                k,
+                                block[i],
+                                expiries[a + i] or NEVER,
+                                blobs[a + i],
+                                in_warm,
+                            )
                 now = self.inval.applied
         if demote:
             self.warm_write(demote, forced=False, epoch=now)

@@ -202,3 +202,100 @@ xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
 #endif
     return fn;
 }
+
+/* ---- Digester: KeyMaker.digest in C ------------------------------------------------------
+ *
+ * Digester(person, prefix): the state of blake2b(digest_size=16, person=person) after
+ * absorbing prefix (KeyMaker's primed hasher). digest(content) is the 16-byte key of a str
+ * or bytes content (tc_content_digest), or None where this does not apply (another type,
+ * a str with lone surrogates): the caller's Python path decides. digests(list) is the
+ * same for each item, in order, in one call.
+ */
+typedef struct {
+    PyObject_HEAD B2 base;
+    int ready;
+} Digester;
+
+static int Digester_init(Digester *d, PyObject *args, PyObject *kwds) {
+    Py_buffer person, prefix;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Digester takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "y*y*", &person, &prefix)) return -1;
+    if (person.len > 16) {
+        PyBuffer_Release(&person);
+        PyBuffer_Release(&prefix);
+        PyErr_SetString(PyExc_ValueError, "a blake2b personalisation is at most 16 bytes");
+        return -1;
+    }
+    tc_b2_init(&d->base, 16, (const uint8_t *)person.buf, (size_t)person.len);
+    tc_b2_update(&d->base, (const uint8_t *)prefix.buf, (size_t)prefix.len);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&prefix);
+    d->ready = 1;
+    return 0;
+}
+
+/* the key of content as a new bytes object, Py_None (a new reference) where not here,
+ * NULL on error */
+static PyObject *digester_one(Digester *d, PyObject *content) {
+    uint8_t out[16];
+    int rc = tc_content_digest(&d->base, content, out);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
+static PyObject *Digester_digest(Digester *d, PyObject *content) {
+    if (!d->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Digester is not initialised");
+        return NULL;
+    }
+    return digester_one(d, content);
+}
+
+static PyObject *Digester_digests(Digester *d, PyObject *contents) {
+    if (!d->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Digester is not initialised");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(contents, "digests() takes a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (!out) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = digester_one(d, items[i]);
+        if (!key) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, key);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyMethodDef Digester_methods[] = {
+    {"digest", (PyCFunction)Digester_digest, METH_O,
+     "digest(content) -> the 16-byte key of a str or bytes content, or None (not here)."},
+    {"digests", (PyCFunction)Digester_digests, METH_O,
+     "digests(contents) -> [digest(c) for c in contents], in one call."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject tc_DigesterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tiercache._core.Digester",
+    .tp_basicsize = sizeof(Digester),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Digester(person, prefix): KeyMaker.digest in C (see hash.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Digester_init,
+    .tp_methods = Digester_methods,
+};

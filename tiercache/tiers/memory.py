@@ -83,12 +83,14 @@ class MemoryTier:
         self,
         content: Content,
         key: bytes,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         expires_at: float = NEVER,
         meta: bytes | None = None,
         in_warm: bool = False,
     ) -> int:
-        """Store or overwrite one entry; returns its slot. Raises if no slot is free."""
+        """Store or overwrite one entry; returns its slot. Raises if no slot is free.
+        ``vector`` None: the caller copies the row into ``slab[slot]`` itself (a batch
+        does it in one scatter), before the lock it holds is released."""
         with self.lock:
             slot = self._by_key.get(key)
             if slot is None:
@@ -99,7 +101,8 @@ class MemoryTier:
                 self._by_content[content] = slot
                 self._content[slot] = content
                 self._key[slot] = key
-            self.slab[slot] = vector
+            if vector is not None:
+                self.slab[slot] = vector
             self.n_expiring += (expires_at != NEVER) - (self.expires[slot] != NEVER)
             self.expires[slot] = expires_at
             self._meta[slot] = meta
