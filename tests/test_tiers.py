@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tiercache.errors import FingerprintMismatchError, StoreError
 from tiercache.keys import Fingerprint
@@ -33,9 +35,57 @@ class KeyedTierContract:
     def store(self, tmp_path: Path) -> Iterator[Any]:
         raise NotImplementedError
 
-    def put_keys(self, store: Any, keys: Sequence[bytes]) -> None:
-        """Store one entry under each of ``keys`` (one batch)."""
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        """Store ``value(key, version)`` under each of ``keys`` (one batch)."""
         raise NotImplementedError
+
+    def value(self, key: bytes, version: int) -> Any:
+        """What ``put_keys`` stores under ``key``, as ``read`` gives it back."""
+        raise NotImplementedError
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        """What each of ``keys`` holds (through the tier's own reads), None if absent."""
+        raise NotImplementedError
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        database=None,
+        # one store per example is reused (cleared first); each subclass runs it
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from(["put", "delete", "clear"]),
+                st.lists(st.integers(0, 11), max_size=8),
+            ),
+            max_size=12,
+        )
+    )
+    def test_agrees_with_a_dict(self, store: Any, ops: list[tuple[str, list[int]]]) -> None:
+        store.clear()  # one store for every example
+        model: dict[bytes, int] = {}
+        for version, (op, picked) in enumerate(ops):
+            keys = [k(i) for i in picked]
+            if op == "put":
+                self.put_keys(store, keys, version)
+                model.update(dict.fromkeys(keys, version))
+            elif op == "delete":
+                assert store.delete_many(keys) == len(set(keys) & model.keys())
+                for key in keys:
+                    model.pop(key, None)
+            else:
+                store.clear()
+                model.clear()
+            assert sorted(store.keys()) == sorted(model)
+            assert store.count() == len(model)
+        every = [k(i) for i in range(12)]
+        want = [self.value(key, model[key]) if key in model else None for key in every]
+        assert self.read(store, every) == want
 
     def test_empty_tier(self, store: Any) -> None:
         assert store.count() == 0
@@ -79,10 +129,17 @@ class RecordStoreContract(KeyedTierContract):
     """Every byte-record tier passes these (``tiercache.tiers.RecordStore``): the warm
     LMDB tier and the shared Redis tier."""
 
-    def put_keys(self, store: Any, keys: Sequence[bytes]) -> None:
-        # records of 3 and 17 bytes in turn: a tier packing 3-byte records
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        store.put_many([(key, self.value(key, version)) for key in keys])
+
+    def value(self, key: bytes, version: int) -> bytes:
+        # 3 or 18 bytes by the key's last bit: a tier packing 3-byte records
         # (test_lmdb_packed.TestPackedContract) holds both packed and plain ones
-        store.put_many([(key, key[:3] if i % 2 else b"r" + key) for i, key in enumerate(keys)])
+        v = bytes([version % 256])
+        return v + key[-2:] if key[-1] % 2 else b"r" + v + key
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        return list(store.get_many(keys))
 
     def test_missing_keys_are_none(self, store: Any) -> None:
         assert store.get_many([k(1), k(2)]) == [None, None]
@@ -137,9 +194,17 @@ class VectorStoreContract(KeyedTierContract):
         )
         return slots
 
-    def put_keys(self, store: Any, keys: Sequence[bytes]) -> None:
-        matrix = np.random.default_rng(0).random((len(keys), DIM), dtype=np.float32)
-        self.put_many(store, [key.hex() for key in keys], keys, matrix)
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        matrix = np.array([self.value(key, version) for key in keys], dtype=np.float32)
+        self.put_many(store, [key.hex() for key in keys], keys, matrix.reshape(-1, DIM))
+
+    def value(self, key: bytes, version: int) -> list[float]:
+        return [float(version), float(key[-1]), float(key[0]), 0.5]
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        slots = store.get_many([key.hex() for key in keys])
+        rows = iter(store.gather([s for s in slots if s is not None]).tolist())
+        return [None if s is None else next(rows) for s in slots]
 
     def test_missing_contents_have_no_slot(self, store: Any) -> None:
         assert store.get_many(["a", b"b"]) == [None, None]
