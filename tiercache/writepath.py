@@ -40,6 +40,7 @@ from .tiers.memory import NEVER
 from .tiers.redis import RedisTier, SharedUnavailable
 
 _BLOCK = 1024  # rows validated and encoded at a time by mset
+_F32 = np.dtype(np.float32)
 _ZERO = (
     "item {}: an all-zero vector has no direction, so it cannot be an embedding of this "
     "cache's normalized model (encoder.normalize: true)"
@@ -627,12 +628,17 @@ class WritePath:
         ctx = self._ctx
         default_ttl = check_ttl(ttl) if ttl is not None else ctx.default_ttl
         now = ctx.clock()
+        common = check_tags(tags)
+        if not isinstance(items, list):
+            items = list(items)
+        bulk = self._bulk(items, now + default_ttl if default_ttl else 0.0, common)
+        if bulk is not None:
+            return self.write_entries(*bulk)
         contents: list[Content] = []
         rows: list[np.ndarray] = []
         expiries: list[float] = []
         blobs: list[bytes | None] = []
         item_tags: list[list[str]] = []
-        common = check_tags(tags)
         no_tags: list[str] = []
         for item in items:
             extra = no_tags
@@ -664,6 +670,36 @@ class WritePath:
         if len(contents) == 1:
             return [self.write_one(contents[0], rows[0], expiries[0], blobs[0], item_tags[0])]
         return self.write_entries(contents, rows, expiries, blobs, item_tags)
+
+    def _bulk(
+        self, items: list[Any], expires: float, tags: list[str]
+    ) -> (
+        tuple[list[Content], list[np.ndarray], list[float], list[bytes | None], list[list[str]]]
+        | None
+    ):
+        """``mset``'s checked entries of a batch in the bulk shape, without the general
+        loop: at least two ``(str or bytes, float32 array of this dim)`` pairs, no text
+        stored; ``write_entries`` checks finiteness and zero vectors for the whole batch.
+        ``None`` for anything else (the general loop checks it item by item and names the
+        item at fault)."""
+        if len(items) < 2 or self._ctx.store_text:
+            return None
+        dim = (self._ctx.dim,)
+        f32 = _F32
+        contents: list[Content] = []
+        rows: list[np.ndarray] = []
+        for item in items:
+            if type(item) is not tuple or len(item) != 2:
+                return None
+            content, vector = item
+            if (type(content) is not str and type(content) is not bytes) or not (
+                type(vector) is np.ndarray and vector.dtype == f32 and vector.shape == dim
+            ):
+                return None
+            contents.append(content)
+            rows.append(vector)
+        n = len(contents)
+        return contents, rows, [expires] * n, [None] * n, [tags] * n
 
     def set_one(
         self,
