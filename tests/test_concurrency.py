@@ -132,3 +132,61 @@ def test_four_processes_eight_threads_one_store(tmp_path: Path) -> None:
         acked_lost=0,
         wall_seconds=round(time.monotonic() - t0, 1),
     )
+
+
+def test_group_commit_leader_waits_for_announced_writes() -> None:
+    """A durable round's leader waits (up to ``max_wait``) for writes that have announced
+    themselves (``arrive``) to queue, so they share its commit; an announced write that
+    gives up (``leave`` without queueing) releases it at once; unannounced writes are not
+    waited for."""
+    import threading
+    import time
+
+    from tiercache.writepath import GroupCommit
+
+    g = GroupCommit(max_wait=5.0)
+    rounds: list[list[tuple[bytes, bytes]]] = []
+
+    def commit(items: list[tuple[bytes, bytes]]) -> bool:
+        rounds.append(list(items))
+        return True
+
+    def late_writer() -> None:
+        g.arrive()
+        try:
+            time.sleep(0.2)  # its checks and encoding, slow
+            g.run([(b"late", b"1")], commit)
+        finally:
+            g.leave()
+
+    th = threading.Thread(target=late_writer)
+    th.start()
+    time.sleep(0.05)  # announced, not queued yet
+    t0 = time.monotonic()
+    assert g.run([(b"lead", b"1")], commit)
+    th.join()
+    assert rounds == [[(b"lead", b"1"), (b"late", b"1")]] and g.commits == 1
+    assert time.monotonic() - t0 < 4.0  # released when it queued, not at max_wait
+
+    failed: list[BaseException] = []
+
+    def quitter() -> None:
+        g.arrive()
+        try:
+            time.sleep(0.2)
+            raise ValueError("a bad vector: never queued")
+        except ValueError as exc:
+            failed.append(exc)
+        finally:
+            g.leave()
+
+    th = threading.Thread(target=quitter)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    g.run([(b"alone", b"1")], commit)
+    th.join()
+    assert rounds[-1] == [(b"alone", b"1")] and time.monotonic() - t0 < 4.0 and failed
+    t0 = time.monotonic()
+    g.run([(b"solo", b"1")], commit)  # nobody announced: no wait at all
+    assert time.monotonic() - t0 < 1.0 and g.commits == 3 and g.grouped == 4
