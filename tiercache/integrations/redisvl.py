@@ -110,9 +110,13 @@ class EmbeddingsCache:
     without them (and without ``shared.url`` in ``config``) the cache is local only.
     ``config``: a :class:`~tiercache.config.TierCacheConfig` or a YAML path for the hot and
     warm tiers (encoder settings are ignored: this cache never computes); default: the
-    packaged defaults with ``shared.ttl: null``. ``path``: root of the warm directories
-    (overrides ``warm.path``). ``async_redis_client`` is not supported (the ``a*`` methods
-    run the sync client in a thread) and raises :class:`~tiercache.errors.ConfigError`.
+    packaged defaults with ``shared.ttl: null`` and ``warm.durability: fast``. ``path``:
+    root of the warm directories (overrides ``warm.path``). ``durability`` (overrides the
+    config's): ``"fast"`` keeps every write acknowledged to a process that is then killed
+    (as RedisVL's Redis, whose default persistence fsyncs no write, does not promise more
+    across a power cut); ``"durable"`` fsyncs each write before ``set`` returns.
+    ``async_redis_client`` is not supported (the ``a*`` methods run the sync client in a
+    thread) and raises :class:`~tiercache.errors.ConfigError`.
 
     Results are dicts ``{"entry_id", "content", "model_name", "embedding" (list of
     floats), "inserted_at", "metadata"}``; ``metadata`` is always present (``None`` when
@@ -130,6 +134,7 @@ class EmbeddingsCache:
         *,
         config: TierCacheConfig | str | os.PathLike[str] | None = None,
         path: str | os.PathLike[str] | None = None,
+        durability: str | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise InvalidInputError(f"name must be a str, not {type(name).__name__}")
@@ -152,7 +157,20 @@ class EmbeddingsCache:
         else:
             root_default = os.fspath(path) if path is not None else default_root()
             base = default_config(base_dir=root_default)
-            base = dataclasses.replace(base, shared=dataclasses.replace(base.shared, ttl=None))
+            # RedisVL's own durability is Redis's (no fsync per write by default): the
+            # drop-in's warm store keeps every write a killed process acknowledged, and
+            # fsyncs each one only when asked (durability="durable")
+            base = dataclasses.replace(
+                base,
+                shared=dataclasses.replace(base.shared, ttl=None),
+                warm=dataclasses.replace(base.warm, durability="fast"),
+            )
+        if durability is not None:
+            if durability not in ("fast", "durable"):
+                raise ConfigError("durability", durability, "expected 'fast' or 'durable'")
+            base = dataclasses.replace(
+                base, warm=dataclasses.replace(base.warm, durability=durability)
+            )
         root = (
             os.fspath(path)
             if path is not None
