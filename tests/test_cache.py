@@ -584,3 +584,37 @@ def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
         out = c.embed_many(asked)
         for i, t in enumerate(asked):
             assert np.array_equal(out[i], c.embed(t)), t
+
+
+def test_lookup_many_returns_a_matrix_and_a_found_mask_and_never_encodes(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """``lookup_many``: the stored vectors (hot, warm and shared hits alike, repeats
+    included) as one matrix, zeros and False where nothing is stored, in input order;
+    nothing is encoded; the same vectors as ``mget`` and the same counters as a lookup."""
+    cfg = make_config(
+        tmp_path, shared={"url": redis_server.url, "key_prefix": f"lm-{tmp_path.name}:"}
+    )
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc) as c:
+        rng = np.random.default_rng(8)
+        vecs = {f"t{i}": rng.standard_normal(DIM).astype(np.float32) for i in range(6)}
+        c.mset(list(vecs.items()))
+        c._write.remove_hot_locked(bytes.fromhex(c.key("t1")), "invalidated")  # warm only
+        c._warm.delete_many([bytes.fromhex(c.key("t2"))])  # type: ignore[union-attr]
+        c._write.remove_hot_locked(bytes.fromhex(c.key("t2")), "invalidated")  # shared only
+        wanted = ["t0", "nope", "t1", "t2", "t0", "gone", "t5"]
+        before = enc.texts
+        matrix, found = c.lookup_many(wanted)
+        assert enc.texts == before  # never encodes
+        assert matrix.shape == (7, DIM) and matrix.dtype == np.float32
+        assert found.tolist() == [True, False, True, True, True, False, True]
+        for i, t in enumerate(wanted):
+            want = vecs[t] if t in vecs else np.zeros(DIM, np.float32)
+            np.testing.assert_array_equal(matrix[i], want)
+        got = c.mget(wanted)
+        assert [e is not None for e in got] == found.tolist()
+        empty, none = c.lookup_many([])
+        assert empty.shape == (0, DIM) and none.shape == (0,)
+        with pytest.raises(UnknownModelError):
+            c.lookup_many(["t0"], model="another-model")

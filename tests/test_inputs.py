@@ -29,7 +29,9 @@ def _state(c: TierCache) -> Any:
 
 
 @pytest.mark.parametrize("bad", ["abc", b"abc", None, 42, 3.5])
-@pytest.mark.parametrize("method", ["embed_many", "mget", "mexists", "mdrop", "precompute", "mset"])
+@pytest.mark.parametrize(
+    "method", ["embed_many", "mget", "lookup_many", "mexists", "mdrop", "precompute", "mset"]
+)
 def test_a_batch_method_refuses_one_str_none_and_non_sequences(
     cache: TierCache, method: str, bad: Any
 ) -> None:

@@ -472,6 +472,15 @@ class TierCache(AsyncAPI):
         """Entries in input order, None where nothing is stored. Never encodes."""
         return self._read.mget(self._checked(contents, model))
 
+    def lookup_many(
+        self, contents: Sequence[Content], *, model: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(matrix, found)`` for vectors computed elsewhere: the stored vectors of
+        ``contents`` as one ``(n, dim)`` float32 array (rows not found are zeros) and a
+        bool array, True where the row was found. Never encodes; the speed of
+        :meth:`embed_many` on hits (the same lookup), without building an Entry each."""
+        return self._read.lookup_many(self._checked(contents, model))
+
     def exists(self, content: Content, *, model: str | None = None) -> bool:
         """Whether an unexpired entry is stored (no access is recorded, nothing moves)."""
         return self._read.exists(self._one(content, model))

@@ -955,6 +955,23 @@ class ReadPath(Probes):
         )
         return found[0]
 
+    def lookup_many(self, contents: list[Content]) -> tuple[np.ndarray, np.ndarray]:
+        """``(matrix, found)``: the stored vectors of ``contents`` (checked) as one ``(n,
+        dim)`` float32 array and a bool array, True where a row was found; rows not found
+        are zeros. Never encodes: :meth:`embed_many`'s lookup (the same tiers, counters,
+        promotions and shared placement) without the recompute."""
+        n = len(contents)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        found = np.ones(n, dtype=bool)
+        if not n:
+            return out, found
+        missing = self.lookup_into(contents, out, None)
+        if missing:
+            rows = [r for _, rs in missing.values() for r in rs]
+            found[rows] = False
+            out[rows] = 0.0
+        return out, found
+
     def mget(self, contents: list[Content]) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes.
         ``contents``: a list of checked contents."""
