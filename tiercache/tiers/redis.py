@@ -315,6 +315,9 @@ class RedisTier:
 
     def _enter(self) -> Any:
         """The client, or SharedUnavailable while backing off (one caller probes)."""
+        client = self._client
+        if client is not None and not self._down:  # the common case, without the lock
+            return client
         with self._lock:
             if self._down:
                 now = self._clock()
