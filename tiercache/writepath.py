@@ -756,18 +756,27 @@ class WritePath:
         """``TierCache.set``: :meth:`mset` of one item without the batch machinery (one
         record encoded, no stacking); the same checks, order of writes and failures."""
         group = self.group
-        if group is not None:
-            group.arrive()  # a durable commit running now may wait for this one
+        if group is None:
+            return self._set_one(content, vector, metadata, ttl, tags, doc_id)
+        group.arrive()  # a durable commit running now may wait for this one
         try:
-            ctx = self._ctx
-            life = ctx.default_ttl if ttl is None else check_ttl(ttl)
-            content, vector, expires, blob = self._entry(
-                content, vector, metadata, life, ctx.clock()
-            )
-            return self.write_one(content, vector, expires, blob, _item_tags(tags, doc_id))
+            return self._set_one(content, vector, metadata, ttl, tags, doc_id)
         finally:
-            if group is not None:
-                group.leave()
+            group.leave()
+
+    def _set_one(
+        self,
+        content: Content,
+        vector: Any,
+        metadata: Any,
+        ttl: float | None,
+        tags: Iterable[str] | None,
+        doc_id: Any,
+    ) -> str:
+        ctx = self._ctx
+        life = ctx.default_ttl if ttl is None else check_ttl(ttl)
+        content, vector, expires, blob = self._entry(content, vector, metadata, life, ctx.clock())
+        return self.write_one(content, vector, expires, blob, _item_tags(tags, doc_id))
 
     def _entry(
         self,
