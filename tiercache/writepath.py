@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from time import perf_counter as _perf
@@ -141,65 +140,24 @@ class GroupCommit:
     round with all of theirs. A write is acknowledged only when the commit that holds it
     has returned (with ``durability: durable``, after LMDB's fsync), and a failed commit
     fails every write in it: nothing is acknowledged that was not committed.
-
-    **Arrivals.** An explicit write announces itself when it begins (:meth:`arrive`,
-    before its checks, digest and encoding), and a leader waits up to ``max_wait`` for
-    the writes announced so far to queue before it commits: with several threads writing,
-    a round then holds nearly all of them instead of those that happened to be queued when
-    the last fsync ended (the GIL runs their Python one at a time). A lone writer never
-    waits (its own arrival is consumed when it queues).
     """
 
-    def __init__(self, max_wait: float = 0.0005) -> None:
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # a round ended
-        self._arrived = threading.Condition(lock)  # an announced write queued
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
         self._queue: list[list[Any]] = []  # [items, outcome, error, done]
         self._busy = False
-        self._arriving = 0  # writes announced and not queued yet
-        self._mine = threading.local()  # whether this thread's write is announced
-        self.max_wait = max_wait
         self.commits = 0  # rounds run (for tests and stats)
-        self.grouped = 0  # writes committed in those rounds
-
-    def arrive(self) -> None:
-        """This thread's explicit write has begun: a leader may wait for it to queue.
-        Pair with :meth:`leave` in a ``finally`` (a write that fails before it queues)."""
-        with self._cond:
-            self._arriving += 1
-        self._mine.announced = True
-
-    def leave(self) -> None:
-        """This thread's write is over: forget its announcement if it never queued."""
-        if getattr(self._mine, "announced", False):
-            self._mine.announced = False
-            with self._cond:
-                self._arriving -= 1
-                self._arrived.notify()
 
     def run(
         self, items: list[tuple[bytes, bytes]], commit: Callable[[list[tuple[bytes, bytes]]], bool]
     ) -> bool:
         me: list[Any] = [items, False, None, False]
-        announced = getattr(self._mine, "announced", False)
-        if announced:
-            self._mine.announced = False
         with self._cond:
             self._queue.append(me)
-            if announced:
-                self._arriving -= 1
-                self._arrived.notify()
             while self._busy and not me[3]:
                 self._cond.wait()
             if not me[3]:  # lead this round: everything queued, in arrival order
                 self._busy = True
-                if self._arriving > 0:  # writes on their way: let them join this round
-                    deadline = time.monotonic() + self.max_wait
-                    while self._arriving > 0:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._arrived.wait(left)
                 batch, self._queue = self._queue, []
         if not me[3]:
             outcome, error = False, None
@@ -215,7 +173,6 @@ class GroupCommit:
                     entry[1], entry[2], entry[3] = outcome, error, True
                 self._busy = False
                 self.commits += 1
-                self.grouped += len(batch)
                 self._cond.notify_all()
         if me[2] is not None:
             raise me[2]
@@ -755,24 +712,6 @@ class WritePath:
     ) -> str:
         """``TierCache.set``: :meth:`mset` of one item without the batch machinery (one
         record encoded, no stacking); the same checks, order of writes and failures."""
-        group = self.group
-        if group is None:
-            return self._set_one(content, vector, metadata, ttl, tags, doc_id)
-        group.arrive()  # a durable commit running now may wait for this one
-        try:
-            return self._set_one(content, vector, metadata, ttl, tags, doc_id)
-        finally:
-            group.leave()
-
-    def _set_one(
-        self,
-        content: Content,
-        vector: Any,
-        metadata: Any,
-        ttl: float | None,
-        tags: Iterable[str] | None,
-        doc_id: Any,
-    ) -> str:
         ctx = self._ctx
         life = ctx.default_ttl if ttl is None else check_ttl(ttl)
         content, vector, expires, blob = self._entry(content, vector, metadata, life, ctx.clock())
