@@ -510,7 +510,7 @@ class TierCache(AsyncAPI):
     def mdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
         """Remove many; returns how many keys were removed from at least one tier."""
         contents = self._checked(contents, model)
-        keys = list(dict.fromkeys(self._keys.digest(c) for c in contents))
+        keys = list(dict.fromkeys(self._keys.digests(contents)))
         return self._write.drop_keys(keys, "dropped", "drop")
 
     def clear(self) -> None:

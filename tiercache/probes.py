@@ -122,7 +122,7 @@ class Probes:
                 result[i] = ok
             rest = [i for i in rest if not result[i]]
         if rest and self._shared is not None:
-            keys = [self._keys.digest(contents[i]) for i in rest]
+            keys = self._keys.digests([contents[i] for i in rest])
             try:
                 bufs = self._shared.get_many(keys)
             except Exception:  # fail-open: an unreachable Redis holds nothing
@@ -154,9 +154,7 @@ class Probes:
                     for j, exp in zip(blob_j, blob_exps):
                         live[j] = exp is not None and (exp == 0.0 or exp > now)
             else:  # verified as a read verifies it: a corrupt record does not exist
-                recs = warm.get_many_at(
-                    list(map(self._keys.digest, distinct)), _decode_at, self.dim, None
-                )
+                recs = warm.get_many_at(self._keys.digests(distinct), _decode_at, self.dim, None)
                 live = [r is not None and (not r[1] or r[1] > now) for r in recs]
         except Exception:  # an unreadable store holds nothing (counted), as in lookups
             with self._lock:

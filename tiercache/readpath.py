@@ -638,7 +638,7 @@ class ReadPath(Probes):
             read = self.warm_reader.rows(
                 wanted, out, None if rows_of is _OWN_ROW else rows_of, now, self._keys.digest
             )
-        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest, wanted))
+        keys: list[bytes] = read[0] if read is not None else self._keys.digests(wanted)
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None or blocked:
