@@ -27,12 +27,12 @@ from . import codec
 from .context import CacheContext
 from .entry import Entry, new_entry
 from .errors import ClosedError
-from .keys import KEY_BYTES, Content, KeyMaker, key_to_str
+from .keys import KEY_BYTES, Content, KeyMaker
 from .probes import ABSENT, Probes
 from .recompute import Recompute
+from .sharedreads import SharedReads
 from .tiers import lmdb as _lmdb_tier
 from .tiers.memory import NEVER
-from .tiers.redis import SharedUnavailable
 from .writepath import WritePath, as_content, check_encodable
 
 try:
@@ -106,7 +106,7 @@ def _fill_entries(
         found[i] = new_entry(k.hex(), out[i], unpack(blob).get("m") if blob else None, tier)
 
 
-class ReadPath(Probes):
+class ReadPath(Probes, SharedReads):
     """Lookups over the context's tiers, recompute on a miss (see the module docstring).
     ``exists``, ``mexists`` and ``get_by_key`` (they look and move nothing) are in
     :mod:`tiercache.probes`.
@@ -342,52 +342,6 @@ class ReadPath(Probes):
         if self._shared is not None:
             return self.shared_one(content, key, found)
         return None
-
-    def shared_one(
-        self, content: Content, key: bytes, found: list[Entry | None] | None
-    ) -> np.ndarray | None:
-        """:meth:`shared_lookup` of one content: one ``GET`` (not a one-key ``MGET``), the
-        record verified and decoded in place (``codec.decode_at``), the same counters and
-        placement; the vector, or None on a miss of any kind."""
-        shared = self._shared
-        assert shared is not None
-        epoch = self._inval.applied
-        t0 = _perf()
-        try:
-            buf = shared.get(key)
-        except Exception as exc:
-            with self._lock:
-                sm = self._s_shared
-                sm.misses += 1
-                if isinstance(exc, SharedUnavailable):
-                    sm.skipped += 1
-                else:
-                    sm.errors += 1
-            return None
-        elapsed = _perf() - t0
-        rec = _decode_at(buf, 0, len(buf), self.dim, key) if buf is not None else None
-        expired = rec is not None and rec[1] and rec[1] <= self._clock()
-        with self._lock:
-            sm = self._s_shared
-            if rec is None or expired:
-                sm.misses += 1
-                sm.corrupt += rec is None and buf is not None
-                sm.expired += bool(expired)
-            else:
-                sm.hits += 1
-            sm.latency.add(elapsed)
-        if rec is None or expired:
-            return None
-        vector, expires_at, blob = rec
-        if found is not None:
-            meta = codec.unpack_blob(blob).get("m") if blob else None
-            # the vector itself: placing it copies it (the slab) or encodes it (warm)
-            found[0] = new_entry(key.hex(), vector, meta, "shared")
-        if self._warm is not None or self._hot.capacity:  # somewhere local to keep it
-            self._w.place_local(
-                [(content, key, vector, expires_at, blob)], promoted=True, epoch=epoch
-            )
-        return vector
 
     def record_hot_miss_locked(self, key: bytes) -> None:
         self._ctx.lookups += 1
@@ -840,95 +794,6 @@ class ReadPath(Probes):
                 if len(r) > 1:
                     out[r[1:]] = out[r[0]]
         return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
-
-    # -- shared tier ------------------------------------------------------------------------
-    def shared_lookup(
-        self,
-        missing: dict[Content, tuple[bytes, list[int]]],
-        out: np.ndarray,
-        found: list[Entry | None] | None,
-        now: float,
-        epoch: int,
-    ) -> dict[Content, tuple[bytes, list[int]]]:
-        """Look ``missing`` up in Redis: fill ``out`` rows (and ``found``) for hits, place
-        them locally (warm per gate, hot per admission; ``epoch``: the invalidation log's
-        number before the lookup began) and return what is still missing. Any failure is
-        counted and treated as a miss of every key."""
-        shared = self._shared
-        assert shared is not None
-        items = list(missing.items())
-        keys = [k for _, (k, _) in items]
-        t0 = _perf()
-        try:
-            bufs = shared.get_many(keys)
-        except Exception as exc:
-            with self._lock:
-                sm = self._s_shared
-                sm.misses += len(keys)
-                if isinstance(exc, SharedUnavailable):
-                    sm.skipped += len(keys)
-                else:
-                    sm.errors += 1
-            return missing
-        elapsed = _perf() - t0
-        dim = self.dim
-        recs = self._shared_records(bufs, keys)
-        still: dict[Content, tuple[bytes, list[int]]] = {}
-        placed: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
-        corrupt = expired = 0
-        for (c, (k, rows)), buf, rec in zip(items, bufs, recs):
-            if rec is None and buf is not None:  # not of the batch shape: one by one
-                r = codec.decode_record(buf, dim, k)
-                rec = (r.vector, r.expires_at, r.blob) if r is not None else None
-            if rec is None:
-                corrupt += buf is not None
-                still[c] = (k, rows)
-                continue
-            vector, expires_at, blob = rec
-            if expires_at and expires_at <= now:
-                expired += 1
-                still[c] = (k, rows)
-                continue
-            if len(rows) == 1:
-                out[rows[0]] = vector  # a plain row store: 5x cheaper than fancy indexing
-            else:
-                out[rows] = vector
-            if found is not None:
-                meta = codec.unpack_blob(blob).get("m") if blob else None
-                for i in rows:
-                    found[i] = new_entry(key_to_str(k), vector.copy(), meta, "shared")
-            placed.append((c, k, vector, expires_at, blob))
-        with self._lock:
-            sm = self._s_shared
-            sm.hits += len(placed)
-            sm.misses += len(still)
-            sm.corrupt += corrupt
-            sm.expired += expired
-            sm.latency.add(elapsed)
-        if placed:
-            self._w.place_local(placed, promoted=True, epoch=epoch)
-        return still
-
-    def _shared_records(self, bufs: list[bytes | None], keys: list[bytes]) -> list[Any]:
-        """Records of this cache's codec without a blob, verified and decoded together
-        (``codec.decode_rows`` over the joined values: one vectorised header check and
-        conversion, a checksum each): ``(vector, expires_at, None)`` for each valid one;
-        None for the rest (absent, corrupt: the caller tells them apart by ``decode_record``,
-        which also decodes the other shapes)."""
-        recs: list[Any] = [None] * len(bufs)
-        width = codec.record_size(self.dim, self._codec)
-        fixed = [j for j, b in enumerate(bufs) if b is not None and len(b) == width]
-        if len(fixed) < 2:
-            return recs
-        joined = b"".join([cast(bytes, bufs[j]) for j in fixed])
-        masks = codec.key_masks([keys[j] for j in fixed])
-        fast, _, expiry, matrix = codec.decode_rows(
-            joined, len(fixed), width, 0, self.dim, self._codec, masks
-        )
-        for j, ok, exp, row in zip(fixed, fast.tolist(), expiry.tolist(), matrix):
-            if ok:
-                recs[j] = (row, exp, None)
-        return recs
 
     def get(self, content: Content) -> Entry | None:
         """The stored entry of one checked content, or None; never encodes. The hot hit
