@@ -344,3 +344,30 @@ def test_cli_stats_shows_how_records_are_tagged_never_the_secret(
     cfg.write_text(yaml.safe_dump(data))
     r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
     assert r.exit_code == 2 and "shared.auth_key_file" in r.output
+
+
+def test_batch_opener_in_c_answers_as_python() -> None:
+    """``RecordSeal.open_many`` (unkeyed: one C call, ``_core.SealOpener``) gives exactly
+    what ``open`` gives value by value: the record for a verifying tag; None for a value
+    absent, too short for a tag, with a flipped tag or record bit, or read from another
+    key; keyed seals take the Python path with the same answers."""
+    import os
+
+    rng = np.random.default_rng(3)
+    for seal in (RecordSeal(), RecordSeal(K1)):
+        rkeys = [b"p:" + os.urandom(16).hex().encode() for _ in range(60)]
+        records = [os.urandom(int(n)) for n in rng.integers(0, 3200, 60)]
+        values: list[bytes | None] = [seal.seal(k, r) for k, r in zip(rkeys, records)]
+        values[1] = None
+        values[2] = b"short"
+        v3 = values[3]
+        assert v3 is not None
+        values[3] = v3[:-1] + bytes([v3[-1] ^ 1])  # the tag
+        v4 = values[4]
+        assert v4 is not None and len(v4) > 16
+        values[4] = bytes([v4[0] ^ 0x80]) + v4[1:]  # the record
+        values[5] = values[6]  # read from another key
+        want = [None if v is None else seal.open(k, v) for k, v in zip(rkeys, values)]
+        assert seal.open_many(rkeys, values) == want
+        assert [w is None for w in want[:7]] == [False, True, True, True, True, True, False]
+        assert want[7:] == records[7:]
