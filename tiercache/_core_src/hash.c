@@ -169,23 +169,37 @@ int tc_content_digest(const B2 *base, PyObject *content, uint8_t out[16]) {
  * agrees with the callable on inputs of every length class XXH3 treats apart (0-3, 4-8,
  * 9-16, 17-128, 129-240, longer, up to several 1 KB stripes blocks); else NULL and the
  * callable is called. Never raises. */
-xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
-    xxh3_fn fn = NULL;
+/* the C symbol ``name`` of the extension module that defines the Python callable pyfn
+ * (already loaded, so dlopen only finds it), or NULL; never raises */
+static void *module_symbol(PyObject *pyfn, const char *name) {
+    void *sym = NULL;
 #if defined(__unix__) || defined(__APPLE__)
-    PyObject *name = PyObject_GetAttrString(pyfn, "__module__");
-    PyObject *mod = name && PyUnicode_Check(name) ? PyImport_GetModule(name) : NULL;
+    PyObject *mname = PyObject_GetAttrString(pyfn, "__module__");
+    PyObject *mod = mname && PyUnicode_Check(mname) ? PyImport_GetModule(mname) : NULL;
     PyObject *file = mod ? PyObject_GetAttrString(mod, "__file__") : NULL;
     const char *path = file && PyUnicode_Check(file) ? PyUnicode_AsUTF8(file) : NULL;
     if (path) {
         void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD); /* already loaded, or nothing */
         if (lib) {
-            *(void **)(&fn) = dlsym(lib, "XXH3_64bits");
+            sym = dlsym(lib, name);
             dlclose(lib); /* the module keeps it loaded */
         }
     }
     Py_XDECREF(file);
     Py_XDECREF(mod);
-    Py_XDECREF(name);
+    Py_XDECREF(mname);
+    PyErr_Clear();
+#else
+    (void)pyfn;
+    (void)name;
+#endif
+    return sym;
+}
+
+xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
+    xxh3_fn fn = NULL;
+#if defined(__unix__) || defined(__APPLE__)
+    *(void **)(&fn) = module_symbol(pyfn, "XXH3_64bits");
     static const Py_ssize_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023,
                                       1024, 1560, 3100, 5000};
     uint8_t buf[5000];
@@ -338,21 +352,7 @@ static int SealOpener_init(SealOpener *s, PyObject *args, PyObject *kwds) {
     s->fn = NULL;
 #if defined(__unix__) || defined(__APPLE__)
     xxh3_128_fn fn = NULL;
-    PyObject *name = PyObject_GetAttrString(pyfn, "__module__");
-    PyObject *mod = name && PyUnicode_Check(name) ? PyImport_GetModule(name) : NULL;
-    PyObject *file = mod ? PyObject_GetAttrString(mod, "__file__") : NULL;
-    const char *path = file && PyUnicode_Check(file) ? PyUnicode_AsUTF8(file) : NULL;
-    if (path) {
-        void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        if (lib) {
-            *(void **)(&fn) = dlsym(lib, "XXH3_128bits_withSeed");
-            dlclose(lib);
-        }
-    }
-    Py_XDECREF(file);
-    Py_XDECREF(mod);
-    Py_XDECREF(name);
-    PyErr_Clear();
+    *(void **)(&fn) = module_symbol(pyfn, "XXH3_128bits_withSeed");
     static const Py_ssize_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024,
                                       1600, 3100};
     static uint8_t buf[3100];
