@@ -24,7 +24,7 @@
  * The frequency sketch stays a Python object (tiercache.sketch.FrequencySketch); this code
  * reads and updates its counter buffer in place with the same indexing and aging, and keeps
  * its ``additions`` and ``resets`` attributes in step. The Python implementation in
- * tiercache/policy.py (_PyWTinyLFUPolicy) is the specification; tests replay random traces
+ * tiercache/wtinylfu.py (WTinyLFUPolicy) is the specification; tests replay random traces
  * through both and require identical decisions.
  *
  * Not thread-safe on its own: the engine serialises calls (it holds the cache's lock), and
