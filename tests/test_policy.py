@@ -518,7 +518,9 @@ def test_wtinylfu_segments() -> None:
 
 
 def test_wtinylfu_window_loser_is_evicted_not_the_offered_key() -> None:
-    p = make("wtinylfu", 3, window=0.34)  # window 1, main 2
+    # TinyLFU alone (reuse=0): this test calls admit without on_hit, so the reuse gate
+    # (tests/test_policy_reuse.py) would see no gaps
+    p = make("wtinylfu", 3, window=0.34, reuse=0.0)  # window 1, main 2
     assert isinstance(p, WTinyLFUPolicy) and p.window_capacity == 1
     s = p.sketch
     for k, f in (("a", 5), ("b", 5), ("c", 1), ("d", 1)):
@@ -536,7 +538,7 @@ def test_wtinylfu_window_loser_is_evicted_not_the_offered_key() -> None:
 
 
 def test_wtinylfu_capacity_one_uses_tinylfu_directly() -> None:
-    p = make("wtinylfu", 1)
+    p = make("wtinylfu", 1, reuse=0.0)  # TinyLFU alone (the reuse gate: test_policy_reuse.py)
     assert isinstance(p, WTinyLFUPolicy) and p.window_capacity == 0
     s = p.sketch
     s.increment(default_hasher("a"))

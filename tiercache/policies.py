@@ -242,8 +242,19 @@ def _tinylfu_admit(
     in that case), so a flood of keys aimed at a hot victim's counters cannot pin the
     victim forever and lock out a warm candidate.
     """
-    cand = sketch.frequency(hasher(candidate))
-    vict = sketch.frequency(hasher(victim))
+    return _tinylfu_admit_hashed(sketch, rng, jitter_threshold, hasher(candidate), hasher(victim))
+
+
+def _tinylfu_admit_hashed(
+    sketch: FrequencySketch,
+    rng: random.Random,
+    jitter_threshold: int,
+    candidate: int,
+    victim: int,
+) -> bool:
+    """:func:`_tinylfu_admit` of the candidate's and the victim's 64-bit hashes."""
+    cand = sketch.frequency(candidate)
+    vict = sketch.frequency(victim)
     if cand > vict:
         return True
     if cand >= jitter_threshold:

@@ -140,6 +140,8 @@ if _core is not None:
                 self._climbing,
                 self._period,
             )
+            if self.reuse_capacity:
+                self._reuse_setup(self.reuse_capacity)
 
     # hashers whose common cases the core computes inline (bytes of 8+ bytes: the first 8,
     # little endian; ints, default_hasher only: the value mod 2**64); others are called

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+from .errors import ConfigError
 from .policies import (
     _ADMITTED,
     _MISSING,
@@ -26,6 +27,7 @@ from .policies import (
     _jitter_threshold,
     _nonneg_int,
     _tinylfu_admit,
+    _tinylfu_admit_hashed,
     register,
 )
 
@@ -62,6 +64,20 @@ armed before), then an EWMA giving the newest sample a weight of 1/this."""
 
 
 _RECURRING = 2
+
+_U32 = 0xFFFFFFFF
+"""The reuse gate's clock and gaps are 32-bit unsigned, wrapping (as in the compiled core)."""
+
+_NO_GAP = _U32
+"""The gap of a key the reuse ghost did not remember: longer than any victim's idle time."""
+
+_REUSE_MAX = 64.0
+"""Largest ``reuse`` (ghost entries per cache entry)."""
+
+_REUSE_PAUSE = 5
+"""After a detected popularity shift the reuse gate stays open for this many times the
+capacity in accesses: the new workload's keys have no gap yet (chosen on the training set
+of issue #17 among 0, 2, 5, 10, 20: 0 left the shift family 1.3 pp below LRU)."""
 
 _SHIFT_PATIENCE = 6
 """Unconfirmed drops in a row judged against the pre-drop rates before those rates
@@ -119,6 +135,22 @@ class WTinyLFUPolicy(Policy):
     the window so main becomes one probation segment in recency order (nothing is
     evicted), and the detector and the climber start over (the climber with a full step
     toward a smaller window). ``shifts`` lists the detector sample number of each shift.
+    If the reuse gate is on, it stays open for the next ``5 * C`` accesses.
+
+    The reuse gate (``reuse`` > 0; LIRS's inter-reference recency, with a ghost history):
+    a clock counts every access ``on_hit`` sees (hit or miss); each resident key keeps the
+    clock of its last access and its last *gap* (accesses between two of its accesses): an
+    offered key's gap is the time since the access the ghost remembers for it (none: no
+    gap, longer than any), and a hit in the window renews it. Every key that leaves the
+    cache (the evicted victim, the window's loser, an offered key rejected) joins the
+    ghost, by its 64-bit hash (the sketch's ``hasher``) with its last access; the ghost
+    remembers the last ``max(1, floor(reuse * C))`` departures, less those that came back
+    since (an offered key leaves it). A candidate that TinyLFU admits replaces the
+    victim only if its gap is shorter than the victim's idle time (clock minus its last
+    access): a key reused sooner than the victim has been waiting. On a loop longer than
+    the cache, every candidate's gap is the loop's period and every victim has been idle
+    less, so the resident part of the loop stays (frequency estimates alone churn it).
+    Clock and gaps are 32-bit unsigned, wrapping.
 
     Params: ``window`` (initial fraction of capacity, in (0, 1), default 0.01),
     ``protected`` (fraction of the main region, in [0, 1], default 0.8),
@@ -128,18 +160,24 @@ class WTinyLFUPolicy(Policy):
     (fraction of capacity in [0, 1), default 0 = off), ``shift`` (relative drop in
     [0, 1), default 0.05; 0 = off), ``shift_period`` (int >= 0, default 0 = automatic),
     ``shift_aging`` (int >= 0, default 3), ``shift_confirm`` (share of a drop that must
-    come back as misses of recurring keys, in [0, 1], default 0.2; 0 = no confirmation).
+    come back as misses of recurring keys, in [0, 1], default 0.2; 0 = no confirmation),
+    ``reuse`` (ghost entries per cache entry, in [0, 64], default 4; 0 = gate off; chosen
+    on issue #17's training set: 3 to 8 scored alike, 1.5 and below fell 6 pp behind on
+    scans).
     """
 
     tie_break = (
         "equal frequencies keep the main victim (the window's candidate needs a strictly "
         "higher estimate); the candidate is the window's LRU entry, the victim probation's "
         "LRU entry (protected's LRU when probation is empty); the climber keeps its "
-        "direction when the hit rate is unchanged"
+        "direction when the hit rate is unchanged; the reuse gate rejects a candidate "
+        "whose gap equals the victim's idle time"
     )
     history = (
         "survives eviction in the frequency sketch (aged by halving), not in the policy: "
-        "a returning key re-enters the window and then competes with its accumulated frequency"
+        "a returning key re-enters the window and then competes with its accumulated "
+        "frequency; with the reuse gate, the last access of the last floor(reuse * C) keys "
+        "to leave survives in its ghost"
     )
     params: ClassVar[Mapping[str, Any]] = {
         "window": 0.01,
@@ -154,6 +192,7 @@ class WTinyLFUPolicy(Policy):
         "shift_period": 0,
         "shift_aging": 3,
         "shift_confirm": 0.2,
+        "reuse": 4.0,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -175,7 +214,18 @@ class WTinyLFUPolicy(Policy):
         self.shift_confirm = _fraction(
             "shift_confirm", params["shift_confirm"], low_open=False, high_open=False
         )
+        reuse = params["reuse"]
+        if (
+            isinstance(reuse, bool)
+            or not isinstance(reuse, (int, float))
+            or not 0 <= reuse <= _REUSE_MAX
+        ):
+            raise ConfigError(
+                "policy.params.reuse", reuse, f"must be a number in [0, {_REUSE_MAX:g}]"
+            )
+        self.reuse = float(reuse)
         c = self.capacity
+        self.reuse_capacity = max(1, int(self.reuse * c)) if self.reuse > 0 and c > 0 else 0
         if c >= 2:
             window = min(c - 1, max(1, round(c * self.window_fraction)))
         else:
@@ -217,6 +267,18 @@ class WTinyLFUPolicy(Policy):
         self._window: OrderedDict[Key, None] = OrderedDict()
         self._probation: OrderedDict[Key, None] = OrderedDict()
         self._protected: OrderedDict[Key, None] = OrderedDict()
+        # the reuse gate (``reuse`` > 0): a clock of accesses, each resident key's last
+        # access and last gap; the ghost: a ring of the hashes of the last departures and,
+        # for those not back since, hash -> (last access, ring slot)
+        self._clock = 0
+        self._reuse_pause = 0
+        self._last: dict[Key, int] = {}
+        self._gap: dict[Key, int] = {}
+        self._ghost: dict[int, tuple[int, int]] = {}
+        self._ring = [0] * self.reuse_capacity
+        self._ring_head = 0
+        self._ring_count = 0
+        self._departed: int | None = None  # the hash of the key a competition sent away
         self._set_window(window)
 
     def _set_window(self, window: int) -> None:
@@ -240,7 +302,21 @@ class WTinyLFUPolicy(Policy):
             return "protected"
         return None
 
+    def _tick(self, key: Key) -> None:
+        """The reuse gate's clock: one tick per access; a resident key's last access (and,
+        in the window, the gap since its previous one)."""
+        self._clock = t = (self._clock + 1) & _U32
+        if self._reuse_pause:
+            self._reuse_pause -= 1
+        last = self._last.get(key)
+        if last is not None:
+            if key in self._window:
+                self._gap[key] = (t - last) & _U32
+            self._last[key] = t
+
     def on_hit(self, key: Key) -> None:
+        if self.reuse_capacity:
+            self._tick(key)
         # a key lives in one segment at most, so the order of the tests is free: protected
         # first, where most hits land (this runs for every buffered access)
         protected = self._protected
@@ -269,6 +345,11 @@ class WTinyLFUPolicy(Policy):
 
     def on_hits(self, keys: Sequence[Key]) -> None:
         """The loop of :meth:`on_hit` with its lookups hoisted (same effect, in order)."""
+        if self.reuse_capacity:
+            on_hit = self.on_hit
+            for key in keys:
+                on_hit(key)
+            return
         protected, probation, window = self._protected, self._probation, self._window
         move_prot, move_win = protected.move_to_end, window.move_to_end
         climbing = self._climbing
@@ -396,6 +477,8 @@ class WTinyLFUPolicy(Policy):
         self._previous_rate = -1.0
         self._climb_hits = self._climb_requests = 0
         self._step = -self.step_fraction * c
+        if self.reuse_capacity:
+            self._reuse_pause = _REUSE_PAUSE * c  # the old workload's gaps are stale
 
     def resize_window(self, window: int) -> None:
         """Move the window/main split to ``window`` entries (clamped to ``[1, C - 1]``).
@@ -442,6 +525,56 @@ class WTinyLFUPolicy(Policy):
             return _ADMITTED
         if self.capacity == 0:
             return _REJECTED
+        if not self.reuse_capacity:
+            return self._place_new(key)
+        # the reuse gate: the offered key's gap since the access the ghost remembers for it,
+        # its last access now; once placed, the ghost forgets it. A hasher error here
+        # leaves the key without a gap (only a competition needs its hash, and raises
+        # it), except a RuntimeError (the policy refusing a re-entry from the hasher)
+        try:
+            h: int | None = self.hasher(key)
+        except RuntimeError:
+            raise
+        except Exception:
+            h = None
+        seen = None if h is None else self._ghost.get(h)
+        self._gap[key] = _NO_GAP if seen is None else (self._clock - seen[0]) & _U32
+        self._last[key] = self._clock
+        self._departed = None
+        try:
+            adm = self._place_new(key)
+        except BaseException:
+            del self._gap[key], self._last[key]
+            raise
+        if seen is not None:
+            del self._ghost[h]  # type: ignore[arg-type]
+        # what left the cache joins the ghost, by the hash its competition computed
+        gone = adm.evicted if adm.admitted else (key,)
+        for k in gone:
+            del self._gap[k]
+            last = self._last.pop(k)
+            if self._departed is not None:  # always, as main's capacity is >= 1
+                self._ghost_add(self._departed, last)
+        return adm
+
+    def _ghost_add(self, h: int, last: int) -> None:
+        """Remember a departure (key hash ``h``, last access ``last``) in the ghost ring; the
+        oldest of the last ``reuse_capacity`` departures is forgotten (unless it has left
+        again since, which is then a newer slot's)."""
+        ring, cap = self._ring, self.reuse_capacity
+        if self._ring_count == cap:
+            old = self._ring_head
+            entry = self._ghost.get(ring[old])
+            if entry is not None and entry[1] == old:
+                del self._ghost[ring[old]]
+            self._ring_head = (old + 1) % cap
+            self._ring_count -= 1
+        slot = (self._ring_head + self._ring_count) % cap
+        ring[slot] = h
+        self._ring_count += 1
+        self._ghost[h] = (last, slot)
+
+    def _place_new(self, key: Key) -> Admission:
         if self.window_capacity == 0:
             # Capacity 1: no window; the offered key is itself the candidate.
             placed, victim = self._compete_for_main(key)
@@ -479,9 +612,18 @@ class WTinyLFUPolicy(Policy):
         return True, victim
 
     def _admit(self, candidate: Key, victim: Key) -> bool:
-        return _tinylfu_admit(
-            self.sketch, self.hasher, self.rng, self.jitter_threshold, candidate, victim
-        )
+        if not self.reuse_capacity:
+            return _tinylfu_admit(
+                self.sketch, self.hasher, self.rng, self.jitter_threshold, candidate, victim
+            )
+        hc, hv = self.hasher(candidate), self.hasher(victim)
+        ok = _tinylfu_admit_hashed(self.sketch, self.rng, self.jitter_threshold, hc, hv)
+        if ok and not self._reuse_pause:
+            # the reuse gate: the candidate's last gap must be shorter than the time the
+            # victim has been idle (a key reused sooner than the victim is expected back)
+            ok = self._gap[candidate] < (self._clock - self._last[victim]) & _U32
+        self._departed = hv if ok else hc  # the hash of the key that leaves
+        return ok
 
     def _main_has_room(self) -> bool:
         return len(self._probation) + len(self._protected) < self.main_capacity
@@ -498,6 +640,8 @@ class WTinyLFUPolicy(Policy):
     def remove(self, key: Key) -> bool:
         for seg in (self._window, self._probation, self._protected):
             if seg.pop(key, _MISSING) is not _MISSING:
+                if self.reuse_capacity:
+                    del self._last[key], self._gap[key]
                 return True
         return False
 

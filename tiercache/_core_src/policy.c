@@ -194,8 +194,20 @@ static void lfu_hit(Core *c, Py_ssize_t n); /* MODE_LFU's hit, below */
 
 /* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
    climber (Python) ran, or -1 on error */
+/* the reuse gate's tick (see WTinyLFUPolicy._tick): one per access, hit or miss */
+static inline void reuse_tick(Core *c, Py_ssize_t n) {
+    uint32_t t = ++c->clock;
+    if (c->reuse_pause) c->reuse_pause--;
+    if (n >= 0) {
+        Node *x = &c->nodes[n];
+        if (x->seg == SEG_WINDOW) x->gap = t - x->last;
+        x->last = t;
+    }
+}
+
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     int hit = 0;
+    if (c->reuse_cap) reuse_tick(c, n);
     if (n >= 0) {
         hit = 1;
         int sg = c->nodes[n].seg;
@@ -239,6 +251,8 @@ static int tinylfu_admit(Core *c, PyObject *cand, PyObject *victim) {
     Py_DECREF(cand);
     Py_DECREF(victim);
     if (rc < 0) return -1;
+    c->adm_hash[0] = hc;
+    c->adm_hash[1] = hv;
     uint8_t fc = sk_frequency(c, hc), fv = sk_frequency(c, hv);
     if (fc > fv) return 1;
     if ((Py_ssize_t)fc >= c->jitter_threshold) {
@@ -587,19 +601,80 @@ PyObject *tc_drop_resident(Core *c, Py_ssize_t n) {
     return c->mode == MODE_LFU ? lfu_drop(c, n) : drop_node(c, n);
 }
 
-/* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
-int tc_policy_place(Core *c, PyObject *key, Placed *out) {
-    out->admitted = 0;
-    out->evicted = NULL;
-    if (c->cap == 0) return 0;
-    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
-    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
-    if (c->mode == MODE_ARC) return arc_place(c, key, out);
+/* ---- MODE_WTINYLFU's reuse gate (reuse_cap > 0; see WTinyLFUPolicy._place, _admit) ----
+   The ghost remembers the key hashes and last accesses of the last departures (a ring,
+   and a table from hash to ring slot). A candidate replaces main's victim only when TinyLFU admits it and
+   its last gap is shorter than the victim's idle time. */
+
+static inline uint64_t rg_home(Core *c, uint64_t h) { return splitmix64(h) & c->rg_mask; }
+
+/* the table position holding hash h, or -1 */
+static inline Py_ssize_t rg_find(Core *c, uint64_t h) {
+    for (uint64_t i = rg_home(c, h);; i = (i + 1) & c->rg_mask) {
+        Py_ssize_t s = c->rg_tab[i];
+        if (s < 0) return -1;
+        if (c->rg_hash[s] == h) return (Py_ssize_t)i;
+    }
+}
+
+/* empty table position i (backward-shift deletion: no tombstones) */
+static void rg_delete(Core *c, uint64_t i) {
+    uint64_t m = c->rg_mask, j = i;
+    for (;;) {
+        j = (j + 1) & m;
+        Py_ssize_t s = c->rg_tab[j];
+        if (s < 0) break;
+        uint64_t k = rg_home(c, c->rg_hash[s]);
+        /* the entry at j may move to i unless its home lies cyclically in (i, j] */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+        c->rg_tab[i] = s;
+        i = j;
+    }
+    c->rg_tab[i] = -1;
+}
+
+/* a departure (hash h, last access ``last``) joins the ghost; the oldest of the last
+   reuse_cap departures is forgotten (see WTinyLFUPolicy._ghost_add) */
+static void reuse_forget(Core *c, uint64_t h, uint32_t last) {
+    Py_ssize_t cap = c->reuse_cap;
+    if (c->rg_count == cap) {
+        Py_ssize_t old = c->rg_head;
+        Py_ssize_t i = rg_find(c, c->rg_hash[old]);
+        if (i >= 0 && c->rg_tab[i] == old) rg_delete(c, (uint64_t)i);
+        c->rg_head = old + 1 == cap ? 0 : old + 1;
+        c->rg_count--;
+    }
+    Py_ssize_t slot = c->rg_head + c->rg_count;
+    if (slot >= cap) slot -= cap;
+    Py_ssize_t i = rg_find(c, h); /* before the slot is written: it may be old's */
+    c->rg_hash[slot] = h;
+    c->rg_last[slot] = last;
+    c->rg_count++;
+    if (i >= 0) {
+        c->rg_tab[i] = slot;
+        return;
+    }
+    uint64_t k = rg_home(c, h);
+    while (c->rg_tab[k] >= 0) k = (k + 1) & c->rg_mask;
+    c->rg_tab[k] = slot;
+}
+
+/* does a candidate with this gap pass the gate against victim node v? */
+static inline int reuse_pass(Core *c, uint32_t gap, Py_ssize_t v) {
+    return c->reuse_pause > 0 || gap < (uint32_t)(c->clock - c->nodes[v].last);
+}
+
+/* modes 0-2 (see the Python _place_new): the offered key, whose gap is gap (the reuse
+   gate's; NO_GAP when it is off), enters the window, or competes itself when there is
+   none. 0 ok, -1 error */
+static int place_segments(Core *c, PyObject *key, Placed *out, uint32_t gap) {
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
             Py_ssize_t n = new_node(c, key);
             if (n < 0) return -1;
+            c->nodes[n].last = c->clock;
+            c->nodes[n].gap = gap;
             push_mru(c, SEG_PROBATION, n);
             out->admitted = 1;
             return 0;
@@ -608,9 +683,15 @@ int tc_policy_place(Core *c, PyObject *key, Placed *out) {
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
         int ok = c->mode == MODE_LRU ? 1 : tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
+        if (ok && c->reuse_cap) ok = reuse_pass(c, gap, v);
+        out->departed = c->adm_hash[ok ? 1 : 0];
+        out->has_departed = 1;
         if (!ok) return 0;
         Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
         if (n < 0) return -1;
+        c->nodes[n].last = c->clock;
+        c->nodes[n].gap = gap;
+        out->evicted_last = c->nodes[v].last;
         PyObject *vk = drop_node(c, v);
         if (!vk) {
             PyObject *et, *ev, *tb;
@@ -627,6 +708,8 @@ int tc_policy_place(Core *c, PyObject *key, Placed *out) {
     }
     Py_ssize_t n = new_node(c, key);
     if (n < 0) return -1;
+    c->nodes[n].last = c->clock;
+    c->nodes[n].gap = gap;
     push_mru(c, SEG_WINDOW, n);
     out->admitted = 1;
     if (c->len[SEG_WINDOW] <= c->window_capacity) return 0;
@@ -643,12 +726,17 @@ int tc_policy_place(Core *c, PyObject *key, Placed *out) {
     Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
     int ok = tinylfu_admit(c, c->nodes[cand].key, c->nodes[v].key);
     if (ok < 0) goto rollback;
+    if (ok && c->reuse_cap) ok = reuse_pass(c, c->nodes[cand].gap, v);
+    out->departed = c->adm_hash[ok ? 1 : 0];
+    out->has_departed = 1;
     if (!ok) {
+        out->evicted_last = c->nodes[cand].last;
         PyObject *ck = drop_node(c, cand); /* the window's loser leaves the cache */
         if (!ck) return -1;
         out->evicted = ck;
         return 0;
     }
+    out->evicted_last = c->nodes[v].last;
     PyObject *vk = drop_node(c, v);
     if (!vk) goto rollback;
     unlink_node(c, cand);
@@ -666,6 +754,43 @@ rollback: {
         out->admitted = 0;
         return -1;
     }
+}
+
+/* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
+int tc_policy_place(Core *c, PyObject *key, Placed *out) {
+    out->admitted = 0;
+    out->evicted = NULL;
+    if (c->cap == 0) return 0;
+    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
+    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
+    if (c->mode == MODE_ARC) return arc_place(c, key, out);
+    out->has_departed = 0;
+    if (!c->reuse_cap) return place_segments(c, key, out, NO_GAP);
+    /* the reuse gate: the offered key's gap since the access the ghost remembers for it;
+       once placed, the ghost forgets it. A hasher error here leaves the key without a gap
+       (only a competition needs its hash, and raises it), except a RuntimeError (the
+       policy refusing a re-entry from the hasher) */
+    uint64_t h;
+    Py_ssize_t i = -1;
+    if (key_hash(c, key, &h) == 0)
+        i = rg_find(c, h);
+    else if (PyErr_ExceptionMatches(PyExc_Exception) &&
+             !PyErr_ExceptionMatches(PyExc_RuntimeError))
+        PyErr_Clear();
+    else
+        return -1;
+    uint32_t gap = i < 0 ? NO_GAP : c->clock - c->rg_last[c->rg_tab[i]];
+    if (place_segments(c, key, out, gap) < 0) return -1;
+    if (i >= 0) rg_delete(c, (uint64_t)i);
+    /* what left the cache joins the ghost (the evicted key, or the offered one, rejected),
+       by the hash its competition computed */
+    if (out->has_departed) {
+        if (out->evicted)
+            reuse_forget(c, out->departed, out->evicted_last);
+        else if (!out->admitted)
+            reuse_forget(c, out->departed, c->clock);
+    }
+    return 0;
 }
 
 /* a missed key (hash h) is being offered: count it for the shift detector when it is a

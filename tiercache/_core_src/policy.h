@@ -31,6 +31,7 @@
 #define MODE_ARC 5
 #define GHOSTS 2 /* ghost lists: their sentinels are ghost nodes 0 and 1 */
 #define MAX_COUNT 15
+#define NO_GAP 0xFFFFFFFFu /* the reuse gate: a key the ghost did not remember */
 
 extern PyObject *tc_AdmissionType; /* tiercache.policy.Admission */
 extern PyObject *tc_ADMITTED;      /* Admission(True) */
@@ -48,6 +49,8 @@ typedef struct {
     PyObject *key; /* strong reference while resident */
     uint8_t seg;
     int32_t bucket; /* MODE_LFU: the node's count bucket (fits the struct's padding) */
+    uint32_t last, gap; /* MODE_WTINYLFU's reuse gate: the clock at the key's last access,
+                           and (window keys) its last gap between two accesses */
 } Node;
 
 /* MODE_LFU: one bucket per count held by some resident key, in a list by count; a bucket
@@ -96,6 +99,18 @@ typedef struct {
     Node *ghost;
     PyObject *ghost_index;
     double p;
+    /* MODE_WTINYLFU's reuse gate (reuse_cap > 0): the access clock; the ghost, a ring of
+       the key hashes and last accesses of the last reuse_cap departures, and an open
+       addressing table (linear probing, -1 empty) from hash to ring slot for those not
+       back since */
+    Py_ssize_t reuse_cap, reuse_pause; /* reuse_pause: accesses left with the gate open */
+    uint32_t clock;
+    uint64_t *rg_hash;
+    uint32_t *rg_last;
+    Py_ssize_t rg_head, rg_count;
+    Py_ssize_t *rg_tab;
+    uint64_t rg_mask;
+    uint64_t adm_hash[2]; /* the last TinyLFU competition's candidate and victim hashes */
     int hint_shift;
     /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
     PyObject *sketch, *counts, *hasher, *rng;
@@ -186,6 +201,9 @@ static PyObject *reentered(void) {
 typedef struct {
     int admitted;
     PyObject *evicted; /* new reference or NULL */
+    uint32_t evicted_last; /* MODE_WTINYLFU: the evicted key's last access */
+    uint64_t departed;     /* and the hash of the key that left (evicted or rejected) */
+    int has_departed;      /* a competition named it (departed is set) */
 } Placed;
 
 static inline void mark_full(Core *c) {

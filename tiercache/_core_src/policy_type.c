@@ -6,6 +6,19 @@
  */
 #include "policy.h"
 
+/* the reuse gate's ghost (see policy.c); the gate is off after this */
+static void reuse_free(Core *c) {
+    PyMem_Free(c->rg_hash);
+    PyMem_Free(c->rg_last);
+    PyMem_Free(c->rg_tab);
+    c->rg_hash = NULL;
+    c->rg_last = NULL;
+    c->rg_tab = NULL;
+    c->rg_head = c->rg_count = 0;
+    c->rg_mask = 0;
+    c->reuse_cap = 0;
+}
+
 PyObject *tc_SEG_NAMES[4] = {NULL, NULL, NULL, NULL};
 static void free_arrays(Core *c) {
     if (c->nodes) {
@@ -19,6 +32,7 @@ static void free_arrays(Core *c) {
     PyMem_Free(c->buckets);
     c->buckets = NULL;
     tc_free_ghost(c);
+    reuse_free(c);
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -56,6 +70,7 @@ static int Core_clear(Core *c) {
     PyMem_Free(c->buckets);
     c->buckets = NULL;
     tc_free_ghost(c);
+    reuse_free(c);
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
@@ -209,6 +224,8 @@ static PyObject *Core_setup(Core *c, PyObject *args) {
     c->jitter_threshold = jitter;
     c->climbing = (char)climbing;
     c->mode = (char)mode;
+    c->reuse_cap = c->reuse_pause = 0; /* the reuse gate is off until _reuse_setup */
+    c->clock = 0;
     c->period = period;
     c->full = 0;
     c->sample_hits = c->sample_requests = c->sample_recurring = 0;
@@ -354,6 +371,37 @@ static PyObject *Core_s3fifo_setup(Core *c, PyObject *args) {
     c->small_cap = small;
     c->s3_main_cap = c->cap - small;
     c->move_threshold = threshold;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_reuse_setup(Core *c, PyObject *args) {
+    Py_ssize_t ghost;
+    if (!PyArg_ParseTuple(args, "n", &ghost)) return NULL;
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    if (c->mode != MODE_WTINYLFU || resident(c) > 0) {
+        PyErr_SetString(PyExc_ValueError, "_reuse_setup: an empty mode-0 policy only");
+        return NULL;
+    }
+    if (ghost < 1 || ghost > ((Py_ssize_t)1 << 40)) {
+        PyErr_SetString(PyExc_ValueError, "_reuse_setup: ghost capacity out of range");
+        return NULL;
+    }
+    reuse_free(c);
+    uint64_t size = 2;
+    while (size < 2 * (uint64_t)ghost) size <<= 1; /* load factor <= 1/2 */
+    c->rg_hash = PyMem_Calloc((size_t)ghost, sizeof(uint64_t));
+    c->rg_last = PyMem_Calloc((size_t)ghost, sizeof(uint32_t));
+    c->rg_tab = PyMem_Malloc((size_t)size * sizeof(Py_ssize_t));
+    if (!c->rg_hash || !c->rg_last || !c->rg_tab) {
+        reuse_free(c);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (uint64_t i = 0; i < size; i++) c->rg_tab[i] = -1;
+    c->rg_mask = size - 1;
+    c->reuse_cap = ghost;
+    c->clock = 0;
     Py_RETURN_NONE;
 }
 
@@ -513,6 +561,8 @@ static PyMethodDef Core_methods[] = {
     {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
     {"_s3fifo_setup", (PyCFunction)Core_s3fifo_setup, METH_VARARGS,
      "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
+    {"_reuse_setup", (PyCFunction)Core_reuse_setup, METH_VARARGS,
+     "Mode 0 (W-TinyLFU): _reuse_setup(ghost_capacity) turns the reuse gate on."},
     {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,
      "Mode 5 (ARC): allocate the ghost lists B1 and B2."},
     {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
@@ -539,6 +589,10 @@ static PyMemberDef Core_members[] = {
     {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
      "Climber sample requests."},
     {"p", T_DOUBLE, offsetof(Core, p), 0, "Mode 5 (ARC): the target size of T1."},
+    {"_reuse_pause", T_PYSSIZET, offsetof(Core, reuse_pause), 0,
+     "Mode 0's reuse gate: accesses left with the gate open (after a shift)."},
+    {"_clock", T_UINT, offsetof(Core, clock), READONLY,
+     "Mode 0's reuse gate: accesses seen (32-bit, wrapping)."},
     {"_sample_recurring", T_PYSSIZET, offsetof(Core, sample_recurring), 0,
      "Climber sample: offered misses of keys with sketch frequency >= 2."},
     {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
