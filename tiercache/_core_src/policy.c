@@ -192,8 +192,6 @@ static int do_climb(Core *c, SketchSync *s) {
 
 static void lfu_hit(Core *c, Py_ssize_t n); /* MODE_LFU's hit, below */
 
-/* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
-   climber (Python) ran, or -1 on error */
 /* the reuse gate's tick (see WTinyLFUPolicy._tick): one per access, hit or miss */
 static inline void reuse_tick(Core *c, Py_ssize_t n) {
     uint32_t t = ++c->clock;
@@ -205,6 +203,8 @@ static inline void reuse_tick(Core *c, Py_ssize_t n) {
     }
 }
 
+/* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
+   climber (Python) ran, or -1 on error */
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     int hit = 0;
     if (c->reuse_cap) reuse_tick(c, n);
@@ -603,8 +603,8 @@ PyObject *tc_drop_resident(Core *c, Py_ssize_t n) {
 
 /* ---- MODE_WTINYLFU's reuse gate (reuse_cap > 0; see WTinyLFUPolicy._place, _admit) ----
    The ghost remembers the key hashes and last accesses of the last departures (a ring,
-   and a table from hash to ring slot). A candidate replaces main's victim only when TinyLFU admits it and
-   its last gap is shorter than the victim's idle time. */
+   and a table from hash to ring slot). A candidate replaces main's victim only when
+   TinyLFU admits it and its last gap is shorter than the victim's idle time. */
 
 static inline uint64_t rg_home(Core *c, uint64_t h) { return splitmix64(h) & c->rg_mask; }
 
