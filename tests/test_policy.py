@@ -164,7 +164,7 @@ def test_wtinylfu_params_are_applied() -> None:
     assert (p.window_capacity, p.main_capacity, p.protected_capacity) == (200, 800, 400)
     d = make("wtinylfu", 1000)
     assert isinstance(d, WTinyLFUPolicy)
-    assert (d.window_capacity, d.main_capacity, d.protected_capacity) == (10, 990, 792)
+    assert (d.window_capacity, d.main_capacity, d.protected_capacity) == (10, 990, 693)
     assert [make("wtinylfu", c).window_capacity for c in (0, 1, 2, 3, 150)] == [0, 0, 1, 1, 2]  # type: ignore[attr-defined]
 
 

@@ -153,10 +153,10 @@ class WTinyLFUPolicy(Policy):
     Clock and gaps are 32-bit unsigned, wrapping.
 
     Params: ``window`` (initial fraction of capacity, in (0, 1), default 0.01),
-    ``protected`` (fraction of the main region, in [0, 1], default 0.8),
+    ``protected`` (fraction of the main region, in [0, 1], default 0.7),
     ``jitter_threshold`` (default 6), ``adaptive`` (bool, default true),
     ``sample_period`` (int >= 0, default 0 = automatic), ``step`` (fraction of capacity
-    in (0, 1], default 0.03), ``step_decay`` (in [0, 1], default 0.9), ``boost``
+    in (0, 1], default 0.01), ``step_decay`` (in [0, 1], default 0.9), ``boost``
     (fraction of capacity in [0, 1), default 0 = off), ``shift`` (relative drop in
     [0, 1), default 0.05; 0 = off), ``shift_period`` (int >= 0, default 0 = automatic),
     ``shift_aging`` (int >= 0, default 3), ``shift_confirm`` (share of a drop that must
@@ -181,11 +181,11 @@ class WTinyLFUPolicy(Policy):
     )
     params: ClassVar[Mapping[str, Any]] = {
         "window": 0.01,
-        "protected": 0.8,
+        "protected": 0.7,
         "jitter_threshold": 6,
         "adaptive": True,
         "sample_period": 0,
-        "step": 0.03,
+        "step": 0.01,
         "step_decay": 0.9,
         "boost": 0.0,
         "shift": 0.05,
