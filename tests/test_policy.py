@@ -164,7 +164,7 @@ def test_wtinylfu_params_are_applied() -> None:
     assert (p.window_capacity, p.main_capacity, p.protected_capacity) == (200, 800, 400)
     d = make("wtinylfu", 1000)
     assert isinstance(d, WTinyLFUPolicy)
-    assert (d.window_capacity, d.main_capacity, d.protected_capacity) == (10, 990, 792)
+    assert (d.window_capacity, d.main_capacity, d.protected_capacity) == (10, 990, 693)
     assert [make("wtinylfu", c).window_capacity for c in (0, 1, 2, 3, 150)] == [0, 0, 1, 1, 2]  # type: ignore[attr-defined]
 
 
@@ -518,7 +518,9 @@ def test_wtinylfu_segments() -> None:
 
 
 def test_wtinylfu_window_loser_is_evicted_not_the_offered_key() -> None:
-    p = make("wtinylfu", 3, window=0.34)  # window 1, main 2
+    # TinyLFU alone (reuse=0): this test calls admit without on_hit, so the reuse gate
+    # (tests/test_policy_reuse.py) would see no gaps
+    p = make("wtinylfu", 3, window=0.34, reuse=0.0)  # window 1, main 2
     assert isinstance(p, WTinyLFUPolicy) and p.window_capacity == 1
     s = p.sketch
     for k, f in (("a", 5), ("b", 5), ("c", 1), ("d", 1)):
@@ -536,7 +538,7 @@ def test_wtinylfu_window_loser_is_evicted_not_the_offered_key() -> None:
 
 
 def test_wtinylfu_capacity_one_uses_tinylfu_directly() -> None:
-    p = make("wtinylfu", 1)
+    p = make("wtinylfu", 1, reuse=0.0)  # TinyLFU alone (the reuse gate: test_policy_reuse.py)
     assert isinstance(p, WTinyLFUPolicy) and p.window_capacity == 0
     s = p.sketch
     s.increment(default_hasher("a"))

@@ -2,8 +2,10 @@
  * tiercache._core: the compiled core of the default policy (W-TinyLFU), the loops that
  * drive it, and the hot and warm read paths. One extension module, built from:
  *
- *   - policy.c:  WTinyLFUCore (segments, the frequency sketch's updates, per-access
- *                operations) and the module functions that drive it: drain, replay, bind.
+ *   - policy.c:  the policy engine (segments, the frequency sketch's updates, per-access
+ *                operations of every mode) and the module functions that drive it:
+ *                drain, replay, bind; policy_type.c: WTinyLFUCore, the Python type over
+ *                it; policy.h: what the two share.
  *   - reader.c:  what both compiled readers share (READER_HEAD: close, take_hits, hits;
  *                the check of a caller's output array).
  *   - hot.c:     HotReader, the hot tier's read path.
@@ -70,7 +72,7 @@ static inline double mono_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* ---- policy.c ----------------------------------------------------------------------- */
+/* ---- policy.c, policy_type.c -------------------------------------------------------- */
 
 extern PyTypeObject tc_CoreType;
 extern PyObject *tc_SEG_NAMES[4]; /* "window", "probation", "protected" (module init) */

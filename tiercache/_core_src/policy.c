@@ -24,123 +24,15 @@
  * The frequency sketch stays a Python object (tiercache.sketch.FrequencySketch); this code
  * reads and updates its counter buffer in place with the same indexing and aging, and keeps
  * its ``additions`` and ``resets`` attributes in step. The Python implementation in
- * tiercache/policy.py (_PyWTinyLFUPolicy) is the specification; tests replay random traces
+ * tiercache/wtinylfu.py (WTinyLFUPolicy) is the specification; tests replay random traces
  * through both and require identical decisions.
  *
  * Not thread-safe on its own: the engine serialises calls (it holds the cache's lock), and
  * every call runs with the GIL held.
  */
-#include "core.h"
-
-#define SEG_FREE 0
-#define SEG_WINDOW 1
-#define SEG_PROBATION 2
-#define SEG_PROTECTED 3
-#define SEG_SMALL 4 /* MODE_S3FIFO's small and main queues */
-#define SEG_MAIN 5
-#define N_SEGS 6
-#define FIRST_NODE 6
-#define MODE_WTINYLFU 0
-#define MODE_TINYLFU 1
-#define MODE_LRU 2
-#define MODE_LFU 3
-#define MODE_S3FIFO 4
-#define MODE_ARC 5
-#define GHOSTS 2 /* ghost lists: their sentinels are ghost nodes 0 and 1 */
-#define MAX_COUNT 15
-
-static PyObject *AdmissionType = NULL; /* tiercache.policy.Admission */
-static PyObject *ADMITTED = NULL;      /* Admission(True) */
-static PyObject *REJECTED = NULL;      /* Admission(False, (), "rejected") */
-PyObject *tc_SEG_NAMES[4] = {NULL, NULL, NULL, NULL};
-
-static inline uint64_t splitmix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-typedef struct {
-    Py_ssize_t prev, next;
-    PyObject *key; /* strong reference while resident */
-    uint8_t seg;
-    int32_t bucket; /* MODE_LFU: the node's count bucket (fits the struct's padding) */
-} Node;
-
-/* MODE_LFU: one bucket per count held by some resident key, in a list by count; a bucket
-   knows its last node in the key list (which is sorted by count, then by when the key
-   reached that count) */
-typedef struct {
-    unsigned long long count;
-    Py_ssize_t tail, prev, next;
-} Bucket;
-
-typedef struct {
-    PyObject_HEAD
-    /* configuration and sizes (window_capacity etc. are exposed as attributes) */
-    Py_ssize_t cap;
-    Py_ssize_t window_capacity, main_capacity, protected_capacity;
-    double protected_fraction;
-    /* hill climber sampling state (the decision itself is the Python _climb) */
-    Py_ssize_t sample_hits, sample_requests, period;
-    Py_ssize_t sample_recurring; /* misses of keys seen before (sketch frequency >= 2),
-                                    counted when the key is offered: the shift detector
-                                    tells a popularity shift from a scan by them */
-    char climbing, full, ready, fast_hash;
-    char mode; /* MODE_WTINYLFU; MODE_TINYLFU, MODE_LRU: no window, no protected segment
-                  (probation is one LRU list), admission by TinyLFU or always */
-    char busy; /* a mutating operation is running (it may call the hasher, the rng, a key's
-                  __eq__/__hash__, or trigger a finalizer): re-entry is refused */
-    Py_ssize_t jitter_threshold;
-    /* segments: sentinels are nodes 1..3 (SEG_* ids); next[s] = LRU, prev[s] = MRU */
-    Py_ssize_t len[N_SEGS];
-    Py_ssize_t n_nodes, free_head;
-    Node *nodes; /* one struct per node: a touch costs one cache line, not four */
-    PyObject *index; /* dict: key -> int node */
-    /* a direct-mapped cache of key object -> node, by the object's address: a hit (the
-       node's key is that very object) skips the dict probe and the int it returns,
-       ~3 cache misses of a drained access. A stale or colliding entry fails the identity
-       check and the dict answers (and refills the entry). */
-    Py_ssize_t *hint;
-    Bucket *buckets; /* MODE_LFU: cap + 2 buckets, 0 the sentinel of the bucket list */
-    Py_ssize_t bucket_free;
-    /* MODE_S3FIFO, MODE_ARC: ghost lists of evicted keys (a node pool whose nodes 0 and
-       1 are the sentinels of lists 0 and 1, and a dict from key to ghost node); S3-FIFO's
-       queue sizes; ARC's target p for T1 */
-    Py_ssize_t small_cap, s3_main_cap, ghost_cap, ghost_n, ghost_free;
-    Py_ssize_t ghost_len[GHOSTS];
-    int move_threshold;
-    Node *ghost;
-    PyObject *ghost_index;
-    double p;
-    int hint_shift;
-    /* the frequency sketch (a Python FrequencySketch) and how to hash keys for it */
-    PyObject *sketch, *counts, *hasher, *rng;
-    uint8_t *table;
-    uint64_t width, k0, mult[4];
-    int shift;
-} Core;
+#include "policy.h"
 
 /* ---- sketch ------------------------------------------------------------------------- */
-
-static inline uint8_t sk_frequency(Core *c, uint64_t h) {
-    uint64_t z = splitmix64(h ^ c->k0);
-    uint8_t *t = c->table;
-    uint64_t w = c->width;
-    uint8_t m = t[(z * c->mult[0]) >> c->shift];
-    uint8_t v = t[w + ((z * c->mult[1]) >> c->shift)];
-    if (v < m) m = v;
-    v = t[2 * w + ((z * c->mult[2]) >> c->shift)];
-    if (v < m) m = v;
-    v = t[3 * w + ((z * c->mult[3]) >> c->shift)];
-    if (v < m) m = v;
-    return m;
-}
-
-/* additions/resets/sample_size mirrored from the Python sketch during a C loop */
-typedef struct {
-    long long additions, resets, sample_size;
-} SketchSync;
 
 static int load_ll(PyObject *obj, const char *name, long long *out) {
     PyObject *a = PyObject_GetAttrString(obj, name);
@@ -238,59 +130,6 @@ static int key_hash(Core *c, PyObject *key, uint64_t *out) {
     return 0;
 }
 
-/* ---- segments ----------------------------------------------------------------------- */
-
-static inline void unlink_node(Core *c, Py_ssize_t n) {
-    Py_ssize_t p = c->nodes[n].prev, x = c->nodes[n].next;
-    c->nodes[p].next = x;
-    c->nodes[x].prev = p;
-    c->len[c->nodes[n].seg]--;
-}
-
-static inline void push_mru(Core *c, int s, Py_ssize_t n) {
-    Py_ssize_t last = c->nodes[s].prev;
-    c->nodes[last].next = n;
-    c->nodes[n].prev = last;
-    c->nodes[n].next = s;
-    c->nodes[s].prev = n;
-    c->nodes[n].seg = (uint8_t)s;
-    c->len[s]++;
-}
-
-static inline void insert_after(Core *c, Py_ssize_t at, int s, Py_ssize_t n) {
-    Py_ssize_t x = c->nodes[at].next;
-    c->nodes[at].next = n;
-    c->nodes[n].prev = at;
-    c->nodes[n].next = x;
-    c->nodes[x].prev = n;
-    c->nodes[n].seg = (uint8_t)s;
-    c->len[s]++;
-}
-
-static inline Py_ssize_t lru_of(Core *c, int s) { return c->nodes[s].next; }
-
-static inline Py_ssize_t resident(Core *c) {
-    return c->len[1] + c->len[2] + c->len[3] + c->len[SEG_SMALL] + c->len[SEG_MAIN];
-}
-
-static inline Py_ssize_t *hint_slot(Core *c, PyObject *key) {
-    return &c->hint[((uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ULL) >> c->hint_shift];
-}
-
-/* node of key, -1 if not resident, -2 on error */
-static inline Py_ssize_t find(Core *c, PyObject *key) {
-    Py_ssize_t *h = hint_slot(c, key);
-    Py_ssize_t n = *h;
-    /* a live key object is at one address only: the node holding this very object is
-       key's node (its strong reference keeps the object, hence the address, alive) */
-    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) return n;
-    PyObject *v = PyDict_GetItemWithError(c->index, key);
-    if (!v) return PyErr_Occurred() ? -2 : -1;
-    n = PyLong_AsSsize_t(v);
-    if (n >= FIRST_NODE && n < c->n_nodes && c->nodes[n].key == key) *h = n;
-    return n;
-}
-
 /* a new resident node for key (not linked); -1 on error */
 static Py_ssize_t new_node(Core *c, PyObject *key) {
     Py_ssize_t n = c->free_head;
@@ -337,13 +176,6 @@ static PyObject *drop_node_unlinked(Core *c, Py_ssize_t n) {
 
 /* ---- the policy --------------------------------------------------------------------- */
 
-static PyObject *reentered(void) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "tiercache policy re-entered from a callback (the hasher, the rng, a key's "
-                    "__eq__ or __hash__, or a finalizer) in the middle of an operation");
-    return NULL;
-}
-
 static int do_climb(Core *c, SketchSync *s) {
     /* the climber is Python (WTinyLFUPolicy._climb); keep the sketch attributes current
        around it in case it reads or ages the sketch */
@@ -360,10 +192,22 @@ static int do_climb(Core *c, SketchSync *s) {
 
 static void lfu_hit(Core *c, Py_ssize_t n); /* MODE_LFU's hit, below */
 
+/* the reuse gate's tick (see WTinyLFUPolicy._tick): one per access, hit or miss */
+static inline void reuse_tick(Core *c, Py_ssize_t n) {
+    uint32_t t = ++c->clock;
+    if (c->reuse_pause) c->reuse_pause--;
+    if (n >= 0) {
+        Node *x = &c->nodes[n];
+        if (x->seg == SEG_WINDOW) x->gap = t - x->last;
+        x->last = t;
+    }
+}
+
 /* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
    climber (Python) ran, or -1 on error */
 static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
     int hit = 0;
+    if (c->reuse_cap) reuse_tick(c, n);
     if (n >= 0) {
         hit = 1;
         int sg = c->nodes[n].seg;
@@ -407,6 +251,8 @@ static int tinylfu_admit(Core *c, PyObject *cand, PyObject *victim) {
     Py_DECREF(cand);
     Py_DECREF(victim);
     if (rc < 0) return -1;
+    c->adm_hash[0] = hc;
+    c->adm_hash[1] = hv;
     uint8_t fc = sk_frequency(c, hc), fv = sk_frequency(c, hv);
     if (fc > fv) return 1;
     if ((Py_ssize_t)fc >= c->jitter_threshold) {
@@ -419,11 +265,6 @@ static int tinylfu_admit(Core *c, PyObject *cand, PyObject *victim) {
     }
     return 0;
 }
-
-typedef struct {
-    int admitted;
-    PyObject *evicted; /* new reference or NULL */
-} Placed;
 
 /* ---- MODE_LFU: in-cache LFU over the window list ------------------------------------
    The keys are one list (the window's, so touch's last branch serves them), sorted by
@@ -728,7 +569,7 @@ static int arc_place(Core *c, PyObject *key, Placed *out) {
     return 0;
 }
 
-static void free_ghost(Core *c) {
+void tc_free_ghost(Core *c) {
     if (c->ghost) {
         for (Py_ssize_t i = 0; i < c->ghost_n; i++) Py_CLEAR(c->ghost[i].key);
         PyMem_Free(c->ghost);
@@ -740,12 +581,12 @@ static void free_ghost(Core *c) {
 }
 
 /* a ghost pool of n nodes (2 of them sentinels) and its dict; 0 or -1 */
-static int alloc_ghost(Core *c, Py_ssize_t n) {
-    free_ghost(c);
+int tc_alloc_ghost(Core *c, Py_ssize_t n) {
+    tc_free_ghost(c);
     c->ghost_index = PyDict_New();
     c->ghost = c->ghost_index ? PyMem_Calloc((size_t)n, sizeof(Node)) : NULL;
     if (!c->ghost_index || !c->ghost) {
-        free_ghost(c);
+        tc_free_ghost(c);
         PyErr_NoMemory();
         return -1;
     }
@@ -756,23 +597,84 @@ static int alloc_ghost(Core *c, Py_ssize_t n) {
     return 0;
 }
 
-static PyObject *drop_resident(Core *c, Py_ssize_t n) {
+PyObject *tc_drop_resident(Core *c, Py_ssize_t n) {
     return c->mode == MODE_LFU ? lfu_drop(c, n) : drop_node(c, n);
 }
 
-/* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
-static int place(Core *c, PyObject *key, Placed *out) {
-    out->admitted = 0;
-    out->evicted = NULL;
-    if (c->cap == 0) return 0;
-    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
-    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
-    if (c->mode == MODE_ARC) return arc_place(c, key, out);
+/* ---- MODE_WTINYLFU's reuse gate (reuse_cap > 0; see WTinyLFUPolicy._place, _admit) ----
+   The ghost remembers the key hashes and last accesses of the last departures (a ring,
+   and a table from hash to ring slot). A candidate replaces main's victim only when
+   TinyLFU admits it and its last gap is shorter than the victim's idle time. */
+
+static inline uint64_t rg_home(Core *c, uint64_t h) { return splitmix64(h) & c->rg_mask; }
+
+/* the table position holding hash h, or -1 */
+static inline Py_ssize_t rg_find(Core *c, uint64_t h) {
+    for (uint64_t i = rg_home(c, h);; i = (i + 1) & c->rg_mask) {
+        Py_ssize_t s = c->rg_tab[i];
+        if (s < 0) return -1;
+        if (c->rg_hash[s] == h) return (Py_ssize_t)i;
+    }
+}
+
+/* empty table position i (backward-shift deletion: no tombstones) */
+static void rg_delete(Core *c, uint64_t i) {
+    uint64_t m = c->rg_mask, j = i;
+    for (;;) {
+        j = (j + 1) & m;
+        Py_ssize_t s = c->rg_tab[j];
+        if (s < 0) break;
+        uint64_t k = rg_home(c, c->rg_hash[s]);
+        /* the entry at j may move to i unless its home lies cyclically in (i, j] */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+        c->rg_tab[i] = s;
+        i = j;
+    }
+    c->rg_tab[i] = -1;
+}
+
+/* a departure (hash h, last access ``last``) joins the ghost; the oldest of the last
+   reuse_cap departures is forgotten (see WTinyLFUPolicy._ghost_add) */
+static void reuse_forget(Core *c, uint64_t h, uint32_t last) {
+    Py_ssize_t cap = c->reuse_cap;
+    if (c->rg_count == cap) {
+        Py_ssize_t old = c->rg_head;
+        Py_ssize_t i = rg_find(c, c->rg_hash[old]);
+        if (i >= 0 && c->rg_tab[i] == old) rg_delete(c, (uint64_t)i);
+        c->rg_head = old + 1 == cap ? 0 : old + 1;
+        c->rg_count--;
+    }
+    Py_ssize_t slot = c->rg_head + c->rg_count;
+    if (slot >= cap) slot -= cap;
+    Py_ssize_t i = rg_find(c, h); /* before the slot is written: it may be old's */
+    c->rg_hash[slot] = h;
+    c->rg_last[slot] = last;
+    c->rg_count++;
+    if (i >= 0) {
+        c->rg_tab[i] = slot;
+        return;
+    }
+    uint64_t k = rg_home(c, h);
+    while (c->rg_tab[k] >= 0) k = (k + 1) & c->rg_mask;
+    c->rg_tab[k] = slot;
+}
+
+/* does a candidate with this gap pass the gate against victim node v? */
+static inline int reuse_pass(Core *c, uint32_t gap, Py_ssize_t v) {
+    return c->reuse_pause > 0 || gap < (uint32_t)(c->clock - c->nodes[v].last);
+}
+
+/* modes 0-2 (see the Python _place_new): the offered key, whose gap is gap (the reuse
+   gate's; NO_GAP when it is off), enters the window, or competes itself when there is
+   none. 0 ok, -1 error */
+static int place_segments(Core *c, PyObject *key, Placed *out, uint32_t gap) {
     if (c->window_capacity == 0) {
         /* capacity 1: no window; the offered key itself is the candidate */
         if (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] < c->main_capacity) {
             Py_ssize_t n = new_node(c, key);
             if (n < 0) return -1;
+            c->nodes[n].last = c->clock;
+            c->nodes[n].gap = gap;
             push_mru(c, SEG_PROBATION, n);
             out->admitted = 1;
             return 0;
@@ -781,9 +683,15 @@ static int place(Core *c, PyObject *key, Placed *out) {
         Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
         int ok = c->mode == MODE_LRU ? 1 : tinylfu_admit(c, key, c->nodes[v].key);
         if (ok < 0) return -1;
+        if (ok && c->reuse_cap) ok = reuse_pass(c, gap, v);
+        out->departed = c->adm_hash[ok ? 1 : 0];
+        out->has_departed = 1;
         if (!ok) return 0;
         Py_ssize_t n = new_node(c, key); /* first: a failure leaves everything as it was */
         if (n < 0) return -1;
+        c->nodes[n].last = c->clock;
+        c->nodes[n].gap = gap;
+        out->evicted_last = c->nodes[v].last;
         PyObject *vk = drop_node(c, v);
         if (!vk) {
             PyObject *et, *ev, *tb;
@@ -800,6 +708,8 @@ static int place(Core *c, PyObject *key, Placed *out) {
     }
     Py_ssize_t n = new_node(c, key);
     if (n < 0) return -1;
+    c->nodes[n].last = c->clock;
+    c->nodes[n].gap = gap;
     push_mru(c, SEG_WINDOW, n);
     out->admitted = 1;
     if (c->len[SEG_WINDOW] <= c->window_capacity) return 0;
@@ -816,12 +726,17 @@ static int place(Core *c, PyObject *key, Placed *out) {
     Py_ssize_t v = c->len[SEG_PROBATION] ? lru_of(c, SEG_PROBATION) : lru_of(c, SEG_PROTECTED);
     int ok = tinylfu_admit(c, c->nodes[cand].key, c->nodes[v].key);
     if (ok < 0) goto rollback;
+    if (ok && c->reuse_cap) ok = reuse_pass(c, c->nodes[cand].gap, v);
+    out->departed = c->adm_hash[ok ? 1 : 0];
+    out->has_departed = 1;
     if (!ok) {
+        out->evicted_last = c->nodes[cand].last;
         PyObject *ck = drop_node(c, cand); /* the window's loser leaves the cache */
         if (!ck) return -1;
         out->evicted = ck;
         return 0;
     }
+    out->evicted_last = c->nodes[v].last;
     PyObject *vk = drop_node(c, v);
     if (!vk) goto rollback;
     unlink_node(c, cand);
@@ -841,8 +756,41 @@ rollback: {
     }
 }
 
-static inline void mark_full(Core *c) {
-    if (!c->full && resident(c) >= c->cap) c->full = 1;
+/* _place: offer a non-resident key (see the Python _place). 0 ok, -1 error */
+int tc_policy_place(Core *c, PyObject *key, Placed *out) {
+    out->admitted = 0;
+    out->evicted = NULL;
+    if (c->cap == 0) return 0;
+    if (c->mode == MODE_LFU) return lfu_place(c, key, out);
+    if (c->mode == MODE_S3FIFO) return s3_place(c, key, out);
+    if (c->mode == MODE_ARC) return arc_place(c, key, out);
+    out->has_departed = 0;
+    if (!c->reuse_cap) return place_segments(c, key, out, NO_GAP);
+    /* the reuse gate: the offered key's gap since the access the ghost remembers for it;
+       once placed, the ghost forgets it. A hasher error here leaves the key without a gap
+       (only a competition needs its hash, and raises it), except a RuntimeError (the
+       policy refusing a re-entry from the hasher) */
+    uint64_t h;
+    Py_ssize_t i = -1;
+    if (key_hash(c, key, &h) == 0)
+        i = rg_find(c, h);
+    else if (PyErr_ExceptionMatches(PyExc_Exception) &&
+             !PyErr_ExceptionMatches(PyExc_RuntimeError))
+        PyErr_Clear();
+    else
+        return -1;
+    uint32_t gap = i < 0 ? NO_GAP : c->clock - c->rg_last[c->rg_tab[i]];
+    if (place_segments(c, key, out, gap) < 0) return -1;
+    if (i >= 0) rg_delete(c, (uint64_t)i);
+    /* what left the cache joins the ghost (the evicted key, or the offered one, rejected),
+       by the hash its competition computed */
+    if (out->has_departed) {
+        if (out->evicted)
+            reuse_forget(c, out->departed, out->evicted_last);
+        else if (!out->admitted)
+            reuse_forget(c, out->departed, c->clock);
+    }
+    return 0;
 }
 
 /* a missed key (hash h) is being offered: count it for the shift detector when it is a
@@ -856,575 +804,6 @@ static inline int count_offer(Core *c, PyObject *key) {
     if (sk_frequency(c, h) >= RECURRING) c->sample_recurring++;
     return 0;
 }
-
-static void free_arrays(Core *c) {
-    if (c->nodes) {
-        for (Py_ssize_t i = 0; i < c->n_nodes; i++) Py_CLEAR(c->nodes[i].key);
-    }
-    PyMem_Free(c->nodes);
-    c->nodes = NULL;
-    c->n_nodes = 0;
-    PyMem_Free(c->hint);
-    c->hint = NULL;
-    PyMem_Free(c->buckets);
-    c->buckets = NULL;
-    free_ghost(c);
-}
-
-static int Core_traverse(Core *c, visitproc visit, void *arg) {
-    Py_VISIT(c->index);
-    Py_VISIT(c->sketch);
-    Py_VISIT(c->counts);
-    Py_VISIT(c->hasher);
-    Py_VISIT(c->rng);
-    if (c->nodes) {
-        for (Py_ssize_t i = FIRST_NODE; i < c->n_nodes; i++) Py_VISIT(c->nodes[i].key);
-    }
-    Py_VISIT(c->ghost_index);
-    if (c->ghost) {
-        for (Py_ssize_t i = GHOSTS; i < c->ghost_n; i++) Py_VISIT(c->ghost[i].key);
-    }
-    return 0;
-}
-
-static int Core_clear(Core *c) {
-    /* not ready first, and the nodes detached, before anything is released: a key's
-       finalizer that calls back into the policy finds it empty, never half freed */
-    c->ready = 0;
-    Node *nodes = c->nodes;
-    Py_ssize_t nn = c->n_nodes;
-    c->nodes = NULL;
-    c->n_nodes = 0;
-    c->free_head = -1;
-    for (int s = 0; s < N_SEGS; s++) c->len[s] = 0;
-    if (nodes) {
-        for (Py_ssize_t i = 0; i < nn; i++) Py_CLEAR(nodes[i].key);
-        PyMem_Free(nodes);
-    }
-    PyMem_Free(c->hint);
-    c->hint = NULL;
-    PyMem_Free(c->buckets);
-    c->buckets = NULL;
-    free_ghost(c);
-    Py_CLEAR(c->index);
-    Py_CLEAR(c->sketch);
-    Py_CLEAR(c->counts);
-    Py_CLEAR(c->hasher);
-    Py_CLEAR(c->rng);
-    return 0;
-}
-
-static void Core_dealloc(Core *c) {
-    PyObject_GC_UnTrack(c);
-    Core_clear(c);
-    Py_TYPE(c)->tp_free((PyObject *)c);
-}
-
-static int not_ready(Core *c) {
-    if (!c->ready) {
-        PyErr_SetString(PyExc_RuntimeError, "WTinyLFUCore used before _core_setup()");
-        return 1;
-    }
-    return 0;
-}
-
-static void apply_window(Core *c, Py_ssize_t window) {
-    c->window_capacity = window;
-    c->main_capacity = c->cap - window;
-    c->protected_capacity = (Py_ssize_t)((double)c->main_capacity * c->protected_fraction);
-}
-
-/* _core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng,
-               jitter_threshold, climbing, period[, mode]) */
-static PyObject *Core_setup(Core *c, PyObject *args) {
-    Py_ssize_t cap, window, jitter, period;
-    double pf;
-    PyObject *sketch, *hasher, *rng;
-    int fast, climbing, mode = MODE_WTINYLFU;
-    if (!PyArg_ParseTuple(args, "nndOOiOnpn|i", &cap, &window, &pf, &sketch, &hasher, &fast,
-                          &rng, &jitter, &climbing, &period, &mode))
-        return NULL;
-    if (mode < MODE_WTINYLFU || mode > MODE_ARC ||
-        (mode != MODE_WTINYLFU && (window != 0 || pf != 0.0 || climbing))) {
-        PyErr_SetString(PyExc_ValueError, "mode must be 0 (W-TinyLFU), or 1 (TinyLFU), 2 (LRU), "
-                                          "3 (LFU), 4 (S3-FIFO) or 5 (ARC) with no window, "
-                                          "protected or climber");
-        return NULL;
-    }
-    if (c->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
-        return NULL;
-    }
-    if (cap < 0 || cap > (PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(Node)) - 64) {
-        PyErr_SetString(PyExc_ValueError, "capacity out of range");
-        return NULL;
-    }
-    if (mode == MODE_WTINYLFU && (cap <= 1 ? window != 0 : (window < 1 || window > cap - 1))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
-        return NULL;
-    }
-    if (!(pf >= 0.0 && pf <= 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "protected_fraction must be in [0, 1]");
-        return NULL;
-    }
-    PyObject *counts = PyObject_GetAttrString(sketch, "_counts");
-    if (!counts) return NULL;
-    if (!PyByteArray_Check(counts)) {
-        Py_DECREF(counts);
-        PyErr_SetString(PyExc_TypeError, "sketch._counts must be a bytearray");
-        return NULL;
-    }
-    long long width = 0, shift = 0, k0 = 0;
-    unsigned long long mult[4];
-    PyObject *a = PyObject_GetAttrString(sketch, "width");
-    if (a) { width = PyLong_AsLongLong(a); Py_DECREF(a); }
-    a = PyObject_GetAttrString(sketch, "_shift");
-    if (a) { shift = PyLong_AsLongLong(a); Py_DECREF(a); }
-    a = PyObject_GetAttrString(sketch, "_k0");
-    if (a) { k0 = (long long)PyLong_AsUnsignedLongLongMask(a); Py_DECREF(a); }
-    PyObject *m = PyObject_GetAttrString(sketch, "_mults");
-    if (m) {
-        for (int r = 0; r < 4; r++) {
-            PyObject *x = PySequence_GetItem(m, r);
-            if (!x) break;
-            mult[r] = PyLong_AsUnsignedLongLongMask(x);
-            Py_DECREF(x);
-        }
-        Py_DECREF(m);
-    }
-    if (PyErr_Occurred()) {
-        Py_DECREF(counts);
-        return NULL;
-    }
-    if (width < 16 || PyByteArray_GET_SIZE(counts) != 4 * width || shift < 1 || shift > 60 ||
-        (unsigned long long)width != (1ULL << (64 - shift))) {
-        Py_DECREF(counts);
-        PyErr_SetString(PyExc_ValueError, "sketch layout not understood");
-        return NULL;
-    }
-    Core_clear(c);
-    c->index = PyDict_New();
-    if (!c->index) {
-        Py_DECREF(counts);
-        return NULL;
-    }
-    Py_ssize_t nn = cap + FIRST_NODE + 4;
-    c->nodes = PyMem_Calloc((size_t)nn, sizeof(Node));
-    int hbits = 4; /* one entry per node, at most 2^22 (32 MB): a direct-mapped cache
-                      smaller than the policy only misses more, into the dict */
-    while (hbits < 22 && ((Py_ssize_t)1 << hbits) < nn) hbits++;
-    c->hint_shift = 64 - hbits;
-    c->hint = PyMem_Malloc(((size_t)1 << hbits) * sizeof(Py_ssize_t));
-    if (c->hint) memset(c->hint, 0xFF, ((size_t)1 << hbits) * sizeof(Py_ssize_t)); /* -1 */
-    if (mode == MODE_LFU && cap < INT32_MAX - 2) {
-        /* cap keys use at most cap buckets, and a hit takes its new bucket before it
-           frees the old one: cap + 1, plus the sentinel */
-        c->buckets = PyMem_Malloc((size_t)(cap + 2) * sizeof(Bucket));
-        if (c->buckets) {
-            c->buckets[0] = (Bucket){0, -1, 0, 0};
-            c->bucket_free = 1;
-            for (Py_ssize_t i = 1; i <= cap + 1; i++)
-                c->buckets[i].next = i <= cap ? i + 1 : -1;
-        }
-    }
-    if (!c->nodes || !c->hint || (mode == MODE_LFU && !c->buckets)) {
-        Py_DECREF(counts);
-        free_arrays(c);
-        return PyErr_NoMemory();
-    }
-    c->n_nodes = nn;
-    for (int s = 1; s < N_SEGS; s++) {
-        c->nodes[s].prev = c->nodes[s].next = s;
-        c->nodes[s].seg = (uint8_t)s;
-        c->len[s] = 0;
-    }
-    c->free_head = -1;
-    for (Py_ssize_t i = nn - 1; i >= FIRST_NODE; i--) {
-        c->nodes[i].next = c->free_head;
-        c->free_head = i;
-    }
-    c->counts = counts;
-    c->table = (uint8_t *)PyByteArray_AS_STRING(counts);
-    c->width = (uint64_t)width;
-    c->shift = (int)shift;
-    c->k0 = (uint64_t)k0;
-    for (int r = 0; r < 4; r++) c->mult[r] = mult[r];
-    Py_INCREF(sketch);
-    c->sketch = sketch;
-    Py_INCREF(hasher);
-    c->hasher = hasher;
-    Py_INCREF(rng);
-    c->rng = rng;
-    if (fast < 0 || fast > 2) {
-        PyErr_SetString(PyExc_ValueError, "fast_hash must be 0, 1 or 2");
-        Core_clear(c);
-        return NULL;
-    }
-    c->fast_hash = (char)fast;
-    c->cap = cap;
-    c->protected_fraction = pf;
-    c->jitter_threshold = jitter;
-    c->climbing = (char)climbing;
-    c->mode = (char)mode;
-    c->period = period;
-    c->full = 0;
-    c->sample_hits = c->sample_requests = c->sample_recurring = 0;
-    apply_window(c, window);
-    c->ready = 1;
-    Py_RETURN_NONE;
-}
-
-static Py_ssize_t Core_len(Core *c) {
-    return resident(c);
-}
-
-static int Core_contains(Core *c, PyObject *key) {
-    if (!c->ready) return 0;
-    PyObject *v = PyDict_GetItemWithError(c->index, key);
-    if (!v) return PyErr_Occurred() ? -1 : 0;
-    return 1;
-}
-
-static PyObject *Core_segment(Core *c, PyObject *key) {
-    if (not_ready(c)) return NULL;
-    Py_ssize_t n = find(c, key);
-    if (n == -2) return NULL;
-    if (n < 0) Py_RETURN_NONE;
-    if (c->nodes[n].seg > SEG_PROTECTED) Py_RETURN_NONE; /* S3-FIFO's queues: unnamed */
-    PyObject *name = tc_SEG_NAMES[c->nodes[n].seg];
-    Py_INCREF(name);
-    return name;
-}
-
-static PyObject *Core_on_hit_impl(Core *c, PyObject *key) {
-    if (not_ready(c)) return NULL;
-    Py_ssize_t n = find(c, key);
-    if (n == -2) return NULL;
-    if (touch(c, n, NULL) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Core_on_hit(Core *c, PyObject *key) {
-    if (c->busy) return reentered();
-    c->busy = 1;
-    PyObject *r = Core_on_hit_impl(c, key);
-    c->busy = 0;
-    return r;
-}
-
-static PyObject *Core_on_hits_impl(Core *c, PyObject *keys) {
-    if (not_ready(c)) return NULL;
-    PyObject *seq = PySequence_Tuple(keys); /* a private copy: callbacks cannot change it */
-    if (!seq) return NULL;
-    Py_ssize_t len = PyTuple_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_ssize_t n = find(c, PyTuple_GET_ITEM(seq, i));
-        if (n == -2 || touch(c, n, NULL) < 0) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Core_on_hits(Core *c, PyObject *keys) {
-    if (c->busy) return reentered();
-    c->busy = 1;
-    PyObject *r = Core_on_hits_impl(c, keys);
-    c->busy = 0;
-    return r;
-}
-
-static PyObject *admission_of(Placed *p) {
-    if (!p->admitted && !p->evicted) {
-        Py_INCREF(REJECTED);
-        return REJECTED;
-    }
-    if (!p->evicted) {
-        Py_INCREF(ADMITTED);
-        return ADMITTED;
-    }
-    PyObject *t = PyTuple_Pack(1, p->evicted);
-    Py_DECREF(p->evicted);
-    p->evicted = NULL;
-    if (!t) return NULL;
-    PyObject *r = PyObject_CallFunctionObjArgs(AdmissionType, Py_True, t, NULL);
-    Py_DECREF(t);
-    return r;
-}
-
-static PyObject *Core_admit_impl(Core *c, PyObject *key) {
-    if (not_ready(c)) return NULL;
-    Py_ssize_t n = find(c, key);
-    if (n == -2) return NULL;
-    PyObject *r;
-    if (n >= 0) {
-        Py_INCREF(ADMITTED);
-        r = ADMITTED;
-    } else {
-        if (count_offer(c, key) < 0) return NULL;
-        Placed p;
-        if (place(c, key, &p) < 0) return NULL;
-        r = admission_of(&p);
-    }
-    mark_full(c);
-    return r;
-}
-
-static PyObject *Core_admit(Core *c, PyObject *key) {
-    if (c->busy) return reentered();
-    c->busy = 1;
-    PyObject *r = Core_admit_impl(c, key);
-    c->busy = 0;
-    return r;
-}
-
-static PyObject *Core_remove_impl(Core *c, PyObject *key) {
-    if (not_ready(c)) return NULL;
-    Py_ssize_t n = find(c, key);
-    if (n == -2) return NULL;
-    if (n < 0) Py_RETURN_FALSE;
-    PyObject *k = drop_resident(c, n);
-    if (!k) return NULL;
-    Py_DECREF(k);
-    Py_RETURN_TRUE;
-}
-
-static PyObject *Core_s3fifo_setup(Core *c, PyObject *args) {
-    Py_ssize_t small, ghost;
-    int threshold;
-    if (!PyArg_ParseTuple(args, "nni", &small, &ghost, &threshold)) return NULL;
-    if (not_ready(c)) return NULL;
-    if (c->busy) return reentered();
-    if (c->mode != MODE_S3FIFO || resident(c) > 0) {
-        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: an empty mode-4 policy only");
-        return NULL;
-    }
-    if (small < 0 || small > c->cap || ghost < 0 || ghost > PY_SSIZE_T_MAX / 64 ||
-        threshold < 1) {
-        PyErr_SetString(PyExc_ValueError, "_s3fifo_setup: sizes out of range");
-        return NULL;
-    }
-    if (alloc_ghost(c, ghost + GHOSTS) < 0) return NULL;
-    c->ghost_cap = ghost;
-    c->small_cap = small;
-    c->s3_main_cap = c->cap - small;
-    c->move_threshold = threshold;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Core_arc_setup(Core *c, PyObject *Py_UNUSED(ignored)) {
-    if (not_ready(c)) return NULL;
-    if (c->busy) return reentered();
-    if (c->mode != MODE_ARC || resident(c) > 0 || c->cap > PY_SSIZE_T_MAX / 64) {
-        PyErr_SetString(PyExc_ValueError, "_arc_setup: an empty mode-5 policy only");
-        return NULL;
-    }
-    /* B1 and B2 hold at most 2 * capacity keys (with T1 and T2) */
-    if (alloc_ghost(c, 2 * c->cap + 1 + GHOSTS) < 0) return NULL;
-    c->p = 0.0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Core_lfu_count(Core *c, PyObject *key) {
-    if (not_ready(c)) return NULL;
-    if (c->mode != MODE_LFU) {
-        PyErr_SetString(PyExc_ValueError, "not an LFU policy");
-        return NULL;
-    }
-    Py_ssize_t n = find(c, key);
-    if (n == -2) return NULL;
-    return PyLong_FromUnsignedLongLong(n < 0 ? 0 : c->buckets[c->nodes[n].bucket].count);
-}
-
-static PyObject *Core_remove(Core *c, PyObject *key) {
-    if (c->busy) return reentered();
-    c->busy = 1;
-    PyObject *r = Core_remove_impl(c, key);
-    c->busy = 0;
-    return r;
-}
-
-static int extend_segment(Core *c, PyObject *list, int s) {
-    for (Py_ssize_t n = c->nodes[s].next; n != s; n = c->nodes[n].next) {
-        if (PyList_Append(list, c->nodes[n].key) < 0) return -1;
-    }
-    return 0;
-}
-
-static PyObject *Core_keys(Core *c, PyObject *Py_UNUSED(ignored)) {
-    if (not_ready(c)) return NULL;
-    PyObject *list = PyList_New(0);
-    if (!list) return NULL;
-    for (int s = 1; s < N_SEGS; s++) {
-        if (extend_segment(c, list, s) < 0) {
-            Py_DECREF(list);
-            return NULL;
-        }
-    }
-    PyObject *it = PyObject_GetIter(list);
-    Py_DECREF(list);
-    return it;
-}
-
-static PyObject *Core_segment_keys(Core *c, PyObject *arg) {
-    if (not_ready(c)) return NULL;
-    long s = PyLong_AsLong(arg);
-    if (s == -1 && PyErr_Occurred()) return NULL;
-    if (s < 1 || s > 3) {
-        PyErr_SetString(PyExc_ValueError, "segment must be 1, 2 or 3");
-        return NULL;
-    }
-    PyObject *list = PyList_New(0);
-    if (!list) return NULL;
-    if (extend_segment(c, list, (int)s) < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    return list;
-}
-
-static PyObject *Core_resize_window_impl(Core *c, PyObject *arg) {
-    if (not_ready(c)) return NULL;
-    int overflow = 0;
-    long long w = PyLong_AsLongLongAndOverflow(arg, &overflow);
-    if (w == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t cap = c->cap;
-    Py_ssize_t window = overflow > 0 ? cap : overflow < 0 ? 0
-                        : (Py_ssize_t)(w > cap ? cap : (w < 0 ? 0 : w));
-    if (cap < 3 || c->mode != MODE_WTINYLFU) Py_RETURN_NONE; /* no window to move */
-    if (window > cap - 1) window = cap - 1;
-    if (window < 1) window = 1;
-    if (window == c->window_capacity) Py_RETURN_NONE;
-    apply_window(c, window);
-    while (c->len[SEG_WINDOW] > window) {
-        Py_ssize_t k = lru_of(c, SEG_WINDOW);
-        unlink_node(c, k);
-        push_mru(c, SEG_PROBATION, k);
-    }
-    /* main's LRU entries (probation first) move to the window's LRU end, oldest first */
-    Py_ssize_t at = SEG_WINDOW;
-    while (c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] > c->main_capacity) {
-        int s = c->len[SEG_PROBATION] ? SEG_PROBATION : SEG_PROTECTED;
-        Py_ssize_t k = lru_of(c, s);
-        unlink_node(c, k);
-        insert_after(c, at, SEG_WINDOW, k);
-        at = k;
-    }
-    while (c->len[SEG_PROTECTED] > c->protected_capacity) {
-        Py_ssize_t k = lru_of(c, SEG_PROTECTED);
-        unlink_node(c, k);
-        push_mru(c, SEG_PROBATION, k);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *Core_resize_window(Core *c, PyObject *arg) {
-    if (c->busy) return reentered();
-    c->busy = 1;
-    PyObject *r = Core_resize_window_impl(c, arg);
-    c->busy = 0;
-    return r;
-}
-
-static PyObject *Core_set_window(Core *c, PyObject *arg) {
-    /* sizes only (no entries move): the Python _set_window */
-    if (not_ready(c)) return NULL;
-    if (c->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "policy re-entered from a callback");
-        return NULL;
-    }
-    Py_ssize_t window = PyLong_AsSsize_t(arg);
-    if (window == -1 && PyErr_Occurred()) return NULL;
-    if (c->mode != MODE_WTINYLFU) {
-        PyErr_SetString(PyExc_ValueError, "this policy has no window");
-        return NULL;
-    }
-    if (c->cap <= 1 ? window != 0 : (window < 1 || window > c->cap - 1)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "window must be 0 when capacity <= 1, else in [1, capacity - 1]");
-        return NULL;
-    }
-    if (c->len[SEG_WINDOW] > window || c->len[SEG_PROBATION] + c->len[SEG_PROTECTED] >
-                                           c->cap - window) {
-        PyErr_SetString(PyExc_ValueError, "_set_window would leave a segment over its size "
-                                          "(use resize_window)");
-        return NULL;
-    }
-    apply_window(c, window);
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef Core_methods[] = {
-    {"_core_setup", (PyCFunction)Core_setup, METH_VARARGS,
-     "_core_setup(capacity, window, protected_fraction, sketch, hasher, fast_hash, rng, "
-     "jitter_threshold, climbing, period[, mode]): allocate the segments and bind the "
-     "sketch; mode 1 (TinyLFU) and 2 (LRU) take window 0, protected 0, no climber."},
-    {"segment", (PyCFunction)Core_segment, METH_O,
-     "\"window\", \"probation\", \"protected\" or None (not resident)."},
-    {"on_hit", (PyCFunction)Core_on_hit, METH_O,
-     "Record a hit on a resident key (no-op otherwise; a climber sample either way)."},
-    {"on_hits", (PyCFunction)Core_on_hits, METH_O, "on_hit for each key, in order."},
-    {"admit", (PyCFunction)Core_admit, METH_O, "Offer a key; returns an Admission."},
-    {"remove", (PyCFunction)Core_remove, METH_O, "Forget a key; True if it was resident."},
-    {"_s3fifo_setup", (PyCFunction)Core_s3fifo_setup, METH_VARARGS,
-     "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
-    {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,
-     "Mode 5 (ARC): allocate the ghost lists B1 and B2."},
-    {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
-     "Mode 3 (LFU): the resident key's count (0 if not resident)."},
-    {"keys", (PyCFunction)Core_keys, METH_NOARGS,
-     "Window, then probation, then protected; least recently used first in each."},
-    {"_segment_keys", (PyCFunction)Core_segment_keys, METH_O,
-     "Keys of segment 1 (window), 2 (probation) or 3 (protected), LRU first."},
-    {"resize_window", (PyCFunction)Core_resize_window, METH_O,
-     "Move the window/main split (clamped to [1, C - 1]); never evicts."},
-    {"_set_window", (PyCFunction)Core_set_window, METH_O,
-     "Set the window capacity and the derived main/protected capacities (no moves)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef Core_members[] = {
-    {"window_capacity", T_PYSSIZET, offsetof(Core, window_capacity), READONLY,
-     "Entries the window may hold."},
-    {"main_capacity", T_PYSSIZET, offsetof(Core, main_capacity), READONLY,
-     "Entries probation and protected may hold together."},
-    {"protected_capacity", T_PYSSIZET, offsetof(Core, protected_capacity), READONLY,
-     "Entries protected may hold."},
-    {"_sample_hits", T_PYSSIZET, offsetof(Core, sample_hits), 0, "Climber sample hits."},
-    {"_sample_requests", T_PYSSIZET, offsetof(Core, sample_requests), 0,
-     "Climber sample requests."},
-    {"p", T_DOUBLE, offsetof(Core, p), 0, "Mode 5 (ARC): the target size of T1."},
-    {"_sample_recurring", T_PYSSIZET, offsetof(Core, sample_recurring), 0,
-     "Climber sample: offered misses of keys with sketch frequency >= 2."},
-    {"_period", T_PYSSIZET, offsetof(Core, period), 0, "Climber sample period."},
-    {"_climbing", T_BOOL, offsetof(Core, climbing), 0, "The climber is on."},
-    {"_full", T_BOOL, offsetof(Core, full), 0, "The cache has filled once."},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PySequenceMethods Core_as_sequence = {
-    .sq_length = (lenfunc)Core_len,
-    .sq_contains = (objobjproc)Core_contains,
-};
-
-PyTypeObject tc_CoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tiercache._core.WTinyLFUCore",
-    .tp_basicsize = sizeof(Core),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Segments and per-access operations of the W-TinyLFU policy (see "
-              "tiercache/_core_src/policy.c).",
-    .tp_new = PyType_GenericNew,
-    .tp_dealloc = (destructor)Core_dealloc,
-    .tp_traverse = (traverseproc)Core_traverse,
-    .tp_clear = (inquiry)Core_clear,
-    .tp_methods = Core_methods,
-    .tp_members = Core_members,
-    .tp_as_sequence = &Core_as_sequence,
-};
 
 /* ---- module functions: the policy's loops (drain, replay) and bind ----------------- */
 
@@ -1500,7 +879,7 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
     }
     if (count_offer(c, k) < 0) return -1;
     Placed p;
-    if (place(c, k, &p) < 0) return -1;
+    if (tc_policy_place(c, k, &p) < 0) return -1;
     if (p.admitted) out->admitted++; else out->rejected++;
     if (p.evicted) {
         out->evicted++;
@@ -1586,14 +965,22 @@ fail_trace:
     return NULL;
 }
 
+/* policy_type.c's entry points into the inline hot paths above */
+int tc_policy_touch(Core *c, Py_ssize_t n, SketchSync *s) { return touch(c, n, s); }
+int tc_count_offer(Core *c, PyObject *key) { return count_offer(c, key); }
+
+PyObject *tc_AdmissionType = NULL;
+PyObject *tc_ADMITTED = NULL;
+PyObject *tc_REJECTED = NULL;
+
 PyObject *tc_mod_bind(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *t, *a, *r;
     if (!PyArg_ParseTuple(args, "OOO", &t, &a, &r)) return NULL;
     Py_INCREF(t);
     Py_INCREF(a);
     Py_INCREF(r);
-    Py_XSETREF(AdmissionType, t);
-    Py_XSETREF(ADMITTED, a);
-    Py_XSETREF(REJECTED, r);
+    Py_XSETREF(tc_AdmissionType, t);
+    Py_XSETREF(tc_ADMITTED, a);
+    Py_XSETREF(tc_REJECTED, r);
     Py_RETURN_NONE;
 }
