@@ -63,6 +63,9 @@ class _NoSeal:
     def open(self, rkey: bytes, value: bytes) -> bytes | None:
         return value
 
+    def open_many(self, rkeys: list[bytes], values: list[bytes | None]) -> list[bytes | None]:
+        return list(values)
+
 
 def _cache(tmp: Path, url: str, mode: str) -> tuple[TierCache, Any]:
     """A shared-only cache for ``mode``; and the seal to put back after the load (None:
