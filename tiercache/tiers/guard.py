@@ -296,7 +296,7 @@ def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
 def _is_damage(exc: BaseException) -> bool:
     """Whether an error of the walk means damaged pages (not a full map, a permission, a
     busy lock table: those say nothing about the pages, and must not cost the store)."""
-    from .lmdb import WALK_DAMAGE  # imported here: tiers/lmdb.py imports this module
+    from .lmdb_env import WALK_DAMAGE  # imported here: lmdb_env.py imports this module
 
     return isinstance(exc, WALK_DAMAGE)
 
