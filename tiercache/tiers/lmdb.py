@@ -15,13 +15,11 @@ Rules this module keeps (see docs/architecture.md):
 * the manifest (``meta`` sub-database) records the format version and, per namespace, the
   fingerprint(s) of the vectors stored, so a store is never read with another model.
 
-Packed records (``packed_record_len``; docs/record-format.md, "LMDB page geometry"): records
-of exactly that length are stored as slots (16-byte digest + record) of multi-record
-*segments* (sub-database ``segs``, 8-byte big-endian ids, appended in id order) reached
-through ``index`` (digest -> segment id, slot offset, record length). Other records stay
-one per key in ``records``. A key lives in exactly one of the two places. Segment live
-counts are in ``segmeta``; the open (partly filled) segment per record length and the
-segments waiting for relocation are in ``meta`` under ``pk:`` keys.
+Packed records (``packed_record_len``): see :mod:`tiercache.tiers.lmdb_packed`. Damage met
+at run time sets the store aside, then switches every process to a fresh store (or back
+to the same one after a false alarm): see :mod:`tiercache.tiers.lmdb_switch`. The
+environment handle is in :mod:`tiercache.tiers.lmdb_env`, the invalidation log's helpers
+in :mod:`tiercache.tiers.lmdb_log`.
 
 The tier stores bytes. Which records to evict is decided by the policy engine; the tier
 only offers ``sample(probes)`` so the engine can look at random resident keys.
@@ -31,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -40,26 +37,31 @@ import lmdb
 import msgpack
 import numpy as np
 
-from ..errors import FingerprintMismatchError, StoreError
+from ..errors import StoreError, TierCacheError
 from ..keys import KEY_BYTES, Fingerprint
-from . import guard
+from . import guard, lmdb_switch
 
 # Also re-exported (``X as X``): names other modules and the tests reach through this
 # module, defined in lmdb_env, lmdb_log and lmdb_packed.
 from .lmdb_env import (
     _DAMAGE_ERRORS,
+    _ENVS,
+    _ENVS_LOCK,
     _INDEX,
     _META,
     _MIN_MAP,
-    _READABLE_FORMATS,
     _RECORDS,
     _RUNTIME_DAMAGE,
     _SEGMETA,
     _SEGS,
-    PACKED_FORMAT,
-    STORE_FORMAT,
+    _acquire_env,
     _Env,
+    _manifest_txn,
+    _release_env,
+    _unregister_env,
 )
+from .lmdb_env import PACKED_FORMAT as PACKED_FORMAT
+from .lmdb_env import STORE_FORMAT as STORE_FORMAT
 from .lmdb_env import WALK_DAMAGE as WALK_DAMAGE
 from .lmdb_log import (
     _IV_HOST,
@@ -87,6 +89,9 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 _fork_generation = 0
+RESOLVE_WAIT = 60.0
+"""Seconds ``close()`` waits for a check of the store under way (so that a process that
+ends does not leave the others set aside)."""
 
 
 def _after_fork() -> None:
@@ -95,29 +100,8 @@ def _after_fork() -> None:
     _ENVS.clear()  # inherited handles must never be used (nor closed) in the child
 
 
-_ENVS: dict[str, _Env] = {}
-_ENVS_LOCK = threading.Lock()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def _acquire_env(path: str, map_size: int, max_readers: int, durable: bool) -> _Env:
-    with _ENVS_LOCK:
-        handle = _ENVS.get(path)
-        if handle is None:
-            handle = _Env(path, map_size, max_readers, durable, _fork_generation)
-            _ENVS[path] = handle
-        handle.refs += 1
-        return handle
-
-
-def _release_env(handle: _Env) -> None:
-    with _ENVS_LOCK:
-        handle.refs -= 1
-        if handle.refs <= 0 and _ENVS.get(handle.path) is handle:
-            del _ENVS[handle.path]
-            if handle.generation == _fork_generation:
-                handle.close()
 
 
 class LmdbTier:
@@ -176,6 +160,10 @@ class LmdbTier:
         self.sealed: str | None = None  # damage met at run time: the store is not used
         self._sealed_handle: _Env | None = None
         self._handle: _Env | None = None
+        self.switches = 0  # fresh stores this tier moved to after damage met at run time
+        self._gen = 0  # the store generation its handle belongs to (lmdb_switch.py)
+        self._switch_lock = threading.RLock()
+        self._resolver: threading.Thread | None = None
         self._open()
         try:
             self._check_manifest()
@@ -215,11 +203,17 @@ class LmdbTier:
 
     def _acquire(self) -> _Env:
         try:
-            handle = _acquire_env(self.path, self._map_size, self._max_readers, self.durable)
+            handle = _acquire_env(
+                self.path, self._map_size, self._max_readers, self.durable, _fork_generation
+            )
         except _DAMAGE_ERRORS as exc:
             raise self._damaged(exc) from exc
         except lmdb.Error as exc:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
+        gen = lmdb_switch.generation(handle.seqmap)
+        # a handle on files a switch replaced already (opened before it, by another tier of
+        # this process): follow at the next poll
+        self._gen = gen if handle.ino == lmdb_switch.data_ino(self.path) else -1
         self._handle = handle
         return handle
 
@@ -229,11 +223,14 @@ class LmdbTier:
     @property
     def _h(self) -> _Env:
         handle = self._handle
+        if handle is None and self.sealed is not None:
+            self.poll_damage()  # settled meanwhile (resumed, or a fresh store)?
+            handle = self._handle
         if handle is None:
             if self.sealed is not None:
                 raise StoreError(
-                    f"warm store {self.path} is damaged ({self.sealed}); this process no "
-                    "longer uses it, and the next open checks it and moves it aside"
+                    f"warm store {self.path} is damaged ({self.sealed}); this process "
+                    "does not use it until it is checked (and replaced if damaged)"
                 )
             raise StoreError("warm tier is closed")
         if handle.generation != _fork_generation:  # we are a forked child: reopen
@@ -272,43 +269,133 @@ class LmdbTier:
         )
 
     def close(self) -> None:
-        handle, self._handle = self._handle, None
-        sealed, self._sealed_handle = self._sealed_handle, None
+        resolver = self._resolver
+        if resolver is not None and resolver is not threading.current_thread():
+            resolver.join(RESOLVE_WAIT)  # a check under way: let it settle for the others
+        with self._switch_lock:
+            handle, self._handle = self._handle, None
+            sealed, self._sealed_handle = self._sealed_handle, None
         for h in (handle, sealed):
             if h is not None:
-                _release_env(h)
+                _release_env(h, _fork_generation)
 
     # -- damage met at run time ----------------------------------------------------------
-    def _seal(self, why: str, *, broadcast: bool = True) -> None:
+    def _seal(self, why: str, *, broadcast: bool = True, handle: _Env | None = None) -> None:
         """Stop using the store in this process: every later call raises ``StoreError``
-        (the cache counts a miss or refuses the write), the compiled reader falls back;
+        (the cache counts a miss or refuses the write), the compiled reader falls back.
         ``broadcast``: tell the other processes on the store (the flag beside the
-        invalidation word), and leave the mark that makes the next open check it."""
-        handle = self._handle
-        if handle is None or self.sealed is not None:
+        invalidation word) and leave the mark that makes the next open check it.
+        ``handle``: the handle the error was met on (ignored if the tier moved on since).
+        With ``on_damage: quarantine`` the store is then checked off the caller's thread
+        and settled (:mod:`tiercache.tiers.lmdb_switch`): resumed, or replaced."""
+        with self._switch_lock:
+            h = self._handle
+            if h is None or self.sealed is not None or (handle is not None and handle is not h):
+                return
+            if lmdb_switch.generation(h.seqmap) != self._gen:
+                return  # settled meanwhile: the next poll follows
+            self.sealed = why
+            self._sealed_handle, self._handle = h, None
+            guard.suspect(self.path, why)
+            if broadcast:
+                lmdb_switch.raise_flag(h.seqmap)
+                h.publisher.publish(h.publisher.word + 1)  # wakes every reader
+                guard.log.error(
+                    "tiercache: warm store %s is damaged (%s); this process stops using it "
+                    "(misses are recomputed) until it is checked and, if damaged, replaced",
+                    self.path,
+                    why,
+                )
+            if self._on_damage == "quarantine":
+                self._start_resolver(self._gen, why)
+
+    def _start_resolver(self, gen: int, why: str) -> None:
+        if self._resolver is not None and self._resolver.is_alive():
             return
-        self.sealed = why
-        self._sealed_handle, self._handle = handle, None
-        guard.suspect(self.path, why)
-        if broadcast:
-            struct.pack_into("=Q", handle.seqmap, 8, 1)
-            handle.publisher.publish(handle.publisher.word + 1)  # wakes every reader
-        guard.log.error(
-            "tiercache: warm store %s is damaged (%s); this process stops using it (misses "
-            "are recomputed) and the next open checks it and moves it aside",
-            self.path,
-            why,
+        self._resolver = threading.Thread(
+            target=self._resolve, args=(gen, why), name="tiercache-warm-check", daemon=True
         )
+        self._resolver.start()
+
+    def _resolve(self, gen: int, why: str) -> None:
+        """The resolver thread: settle the report (every process that set the store aside
+        runs one; the first does the work), then follow at once."""
+        lmdb_switch.resolve(
+            self.path,
+            gen,
+            why,
+            map_size=self._map_size,
+            resume_log=self._resume_log,
+            switched=self.quarantined.append,
+        )
+        self.poll_damage()
+
+    def _resume_log(self, seq: int) -> bool:
+        """Raise the log's counter to ``seq`` in the store found intact, through this
+        tier's handle (lmdb_switch.resolve); False when it has none on those files."""
+        h = self._sealed_handle or self._handle
+        if h is None or h.replaced or h.ino != lmdb_switch.data_ino(self.path):
+            return False
+        lmdb_switch.raise_log(h, seq, seq)
+        return True
 
     def poll_damage(self) -> bool:
-        """Whether the store is set aside; follows another process that found it damaged."""
+        """Whether the store is set aside; follows another process that found it damaged,
+        and a settled report (a false alarm: resume; a fresh store: switch to it)."""
+        h = self._handle or self._sealed_handle
+        if self.sealed is not None or (
+            h is not None and lmdb_switch.generation(h.seqmap) != self._gen
+        ):
+            self._follow()  # under the switch lock: never a state half switched
         if self.sealed is not None:
             return True
-        handle = self._handle
-        if handle is not None and struct.unpack_from("=Q", handle.seqmap, 8)[0]:
+        h = self._handle
+        if h is not None and lmdb_switch.flag(h.seqmap):
             self._seal("another process met damaged pages", broadcast=False)
-            return True
+            return self.sealed is not None
         return False
+
+    def _follow(self) -> None:  # noqa: C901
+        """The store generation moved: resume on the same files, or let go of the old
+        handle (closed once no thread of this process uses it) and open the fresh store."""
+        with self._switch_lock:
+            h = self._handle or self._sealed_handle
+            if h is None:
+                return
+            gen = lmdb_switch.generation(h.seqmap)
+            if gen == self._gen:
+                return
+            if not h.replaced and h.ino == lmdb_switch.data_ino(self.path):
+                self._gen = gen  # the same files: a false alarm, settled
+                if self.sealed is not None:
+                    self._handle, self._sealed_handle, self.sealed = h, None, None
+                return
+            self._handle = self._sealed_handle = None
+            _unregister_env(h)
+            old = h
+            try:
+                self._acquire()
+                self._check_manifest()
+                self._log_above_word()
+            except (TierCacheError, lmdb.Error) as exc:
+                self.sealed = f"the fresh store could not be used: {exc}"
+                self._sealed_handle, self._handle = self._handle, None
+                self._gen = gen
+                guard.log.error("tiercache: warm store %s: %s", self.path, self.sealed)
+            else:
+                self.sealed = None
+                self.switches += 1
+        # outside the lock: closing waits for this process's readers and writer of it
+        _release_env(old, _fork_generation)
+
+    def _log_above_word(self) -> None:
+        """A fresh store's log must start above the invalidation word (the resolver seeds
+        it so), or it would publish nothing the others see: raised here if it does not
+        (files replaced by hand)."""
+        h = self._h
+        word: int = h.publisher.word
+        if lmdb_switch.raise_log(h, word + lmdb_switch.SEQ_GAP, word):
+            h.publisher.publish(word + lmdb_switch.SEQ_GAP)
 
     # -- manifest ----------------------------------------------------------------------
     def _damaged(self, what: object) -> StoreError:
@@ -327,47 +414,14 @@ class LmdbTier:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
 
     def _check_manifest_txn(self, txn: lmdb.Transaction, h: _Env) -> None:
-        ns_key = b"ns:" + self.namespace.encode()
-        mine = self.fingerprint.to_dict()
-        meta = h.meta
-        fmt = txn.get(b"format", db=meta)
-        if fmt is None:
-            txn.put(b"format", str(STORE_FORMAT).encode(), db=meta)
-        elif fmt not in _READABLE_FORMATS:
-            raise StoreError(
-                f"warm store {self.path} has format {bytes(fmt).decode(errors='replace')!r}; "
-                f"this tiercache reads formats {STORE_FORMAT} and {PACKED_FORMAT}"
-            )
-        if self._on_mismatch == "inspect":  # read-only look: register nothing
-            return
-        raw = txn.get(ns_key, db=meta)
-        known: list[dict[str, Any]] = []
-        if raw is not None:
-            try:
-                known = list(msgpack.unpackb(raw, raw=False))
-            except Exception as exc:  # a corrupt manifest must never be guessed around
-                raise StoreError(f"warm store manifest for {self.namespace!r} is corrupt") from exc
-        if mine in known:
-            return
-        if known and self._on_mismatch != "coexist":
-            other = Fingerprint.from_dict(known[-1])
-            diff = ", ".join(
-                f"{k}: stored {b!r} vs configured {a!r}"
-                for k, (a, b) in self.fingerprint.diff(other).items()
-            )
-            raise FingerprintMismatchError(
-                f"warm store {self.path} namespace {self.namespace!r} holds vectors of "
-                f"another fingerprint ({diff}); use another warm.namespace or set "
-                f"warm.on_fingerprint_mismatch: coexist"
-            )
-        known.append(mine)
-        txn.put(ns_key, msgpack.packb(known, use_bin_type=True), db=meta)
+        _manifest_txn(txn, h, self.path, self.namespace, self.fingerprint, self._on_mismatch)
 
     def manifest(self) -> dict[str, Any]:
         """The whole manifest: format version and fingerprints per namespace."""
         h = self._h
         out: dict[str, Any] = {"namespaces": {}}
-        h.enter_read()
+        while not h.enter_read():
+            h = self._h
         try:
             with h.env.begin(db=h.meta) as txn:
                 for k, v in txn.cursor():
@@ -384,14 +438,16 @@ class LmdbTier:
         """``fn(txn, handle)`` in a read transaction (buffers=True, no default db)."""
         h = self._h
         while True:
-            h.enter_read()
+            if not h.enter_read():  # the store was replaced: read the current one
+                h = self._h
+                continue
             try:
                 with h.env.begin(buffers=True) as txn:
                     return fn(txn, h)
             except lmdb.MapResizedError:
                 pass
             except _RUNTIME_DAMAGE as exc:
-                self._seal(f"{type(exc).__name__}: {exc}")
+                self._seal(f"{type(exc).__name__}: {exc}", handle=h)
                 raise
             finally:
                 h.exit_read()
@@ -417,7 +473,7 @@ class LmdbTier:
         except lmdb.MapResizedError:
             pass
         except _RUNTIME_DAMAGE as exc:
-            self._seal(f"{type(exc).__name__}: {exc}")
+            self._seal(f"{type(exc).__name__}: {exc}", handle=h)
             raise
         finally:
             active.pop()
@@ -452,7 +508,7 @@ class LmdbTier:
         except lmdb.MapResizedError:
             pass
         except _RUNTIME_DAMAGE as exc:
-            self._seal(f"{type(exc).__name__}: {exc}")
+            self._seal(f"{type(exc).__name__}: {exc}", handle=h)
             raise
         finally:
             active.pop()
@@ -677,37 +733,47 @@ class LmdbTier:
 
     # -- writes ------------------------------------------------------------------------
     def _write(self, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
-        h = self._h
-        with h.write_lock:
-            for _ in range(32):
-                try:
-                    txn = h.env.begin(write=True)
-                except lmdb.MapResizedError:
-                    h.resize(0)
-                    continue
-                try:
-                    result = fn(txn, h)
-                    txn.commit()
-                    return result
-                except lmdb.MapFullError:
-                    # roll the whole batch back, grow, replay it; readers wait (see exclusive)
-                    with h.exclusive():
-                        txn.abort()
-                        h.env.set_mapsize(int(h.env.info()["map_size"]) * 2)
-                except lmdb.MapResizedError:
-                    with h.exclusive():
-                        txn.abort()
-                        h.env.set_mapsize(0)
-                except _RUNTIME_DAMAGE as exc:
-                    with h.exclusive():
-                        txn.abort()
-                    self._seal(f"{type(exc).__name__}: {exc}")
-                    raise
-                except BaseException:
-                    with h.exclusive():
-                        txn.abort()
-                    raise
-            raise StoreError(f"warm store {self.path}: map could not be grown")
+        while True:
+            h = self._h
+            seq = h.seqmap
+            if lmdb_switch.flag(seq) or lmdb_switch.generation(seq) != self._gen:
+                self.poll_damage()  # set aside, or settled: never write to replaced files
+                h = self._h
+            with h.write_lock:
+                if h is self._handle and not h.retired:
+                    return self._write_locked(h, fn)
+            # the store was set aside or replaced while this waited for the lock: again
+
+    def _write_locked(self, h: _Env, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
+        for _ in range(32):
+            try:
+                txn = h.env.begin(write=True)
+            except lmdb.MapResizedError:
+                h.resize(0)
+                continue
+            try:
+                result = fn(txn, h)
+                txn.commit()
+                return result
+            except lmdb.MapFullError:
+                # roll the whole batch back, grow, replay it; readers wait (see exclusive)
+                with h.exclusive():
+                    txn.abort()
+                    h.env.set_mapsize(int(h.env.info()["map_size"]) * 2)
+            except lmdb.MapResizedError:
+                with h.exclusive():
+                    txn.abort()
+                    h.env.set_mapsize(0)
+            except _RUNTIME_DAMAGE as exc:
+                with h.exclusive():
+                    txn.abort()
+                self._seal(f"{type(exc).__name__}: {exc}", handle=h)
+                raise
+            except BaseException:
+                with h.exclusive():
+                    txn.abort()
+                raise
+        raise StoreError(f"warm store {self.path}: map could not be grown")
 
     def _apply_txn(
         self,
