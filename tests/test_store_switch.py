@@ -329,3 +329,39 @@ def test_tiers_sharing_a_handle_follow_and_the_old_one_closes_after_its_readers(
     assert t2.get_many(keys[:1]) == [b"n" * 40]
     t1.close()
     t2.close()
+
+
+def test_a_process_opening_while_damage_is_reported_starts_and_settles_it(
+    tmp_path: Path,
+) -> None:
+    """A worker that starts while the damage flag is up (reported, not settled: here no
+    process is left to settle it) opens without the warm tier, checks the store itself,
+    finds it intact and resumes on it, its fingerprint registered."""
+    import mmap
+    import struct
+
+    from tiercache.tiers import lmdb_switch
+
+    a = Worker(tmp_path).ready()
+    try:
+        a("embed_many", texts=TEXTS[:50])
+    finally:
+        a.close()
+    with (tmp_path / "warm" / "inval.seq").open("r+b") as f:
+        word = mmap.mmap(f.fileno(), 4096)
+        struct.pack_into("=Q", word, lmdb_switch.FLAG_AT, 1)
+        word.close()
+    b = Worker(tmp_path).ready()
+    try:
+        tally = Tally()
+        deadline = time.monotonic() + SWITCH_WAIT
+        while b("warm_state")["sealed"] is not None:
+            assert time.monotonic() < deadline
+            tally.embed(b, TEXTS[:3])
+            time.sleep(0.02)
+        assert b("warm_state") == {"sealed": None, "quarantined": 0, "switches": 0}
+        assert all(v is not None for v in b("get", texts=TEXTS[:50]))  # the data kept
+        assert b("manifest")["namespaces"]
+        assert tally.wrong == 0
+    finally:
+        b.close()

@@ -164,9 +164,14 @@ class LmdbTier:
         self._gen = 0  # the store generation its handle belongs to (lmdb_switch.py)
         self._switch_lock = threading.RLock()
         self._resolver: threading.Thread | None = None
+        self._registered = False  # this tier's fingerprint is in the store's manifest
         self._open()
         try:
             self._check_manifest()
+        except StoreError:
+            if self.sealed is None:  # (damage being settled: registered when it resumes)
+                self.close()
+                raise
         except BaseException:
             self.close()
             raise
@@ -369,6 +374,8 @@ class LmdbTier:
                 self._gen = gen  # the same files: a false alarm, settled
                 if self.sealed is not None:
                     self._handle, self._sealed_handle, self.sealed = h, None, None
+                if not self._registered:  # opened while the report was being settled
+                    self._check_manifest()
                 return
             self._handle = self._sealed_handle = None
             _unregister_env(h)
@@ -408,6 +415,7 @@ class LmdbTier:
     def _check_manifest(self) -> None:
         try:
             self._write(self._check_manifest_txn)
+            self._registered = True
         except _DAMAGE_ERRORS as exc:  # e.g. MDB_CORRUPTED on the way to the manifest
             raise self._damaged(exc) from exc
         except lmdb.Error as exc:
@@ -652,11 +660,18 @@ class LmdbTier:
     # -- the invalidation log ----------------------------------------------------------
     def seq_buffer(self) -> Any:
         """The memory-mapped sequence word of this store (for a ``SeqGate``)."""
-        return self._h.seqmap
+        h = self._handle or self._sealed_handle  # set aside: the same page
+        return h.seqmap if h is not None else self._h.seqmap
 
     def log_seq(self) -> int:
-        """The sequence number of the last invalidation logged (0: none yet)."""
-        return self._read(lambda txn, h: _log_last(txn, h))
+        """The sequence number of the last invalidation logged (0: none yet, or the store
+        is set aside: a catch-up from 0 then finds a gap and starts over)."""
+        try:
+            return self._read(lambda txn, h: _log_last(txn, h))
+        except StoreError:
+            if self.sealed is None:
+                raise
+            return 0
 
     def read_log(self, after: int) -> tuple[int, list[tuple[int, bytes]] | None]:
         """``(last, entries)``: the entries logged after sequence number ``after``, in
