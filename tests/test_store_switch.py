@@ -365,3 +365,45 @@ def test_a_process_opening_while_damage_is_reported_starts_and_settles_it(
         assert tally.wrong == 0
     finally:
         b.close()
+
+
+def test_a_failed_check_is_tried_again(tmp_path: Path, monkeypatch: Any) -> None:
+    """Creating the fresh store fails once (after the damaged files moved): the tier stays
+    set aside (misses), then a later poll checks again and switches."""
+    import os
+
+    from tiercache.errors import StoreError
+    from tiercache.keys import Fingerprint
+    from tiercache.tiers import lmdb_switch
+    from tiercache.tiers.lmdb import LmdbTier
+
+    real_seed = lmdb_switch._seed
+    calls: list[int] = []
+
+    def failing_once(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("no space left (injected)")
+        real_seed(*args)
+
+    monkeypatch.setattr(lmdb_switch, "_seed", failing_once)
+    monkeypatch.setattr(lmdb_switch, "RETRY_AFTER", 0.05)
+    t = LmdbTier(tmp_path / "w", fingerprint=Fingerprint(model="m", dim=4), durability="fast")
+    keys = [os.urandom(16) for _ in range(300)]
+    t.put_many([(k, b"r" * 100) for k in keys])
+    t._seal("reported by the test")  # (nothing of the store is read from here on)
+    damage(tmp_path / "w" / "data.mdb", "zero_all")
+    deadline = time.monotonic() + SWITCH_WAIT
+    while t.switches == 0:
+        assert time.monotonic() < deadline, t.sealed
+        try:
+            t.get_many(keys[:2])  # a poll: StoreError while set aside
+        except StoreError:
+            pass
+        time.sleep(0.02)
+    assert len(calls) == 2 and t.sealed is None and len(t.quarantined) == 1
+    assert len(list((tmp_path / "w" / "quarantine").iterdir())) == 1
+    assert t.get_many(keys[:2]) == [None, None]  # the fresh store
+    t.put_many([(keys[0], b"n" * 100)])
+    assert t.get_many(keys[:1]) == [b"n" * 100]
+    t.close()

@@ -164,6 +164,7 @@ class LmdbTier:
         self._gen = 0  # the store generation its handle belongs to (lmdb_switch.py)
         self._switch_lock = threading.RLock()
         self._resolver: threading.Thread | None = None
+        self._retry_at = 0.0  # when to check again after a failed check (lmdb_switch)
         self._registered = False  # this tier's fingerprint is in the store's manifest
         self._open()
         try:
@@ -312,37 +313,7 @@ class LmdbTier:
                     why,
                 )
             if self._on_damage == "quarantine":
-                self._start_resolver(self._gen, why)
-
-    def _start_resolver(self, gen: int, why: str) -> None:
-        if self._resolver is not None and self._resolver.is_alive():
-            return
-        self._resolver = threading.Thread(
-            target=self._resolve, args=(gen, why), name="tiercache-warm-check", daemon=True
-        )
-        self._resolver.start()
-
-    def _resolve(self, gen: int, why: str) -> None:
-        """The resolver thread: settle the report (every process that set the store aside
-        runs one; the first does the work), then follow at once."""
-        lmdb_switch.resolve(
-            self.path,
-            gen,
-            why,
-            map_size=self._map_size,
-            resume_log=self._resume_log,
-            switched=self.quarantined.append,
-        )
-        self.poll_damage()
-
-    def _resume_log(self, seq: int) -> bool:
-        """Raise the log's counter to ``seq`` in the store found intact, through this
-        tier's handle (lmdb_switch.resolve); False when it has none on those files."""
-        h = self._sealed_handle or self._handle
-        if h is None or h.replaced or h.ino != lmdb_switch.data_ino(self.path):
-            return False
-        lmdb_switch.raise_log(h, seq, seq)
-        return True
+                lmdb_switch.start_check(self, self._gen, why)
 
     def poll_damage(self) -> bool:
         """Whether the store is set aside; follows another process that found it damaged,
@@ -353,6 +324,7 @@ class LmdbTier:
         ):
             self._follow()  # under the switch lock: never a state half switched
         if self.sealed is not None:
+            lmdb_switch.retry_check(self)
             return True
         h = self._handle
         if h is not None and lmdb_switch.flag(h.seqmap):

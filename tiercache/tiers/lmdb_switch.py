@@ -34,8 +34,10 @@ import contextlib
 import logging
 import os
 import struct
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import msgpack
@@ -44,6 +46,9 @@ from ..seqword import map_word, new_gate
 from . import guard
 from .lmdb_env import _META, _READABLE_FORMATS, _Env
 from .lmdb_log import _IV_SEQ, LOG_ENTRIES, _log_last
+
+if TYPE_CHECKING:
+    from .lmdb import LmdbTier
 
 log = logging.getLogger("tiercache")
 
@@ -54,6 +59,9 @@ GEN_AT = 16
 SEQ_GAP = LOG_ENTRIES
 """A fresh store's invalidation log starts this far above the invalidation word."""
 QUARANTINED_FILES = ("data.mdb", "lock.mdb")
+RETRY_AFTER = 10.0
+"""Seconds after a failed check (an error moving or creating the files, logged) before a
+process that set the store aside tries again."""
 
 
 def flag(buf: Any) -> int:
@@ -123,10 +131,10 @@ def resolve(
                     found,
                 )
                 return "resumed"
-            dest = guard.quarantine(path, f"{why}; {found}", files=QUARANTINED_FILES)
+            if data_ino(path) is not None:  # (gone: moved by an earlier, failed try)
+                switched(guard.quarantine(path, f"{why}; {found}", files=QUARANTINED_FILES))
             base = max(gate.word, report["log_seq"]) + SEQ_GAP
             _seed(path, map_size, report["meta"], base)
-            switched(dest)
             _settle(word, gate, base)
             return "switched"
     except Exception:
@@ -136,6 +144,60 @@ def resolve(
         gate.release()
         with contextlib.suppress(BufferError):
             word.close()
+
+
+# -- the tier's side: run on a thread of its own by each process that set a store aside
+
+
+def start_check(tier: LmdbTier, gen: int, why: str) -> None:
+    """Settle a report of damage made at generation ``gen`` off the caller's thread
+    (one check at a time per tier)."""
+    if tier._resolver is not None and tier._resolver.is_alive():
+        return
+    tier._resolver = threading.Thread(
+        target=_check, args=(tier, gen, why), name="tiercache-warm-check", daemon=True
+    )
+    tier._resolver.start()
+
+
+def _check(tier: LmdbTier, gen: int, why: str) -> None:
+    outcome = resolve(
+        tier.path,
+        gen,
+        why,
+        map_size=tier._map_size,
+        resume_log=lambda seq: _resume_log(tier, seq),
+        switched=tier.quarantined.append,
+    )
+    if outcome == "failed":  # logged; tried again by a later poll (retry_check)
+        tier._retry_at = time.monotonic() + RETRY_AFTER
+    tier.poll_damage()  # follow at once
+
+
+def retry_check(tier: LmdbTier) -> None:
+    """The tier is set aside and its last check failed (an error moving or creating
+    files): check again once :data:`RETRY_AFTER` seconds passed, if still reported."""
+    h = tier._sealed_handle
+    if (
+        tier._retry_at
+        and time.monotonic() >= tier._retry_at
+        and tier.sealed is not None
+        and h is not None
+        and flag(h.seqmap)
+        and not (tier._resolver is not None and tier._resolver.is_alive())
+    ):
+        tier._retry_at = 0.0
+        start_check(tier, tier._gen, tier.sealed)
+
+
+def _resume_log(tier: LmdbTier, seq: int) -> bool:
+    """Raise the log's counter to ``seq`` in the store found intact, through the tier's
+    handle; False when it has none on those files."""
+    h = tier._sealed_handle or tier._handle
+    if h is None or h.replaced or h.ino != data_ino(tier.path):
+        return False
+    raise_log(h, seq, seq)
+    return True
 
 
 def raise_log(h: _Env, seq: int, floor: int) -> bool:
@@ -185,4 +247,14 @@ def _fingerprints(raw: bytes) -> bool:
     return isinstance(known, list) and all(isinstance(f, dict) for f in known)
 
 
-__all__ = ["FLAG_AT", "GEN_AT", "SEQ_GAP", "data_ino", "flag", "generation", "resolve"]
+__all__ = [
+    "FLAG_AT",
+    "GEN_AT",
+    "SEQ_GAP",
+    "data_ino",
+    "flag",
+    "generation",
+    "resolve",
+    "retry_check",
+    "start_check",
+]
