@@ -8,8 +8,12 @@ ends up on one fresh store with the same manifest, and writes after the switch a
 the other processes (their invalidation logs did not wedge). A false alarm (damage
 reported, none found) resumes every process on the same store with its data.
 
-``make test``: one switch and one false alarm. ``make soak`` (``TIERCACHE_SOAK=1``): 3
-workers through 120 rounds of damage and false alarms in turn, figures in out/soak.json.
+Also in one process: two tiers sharing a handle through a switch, a process starting
+while damage is reported, a failed check tried again.
+
+``make test``: one switch, one false alarm, one round of each. ``make soak``
+(``TIERCACHE_SOAK=1``): 3 workers through 120 rounds of damage and false alarms in turn,
+figures in out/soak.json.
 """
 
 from __future__ import annotations

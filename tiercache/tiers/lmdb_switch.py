@@ -12,8 +12,9 @@ The processes sharing a warm store share one page, ``<store>/inval.seq``
   new store (``LmdbTier._follow``).
 
 Settling a report (:func:`resolve`, on a thread of its own in every process that set the
-store aside; the first to take :func:`guard.open_lock` does the work, the others find the
-generation moved and do nothing): the page walk runs in a child process
+store aside, :func:`start_check`; the first to take :func:`guard.open_lock` does the work,
+the others find the generation moved and do nothing; a failed one is tried again,
+:func:`retry_check`): the page walk runs in a child process
 (:func:`guard.check_in_child_full`). If it finds the store **intact**, the suspicion is
 forgotten, the invalidation log's counter is raised by one without an entry (so every
 process, finding a gap in the log, empties its hot tier: the safe reading of whatever was
