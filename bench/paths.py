@@ -39,7 +39,8 @@ def codec_accuracy(n: int = 2000, dim: int = 384, seed: int = 7) -> dict[str, An
     for name in ("float32", "float16", "int8"):
         cos = np.empty(n)
         for i in range(n):
-            rec = codec.decode_record(codec.encode_record(v[i], name, 0.0, None), dim)
+            key = i.to_bytes(16, "little")
+            rec = codec.decode_record(codec.encode_record(v[i], name, 0.0, None, key=key), dim, key)
             assert rec is not None
             r = rec.vector
             cos[i] = float(v[i] @ r / (np.linalg.norm(v[i]) * np.linalg.norm(r)))

@@ -33,6 +33,8 @@ def test_async_api_mirrors_sync(tmp_path: Path) -> None:
             assert e is not None and e.key == key and e.metadata == {"k": 1}
             assert [x is not None for x in await c.amget(["s", "zz"])] == [True, False]
             assert await c.aexists("s") and await c.amexists(["s", "zz"]) == [True, False]
+            matrix, found = await c.alookup_many(["s", "zz"])
+            assert found.tolist() == [True, False] and np.array_equal(matrix[0], vec)
             assert await c.amset([("t", vec), ("u", vec)]) == [c.key("t"), c.key("u")]
             assert await c.adrop("s") and not await c.aexists("s")
             assert await c.amdrop(["t", "u", "zz"]) == 2

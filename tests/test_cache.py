@@ -487,6 +487,53 @@ def test_mset_keeps_its_own_copy_of_the_vectors(cache: TierCache) -> None:
         assert e is not None and np.array_equal(e.vector, np.ones(DIM, np.float32))
 
 
+@pytest.mark.parametrize("warm", [True, False])
+def test_mset_into_a_small_hot_tier_admits_and_evicts_within_the_batch(
+    tmp_path: Path, warm: bool
+) -> None:
+    """A batch much larger than hot: admissions of the batch evict entries the same batch
+    put there (their rows are copied before they are demoted), a key given twice keeps
+    its last vector, and every hot row and every warm record holds its own key's vector,
+    with the same decisions and counters as one set at a time."""
+    rng = np.random.default_rng(4)
+    texts = [f"k{i}" for i in range(120)] + ["k3", "k50"]  # two repeats: the last wins
+    vecs = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    want = dict(zip(texts, vecs))
+    got_stats = []
+    for mode in ("batch", "one by one"):
+        cfg = make_config(
+            tmp_path / mode,
+            hot={"max_bytes": 16 * (4 * DIM + 256)},
+            warm={"enabled": warm},
+        )
+        with TierCache(cfg, encoder=CountingEncoder()) as c:
+            c.mset([(f"warmup{i}", vecs[i]) for i in range(40)])  # hot full before the batch
+            if mode == "batch":
+                c.mset(list(zip(texts, vecs)))
+            else:
+                for t, v in zip(texts, vecs):
+                    c.set(t, v)
+            hot = c._hot
+            assert len(hot) > 0
+            for slot in hot._by_key.values():  # every resident row is its key's vector
+                content = hot._content[slot]
+                assert content is not None
+                expect = want.get(
+                    content,
+                    vecs[int(str(content)[6:])] if str(content).startswith("warmup") else None,
+                )
+                assert expect is not None and np.array_equal(hot.slab[slot], expect), content
+            for t in texts:
+                e = c.get(t)
+                if warm:
+                    assert e is not None and np.array_equal(e.vector, want[t]), t
+                elif e is not None:
+                    assert np.array_equal(e.vector, want[t]), t
+            st = c.stats()["tiers"]
+            got_stats.append((st["hot"]["entries"], st["hot"]["evictions"], st["hot"]["demotions"]))
+    assert got_stats[0] == got_stats[1]
+
+
 def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -537,3 +584,37 @@ def test_warm_batch_mixes_codecs_metadata_expiry_corruption_and_repeats(
         out = c.embed_many(asked)
         for i, t in enumerate(asked):
             assert np.array_equal(out[i], c.embed(t)), t
+
+
+def test_lookup_many_returns_a_matrix_and_a_found_mask_and_never_encodes(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """``lookup_many``: the stored vectors (hot, warm and shared hits alike, repeats
+    included) as one matrix, zeros and False where nothing is stored, in input order;
+    nothing is encoded; the same vectors as ``mget`` and the same counters as a lookup."""
+    cfg = make_config(
+        tmp_path, shared={"url": redis_server.url, "key_prefix": f"lm-{tmp_path.name}:"}
+    )
+    enc = CountingEncoder()
+    with TierCache(cfg, encoder=enc) as c:
+        rng = np.random.default_rng(8)
+        vecs = {f"t{i}": rng.standard_normal(DIM).astype(np.float32) for i in range(6)}
+        c.mset(list(vecs.items()))
+        c._write.remove_hot_locked(bytes.fromhex(c.key("t1")), "invalidated")  # warm only
+        c._warm.delete_many([bytes.fromhex(c.key("t2"))])  # type: ignore[union-attr]
+        c._write.remove_hot_locked(bytes.fromhex(c.key("t2")), "invalidated")  # shared only
+        wanted = ["t0", "nope", "t1", "t2", "t0", "gone", "t5"]
+        before = enc.texts
+        matrix, found = c.lookup_many(wanted)
+        assert enc.texts == before  # never encodes
+        assert matrix.shape == (7, DIM) and matrix.dtype == np.float32
+        assert found.tolist() == [True, False, True, True, True, False, True]
+        for i, t in enumerate(wanted):
+            want = vecs[t] if t in vecs else np.zeros(DIM, np.float32)
+            np.testing.assert_array_equal(matrix[i], want)
+        got = c.mget(wanted)
+        assert [e is not None for e in got] == found.tolist()
+        empty, none = c.lookup_many([])
+        assert empty.shape == (0, DIM) and none.shape == (0,)
+        with pytest.raises(UnknownModelError):
+            c.lookup_many(["t0"], model="another-model")

@@ -29,7 +29,9 @@ def _state(c: TierCache) -> Any:
 
 
 @pytest.mark.parametrize("bad", ["abc", b"abc", None, 42, 3.5])
-@pytest.mark.parametrize("method", ["embed_many", "mget", "mexists", "mdrop", "precompute", "mset"])
+@pytest.mark.parametrize(
+    "method", ["embed_many", "mget", "lookup_many", "mexists", "mdrop", "precompute", "mset"]
+)
 def test_a_batch_method_refuses_one_str_none_and_non_sequences(
     cache: TierCache, method: str, bad: Any
 ) -> None:
@@ -232,3 +234,32 @@ def test_an_all_zero_vector_is_refused_under_a_normalized_model(tmp_path: Path) 
     with TierCache(make_config(tmp_path / "raw"), encoder=raw) as c2:
         c2.set("z", np.zeros(DIM, np.float32))
         assert c2.exists("z")
+
+
+def test_mset_bulk_shape_checks_like_the_general_loop(tmp_path: Path) -> None:
+    """``mset`` of plain (str, float32 array) pairs takes a shorter path than the general
+    loop; it refuses the same bad items with the same messages (the item named, nothing
+    stored), and anything else in the batch sends it through the general loop."""
+    from tiercache import HashEncoder, InvalidVectorError
+
+    ok = np.ones(DIM, np.float32)
+    nan = ok.copy()
+    nan[3] = np.nan
+    with TierCache(make_config(tmp_path), encoder=HashEncoder(DIM)) as c:
+        for bad, msg in (
+            (nan, "item 2: vector holds NaN"),
+            (np.zeros(DIM, np.float32), "item 2: an all-zero"),
+        ):
+            for shape in ("bulk", "general"):
+                items: list[Any] = [("a", ok), ("b", ok), ("c", bad)]
+                if shape == "general":
+                    items.append({"content": "d", "vector": ok})
+                with pytest.raises(InvalidVectorError, match=msg):
+                    c.mset(items)
+                assert not c.mexists(["a", "b", "c", "d"]).count(True)
+        keys = c.mset(iter([("a", ok), (b"b", ok * 2)]))  # an iterator, bytes content
+        assert keys == [c.key("a"), c.key(b"b")]
+        e = c.get(b"b")
+        assert e is not None and np.array_equal(e.vector, ok * 2)
+        with pytest.raises(InvalidVectorError, match="shape"):
+            c.mset([("a", ok), ("b", np.ones(DIM + 1, np.float32))])

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -90,3 +92,26 @@ def test_vectorised_hash_agrees_with_scalar() -> None:
     odd = [b"short", keys[0]]
     assert key_hash64_many(odd).tolist() == [key_hash64(k) for k in odd]
     assert key_hash64_many([]).dtype == np.uint64
+
+
+def test_compiled_digest_equals_hashlib() -> None:
+    """KeyMaker.digest in C (``_core.Digester``) is hashlib's digest byte for byte: str
+    (ASCII and not), bytes, lengths around BLAKE2b's 128-byte block; other types and
+    lone surrogates fall back to hashlib; ``digests`` keeps input order."""
+    km = KeyMaker(FP)
+    if km._c is None:
+        pytest.skip("the compiled core is not built")
+    rng = np.random.default_rng(5)
+    contents: list[Any] = ["", b"", "é", "\U0001f600 x", "\udc80 lone", "a" * 127, "a" * 128]
+    contents += ["é" * n for n in (60, 63, 64, 65, 200)] + [b"\x00" * n for n in (111, 112, 113)]
+    contents += [rng.bytes(int(n)) for n in rng.integers(0, 600, 200)]
+    contents += [
+        "".join(map(chr, rng.integers(32, 0x2FFF, int(n)))) for n in rng.integers(0, 300, 200)
+    ]
+    for c in contents:
+        assert km.digest(c) == km._digest_py(c), c
+    assert km._c.digest("\udc80 lone") is None and km._c.digest(bytearray(b"x")) is None
+    mixed = contents + [bytearray(b"ba"), memoryview(b"mv")]
+    assert km.digests(mixed) == [km._digest_py(c) for c in mixed]
+    with pytest.raises(InvalidContentError):
+        km.digests(["ok", 3])  # type: ignore[list-item]

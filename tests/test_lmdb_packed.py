@@ -35,8 +35,13 @@ def tier(path: Path, record_len: int | None, fp: Fingerprint = FP384) -> LmdbTie
     return LmdbTier(path, fingerprint=fp, durability="fast", packed_record_len=record_len)
 
 
-def decode(buf: object) -> codec.Record | None:
-    return codec.decode_record(buf, DIM)  # type: ignore[arg-type]
+def decode(buf: object, start: int, end: int, _: object, key: bytes) -> codec.Record | None:
+    """``LmdbTier.get_at``'s decoder form: the record of ``key`` at ``buf[start:end]``."""
+    return codec.decode_record(memoryview(buf)[start:end], DIM, key)  # type: ignore[arg-type]
+
+
+def records(vecs: np.ndarray, keys: list[bytes], codec_name: str = "float32") -> list[bytes]:
+    return codec.encode_records(vecs, codec_name, keys=keys)
 
 
 class TestPackedContract(RecordStoreContract):
@@ -63,16 +68,16 @@ def test_geometry_choices() -> None:
 @pytest.mark.parametrize("codec_name", ["float32", "float16"])
 def test_round_trip(tmp_path: Path, codec_name: str) -> None:
     vecs = unit_vectors(100)
-    recs = codec.encode_records(vecs, codec_name)
+    keys = [os.urandom(16) for _ in vecs]
+    recs = records(vecs, keys, codec_name)
     t = tier(tmp_path / "w", len(recs[0]))
-    keys = [os.urandom(16) for _ in recs]
     t.put_many(list(zip(keys, recs)))
     assert t.stat()["packed_entries"] == 100
     tol = 0 if codec_name == "float32" else 1e-3
     for key, v in zip(keys, vecs):
-        rec = t.get_with(key, decode)
+        rec = t.get_at(key, decode, None, None)
         assert rec is not None and np.allclose(rec.vector, v, atol=tol)
-    got = t.get_many_with(keys + [os.urandom(16)], decode)
+    got = t.get_many_at(keys + [os.urandom(16)], decode, None, None)
     assert got[-1] is None
     assert all(r is not None and np.allclose(r.vector, v, atol=tol) for r, v in zip(got, vecs))
     assert t.get_many(keys[:3]) == recs[:3]
@@ -83,7 +88,7 @@ def test_mixed_packed_and_plain_in_one_batch(tmp_path: Path) -> None:
     vecs = unit_vectors(20)
     blob = codec.pack_blob({"src": "doc"}, "hello")
     recs = [
-        codec.encode_record(v, "float32", blob=blob if i % 3 == 0 else None)
+        codec.encode_record(v, "float32", blob=blob if i % 3 == 0 else None, key=k(i))
         for i, v in enumerate(vecs)
     ]
     t = tier(tmp_path / "w", F32)
@@ -93,27 +98,32 @@ def test_mixed_packed_and_plain_in_one_batch(tmp_path: Path) -> None:
     assert st["entries"] == 20 and st["packed_entries"] == 13
     assert t.count() == 20 and sorted(t.keys()) == keys
     assert t.exists_many([k(0), k(1), k(99)]) == [True, True, False]
-    got = t.get_many_with(keys, decode)
+    got = t.get_many_at(keys, decode, None, None)
     for i, r in enumerate(got):
         assert r is not None and np.array_equal(r.vector, vecs[i])
         assert (r.metadata() == {"src": "doc"}) == (i % 3 == 0)
     # a key moves between plain and packed: it is removed from the other place
-    t.put_many([(k(0), codec.encode_record(vecs[5])), (k(1), recs[0])])
+    t.put_many(
+        [
+            (k(0), codec.encode_record(vecs[5], key=k(0))),
+            (k(1), codec.encode_record(vecs[0], blob=blob, key=k(1))),
+        ]
+    )
     assert t.count() == 20 and t.stat()["packed_entries"] == 13
-    assert np.array_equal(t.get_with(k(0), decode).vector, vecs[5])  # type: ignore[union-attr]
-    assert t.get_with(k(1), decode).metadata() == {"src": "doc"}  # type: ignore[union-attr]
+    assert np.array_equal(t.get_at(k(0), decode, None, None).vector, vecs[5])  # type: ignore[union-attr]
+    assert t.get_at(k(1), decode, None, None).metadata() == {"src": "doc"}  # type: ignore[union-attr]
     t.close()
 
 
 def test_overwrite_in_place(tmp_path: Path) -> None:
     vecs = unit_vectors(30)
-    recs = codec.encode_records(vecs)
+    recs = records(vecs, [k(i) for i in range(30)])
     t = tier(tmp_path / "w", F32)
     t.put_many([(k(i), recs[i]) for i in range(10)])
     segs = t.stat()["segments"]
-    t.put_many([(k(3), recs[20]), (k(7), recs[21])])
+    t.put_many([(k(3), records(vecs[20:21], [k(3)])[0]), (k(7), records(vecs[21:22], [k(7)])[0])])
     assert t.stat()["segments"] == segs and t.count() == 10
-    got = t.get_many_with([k(i) for i in range(10)], decode)
+    got = t.get_many_at([k(i) for i in range(10)], decode, None, None)
     want = [vecs[20] if i == 3 else vecs[21] if i == 7 else vecs[i] for i in range(10)]
     assert all(np.array_equal(r.vector, w) for r, w in zip(got, want))  # type: ignore[union-attr]
     t.close()
@@ -174,9 +184,9 @@ def test_relocation_of_sparse_segments(tmp_path: Path, monkeypatch: pytest.Monke
     assert lmdb_tier.relocation_budget(80, 4096, F32) == lmdb_tier.MAX_RELOCATIONS_PER_WRITE + 9
     # the packer's own module (lmdb_packed) calls it: see the queue work
     monkeypatch.setattr(lmdb_packed, "relocation_budget", lambda *a: 1)
-    recs = codec.encode_records(unit_vectors(18 * 6, seed=3))
+    keys = [os.urandom(16) for _ in range(18 * 6)]
+    recs = records(unit_vectors(18 * 6, seed=3), keys)
     t = tier(tmp_path / "w", F32)
-    keys = [os.urandom(16) for _ in recs]
     t.put_many(list(zip(keys, recs)))
     assert t.stat()["segments"] == 6
     # empty the first five segments down to two live slots each (below K * SPARSE_FRACTION)
@@ -193,7 +203,8 @@ def test_relocation_of_sparse_segments(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def _footprint(tmp_path: Path, codec_name: str, n: int) -> float:
-    recs = codec.encode_records(unit_vectors(1000, seed=1), codec_name)
+    # opaque bytes here (never decoded): the footprint of records of this length
+    recs = records(unit_vectors(1000, seed=1), [bytes(16)] * 1000, codec_name)
     t = tier(tmp_path / codec_name, len(recs[0]))
     for start in range(0, n, 500):
         t.put_many([(os.urandom(16), recs[(start + i) % 1000]) for i in range(500)])
@@ -224,12 +235,12 @@ def _flip_stored_digest(t: LmdbTier, key: bytes) -> bytes:
 
 
 def test_digest_mismatch_is_corrupt_not_wrong_record(tmp_path: Path) -> None:
-    recs = codec.encode_records(unit_vectors(3))
+    recs = records(unit_vectors(3), [k(i) for i in range(3)])
     t = tier(tmp_path / "w", F32)
     t.put_many([(k(i), recs[i]) for i in range(3)])
     h = t._h
     iv = _flip_stored_digest(t, k(1))
-    assert t.get_with(k(1), decode) is None
+    assert t.get_at(k(1), decode, None, None) is None
     assert t.get_with(k(1), lambda b: b"corrupt" if len(b) == 0 else b"data") == b"corrupt"
     assert t.get_many([k(0), k(1), k(2)]) == [recs[0], b"", recs[2]]
     # an index entry pointing past its segment is also a corrupt miss, never an error
@@ -242,7 +253,7 @@ def test_digest_mismatch_is_corrupt_not_wrong_record(tmp_path: Path) -> None:
 
 
 def test_reopen_keeps_packed_data_and_marks_format(tmp_path: Path) -> None:
-    recs = codec.encode_records(unit_vectors(40), "float16")
+    recs = records(unit_vectors(40), [k(i) for i in range(40)], "float16")
     t = tier(tmp_path / "w", F16)
     t.put_many([(k(i), recs[i]) for i in range(40)])
     t.close()
@@ -274,7 +285,7 @@ def test_old_plain_store_opens_and_stays_format_1(tmp_path: Path) -> None:
     t.close()
 
 
-def _slice(buf: object, start: int, end: int, arg: object) -> bytes:
+def _slice(buf: object, start: int, end: int, arg: object, key: bytes) -> bytes:
     return bytes(buf[start:end])  # type: ignore[index]
 
 
@@ -286,7 +297,10 @@ def test_get_at_and_get_rows_agree_with_get_with(tmp_path: Path) -> None:
     blob = codec.pack_blob({"src": "doc"}, "hello")
     recs = [
         codec.encode_record(
-            v, "float16" if i % 7 == 0 else "float32", blob=blob if i % 5 == 0 else None
+            v,
+            "float16" if i % 7 == 0 else "float32",
+            blob=blob if i % 5 == 0 else None,
+            key=k(i),
         )
         for i, v in enumerate(vecs)
     ]
@@ -327,7 +341,8 @@ def test_bulk_put_over_stored_keys_keeps_live_counts(tmp_path: Path) -> None:
     every key reads back its last record and the segments' live counts add up to the
     index entries (freed slots are not counted live)."""
     vecs = unit_vectors(400, seed=5)
-    recs = codec.encode_records(vecs)
+    # opaque bytes (compared, never decoded): records move between keys freely here
+    recs = records(vecs, [bytes(16)] * len(vecs))
     t = tier(tmp_path / "w", F32)
     t.put_many([(k(i), recs[i]) for i in range(100)])
     t.put_many([(k(i), recs[i + 100]) for i in range(50, 250)] + [(k(7), recs[299])])

@@ -665,3 +665,32 @@ def test_ours_default_directory_config_and_expire(
     k = c.set("z", MODEL, vec(3))
     assert redis.Redis.from_url(redis_server.url).exists(k) == 1
     c.close()
+
+
+def test_ours_durability_default_fast_and_choosable(tmp_path: Path) -> None:
+    """Without a config the drop-in's warm store does not fsync each write (RedisVL's
+    Redis does not either); ``durability="durable"`` fsyncs every write (and groups the
+    commits of concurrent threads); a config's setting is kept unless overridden; any
+    other value is a ConfigError. A write acknowledged in fast mode survives the process
+    being killed: see tests/test_crash.py."""
+    fast = EmbeddingsCache("f", path=tmp_path)
+    durable = EmbeddingsCache("d", path=tmp_path, durability="durable")
+    try:
+        fast.set("x", MODEL, vec(1))
+        durable.set("x", MODEL, vec(1))
+        assert fast._store is not None and not fast._store.durable
+        assert durable._store is not None and durable._store.durable
+        assert durable.get("x", MODEL)["embedding"] == fast.get("x", MODEL)["embedding"]  # type: ignore[index]
+    finally:
+        fast.close()
+        durable.close()
+    cfg = tmp_path / "tc.yaml"
+    cfg.write_text(f"warm:\n  path: {tmp_path / 'y'}\n  durability: durable\n")
+    c = EmbeddingsCache("c", config=str(cfg))
+    assert c._store is not None and c._store.durable
+    c.close()
+    c = EmbeddingsCache("c2", config=str(cfg), durability="fast")
+    assert c._store is not None and not c._store.durable
+    c.close()
+    with pytest.raises(ConfigError, match="durability"):
+        EmbeddingsCache("bad", path=tmp_path, durability="sometimes")

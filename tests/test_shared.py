@@ -43,8 +43,12 @@ def host(
     return TierCache(cfg, **kw), enc
 
 
+K0 = bytes(16)  # the key of rec()'s records
+
+
 def rec(i: int) -> bytes:
-    return codec.encode_record(np.full(DIM, i, dtype=np.float32), "float32", 0.0, None)
+    """Opaque record bytes for the tier alone (it never decodes what it stores)."""
+    return codec.encode_record(np.full(DIM, i, dtype=np.float32), "float32", 0.0, None, key=K0)
 
 
 # --------------------------------------------------------------------------- the tier alone
@@ -235,7 +239,7 @@ def test_corrupt_shared_record_is_a_miss_and_is_rewritten(
     np.testing.assert_array_equal(b.embed("victim"), va)  # recomputed, never the bad one
     shared = b.stats()["tiers"]["shared"]
     assert enc_b.texts == 1 and shared["forged"] == 1 and shared["corrupt"] == 0
-    good = codec.encode_record(va, "float32", 0.0, None)
+    good = codec.encode_record(va, "float32", 0.0, None, key=bytes.fromhex(a.key("victim")))
     assert r.get(rkey) == RecordSeal().seal(rkey, good)  # rewritten, tagged
     # damaged under a valid tag (a writer that holds the key): the checksum refuses it
     bad = bytearray(good)
@@ -542,3 +546,63 @@ def test_invalidate_tags_reaches_redis(tmp_path: Path, redis_server: RedisServer
     assert a.stats()["tiers"]["shared"]["evictions"]["invalidated"] == 1
     a.close()
     c.close()
+
+
+@pytest.mark.parametrize("hot_off", [False, True])
+def test_shared_batch_of_every_shape_answers_as_single_gets(
+    tmp_path: Path, redis_server: RedisServer, hot_off: bool
+) -> None:
+    """A batch read of shared values of every shape (this codec's plain records, decoded
+    together; records with metadata, another codec, expired, damaged under a valid tag,
+    absent; a content asked twice) gives, per content, what a single ``get`` gives on
+    another host, and the same shared counters."""
+    clock = FakeClock()
+    a, _ = host(tmp_path, "a", redis_server.url, clock=clock)
+    rng = np.random.default_rng(12)
+    vecs = {f"p{i}": rng.standard_normal(DIM).astype(np.float32) for i in range(40)}
+    a.mset(list(vecs.items()))
+    a.set("with meta", vecs["p1"], metadata={"src": "faq"})
+    a.set("short lived", vecs["p2"], ttl=5)
+    a.set("damaged", vecs["p3"])
+    r = redis.Redis.from_url(redis_server.url)
+    rkey = b"tiercache:" + a.key("damaged").encode()
+    bad = bytearray(
+        codec.encode_record(vecs["p3"], "float32", 0.0, None, key=bytes.fromhex(a.key("damaged")))
+    )
+    bad[40] ^= 0x01
+    r.set(rkey, RecordSeal().seal(rkey, bytes(bad)))
+    f16 = codec.encode_record(vecs["p4"], "float16", 0.0, None, key=bytes.fromhex(a.key("half")))
+    hkey = b"tiercache:" + a.key("half").encode()
+    r.set(hkey, RecordSeal().seal(hkey, f16))
+    clock.advance(10)  # "short lived" has expired
+    wanted = ["p0", "with meta", "p5", "absent", "short lived", "damaged", "half", "p5", "p39"]
+    if hot_off:  # the batch path without a hot tier (warm only, then shared)
+        cfg = make_config(tmp_path / "b", shared={"url": redis_server.url}, hot={"enabled": False})
+        b = TierCache(cfg, encoder=CountingEncoder(), clock=clock)
+    else:
+        b, _ = host(tmp_path, "b", redis_server.url, clock=clock)
+    c, _ = host(tmp_path, "c", redis_server.url, clock=clock)
+    batch = b.mget(wanted)
+    singles = [c.get(t) for t in wanted[:7]] + [c.get("p5"), c.get("p39")]
+    for t, e, s in zip(wanted, batch, singles):
+        assert (e is None) == (s is None), t
+        if e is not None and s is not None:
+            np.testing.assert_array_equal(e.vector, s.vector)
+            assert e.metadata == s.metadata and e.tier == "shared", t
+    assert [e is not None for e in batch] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    sb, sc = b.stats()["tiers"]["shared"], c.stats()["tiers"]["shared"]
+    assert (sb["hits"], sb["corrupt"], sb["expired"]) == (5, 1, 1)
+    # the same on c, whose second "p5" is served locally (the first was placed there)
+    assert (sc["hits"], sc["corrupt"], sc["expired"]) == (5, 1, 1)
+    for x in (a, b, c):
+        x.close()

@@ -81,8 +81,9 @@ def test_a_record_with_a_valid_checksum_but_no_valid_tag_is_never_served(
     a.set("victim", np.ones(DIM, dtype=np.float32))
     r = redis.Redis.from_url(redis_server.url)
     rkey = rkey_of(a, "victim")
-    planted = codec.encode_record(EVIL, "float32", 0.0, None)  # its checksum is valid
-    assert codec.decode_record(planted, DIM) is not None
+    key = bytes.fromhex(a.key("victim"))
+    planted = codec.encode_record(EVIL, "float32", 0.0, None, key=key)  # its checksum is valid
+    assert codec.decode_record(planted, DIM, key) is not None
     forgeries = [planted, planted + bytes(TAG_BYTES), b""]
     if secret is not None:  # tagged as a host without the secret, or with another one
         forgeries += [RecordSeal().seal(rkey, planted), RecordSeal(K3).seal(rkey, planted)]
@@ -186,8 +187,9 @@ def test_rotation_accepts_the_previous_key_writes_with_the_new_one(
 
 def test_tier_strips_verified_tags_and_counts_refused_values(redis_server: RedisServer) -> None:
     tier = RedisTier(url=redis_server.url, key_prefix="s:", auth_key=K1)
-    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None)
     keys = [bytes([i]) * 16 for i in range(4)]
+    # opaque bytes to the tier (it never decodes them): one record under every key
+    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None, key=keys[0])
     tier.put_many([(keys[0], rec), (keys[1], rec, 60_000)])
     r = redis.Redis.from_url(redis_server.url)
     stored = r.get(tier.redis_key(keys[0]))
@@ -210,8 +212,10 @@ def test_tier_strips_verified_tags_and_counts_refused_values(redis_server: Redis
 
 def test_tier_on_a_cluster_refuses_planted_records(redis_cluster: Any) -> None:
     tier = RedisTier(nodes=redis_cluster.addrs, key_prefix="auth:", auth_key=K1)
-    rec = codec.encode_record(np.ones(DIM, dtype=np.float32), "float32", 0.0, None)
     keys = [i.to_bytes(16, "big") for i in range(50)]  # spread over the three masters
+    rec = codec.encode_record(
+        np.ones(DIM, dtype=np.float32), "float32", 0.0, None, key=keys[0]
+    )  # spread over the three masters
     tier.put_many([(k, rec) for k in keys])
     assert tier.get_many(keys) == [rec] * 50
     from redis.cluster import ClusterNode, RedisCluster
@@ -340,3 +344,30 @@ def test_cli_stats_shows_how_records_are_tagged_never_the_secret(
     cfg.write_text(yaml.safe_dump(data))
     r = CliRunner().invoke(main, ["stats", "-c", str(cfg)])
     assert r.exit_code == 2 and "shared.auth_key_file" in r.output
+
+
+def test_batch_opener_in_c_answers_as_python() -> None:
+    """``RecordSeal.open_many`` (unkeyed: one C call, ``_core.SealOpener``) gives exactly
+    what ``open`` gives value by value: the record for a verifying tag; None for a value
+    absent, too short for a tag, with a flipped tag or record bit, or read from another
+    key; keyed seals take the Python path with the same answers."""
+    import os
+
+    rng = np.random.default_rng(3)
+    for seal in (RecordSeal(), RecordSeal(K1)):
+        rkeys = [b"p:" + os.urandom(16).hex().encode() for _ in range(60)]
+        records = [os.urandom(int(n)) for n in rng.integers(0, 3200, 60)]
+        values: list[bytes | None] = [seal.seal(k, r) for k, r in zip(rkeys, records)]
+        values[1] = None
+        values[2] = b"short"
+        v3 = values[3]
+        assert v3 is not None
+        values[3] = v3[:-1] + bytes([v3[-1] ^ 1])  # the tag
+        v4 = values[4]
+        assert v4 is not None and len(v4) > 16
+        values[4] = bytes([v4[0] ^ 0x80]) + v4[1:]  # the record
+        values[5] = values[6]  # read from another key
+        want = [None if v is None else seal.open(k, v) for k, v in zip(rkeys, values)]
+        assert seal.open_many(rkeys, values) == want
+        assert [w is None for w in want[:7]] == [False, True, True, True, True, True, False]
+        assert want[7:] == records[7:]

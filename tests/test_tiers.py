@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tiercache.errors import FingerprintMismatchError, StoreError
 from tiercache.keys import Fingerprint
@@ -17,19 +19,127 @@ from tiercache.tiers.lmdb import LmdbTier
 from tiercache.tiers.memory import MemoryTier, hot_capacity
 
 FP = Fingerprint(model="m", dim=8, revision="1")
+DIM = 4  # floats per row in the vector tier's contract
 
 
 def k(i: int) -> bytes:
     return i.to_bytes(16, "big")
 
 
-class RecordStoreContract:
-    """Every byte-record tier passes these: the warm LMDB tier (plain and packed) and the
-    shared Redis tier (on a real redis-server)."""
+class KeyedTierContract:
+    """Every tier passes these (``tiercache.tiers.KeyedTier``): the hot memory tier, the
+    warm LMDB tier (plain and packed) and the shared Redis tier (on a real redis-server).
+    Each subclass stores entries through its own protocol's ``put_many`` (``put_keys``)."""
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Any]:
         raise NotImplementedError
+
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        """Store ``value(key, version)`` under each of ``keys`` (one batch)."""
+        raise NotImplementedError
+
+    def value(self, key: bytes, version: int) -> Any:
+        """What ``put_keys`` stores under ``key``, as ``read`` gives it back."""
+        raise NotImplementedError
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        """What each of ``keys`` holds (through the tier's own reads), None if absent."""
+        raise NotImplementedError
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        database=None,
+        # one store per example is reused (cleared first); each subclass runs it
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from(["put", "delete", "clear"]),
+                st.lists(st.integers(0, 11), max_size=8),
+            ),
+            max_size=12,
+        )
+    )
+    def test_agrees_with_a_dict(self, store: Any, ops: list[tuple[str, list[int]]]) -> None:
+        store.clear()  # one store for every example
+        model: dict[bytes, int] = {}
+        for version, (op, picked) in enumerate(ops):
+            keys = [k(i) for i in picked]
+            if op == "put":
+                self.put_keys(store, keys, version)
+                model.update(dict.fromkeys(keys, version))
+            elif op == "delete":
+                assert store.delete_many(keys) == len(set(keys) & model.keys())
+                for key in keys:
+                    model.pop(key, None)
+            else:
+                store.clear()
+                model.clear()
+            assert sorted(store.keys()) == sorted(model)
+            assert store.count() == len(model)
+        every = [k(i) for i in range(12)]
+        want = [self.value(key, model[key]) if key in model else None for key in every]
+        assert self.read(store, every) == want
+
+    def test_empty_tier(self, store: Any) -> None:
+        assert store.count() == 0
+        assert list(store.keys()) == []
+        assert store.delete_many([k(1)]) == 0
+
+    def test_keys_iterates_everything(self, store: Any) -> None:
+        keys = [os.urandom(16) for _ in range(250)]
+        self.put_keys(store, keys)
+        assert sorted(store.keys()) == sorted(keys)
+        assert store.count() == 250
+
+    def test_overwrite_counts_once(self, store: Any) -> None:
+        self.put_keys(store, [k(1), k(2)])
+        self.put_keys(store, [k(1)])
+        assert store.count() == 2
+        assert sorted(store.keys()) == [k(1), k(2)]
+
+    def test_delete_counts_what_was_stored(self, store: Any) -> None:
+        self.put_keys(store, [k(1), k(2), k(3)])
+        assert store.delete_many([k(1), k(3), k(9), k(1)]) == 2  # absent: 0, twice: once
+        assert list(store.keys()) == [k(2)]
+        assert store.count() == 1
+        assert store.delete_many([k(1)]) == 0
+
+    def test_empty_batches(self, store: Any) -> None:
+        self.put_keys(store, [])
+        assert store.delete_many([]) == 0
+        assert store.count() == 0
+
+    def test_clear_removes_everything(self, store: Any) -> None:
+        self.put_keys(store, [k(i) for i in range(20)])
+        store.clear()
+        assert store.count() == 0
+        assert list(store.keys()) == []
+        self.put_keys(store, [k(1)])  # still usable
+        assert list(store.keys()) == [k(1)]
+
+
+class RecordStoreContract(KeyedTierContract):
+    """Every byte-record tier passes these (``tiercache.tiers.RecordStore``): the warm
+    LMDB tier and the shared Redis tier."""
+
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        store.put_many([(key, self.value(key, version)) for key in keys])
+
+    def value(self, key: bytes, version: int) -> bytes:
+        # 3 or 18 bytes by the key's last bit: a tier packing 3-byte records
+        # (test_lmdb_packed.TestPackedContract) holds both packed and plain ones
+        v = bytes([version % 256])
+        return v + key[-2:] if key[-1] % 2 else b"r" + v + key
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        return list(store.get_many(keys))
 
     def test_missing_keys_are_none(self, store: Any) -> None:
         assert store.get_many([k(1), k(2)]) == [None, None]
@@ -48,15 +158,98 @@ class RecordStoreContract:
         assert store.delete_many([k(1), k(3)]) == 1
         assert store.get_many([k(1), k(2)]) == [None, b"b"]
 
-    def test_keys_iterates_everything(self, store: Any) -> None:
-        items = [(os.urandom(16), b"x") for _ in range(250)]
-        store.put_many(items)
-        assert sorted(store.keys()) == sorted(key for key, _ in items)
+    def test_a_key_given_twice_keeps_its_last_record(self, store: Any) -> None:
+        store.put_many([(k(1), b"first"), (k(2), b"b"), (k(1), b"last")])
+        assert store.get_many([k(1), k(2)]) == [b"last", b"b"]
+        assert store.count() == 2
+
+    def test_delete_each_in_input_order(self, store: Any) -> None:
+        store.put_many([(k(1), b"a"), (k(2), b"b")])
+        assert store.delete_each([k(2), k(9), k(1), k(2)]) == [True, False, True, False]
+        assert store.delete_each([]) == []
+        assert store.count() == 0
+
+    def test_records_are_new_bytes(self, store: Any) -> None:
+        store.put_many([(k(1), b"hello")])
+        got = store.get_many([k(1)])[0]
+        store.put_many([(k(1), b"world")])
+        assert got == b"hello" and type(got) is bytes
 
     def test_empty_batches(self, store: Any) -> None:
+        super().test_empty_batches(store)
         store.put_many([])
         assert store.get_many([]) == []
-        assert store.delete_many([]) == 0
+
+
+class VectorStoreContract(KeyedTierContract):
+    """Every vector tier passes these (``tiercache.tiers.VectorStore``): the hot memory
+    tier. ``store`` holds at least 300 rows of ``DIM`` floats."""
+
+    def put_many(
+        self, store: Any, contents: Sequence[Any], keys: Sequence[bytes], matrix: Any
+    ) -> list[int]:
+        n = len(keys)
+        slots: list[int] = store.put_many(
+            contents, keys, matrix, [float("inf")] * n, [None] * n, [False] * n
+        )
+        return slots
+
+    def put_keys(self, store: Any, keys: Sequence[bytes], version: int = 0) -> None:
+        matrix = np.array([self.value(key, version) for key in keys], dtype=np.float32)
+        self.put_many(store, [key.hex() for key in keys], keys, matrix.reshape(-1, DIM))
+
+    def value(self, key: bytes, version: int) -> list[float]:
+        return [float(version), float(key[-1]), float(key[0]), 0.5]
+
+    def read(self, store: Any, keys: Sequence[bytes]) -> list[Any]:
+        slots = store.get_many([key.hex() for key in keys])
+        rows = iter(store.gather([s for s in slots if s is not None]).tolist())
+        return [None if s is None else next(rows) for s in slots]
+
+    def test_missing_contents_have_no_slot(self, store: Any) -> None:
+        assert store.get_many(["a", b"b"]) == [None, None]
+        assert store.slot_of_key(k(1)) is None
+
+    def test_slots_and_rows_in_input_order(self, store: Any) -> None:
+        vecs = np.arange(3 * DIM, dtype=np.float32).reshape(3, DIM)
+        slots = self.put_many(store, ["a", "b", b"c"], [k(1), k(2), k(3)], vecs)
+        assert store.get_many(["b", "zz", b"c", "a"]) == [slots[1], None, slots[2], slots[0]]
+        assert [store.slot_of_key(k(i)) for i in (3, 1, 9)] == [slots[2], slots[0], None]
+        rows = store.gather([slots[2], slots[0], slots[2]])
+        assert rows.dtype == np.float32 and rows.shape == (3, DIM)
+        assert rows.tolist() == [vecs[2].tolist(), vecs[0].tolist(), vecs[2].tolist()]
+
+    def test_overwrite_by_key_keeps_the_slot(self, store: Any) -> None:
+        (slot,) = self.put_many(store, ["a"], [k(1)], np.zeros((1, DIM), dtype=np.float32))
+        assert self.put_many(store, ["a"], [k(1)], np.ones((1, DIM))) == [slot]
+        assert store.gather([slot]).tolist() == [[1.0] * DIM]
+        assert store.count() == 1
+
+    def test_returned_rows_never_change(self, store: Any) -> None:
+        (slot,) = self.put_many(store, ["a"], [k(1)], np.full((1, DIM), 7, dtype=np.float32))
+        rows = store.gather([slot])
+        rows[0, 0] = -1  # the caller's own copy
+        assert store.gather([slot]).tolist() == [[7.0] * DIM]
+        self.put_many(store, ["a"], [k(1)], np.full((1, DIM), 8, dtype=np.float32))
+        store.delete_many([k(1)])
+        self.put_many(store, ["b"], [k(2)], np.full((1, DIM), 9, dtype=np.float32))
+        assert rows.tolist() == [[-1.0] + [7.0] * (DIM - 1)]
+
+    def test_stored_rows_are_copied_in(self, store: Any) -> None:
+        matrix = np.full((2, DIM), 3, dtype=np.float32)
+        slots = self.put_many(store, ["a", "b"], [k(1), k(2)], matrix)
+        matrix[:] = 0  # the caller reuses its buffer
+        assert store.gather(slots).tolist() == [[3.0] * DIM] * 2
+
+    def test_content_types_are_distinct(self, store: Any) -> None:
+        self.put_many(store, ["abc"], [k(1)], np.zeros((1, DIM), dtype=np.float32))
+        assert store.get_many([b"abc", "abc"])[0] is None
+
+    def test_empty_batches(self, store: Any) -> None:
+        super().test_empty_batches(store)
+        assert store.get_many([]) == []
+        assert store.gather([]).shape == (0, DIM)
+        assert self.put_many(store, [], [], np.empty((0, DIM), dtype=np.float32)) == []
 
 
 class TestRedisContract(RecordStoreContract):
@@ -81,12 +274,6 @@ class TestLmdbContract(RecordStoreContract):
         items = [(os.urandom(16), b"x") for _ in range(55)]
         store.put_many(items)
         assert sorted(store.keys(chunk=7)) == sorted(key for key, _ in items)
-
-    def test_buffers_are_copied(self, store: LmdbTier) -> None:
-        store.put_many([(k(1), b"hello")])
-        got = store.get_many([k(1)])[0]
-        store.put_many([(k(1), b"world")])
-        assert got == b"hello" and isinstance(got, bytes)
 
     def test_sample_returns_resident_keys(self, store: LmdbTier) -> None:
         items = [(os.urandom(16), b"x") for _ in range(50)]
@@ -171,32 +358,42 @@ class TestLmdbContract(RecordStoreContract):
         t.close()
 
 
-class TestMemoryTier:
+class TestMemoryTier(VectorStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[MemoryTier]:
+        t = MemoryTier(DIM, 300)
+        yield t
+        t.close()
+
     def test_capacity_from_budget(self) -> None:
         assert hot_capacity(0, 384) == 0
         assert hot_capacity(10 * (4 * 384 + 256), 384) == 10
-
-    def test_put_gather_and_no_alias(self) -> None:
-        t = MemoryTier(4, 2)
-        t.put("a", k(1), np.arange(4, dtype=np.float32))
-        slot = t.slot("a")
-        assert slot is not None
-        rows = t.gather([slot])
-        t.delete_key(k(1))
-        t.put("b", k(2), np.full(4, 9, dtype=np.float32))  # reuses the slot
-        assert rows[0].tolist() == [0, 1, 2, 3]
 
     def test_full_tier_refuses_instead_of_evicting(self) -> None:
         t = MemoryTier(4, 1)
         t.put("a", k(1), np.zeros(4, dtype=np.float32))
         with pytest.raises(RuntimeError):
             t.put("b", k(2), np.zeros(4, dtype=np.float32))
-        assert t.slot("a") is not None
+        with pytest.raises(RuntimeError):
+            t.put_many(["b"], [k(2)], np.zeros((1, 4)), [float("inf")], [None], [False])
+        assert t.slot("a") is not None and t.count() == 1
+        t.delete_many([k(1)])  # a freed slot is used again
+        t.put("b", k(2), np.zeros(4, dtype=np.float32))
+        assert t.slot("b") is not None
 
-    def test_content_types_are_distinct(self) -> None:
-        t = MemoryTier(4, 2)
-        t.put("abc", k(1), np.zeros(4, dtype=np.float32))
-        assert t.slot(b"abc") is None
+    def test_metadata_and_warm_flags(self) -> None:
+        t = MemoryTier(4, 3)
+        slots = t.put_many(
+            ["a", "b", b"c"],
+            [k(1), k(2), k(3)],
+            np.zeros((3, 4), dtype=np.float32),
+            [float("inf")] * 3,
+            [None, b"m", None],
+            [True, False, True],
+        )
+        assert t.meta_at(slots[1]) == b"m" and t.meta_at(slots[0]) is None
+        assert not t.in_warm(slots[1]) and t.in_warm(slots[0])
+        assert t.bytes_used() == 3 * (4 * 4 + 256)
 
 
 def test_map_growth_and_aborts_beside_busy_reader_threads(tmp_path: Path) -> None:
@@ -237,21 +434,3 @@ def test_map_growth_and_aborts_beside_busy_reader_threads(tmp_path: Path) -> Non
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
-
-
-def test_memory_tier_batch_put_get_delete() -> None:
-    t = MemoryTier(4, 3)
-    vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
-    slots = t.put_many(
-        ["a", "b", b"c"],
-        [k(1), k(2), k(3)],
-        vecs,
-        [float("inf")] * 3,
-        [None, b"m", None],
-        [True, False, True],
-    )
-    assert t.get_many(["b", "zz", b"c", "a"]) == [slots[1], None, slots[2], slots[0]]
-    assert t.gather(slots).tolist() == vecs.tolist()
-    assert t.meta_at(slots[1]) == b"m" and not t.in_warm(slots[1]) and t.in_warm(slots[0])
-    assert t.delete_many([k(1), k(9)]) == 1 and t.count() == 2
-    assert sorted(t.keys()) == [k(2), k(3)]

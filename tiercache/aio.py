@@ -69,6 +69,9 @@ class AsyncAPI:
         def mset(
             self, items: Iterable[Any], *, ttl: float | None = None, model: str | None = None
         ) -> list[str]: ...
+        def lookup_many(
+            self, contents: Sequence[Content], *, model: str | None = None
+        ) -> tuple[np.ndarray, np.ndarray]: ...
         def exists(self, content: Content, *, model: str | None = None) -> bool: ...
         def mexists(
             self, contents: Sequence[Content], *, model: str | None = None
@@ -116,6 +119,11 @@ class AsyncAPI:
         self, contents: Sequence[Content], *, model: str | None = None
     ) -> list[Entry | None]:
         return await self._run(self.mget, _batch(contents), model=model)
+
+    async def alookup_many(
+        self, contents: Sequence[Content], *, model: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return await self._run(self.lookup_many, _batch(contents), model=model)
 
     async def aset(
         self,

@@ -427,7 +427,7 @@ class TierCache(AsyncAPI):
         if todo:
             for c, i in todo.items():
                 check_encodable(c, self._ctx.accepts, i, self._ctx.utf8_text)
-            keys = [self._keys.digest(c) for c in todo]
+            keys = self._keys.digests(list(todo))
             failures: list[EncoderError] = []  # texts the encoder failed on, alone
             vectors = self._read.recompute.compute(
                 keys,
@@ -472,6 +472,15 @@ class TierCache(AsyncAPI):
         """Entries in input order, None where nothing is stored. Never encodes."""
         return self._read.mget(self._checked(contents, model))
 
+    def lookup_many(
+        self, contents: Sequence[Content], *, model: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(matrix, found)`` for vectors computed elsewhere: the stored vectors of
+        ``contents`` as one ``(n, dim)`` float32 array (rows not found are zeros) and a
+        bool array, True where the row was found. Never encodes; the speed of
+        :meth:`embed_many` on hits (the same lookup), without building an Entry each."""
+        return self._read.lookup_many(self._checked(contents, model))
+
     def exists(self, content: Content, *, model: str | None = None) -> bool:
         """Whether an unexpired entry is stored (no access is recorded, nothing moves)."""
         return self._read.exists(self._one(content, model))
@@ -501,7 +510,7 @@ class TierCache(AsyncAPI):
     def mdrop(self, contents: Sequence[Content], *, model: str | None = None) -> int:
         """Remove many; returns how many keys were removed from at least one tier."""
         contents = self._checked(contents, model)
-        keys = list(dict.fromkeys(self._keys.digest(c) for c in contents))
+        keys = list(dict.fromkeys(self._keys.digests(contents)))
         return self._write.drop_keys(keys, "dropped", "drop")
 
     def clear(self) -> None:

@@ -3,8 +3,9 @@
 Layout (all little-endian)::
 
     offset size field
-    0      4    checksum: low 32 bits of XXH3-64 over every byte after offset 4
-    4      1    format version (1)
+    0      4    checksum: low 32 bits of XXH3-64 over every byte after offset 4, XORed
+                with the first 4 bytes of the record's key (version 2; see below)
+    4      1    format version (2; 1 is still read)
     5      1    codec id (0 float32, 1 float16, 2 int8)
     6      1    flags (bit 0: a msgpack blob follows the vector)
     7      1    reserved (0)
@@ -16,6 +17,15 @@ Layout (all little-endian)::
 
 A 384-d float32 record is 24 + 1536 = 1560 bytes: small enough to live in an LMDB leaf page
 (two per 4 KiB page) rather than an overflow page; see docs/record-format.md.
+
+**Bound to its key.** A version-2 record verifies only under the key it was written for:
+its checksum is XORed with the key's first 4 bytes (a little-endian uint32 of the 16-byte
+BLAKE2b digest), so a record copied or misfiled under another key decodes as corrupt (a
+miss), never as that key's vector; it costs one XOR. Version-1 records (written before
+this binding) are still read, with the checksum alone, so that no stored vector is lost on
+upgrade (a vector given to ``set`` cannot be recomputed); every write is version 2. The
+binding is against accidents (a bug, a misdirected copy): whoever can write the store can
+write any record, and the shared tier adds a keyed tag for that (``tiers/redis.py``).
 
 Never pickle, never JSON for vectors. Decoding never raises to callers: a record that is
 short, has an unknown version or codec, the wrong dim or a bad checksum decodes to ``None``
@@ -36,7 +46,8 @@ from xxhash import xxh3_64_intdigest
 
 from .errors import InvalidMetadataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1  # unbound checksum: read, never written
 HEADER = struct.Struct("<IBBBBIdf")
 HEADER_SIZE = HEADER.size  # 24
 _unpack_header = HEADER.unpack_from
@@ -45,13 +56,27 @@ _CHECK = struct.Struct("<I")
 _MASK32 = 0xFFFFFFFF
 
 
-def checksum(data: bytes | memoryview) -> int:
-    """The 32-bit record checksum (XXH3-64, low half): ~0.2 us per 1.5 KB record.
+def checksum(data: bytes | memoryview, key: bytes) -> int:
+    """The 32-bit checksum of a version-2 record whose bytes after the checksum field are
+    ``data`` and whose key is ``key``: XXH3-64's low half XOR :func:`key_mask` (~0.2 us
+    per 1.5 KB record).
 
-    It detects accidental corruption (bit rot, torn or truncated writes), not tampering:
-    whoever can write the cache directory can write any record.
+    It detects accidental corruption (bit rot, torn or truncated writes) and a record
+    under another key, not tampering: whoever can write the cache directory can write
+    any record.
     """
-    return xxh3_64_intdigest(data) & _MASK32
+    return (xxh3_64_intdigest(data) & _MASK32) ^ key_mask(key)
+
+
+def key_mask(key: bytes) -> int:
+    """What a version-2 record's checksum is XORed with: the key's first 4 bytes as a
+    little-endian uint32 (keys are BLAKE2b digests: uniform bits)."""
+    return int.from_bytes(key[:4], "little")
+
+
+def key_masks(keys: Sequence[bytes]) -> np.ndarray:
+    """:func:`key_mask` of each key, as a uint32 array (the batch decoders' form)."""
+    return np.frombuffer(b"".join([bytes(k[:4]).ljust(4, b"\0") for k in keys]), dtype="<u4")
 
 
 CODEC_IDS = {"float32": 0, "float16": 1, "int8": 2}
@@ -131,15 +156,21 @@ def _quantize(vector: np.ndarray, codec_id: int) -> tuple[bytes, float]:
 
 
 def encode_record(
-    vector: np.ndarray, codec: str = "float32", expires_at: float = 0.0, blob: bytes | None = None
+    vector: np.ndarray,
+    codec: str = "float32",
+    expires_at: float = 0.0,
+    blob: bytes | None = None,
+    *,
+    key: bytes,
 ) -> bytes:
-    """Encode one validated float32 vector (shape ``(dim,)``) into record bytes."""
+    """Encode one validated float32 vector (shape ``(dim,)``) into the record bytes of
+    ``key`` (the 16-byte digest it is stored under: the checksum binds the record to it)."""
     codec_id = CODEC_IDS[codec]
     body, scale = _quantize(vector, codec_id)
     flags = FLAG_BLOB if blob else 0
     fields = _FIELDS.pack(FORMAT_VERSION, codec_id, flags, 0, vector.shape[0], expires_at, scale)
     rest = fields + body + blob if blob else fields + body
-    return _CHECK.pack(checksum(rest)) + rest
+    return _CHECK.pack(checksum(rest, key)) + rest
 
 
 def encode_records(
@@ -147,14 +178,19 @@ def encode_records(
     codec: str = "float32",
     expires_at: float | Sequence[float] = 0.0,
     blobs: Sequence[bytes | None] | None = None,
+    *,
+    keys: Sequence[bytes],
 ) -> list[bytes]:
-    """Encode each row of a validated ``(n, dim)`` float32 matrix; the same bytes as
-    :func:`encode_record` row by row. ``expires_at`` is one value or one per row.
+    """Encode each row of a validated ``(n, dim)`` float32 matrix for the key of the same
+    index; the same bytes as :func:`encode_record` row by row. ``expires_at`` is one value
+    or one per row.
 
     float32 and float16 rows are converted in one numpy call and sliced; int8 rows need a
     scale each and go through :func:`encode_record`.
     """
     n = matrix.shape[0]
+    if len(keys) != n:
+        raise ValueError(f"{n} rows but {len(keys)} keys")
     expiries = (
         [float(expires_at)] * n
         if isinstance(expires_at, (int, float))
@@ -163,12 +199,12 @@ def encode_records(
     codec_id = CODEC_IDS[codec]
     if codec_id == 2 or n == 0:
         return [
-            encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None)
+            encode_record(matrix[i], codec, expiries[i], blobs[i] if blobs else None, key=keys[i])
             for i in range(n)
         ]
     dim = matrix.shape[1]
     if not blobs or not any(blobs):
-        return _encode_plain_rows(matrix, codec_id, expiries)
+        return _encode_plain_rows(matrix, codec_id, expiries, keys)
     body = matrix.astype("<f4" if codec_id == 0 else "<f2", copy=False).tobytes()
     width = dim * (4 if codec_id == 0 else 2)
     pack = _FIELDS.pack
@@ -182,11 +218,13 @@ def encode_records(
         )
         if blob:
             rest += blob
-        out.append(check(xxh3_64_intdigest(rest) & _MASK32) + rest)
+        out.append(check((xxh3_64_intdigest(rest) & _MASK32) ^ key_mask(keys[i])) + rest)
     return out
 
 
-def _encode_plain_rows(matrix: np.ndarray, codec_id: int, expiries: list[float]) -> list[bytes]:
+def _encode_plain_rows(
+    matrix: np.ndarray, codec_id: int, expiries: list[float], keys: Sequence[bytes]
+) -> list[bytes]:
     """:func:`encode_records` of float32/float16 rows without blobs, vectorised: every
     header written by one structured view, every body by one converting copy; only the
     checksums are a Python loop (XXH3 per record), then one copy per record (no whole-buffer
@@ -209,7 +247,7 @@ def _encode_plain_rows(matrix: np.ndarray, codec_id: int, expiries: list[float])
         (xxh3_64_intdigest(mv[r + 4 : r + size]) & _MASK32 for r in range(0, n * size, size)),
         dtype=np.uint32,
         count=n,
-    )
+    ) ^ key_masks(keys)
     return [mv[r : r + size].tobytes() for r in range(0, n * size, size)]  # one copy each
 
 
@@ -227,9 +265,10 @@ payload)``; ``payload`` is a copy of the vector bytes (safe after the transactio
 Batches of them become one matrix with :func:`raw_to_matrix` (one join, one convert)."""
 
 
-def decode_raw(buf: bytes | memoryview, dim: int) -> RawRecord | None:
-    """Verify a record and copy its parts out; ``None`` if malformed, corrupt or of
-    another dim. Cheaper than :func:`decode_record`: no numpy object per record.
+def decode_raw(buf: bytes | memoryview, dim: int, key: bytes) -> RawRecord | None:
+    """Verify the record of ``key`` and copy its parts out; ``None`` if malformed, corrupt,
+    of another key or of another dim. Cheaper than :func:`decode_record`: no numpy
+    object per record.
 
     Hot in every warm read, hence written for the interpreter: few lookups, one slice.
     """
@@ -238,7 +277,11 @@ def decode_raw(buf: bytes | memoryview, dim: int) -> RawRecord | None:
     except struct.error:  # shorter than a header
         return None
     itemsize = _ITEMSIZE.get(codec_id)
-    if version != FORMAT_VERSION or rdim != dim or itemsize is None:
+    if rdim != dim or itemsize is None:
+        return None
+    if version == FORMAT_VERSION:
+        crc ^= int.from_bytes(key[:4], "little")  # key_mask, inlined
+    elif version != LEGACY_VERSION:
         return None
     body_end = HEADER_SIZE + dim * itemsize
     n = len(buf)
@@ -264,10 +307,11 @@ VectorRecord = tuple[np.ndarray, float, "bytes | None"]
 array owned by the caller."""
 
 
-def decode_at(buf: Any, start: int, end: int, dim: int) -> VectorRecord | None:
-    """Verify and decode the record ``buf[start:end]`` without slicing it out first (a
-    packed segment, or a whole plain record with ``start=0, end=len(buf)``); ``None`` if
-    malformed, corrupt or of another dim. The caller guarantees ``end <= len(buf)``.
+def decode_at(buf: Any, start: int, end: int, dim: int, key: bytes) -> VectorRecord | None:
+    """Verify and decode the record of ``key`` at ``buf[start:end]`` without slicing it
+    out first (a packed segment, or a whole plain record with ``start=0, end=len(buf)``);
+    ``None`` if malformed, corrupt, of another key or of another dim. The caller
+    guarantees ``end <= len(buf)``.
 
     The warm single-get path: one header unpack, one checksum over a view, one copy of the
     vector (positional ``frombuffer`` arguments with a dtype object: keyword and string
@@ -277,7 +321,11 @@ def decode_at(buf: Any, start: int, end: int, dim: int) -> VectorRecord | None:
     if n < HEADER_SIZE:
         return None
     crc, version, codec_id, flags, _, rdim, expires_at, scale = _unpack_header(buf, start)
-    if version != FORMAT_VERSION or rdim != dim:
+    if rdim != dim:
+        return None
+    if version == FORMAT_VERSION:
+        crc ^= int.from_bytes(key[:4], "little")  # key_mask, inlined
+    elif version != LEGACY_VERSION:
         return None
     if codec_id == 0:
         body_end = HEADER_SIZE + 4 * dim
@@ -310,12 +358,13 @@ def decode_at(buf: Any, start: int, end: int, dim: int) -> VectorRecord | None:
 
 
 def decode_rows(
-    buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name: str
+    buf: bytes, n: int, stride: int, skip: int, dim: int, codec_name: str, masks: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode ``n`` records of one length laid out every ``stride`` bytes in ``buf``, each
     starting ``skip`` bytes into its row (the warm batch path: packed slots with their
     digest in front). Vectorised: one structured view checks every header, one strided view
     converts every vector; only the checksums are a Python loop (XXH3 per record).
+    ``masks``: :func:`key_masks` of the rows' keys (uint32, one per row).
 
     Returns ``(fast, bad, expires_at, matrix)``: ``fast`` marks rows of ``codec_name``
     without a blob whose header and checksum verify (their vector is ``matrix``'s row,
@@ -330,8 +379,9 @@ def decode_rows(
         empty = np.zeros(n, dtype=bool)
         return empty, empty.copy(), np.zeros(n), np.zeros((n, dim), dtype=np.float32)
     head = np.ndarray((n,), dtype=_header_dtype(skip, stride), buffer=buf)
+    version = head["version"]
     shape_ok = (
-        (head["version"] == FORMAT_VERSION)
+        ((version == FORMAT_VERSION) | (version == LEGACY_VERSION))
         & (head["codec"] == codec_id)
         & (head["flags"] == 0)
         & (head["dim"] == dim)
@@ -350,7 +400,7 @@ def decode_rows(
         dtype=np.uint32,
         count=n,
     )
-    good = sums == head["crc"]
+    good = sums == head["crc"] ^ np.where(version == FORMAT_VERSION, masks, np.uint32(0))
     fast = shape_ok & good
     bad = shape_ok & ~good
     body = np.ndarray(
@@ -381,13 +431,14 @@ def _header_dtype(skip: int, stride: int) -> np.dtype[Any]:
     )
 
 
-def describe_record(buf: bytes | memoryview) -> tuple[str, int, float, int] | None:
-    """``(codec, dim, expires_at, blob_bytes)`` of a record that verifies (any dim), or
-    ``None`` if it is malformed or corrupt. For inspection tools, not the read path."""
+def describe_record(buf: bytes | memoryview, key: bytes) -> tuple[str, int, float, int] | None:
+    """``(codec, dim, expires_at, blob_bytes)`` of the record of ``key`` if it verifies
+    (any dim), or ``None`` if it is malformed or corrupt. For inspection tools, not the
+    read path."""
     if len(buf) < HEADER_SIZE:
         return None
     dim = _unpack_header(buf, 0)[5]
-    raw = decode_raw(buf, dim)
+    raw = decode_raw(buf, dim, key)
     if raw is None:
         return None
     names = {v: k for k, v in CODEC_IDS.items()}
@@ -409,12 +460,13 @@ def raw_to_matrix(raws: list[RawRecord], dim: int) -> np.ndarray:
     return out
 
 
-def decode_record(buf: bytes | memoryview, dim: int) -> Record | None:
-    """Decode and verify; ``None`` for anything malformed, corrupt or of another dim.
+def decode_record(buf: bytes | memoryview, dim: int, key: bytes) -> Record | None:
+    """Decode and verify the record of ``key``; ``None`` for anything malformed,
+    corrupt, of another key or of another dim.
 
     Works on a buffer that is only valid inside an LMDB transaction: the vector is copied.
     """
-    raw = decode_raw(buf, dim)
+    raw = decode_raw(buf, dim, key)
     if raw is None:
         return None
     codec_id, scale, expires_at, blob, payload = raw

@@ -24,6 +24,11 @@ import numpy as np
 
 from .errors import InvalidContentError
 
+try:  # the compiled digest (tiercache/_core_src/hash.c); hashlib when it is not built
+    from ._core import Digester as _Digester
+except ImportError:  # pragma: no cover - the extension is optional for pip
+    _Digester = None  # type: ignore[misc, assignment]
+
 KEY_BYTES = 16
 """Digest size in bytes (128 bits)."""
 
@@ -90,7 +95,7 @@ class Fingerprint:
 class KeyMaker:
     """Derives keys for one fingerprint. Thread-safe (each call copies a primed hasher)."""
 
-    __slots__ = ("fingerprint", "prefix", "_base")
+    __slots__ = ("fingerprint", "prefix", "_base", "_c")
 
     person = _PERSON
     """The blake2b personalisation of every key."""
@@ -102,9 +107,21 @@ class KeyMaker:
         hasher with them)."""
         self._base = hashlib.blake2b(digest_size=KEY_BYTES, person=_PERSON)
         self._base.update(self.prefix)
+        # the same digest in C (~0.3 us instead of ~1.5): str and bytes contents; it
+        # answers None for the rest (other types, lone surrogates), which hashlib takes
+        self._c = _Digester(_PERSON, self.prefix) if _Digester is not None else None
 
     def digest(self, content: Content) -> bytes:
         """The 16-byte key of ``content``. Raises InvalidContentError for other types."""
+        c = self._c
+        if c is not None:
+            key: bytes | None = c.digest(content)
+            if key is not None:
+                return key
+        return self._digest_py(content)
+
+    def _digest_py(self, content: Content) -> bytes:
+        """:meth:`digest` by hashlib (what the compiled digest must equal)."""
         h = self._base.copy()
         if type(content) is str:
             data = content.encode("utf-8", "surrogatepass")
@@ -120,8 +137,15 @@ class KeyMaker:
         h.update(data)
         return h.digest()
 
-    def digests(self, contents: list[Content]) -> list[bytes]:
-        return [self.digest(c) for c in contents]
+    def digests(self, contents: Sequence[Content]) -> list[bytes]:
+        """:meth:`digest` of each content, in order (one C call when it is built)."""
+        c = self._c
+        if c is None:
+            return [self._digest_py(x) for x in contents]
+        out: list[bytes | None] = c.digests(contents)
+        if None in out:
+            return [self._digest_py(x) if k is None else k for x, k in zip(contents, out)]
+        return out  # type: ignore[return-value]
 
 
 def key_to_str(key: bytes) -> str:

@@ -27,11 +27,12 @@ from . import codec
 from .context import CacheContext
 from .entry import Entry, new_entry
 from .errors import ClosedError
-from .keys import KEY_BYTES, Content, KeyMaker, key_from_str, key_to_str
+from .keys import KEY_BYTES, Content, KeyMaker
+from .probes import ABSENT, Probes
 from .recompute import Recompute
+from .sharedreads import SharedReads
 from .tiers import lmdb as _lmdb_tier
 from .tiers.memory import NEVER
-from .tiers.redis import SharedUnavailable
 from .writepath import WritePath, as_content, check_encodable
 
 try:
@@ -39,8 +40,9 @@ try:
 except ImportError:  # built without a C compiler: reads stay pure Python
     _core = None  # type: ignore[assignment]
 
-_ABSENT = object()  # LmdbTier.get_at's value for a key not stored
+_ABSENT = ABSENT  # LmdbTier.get_at's value for a key not stored (probes.py's too)
 _UNSERVED = object()  # WarmReader.record's value when the store cannot be read in C now
+_NO_MASKS = np.zeros(0, dtype="<u4")  # codec.decode_rows' key masks of no rows
 _decode_at = codec.decode_at
 
 # lookup_lower's warm read: (fast_j, fast_exp, todo, corrupt, expired, drop)
@@ -104,8 +106,10 @@ def _fill_entries(
         found[i] = new_entry(k.hex(), out[i], unpack(blob).get("m") if blob else None, tier)
 
 
-class ReadPath:
+class ReadPath(Probes, SharedReads):
     """Lookups over the context's tiers, recompute on a miss (see the module docstring).
+    ``exists``, ``mexists`` and ``get_by_key`` (they look and move nothing) are in
+    :mod:`tiercache.probes`.
 
     ``compiled``: build the C readers (a subclass of TierCache that overrides ``embed``
     passes False, so that its override is never bypassed).
@@ -338,52 +342,6 @@ class ReadPath:
         if self._shared is not None:
             return self.shared_one(content, key, found)
         return None
-
-    def shared_one(
-        self, content: Content, key: bytes, found: list[Entry | None] | None
-    ) -> np.ndarray | None:
-        """:meth:`shared_lookup` of one content: one ``GET`` (not a one-key ``MGET``), the
-        record verified and decoded in place (``codec.decode_at``), the same counters and
-        placement; the vector, or None on a miss of any kind."""
-        shared = self._shared
-        assert shared is not None
-        epoch = self._inval.applied
-        t0 = _perf()
-        try:
-            buf = shared.get(key)
-        except Exception as exc:
-            with self._lock:
-                sm = self._s_shared
-                sm.misses += 1
-                if isinstance(exc, SharedUnavailable):
-                    sm.skipped += 1
-                else:
-                    sm.errors += 1
-            return None
-        elapsed = _perf() - t0
-        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
-        expired = rec is not None and rec[1] and rec[1] <= self._clock()
-        with self._lock:
-            sm = self._s_shared
-            if rec is None or expired:
-                sm.misses += 1
-                sm.corrupt += rec is None and buf is not None
-                sm.expired += bool(expired)
-            else:
-                sm.hits += 1
-            sm.latency.add(elapsed)
-        if rec is None or expired:
-            return None
-        vector, expires_at, blob = rec
-        if found is not None:
-            meta = codec.unpack_blob(blob).get("m") if blob else None
-            # the vector itself: placing it copies it (the slab) or encodes it (warm)
-            found[0] = new_entry(key.hex(), vector, meta, "shared")
-        if self._warm is not None or self._hot.capacity:  # somewhere local to keep it
-            self._w.place_local(
-                [(content, key, vector, expires_at, blob)], promoted=True, epoch=epoch
-            )
-        return vector
 
     def record_hot_miss_locked(self, key: bytes) -> None:
         self._ctx.lookups += 1
@@ -634,7 +592,7 @@ class ReadPath:
             read = self.warm_reader.rows(
                 wanted, out, None if rows_of is _OWN_ROW else rows_of, now, self._keys.digest
             )
-        keys: list[bytes] = read[0] if read is not None else list(map(self._keys.digest, wanted))
+        keys: list[bytes] = read[0] if read is not None else self._keys.digests(wanted)
         with self._lock:
             self._engine.record_misses(keys)
         if self._warm is None or blocked:
@@ -714,7 +672,7 @@ class ReadPath:
         corrupt = expired = 0
         dim = self.dim
         for j, buf in todo:
-            raw = codec.decode_raw(buf, dim) if buf is not None else None
+            raw = codec.decode_raw(buf, dim, keys[j]) if buf is not None else None
             if raw is None:
                 corrupt += buf is not None
             elif raw[2] and raw[2] <= now:
@@ -806,8 +764,10 @@ class ReadPath:
             with self._lock:
                 self._s_warm.errors += 1
             pos, rows, others = [], b"", []
+        n = len(pos)  # each row is the key, then its record: the masks are read in place
+        masks = np.ndarray((n,), dtype="<u4", buffer=rows, strides=(stride,)) if n else _NO_MASKS
         fast, bad, expiry, fmatrix = codec.decode_rows(
-            rows, len(pos), stride, KEY_BYTES, dim, self._codec
+            rows, n, stride, KEY_BYTES, dim, self._codec, masks
         )
         corrupt = int(np.count_nonzero(bad))
         posa = np.array(pos, dtype=np.intp)
@@ -835,94 +795,6 @@ class ReadPath:
                     out[r[1:]] = out[r[0]]
         return fast_j, expiry[live].tolist(), todo, corrupt, expired, drop
 
-    # -- shared tier ------------------------------------------------------------------------
-    def shared_lookup(
-        self,
-        missing: dict[Content, tuple[bytes, list[int]]],
-        out: np.ndarray,
-        found: list[Entry | None] | None,
-        now: float,
-        epoch: int,
-    ) -> dict[Content, tuple[bytes, list[int]]]:
-        """Look ``missing`` up in Redis: fill ``out`` rows (and ``found``) for hits, place
-        them locally (warm per gate, hot per admission; ``epoch``: the invalidation log's
-        number before the lookup began) and return what is still missing. Any failure is
-        counted and treated as a miss of every key."""
-        shared = self._shared
-        assert shared is not None
-        items = list(missing.items())
-        keys = [k for _, (k, _) in items]
-        t0 = _perf()
-        try:
-            bufs = shared.get_many(keys)
-        except Exception as exc:
-            with self._lock:
-                sm = self._s_shared
-                sm.misses += len(keys)
-                if isinstance(exc, SharedUnavailable):
-                    sm.skipped += len(keys)
-                else:
-                    sm.errors += 1
-            return missing
-        elapsed = _perf() - t0
-        dim = self.dim
-        recs = self._shared_records(bufs)
-        still: dict[Content, tuple[bytes, list[int]]] = {}
-        placed: list[tuple[Content, bytes, np.ndarray, float, bytes | None]] = []
-        corrupt = expired = 0
-        for (c, (k, rows)), buf, rec in zip(items, bufs, recs):
-            if rec is None and buf is not None:  # not of the batch shape: one by one
-                r = codec.decode_record(buf, dim)
-                rec = (r.vector, r.expires_at, r.blob) if r is not None else None
-            if rec is None:
-                corrupt += buf is not None
-                still[c] = (k, rows)
-                continue
-            vector, expires_at, blob = rec
-            if expires_at and expires_at <= now:
-                expired += 1
-                still[c] = (k, rows)
-                continue
-            if len(rows) == 1:
-                out[rows[0]] = vector  # a plain row store: 5x cheaper than fancy indexing
-            else:
-                out[rows] = vector
-            if found is not None:
-                meta = codec.unpack_blob(blob).get("m") if blob else None
-                for i in rows:
-                    found[i] = new_entry(key_to_str(k), vector.copy(), meta, "shared")
-            placed.append((c, k, vector, expires_at, blob))
-        with self._lock:
-            sm = self._s_shared
-            sm.hits += len(placed)
-            sm.misses += len(still)
-            sm.corrupt += corrupt
-            sm.expired += expired
-            sm.latency.add(elapsed)
-        if placed:
-            self._w.place_local(placed, promoted=True, epoch=epoch)
-        return still
-
-    def _shared_records(self, bufs: list[bytes | None]) -> list[Any]:
-        """Records of this cache's codec without a blob, verified and decoded together
-        (``codec.decode_rows`` over the joined values: one vectorised header check and
-        conversion, a checksum each): ``(vector, expires_at, None)`` for each valid one;
-        None for the rest (absent, corrupt: the caller tells them apart by ``decode_record``,
-        which also decodes the other shapes)."""
-        recs: list[Any] = [None] * len(bufs)
-        width = codec.record_size(self.dim, self._codec)
-        fixed = [j for j, b in enumerate(bufs) if b is not None and len(b) == width]
-        if len(fixed) < 2:
-            return recs
-        joined = b"".join([cast(bytes, bufs[j]) for j in fixed])
-        fast, _, expiry, matrix = codec.decode_rows(
-            joined, len(fixed), width, 0, self.dim, self._codec
-        )
-        for j, ok, exp, row in zip(fixed, fast.tolist(), expiry.tolist(), matrix):
-            if ok:
-                recs[j] = (row, exp, None)
-        return recs
-
     def get(self, content: Content) -> Entry | None:
         """The stored entry of one checked content, or None; never encodes. The hot hit
         in one locked section (as ``embed``'s), the rest through :meth:`lower_one`."""
@@ -948,58 +820,22 @@ class ReadPath:
         )
         return found[0]
 
-    def exists(self, content: Content) -> bool:
-        """Whether one checked content has an unexpired entry; nothing is recorded."""
-        if self._moved():  # another process invalidated: catch up first
-            self._inval.sync()
-        hot = self._hot
-        if hot.capacity:
-            with self._lock:
-                slot = hot._by_content.get(content)
-                if slot is not None:
-                    exp = hot.expires[slot]
-                    if exp == NEVER or exp > self._clock():
-                        return True
-        if self._warm is None and self._shared is None:
-            return False
-        now = self._clock()
-        if self._inval.blocked:  # no local copy counts
-            return self._exists_below(self._keys.digest(content), now, warm=False)
-        reader = self.warm_reader
-        if reader is not None:  # the digest and the warm record in C
-            live = reader.live(content, now)
-            if live is not None:
-                if live or self._shared is None:
-                    return bool(live)
-                return self._exists_below(self._keys.digest(content), now, warm=False)
-        return self._exists_below(self._keys.digest(content), now)
-
-    def _exists_below(self, key: bytes, now: float, *, warm: bool = True) -> bool:
-        """:meth:`exists` past hot: the warm record's expiry (``warm``), then the shared
-        one's."""
-        if warm and self._warm is not None:
-            try:  # verified as a read verifies it: a corrupt record does not exist
-                rec = self.warm_record(key)
-            except Exception:  # an unreadable store holds nothing (counted), as in lookups
-                with self._lock:
-                    self._s_warm.errors += 1
-                rec = None
-            if rec is not None and rec is not _ABSENT and (not rec[1] or rec[1] > now):
-                return True
-        if self._shared is not None:
-            try:
-                buf = self._shared.get(key)
-            except Exception:  # fail-open: an unreachable Redis holds nothing
-                with self._lock:
-                    self._s_shared.errors += 1
-                return False
-            return self._live_shared(buf, now)
-        return False
-
-    def _live_shared(self, buf: bytes | None, now: float) -> bool:
-        """Whether a shared-tier value is a valid, unexpired record of this cache's dim."""
-        rec = _decode_at(buf, 0, len(buf), self.dim) if buf is not None else None
-        return rec is not None and (not rec[1] or rec[1] > now)
+    def lookup_many(self, contents: list[Content]) -> tuple[np.ndarray, np.ndarray]:
+        """``(matrix, found)``: the stored vectors of ``contents`` (checked) as one ``(n,
+        dim)`` float32 array and a bool array, True where a row was found; rows not found
+        are zeros. Never encodes: :meth:`embed_many`'s lookup (the same tiers, counters,
+        promotions and shared placement) without the recompute."""
+        n = len(contents)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        found = np.ones(n, dtype=bool)
+        if not n:
+            return out, found
+        missing = self.lookup_into(contents, out, None)
+        if missing:
+            rows = [r for _, rs in missing.values() for r in rs]
+            found[rows] = False
+            out[rows] = 0.0
+        return out, found
 
     def mget(self, contents: list[Content]) -> list[Entry | None]:
         """Entries in input order, None where nothing is stored. Never encodes.
@@ -1009,116 +845,6 @@ class ReadPath:
         if contents:
             self.lookup_into(contents, out, found)
         return found
-
-    def mexists(self, contents: list[Content]) -> list[bool]:
-        """Whether an unexpired entry is stored, per content (no access is recorded,
-        nothing moves). ``contents``: a list of checked contents."""
-        if len(contents) == 1:
-            return [self.exists(contents[0])]
-        if self._moved():  # another process invalidated: catch up first
-            self._inval.sync()
-        now = self._clock()
-        hot = self._hot
-        with self._lock:
-            slots = list(map(hot._by_content.get, contents))  # C speed
-            expires = hot.expires
-            result = [s is not None and expires[s] > now for s in slots]
-        rest = [i for i, r in enumerate(result) if not r]
-        if rest and self._warm is not None and not self._inval.blocked:
-            live = self._warm_live([contents[i] for i in rest], now)
-            for i, ok in zip(rest, live):
-                result[i] = ok
-            rest = [i for i in rest if not result[i]]
-        if rest and self._shared is not None:
-            keys = [self._keys.digest(contents[i]) for i in rest]
-            try:
-                bufs = self._shared.get_many(keys)
-            except Exception:  # fail-open: an unreachable Redis holds nothing
-                with self._lock:
-                    self._s_shared.errors += 1
-                return result
-            for i, buf in zip(rest, bufs):
-                result[i] = self._live_shared(buf, now)
-        return result
-
-    def _warm_live(self, wanted: list[Content], now: float) -> list[bool]:
-        """For each content, whether warm holds a readable, unexpired record of it: the
-        compiled batch reader (``WarmReader.rows``, into a scratch matrix: records are
-        verified as a read would verify them), records with a blob by their expiry."""
-        distinct = list(dict.fromkeys(wanted))
-        read = None
-        if self.warm_reader is not None:
-            scratch = np.empty((len(distinct), self.dim), dtype=np.float32)
-            read = self.warm_reader.rows(distinct, scratch, None, now, self._keys.digest)
-        warm = self._warm
-        assert warm is not None
-        try:
-            if read is not None:
-                keys, status = read[0], read[1]
-                live = [st == 1 for st in status]
-                blob_j = [j for j, st in enumerate(status) if st == 2]
-                if blob_j:
-                    blob_exps = warm.get_many_with([keys[j] for j in blob_j], codec.peek_expiry)
-                    for j, exp in zip(blob_j, blob_exps):
-                        live[j] = exp is not None and (exp == 0.0 or exp > now)
-            else:  # verified as a read verifies it: a corrupt record does not exist
-                dim = self.dim
-                recs = warm.get_many_with(
-                    list(map(self._keys.digest, distinct)), lambda b: _decode_at(b, 0, len(b), dim)
-                )
-                live = [r is not None and (not r[1] or r[1] > now) for r in recs]
-        except Exception:  # an unreadable store holds nothing (counted), as in lookups
-            with self._lock:
-                self._s_warm.errors += 1
-            return [False] * len(wanted)
-        if len(distinct) == len(wanted):
-            return live
-        by_content = dict(zip(distinct, live))
-        return [by_content[c] for c in wanted]
-
-    def get_by_key(self, key: str) -> Entry | None:
-        """The entry stored under a public key: warm, then shared (hot is indexed by
-        content and consulted only when there is no warm tier). Nothing moves."""
-        raw = key_from_str(key)
-        if self._moved():  # another process invalidated: catch up first
-            self._inval.sync()
-        now = self._clock()
-        if self._inval.blocked:  # no local copy is served
-            pass
-        elif self._warm is None:
-            with self._lock:
-                slot = self._hot.slot_of_key(raw)
-                if slot is not None and self._hot.expires[slot] > now:
-                    meta = self._hot.meta_at(slot)
-                    return Entry(
-                        key,
-                        self._hot.slab[slot].copy(),
-                        codec.unpack_blob(meta).get("m") if meta else None,
-                        "hot",
-                    )
-        else:
-            try:
-                rec = self.warm_record(raw)
-            except Exception:  # an unreadable store holds nothing (counted)
-                with self._lock:
-                    self._s_warm.errors += 1
-                rec = None
-            if rec is not None and rec is not _ABSENT and not (rec[1] and rec[1] <= now):
-                blob = rec[2]
-                return new_entry(
-                    key, rec[0], codec.unpack_blob(blob).get("m") if blob else None, "warm"
-                )
-        if self._shared is not None:
-            try:
-                buf = self._shared.get(raw)
-            except Exception:
-                with self._lock:
-                    self._s_shared.errors += 1
-                return None
-            srec = codec.decode_record(buf, self.dim) if buf is not None else None
-            if srec is not None and not (srec.expires_at and srec.expires_at <= now):
-                return Entry(key, srec.vector, srec.metadata(), "shared")
-        return None
 
 
 __all__ = ["ReadPath"]

@@ -14,7 +14,6 @@ for writes and fail-loud for invalidations.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import threading
@@ -41,6 +40,7 @@ from .tiers.memory import NEVER
 from .tiers.redis import RedisTier, SharedUnavailable
 
 _BLOCK = 1024  # rows validated and encoded at a time by mset
+_F32 = np.dtype(np.float32)
 _ZERO = (
     "item {}: an all-zero vector has no direction, so it cannot be an embedding of this "
     "cache's normalized model (encoder.normalize: true)"
@@ -256,18 +256,36 @@ class WritePath:
             hot.put(content, key, vector, expires_at, meta, in_warm or hot.in_warm(slot))
             return []
         adm = self._engine.offer_hot(key)
-        demote: list[tuple[bytes, bytes]] = []
         s_hot = self._ctx.s_hot
-        fates = (
-            placement.victim_fates(self._engine, adm.evicted, self._warm is not None, self._backed)
-            if adm.evicted
-            else ()
-        )
-        for evicted, fate in fates:
-            victim = cast(bytes, evicted)
+        demote = self._evict_locked(adm.evicted) if adm.evicted else []
+        if adm.admitted:
+            hot.put(content, key, vector, expires_at, meta, in_warm)
+            s_hot.promotions += 1
+        else:
+            s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def _evict_locked(
+        self,
+        evicted: Sequence[Hashable],
+        pending: dict[int, int] | None = None,
+        rows: np.ndarray | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Take the victims of an admission out of hot, counted, per their fate
+        (``placement.victim_fates``); returns the demotion writes (key, record) for warm.
+        ``pending`` and ``rows``: a batch's slots whose row is not copied yet (slot ->
+        index into ``rows``): a victim among them gets its row first."""
+        hot = self._hot
+        s_hot = self._ctx.s_hot
+        demote: list[tuple[bytes, bytes]] = []
+        fates = placement.victim_fates(self._engine, evicted, self._warm is not None, self._backed)
+        for item, fate in fates:
+            victim = cast(bytes, item)
             vslot = hot.slot_of_key(victim)
             if vslot is None:
                 continue
+            if pending and vslot in pending and rows is not None:
+                hot.slab[vslot] = rows[pending.pop(vslot)]
             s_hot.evictions["capacity"] += 1
             s_hot.demotions += 1
             if fate == placement.DEMOTE:
@@ -280,17 +298,54 @@ class WritePath:
                             self._codec,
                             0.0 if exp == NEVER else exp,
                             hot.meta_at(vslot),
+                            key=victim,
                         ),
                     )
                 )
             elif fate == placement.REJECT:
                 self._ctx.s_warm.rejections["min_frequency"] += 1
             hot.delete_key(victim)
-        if adm.admitted:
-            hot.put(content, key, vector, expires_at, meta, in_warm)
-            s_hot.promotions += 1
-        else:
-            s_hot.rejections[adm.reason or "rejected"] += 1
+        return demote
+
+    def admit_hot_many_locked(
+        self,
+        contents: Sequence[Content],
+        keys: Sequence[bytes],
+        rows: np.ndarray,
+        expiries: Sequence[float],
+        blobs: Sequence[bytes | None],
+        in_warm: bool,
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`admit_hot_locked` of each entry in order (``rows[i]`` the vector of
+        ``keys[i]``); the same decisions, counters and demotions, with the rows copied
+        into the slab by one scatter at the end instead of one by one. A slot the batch
+        filled that an admission of the same batch evicts is copied first (its demotion
+        encodes the row), and a slot filled twice keeps its last row. Returns demotion
+        writes (key, record) for warm."""
+        hot = self._hot
+        engine = self._engine
+        slot_of_key = hot.slot_of_key
+        pending: dict[int, int] = {}  # slot -> row index, still to copy into the slab
+        demote: list[tuple[bytes, bytes]] = []
+        s_hot = self._ctx.s_hot
+        for i, key in enumerate(keys):
+            exp = expiries[i] or NEVER
+            slot = slot_of_key(key)
+            if slot is not None:  # already resident: refresh in place
+                hot.put(contents[i], key, None, exp, blobs[i], in_warm or hot.in_warm(slot))
+                pending[slot] = i
+                continue
+            adm = engine.offer_hot(key)
+            if adm.evicted:
+                demote += self._evict_locked(adm.evicted, pending, rows)
+            if adm.admitted:
+                pending[hot.put(contents[i], key, None, exp, blobs[i], in_warm)] = i
+                s_hot.promotions += 1
+            else:
+                s_hot.rejections[adm.reason or "rejected"] += 1
+        if pending:
+            slots = list(pending)
+            hot.slab[slots] = rows[list(pending.values())]  # one scatter, distinct slots
         return demote
 
     def _backed(self, key: Hashable) -> bool:
@@ -337,7 +392,7 @@ class WritePath:
                 self._ctx.s_warm.rejections["min_frequency"] += gate.count(False)
         if records is None:
             warm_items = [
-                (k, codec.encode_record(v, self._codec, exp, blob))
+                (k, codec.encode_record(v, self._codec, exp, blob, key=k))
                 for (_, k, v, exp, blob), g in zip(entries, gate)
                 if g
             ]
@@ -533,7 +588,9 @@ class WritePath:
         blobs = [codec.pack_blob(None, c) if store_text else None for _, c, _ in chunk]
         entries = [(c, k, matrix[i], expires, blobs[i]) for i, (k, c, _) in enumerate(chunk)]
         # encoded once, for warm and shared alike
-        records = codec.encode_records(matrix, self._codec, expires, blobs)
+        records = codec.encode_records(
+            matrix, self._codec, expires, blobs, keys=[k for k, _, _ in chunk]
+        )
         self.place_local(entries, promoted=False, epoch=epoch, records=records)
         if self._shared is not None:
             min_f = ctx.shared_min_frequency
@@ -571,12 +628,17 @@ class WritePath:
         ctx = self._ctx
         default_ttl = check_ttl(ttl) if ttl is not None else ctx.default_ttl
         now = ctx.clock()
+        common = check_tags(tags)
+        if not isinstance(items, list):
+            items = list(items)
+        bulk = self._bulk(items, now + default_ttl if default_ttl else 0.0, common)
+        if bulk is not None:
+            return self.write_entries(*bulk)
         contents: list[Content] = []
         rows: list[np.ndarray] = []
         expiries: list[float] = []
         blobs: list[bytes | None] = []
         item_tags: list[list[str]] = []
-        common = check_tags(tags)
         no_tags: list[str] = []
         for item in items:
             extra = no_tags
@@ -608,6 +670,36 @@ class WritePath:
         if len(contents) == 1:
             return [self.write_one(contents[0], rows[0], expiries[0], blobs[0], item_tags[0])]
         return self.write_entries(contents, rows, expiries, blobs, item_tags)
+
+    def _bulk(
+        self, items: list[Any], expires: float, tags: list[str]
+    ) -> (
+        tuple[list[Content], list[np.ndarray], list[float], list[bytes | None], list[list[str]]]
+        | None
+    ):
+        """``mset``'s checked entries of a batch in the bulk shape, without the general
+        loop: at least two ``(str or bytes, float32 array of this dim)`` pairs, no text
+        stored; ``write_entries`` checks finiteness and zero vectors for the whole batch.
+        ``None`` for anything else (the general loop checks it item by item and names the
+        item at fault)."""
+        if len(items) < 2 or self._ctx.store_text:
+            return None
+        dim = (self._ctx.dim,)
+        f32 = _F32
+        contents: list[Content] = []
+        rows: list[np.ndarray] = []
+        for item in items:
+            if type(item) is not tuple or len(item) != 2:
+                return None
+            content, vector = item
+            if (type(content) is not str and type(content) is not bytes) or not (
+                type(vector) is np.ndarray and vector.dtype == f32 and vector.shape == dim
+            ):
+                return None
+            contents.append(content)
+            rows.append(vector)
+        n = len(contents)
+        return contents, rows, [expires] * n, [None] * n, [tags] * n
 
     def set_one(
         self,
@@ -668,7 +760,7 @@ class WritePath:
         if ctx.fingerprint.normalize and not vector.any():
             raise InvalidVectorError(_ZERO.format(0))
         key = ctx.keys.digest(content)
-        record = codec.encode_record(vector, self._codec, expires, blob)
+        record = codec.encode_record(vector, self._codec, expires, blob, key=key)
         self._persist([(key, record)], [expires], [item_tags])
         hot = self._hot
         if hot.capacity or (len(hot) and hot.slot_of_key(key) is not None):
@@ -736,6 +828,7 @@ class WritePath:
         # is recycled by malloc. Nothing is written before every block has validated.
         blocks: list[np.ndarray] = []  # the cache's own copy of every vector, if hot needs it
         encoded: list[bytes] = []
+        keys = self._ctx.keys.digests(contents)
         for a in range(0, len(rows), _BLOCK):
             block = np.stack(rows[a : a + _BLOCK])
             finite = np.isfinite(block).all(axis=1)
@@ -747,23 +840,37 @@ class WritePath:
                 if not nonzero.all():
                     raise InvalidVectorError(_ZERO.format(a + int(np.flatnonzero(~nonzero)[0])))
             encoded += codec.encode_records(
-                block, self._codec, expiries[a : a + _BLOCK], blobs[a : a + _BLOCK]
+                block,
+                self._codec,
+                expiries[a : a + _BLOCK],
+                blobs[a : a + _BLOCK],
+                keys=keys[a : a + _BLOCK],
             )
             if keep:
                 blocks.append(block)
-        digest = self._ctx.keys.digest
-        keys = [digest(c) for c in contents]
         self._persist(list(zip(keys, encoded)), expiries, item_tags)
         demote: list[tuple[bytes, bytes]] = []
         if keep:
-            vectors = itertools.chain.from_iterable(blocks)
             in_warm = self._warm is not None
             with self._lock:
-                for content, k, v, exp, blob in zip(contents, keys, vectors, expiries, blobs):
-                    if hot.capacity or hot.slot_of_key(k) is not None:
-                        demote += self.admit_hot_locked(
-                            content, k, v, exp or NEVER, blob, in_warm=in_warm
+                for b, block in enumerate(blocks):  # no whole-batch matrix (see above)
+                    a = b * _BLOCK
+                    part = slice(a, a + len(block))
+                    if hot.capacity:
+                        demote += self.admit_hot_many_locked(
+                            contents[part], keys[part], block, expiries[part], blobs[part], in_warm
                         )
+                        continue
+                    for i, k in enumerate(keys[part]):  # hot off but not empty: refresh
+                        if hot.slot_of_key(k) is not None:
+                            demote += self.admit_hot_locked(
+                                contents[a + i],
+                                k,
+                                block[i],
+                                expiries[a + i] or NEVER,
+                                blobs[a + i],
+                                in_warm,
+                            )
                 now = self.inval.applied
         if demote:
             self.warm_write(demote, forced=False, epoch=now)

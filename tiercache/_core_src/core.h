@@ -149,6 +149,8 @@ typedef struct {
 void tc_b2_init(B2 *s, size_t outlen, const uint8_t *person, size_t person_len);
 void tc_b2_update(B2 *s, const uint8_t *in, size_t n);
 int tc_content_digest(const B2 *base, PyObject *content, uint8_t out[16]);
+extern PyTypeObject tc_DigesterType; /* KeyMaker.digest in C */
+extern PyTypeObject tc_SealOpenerType; /* RecordSeal.open (unkeyed) of a batch */
 
 typedef uint64_t (*xxh3_fn)(const void *, size_t);
 xxh3_fn tc_resolve_xxh3(PyObject *pyfn);

@@ -169,23 +169,37 @@ int tc_content_digest(const B2 *base, PyObject *content, uint8_t out[16]) {
  * agrees with the callable on inputs of every length class XXH3 treats apart (0-3, 4-8,
  * 9-16, 17-128, 129-240, longer, up to several 1 KB stripes blocks); else NULL and the
  * callable is called. Never raises. */
-xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
-    xxh3_fn fn = NULL;
+/* the C symbol ``name`` of the extension module that defines the Python callable pyfn
+ * (already loaded, so dlopen only finds it), or NULL; never raises */
+static void *module_symbol(PyObject *pyfn, const char *name) {
+    void *sym = NULL;
 #if defined(__unix__) || defined(__APPLE__)
-    PyObject *name = PyObject_GetAttrString(pyfn, "__module__");
-    PyObject *mod = name && PyUnicode_Check(name) ? PyImport_GetModule(name) : NULL;
+    PyObject *mname = PyObject_GetAttrString(pyfn, "__module__");
+    PyObject *mod = mname && PyUnicode_Check(mname) ? PyImport_GetModule(mname) : NULL;
     PyObject *file = mod ? PyObject_GetAttrString(mod, "__file__") : NULL;
     const char *path = file && PyUnicode_Check(file) ? PyUnicode_AsUTF8(file) : NULL;
     if (path) {
         void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD); /* already loaded, or nothing */
         if (lib) {
-            *(void **)(&fn) = dlsym(lib, "XXH3_64bits");
+            sym = dlsym(lib, name);
             dlclose(lib); /* the module keeps it loaded */
         }
     }
     Py_XDECREF(file);
     Py_XDECREF(mod);
-    Py_XDECREF(name);
+    Py_XDECREF(mname);
+    PyErr_Clear();
+#else
+    (void)pyfn;
+    (void)name;
+#endif
+    return sym;
+}
+
+xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
+    xxh3_fn fn = NULL;
+#if defined(__unix__) || defined(__APPLE__)
+    *(void **)(&fn) = module_symbol(pyfn, "XXH3_64bits");
     static const Py_ssize_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023,
                                       1024, 1560, 3100, 5000};
     uint8_t buf[5000];
@@ -202,3 +216,247 @@ xxh3_fn tc_resolve_xxh3(PyObject *pyfn) {
 #endif
     return fn;
 }
+
+/* ---- Digester: KeyMaker.digest in C ------------------------------------------------------
+ *
+ * Digester(person, prefix): the state of blake2b(digest_size=16, person=person) after
+ * absorbing prefix (KeyMaker's primed hasher). digest(content) is the 16-byte key of a str
+ * or bytes content (tc_content_digest), or None where this does not apply (another type,
+ * a str with lone surrogates): the caller's Python path decides. digests(list) is the
+ * same for each item, in order, in one call.
+ */
+typedef struct {
+    PyObject_HEAD B2 base;
+    int ready;
+} Digester;
+
+static int Digester_init(Digester *d, PyObject *args, PyObject *kwds) {
+    Py_buffer person, prefix;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Digester takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "y*y*", &person, &prefix)) return -1;
+    if (person.len > 16) {
+        PyBuffer_Release(&person);
+        PyBuffer_Release(&prefix);
+        PyErr_SetString(PyExc_ValueError, "a blake2b personalisation is at most 16 bytes");
+        return -1;
+    }
+    tc_b2_init(&d->base, 16, (const uint8_t *)person.buf, (size_t)person.len);
+    tc_b2_update(&d->base, (const uint8_t *)prefix.buf, (size_t)prefix.len);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&prefix);
+    d->ready = 1;
+    return 0;
+}
+
+/* the key of content as a new bytes object, Py_None (a new reference) where not here,
+ * NULL on error */
+static PyObject *digester_one(Digester *d, PyObject *content) {
+    uint8_t out[16];
+    int rc = tc_content_digest(&d->base, content, out);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
+static PyObject *Digester_digest(Digester *d, PyObject *content) {
+    if (!d->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Digester is not initialised");
+        return NULL;
+    }
+    return digester_one(d, content);
+}
+
+static PyObject *Digester_digests(Digester *d, PyObject *contents) {
+    if (!d->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Digester is not initialised");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(contents, "digests() takes a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (!out) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = digester_one(d, items[i]);
+        if (!key) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, key);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyMethodDef Digester_methods[] = {
+    {"digest", (PyCFunction)Digester_digest, METH_O,
+     "digest(content) -> the 16-byte key of a str or bytes content, or None (not here)."},
+    {"digests", (PyCFunction)Digester_digests, METH_O,
+     "digests(contents) -> [digest(c) for c in contents], in one call."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject tc_DigesterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tiercache._core.Digester",
+    .tp_basicsize = sizeof(Digester),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Digester(person, prefix): KeyMaker.digest in C (see hash.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Digester_init,
+    .tp_methods = Digester_methods,
+};
+
+/* ---- SealOpener: RecordSeal.open (unkeyed) of a batch in C ------------------------------
+ *
+ * A shared-tier value is record || tag, tag = XXH3-128 (seeded, canonical big-endian bytes)
+ * of len(rkey) (u32 LE) || rkey || record (tiers/redis.py, RecordSeal). SealOpener(xxh3_128,
+ * seed) looks up xxhash's own XXH3_128bits_withSeed in the module that defines the Python
+ * callable xxh3_128 (as tc_resolve_xxh3 does for XXH3_64bits) and checks it against the
+ * callable; open_many(rkeys, values) -> [record or None] (None: absent, or a tag that does
+ * not verify), or None when the C function could not be resolved (the caller opens them in
+ * Python). */
+typedef struct {
+    uint64_t low64, high64;
+} tc_xxh128;
+typedef tc_xxh128 (*xxh3_128_fn)(const void *, size_t, uint64_t);
+
+typedef struct {
+    PyObject_HEAD xxh3_128_fn fn;
+    uint64_t seed;
+} SealOpener;
+
+static void canonical128(tc_xxh128 h, uint8_t out[16]) {
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(h.high64 >> (56 - 8 * i));
+        out[8 + i] = (uint8_t)(h.low64 >> (56 - 8 * i));
+    }
+}
+
+static int SealOpener_init(SealOpener *s, PyObject *args, PyObject *kwds) {
+    PyObject *pyfn;
+    unsigned long long seed;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "SealOpener takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "OK", &pyfn, &seed)) return -1;
+    s->seed = (uint64_t)seed;
+    s->fn = NULL;
+#if defined(__unix__) || defined(__APPLE__)
+    xxh3_128_fn fn = NULL;
+    *(void **)(&fn) = module_symbol(pyfn, "XXH3_128bits_withSeed");
+    static const Py_ssize_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024,
+                                      1600, 3100};
+    static uint8_t buf[3100];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 151u + (i >> 5));
+    for (size_t k = 0; fn && k < sizeof lens / sizeof lens[0]; k++) {
+        PyObject *mv = PyMemoryView_FromMemory((char *)buf, lens[k], PyBUF_READ);
+        PyObject *sd = PyLong_FromUnsignedLongLong(seed);
+        PyObject *d = mv && sd ? PyObject_CallFunctionObjArgs(pyfn, mv, sd, NULL) : NULL;
+        uint8_t mine[16];
+        canonical128(fn(buf, (size_t)lens[k], (uint64_t)seed), mine);
+        if (!d || !PyBytes_Check(d) || PyBytes_GET_SIZE(d) != 16 ||
+            memcmp(PyBytes_AS_STRING(d), mine, 16) != 0)
+            fn = NULL;
+        Py_XDECREF(mv);
+        Py_XDECREF(sd);
+        Py_XDECREF(d);
+        PyErr_Clear();
+    }
+    s->fn = fn;
+#endif
+    return 0;
+}
+
+static PyObject *SealOpener_open_many(SealOpener *s, PyObject *args) {
+    PyObject *rkeys, *values;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &rkeys, &PyList_Type, &values)) return NULL;
+    if (!s->fn) Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(rkeys) != n) {
+        PyErr_SetString(PyExc_ValueError, "rkeys and values differ in length");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    uint8_t *scratch = NULL;
+    size_t cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i), *rk = PyList_GET_ITEM(rkeys, i);
+        PyObject *rec = Py_None;
+        if (v != Py_None) {
+            if (!PyBytes_Check(v) || !PyBytes_Check(rk)) {
+                PyErr_SetString(PyExc_TypeError, "rkeys and values are bytes (or None)");
+                goto fail;
+            }
+            Py_ssize_t vn = PyBytes_GET_SIZE(v) - 16, kn = PyBytes_GET_SIZE(rk);
+            if (vn >= 0) {
+                size_t need = 4 + (size_t)kn + (size_t)vn;
+                if (need > cap) {
+                    uint8_t *grown = PyMem_Realloc(scratch, need);
+                    if (!grown) {
+                        PyErr_NoMemory();
+                        goto fail;
+                    }
+                    scratch = grown;
+                    cap = need;
+                }
+                uint32_t kl = (uint32_t)kn;
+                for (int b = 0; b < 4; b++) scratch[b] = (uint8_t)(kl >> (8 * b));
+                memcpy(scratch + 4, PyBytes_AS_STRING(rk), (size_t)kn);
+                memcpy(scratch + 4 + kn, PyBytes_AS_STRING(v), (size_t)vn);
+                uint8_t tag[16];
+                canonical128(s->fn(scratch, need, s->seed), tag);
+                if (memcmp(tag, PyBytes_AS_STRING(v) + vn, 16) == 0) {
+                    rec = PyBytes_FromStringAndSize(PyBytes_AS_STRING(v), vn);
+                    if (!rec) goto fail;
+                    PyList_SET_ITEM(out, i, rec);
+                    continue;
+                }
+            }
+        }
+        Py_INCREF(Py_None);
+        PyList_SET_ITEM(out, i, Py_None);
+    }
+    PyMem_Free(scratch);
+    return out;
+fail:
+    PyMem_Free(scratch);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *SealOpener_get_native(SealOpener *s, void *Py_UNUSED(closure)) {
+    return PyBool_FromLong(s->fn != NULL);
+}
+
+static PyMethodDef SealOpener_methods[] = {
+    {"open_many", (PyCFunction)SealOpener_open_many, METH_VARARGS,
+     "open_many(rkeys, values) -> [record or None], or None without the C function."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef SealOpener_getset[] = {
+    {"native", (getter)SealOpener_get_native, NULL,
+     "True when xxhash's own XXH3_128bits_withSeed was found and agrees with Python.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject tc_SealOpenerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tiercache._core.SealOpener",
+    .tp_basicsize = sizeof(SealOpener),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "SealOpener(xxh3_128, seed): RecordSeal.open (unkeyed) of a batch in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SealOpener_init,
+    .tp_methods = SealOpener_methods,
+    .tp_getset = SealOpener_getset,
+};

@@ -1,6 +1,7 @@
 /*
  * tiercache._core, the module: its functions (defined in policy.c and float16.c), the
- * types (WTinyLFUCore in policy.c, HotReader in hot.c, WarmReader in warm.c), the F16C
+ * types (WTinyLFUCore in policy.c, HotReader in hot.c, WarmReader in warm.c, Digester and
+ * SealOpener in hash.c), the F16C
  * flag, and the interned names the files share. The layout of the sources: core.h.
  */
 #define TC_IMPORT_ARRAY /* this file calls import_array(): it defines numpy's API table */
@@ -39,6 +40,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&tc_GetterType) < 0) return NULL;
     if (PyType_Ready(&tc_WReaderType) < 0) return NULL;
     if (PyType_Ready(&tc_GateType) < 0) return NULL;
+    if (PyType_Ready(&tc_DigesterType) < 0) return NULL;
+    if (PyType_Ready(&tc_SealOpenerType) < 0) return NULL;
     tc_S_handle = PyUnicode_InternFromString("_handle");
     tc_S_resizing = PyUnicode_InternFromString("resizing");
     tc_S_get = PyUnicode_InternFromString("get");
@@ -84,6 +87,18 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&tc_GateType);
     if (PyModule_AddObject(m, "SeqGate", (PyObject *)&tc_GateType) < 0) {
         Py_DECREF(&tc_GateType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&tc_DigesterType);
+    if (PyModule_AddObject(m, "Digester", (PyObject *)&tc_DigesterType) < 0) {
+        Py_DECREF(&tc_DigesterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&tc_SealOpenerType);
+    if (PyModule_AddObject(m, "SealOpener", (PyObject *)&tc_SealOpenerType) < 0) {
+        Py_DECREF(&tc_SealOpenerType);
         Py_DECREF(m);
         return NULL;
     }

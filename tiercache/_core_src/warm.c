@@ -104,7 +104,8 @@ static int wreader_bind(WReader *r) {
 }
 
 #define REC_HEADER 24
-#define REC_VERSION 1
+#define REC_VERSION 2        /* the checksum is XORed with the key's first 4 bytes */
+#define REC_LEGACY_VERSION 1 /* the checksum alone: still read (codec.LEGACY_VERSION) */
 #define REC_FLAG_BLOB 1
 
 /* statuses of one key (rows() returns one byte per key) */
@@ -114,14 +115,19 @@ static int wreader_bind(WReader *r) {
 #define WR_CORRUPT 3 /* stored but not valid: never served */
 #define WR_EXPIRED 4
 
-/* verify and decode one record (codec.decode_at's rules) into dst: 1 decoded (*expires,
- * *blob set), 0 not valid (corrupt, another dim or version), -1 error */
-static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, float *dst,
-                          double *expires, int *blob) {
+/* verify and decode the record of key (a 16-byte digest) at p into dst, by
+ * codec.decode_at's rules (a version-2 checksum is bound to the key): 1 decoded (*expires,
+ * *blob set), 0 not valid (corrupt, another key, dim or version), -1 error */
+static int wreader_decode(WReader *r, const uint8_t *p, Py_ssize_t n, PyObject *key,
+                          float *dst, double *expires, int *blob) {
     if (n < REC_HEADER) return 0;
     uint32_t crc = le32(p), rdim = le32(p + 8);
     uint8_t version = p[4], codec_id = p[5], flags = p[6];
-    if (version != REC_VERSION || (npy_intp)rdim != r->dim) return 0;
+    if ((npy_intp)rdim != r->dim) return 0;
+    if (version == REC_VERSION)
+        crc ^= le32((const uint8_t *)PyBytes_AS_STRING(key)); /* codec.key_mask */
+    else if (version != REC_LEGACY_VERSION)
+        return 0;
     Py_ssize_t itemsize = codec_id == 0 ? 4 : codec_id == 1 ? 2 : codec_id == 2 ? 1 : 0;
     if (!itemsize) return 0;
     Py_ssize_t body_end = REC_HEADER + itemsize * (Py_ssize_t)r->dim;
@@ -206,7 +212,7 @@ static int wreader_find(WReader *r, PyObject *txn, PyObject *key, float *dst,
             rc = -1;
             goto done;
         }
-        d = wreader_decode(r, (const uint8_t *)v.buf, v.len, dst, expires, blob);
+        d = wreader_decode(r, (const uint8_t *)v.buf, v.len, key, dst, expires, blob);
         PyBuffer_Release(&v);
         rc = d < 0 ? -1 : d ? WR_HIT : WR_CORRUPT;
         goto done;
@@ -254,7 +260,7 @@ static int wreader_slot(WReader *r, const uint8_t *seg, Py_ssize_t n, const WSlo
                         PyObject *key, float *dst, double *expires, int *blob) {
     const uint8_t *rec = slot_record(seg, n, slot, key);
     if (!rec) return WR_CORRUPT;
-    int d = wreader_decode(r, rec, (Py_ssize_t)slot->len, dst, expires, blob);
+    int d = wreader_decode(r, rec, (Py_ssize_t)slot->len, key, dst, expires, blob);
     return d < 0 ? -1 : d ? WR_HIT : WR_CORRUPT;
 }
 
@@ -951,7 +957,8 @@ static PyObject *WReader_rows(WReader *r, PyObject *args) {
                 int blob = 0, s = WR_CORRUPT;
                 float *dst = base + at[start[i]] * r->dim;
                 if (recp[q]) {
-                    int d = wreader_decode(r, recp[q], (Py_ssize_t)p->slot.len, dst, &e, &blob);
+                    int d = wreader_decode(r, recp[q], (Py_ssize_t)p->slot.len,
+                                           PyList_GET_ITEM(keys, p->i), dst, &e, &blob);
                     if (d < 0) {
                         rc = -1;
                         break;

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import math
 import os
 import re
 import threading
@@ -62,204 +60,42 @@ import numpy as np
 from .. import codec
 from ..cache import Entry, TierCache
 from ..config import TierCacheConfig, default_config, load_config
-from ..encoders import _FingerprintedEncoder
 from ..errors import (
     ClosedError,
     ConfigError,
-    EncoderError,
     InvalidContentError,
     InvalidInputError,
-    InvalidMetadataError,
-    InvalidTTLError,
     InvalidVectorError,
     StoreError,
 )
 from ..keys import KEY_BYTES, Content, Fingerprint
 from ..tiers.lmdb import LmdbTier
 from ..tiers.redis import RedisTier
+from .redisvl_args import (
+    _MISSING,
+    StoreOnlyEncoder,
+    _content,
+    _contents,
+    _decode_any,
+    _metadata,
+    _model,
+    _model_id,
+    _namespace,
+    _ttl,
+    _vector,
+    default_root,
+    redis_prefix,
+    warm_directory,
+)
 
 __all__ = ["EmbeddingsCache", "default_root", "redis_prefix", "warm_directory"]
 
 REGISTRY_DB = b"redisvl.models"
 """Companion LMDB database (in each cache's warm directory) mapping model -> dim."""
 
-_MODEL_PERSON = b"tc.redisvl.model"  # blake2b personalisation of model registry ids
 _COMPANION_FINGERPRINT = Fingerprint(model="tiercache/redisvl-registry", dim=1)
-_MAX_TTL = 100 * 365 * 86400.0
 _HEX_KEY = re.compile(f"[0-9a-f]{{{2 * KEY_BYTES}}}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _ITEM_KEYS = frozenset({"content", "text", "model_name", "embedding", "metadata"})
-_MISSING: Any = object()
-
-
-# --------------------------------------------------------------------------- naming
-
-
-def default_root() -> str:
-    """``$XDG_CACHE_HOME/tiercache/redisvl`` (``~/.cache/tiercache/redisvl`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "tiercache", "redisvl")
-
-
-def warm_directory(root: str | os.PathLike[str], name: str) -> str:
-    """The warm directory of cache ``name`` under ``root``: ``<root>/<safe name>``.
-
-    The safe name is ``name`` with every run of characters outside ``[A-Za-z0-9._-]``
-    replaced by ``_`` (leading dots removed, at most 64 characters), then ``-`` and 16 hex
-    characters of a digest of the whole name: distinct names get distinct directories
-    (``a[b]`` and ``a_b_`` included), and no name escapes ``root``.
-    """
-    raw = name.encode("utf-8", "surrogatepass")
-    readable = _UNSAFE.sub("_", name).lstrip(".")[:64] or "cache"
-    digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
-    return os.path.join(os.fspath(root), f"{readable}-{digest}")
-
-
-def redis_prefix(name: str) -> str:
-    """The Redis key prefix of cache ``name``: ``<name>:``, with ``%`` written ``%25`` and
-    ``:`` written ``%3A`` inside the name, so that no cache's prefix is a prefix of another
-    cache's keys (cache ``a`` never clears cache ``a:b``)."""
-    return name.replace("%", "%25").replace(":", "%3A") + ":"
-
-
-def _model_id(model_name: str) -> bytes:
-    """16-byte id of a model name: its registry key (LMDB and Redis)."""
-    raw = model_name.encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(raw, digest_size=KEY_BYTES, person=_MODEL_PERSON).digest()
-
-
-def _namespace(model_name: str) -> str:
-    ns = "redisvl/" + model_name
-    try:
-        if len(ns.encode("utf-8")) <= 255:
-            return ns
-    except UnicodeEncodeError:  # lone surrogates: LMDB manifest keys are strict UTF-8
-        pass
-    return "redisvl/blake2b:" + _model_id(model_name).hex()
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _content(content: Any, text: Any, what: str = "content") -> Content:
-    if text is not _MISSING and text is not None:
-        if content is not _MISSING and content is not None:
-            raise InvalidInputError(f"give {what} or text, not both")
-        content = text
-    if content is _MISSING or content is None:
-        raise InvalidContentError(f"{what} is required (str or bytes)")
-    if type(content) is not str and type(content) is not bytes:
-        raise InvalidContentError(f"content must be str or bytes, not {type(content).__name__}")
-    return content
-
-
-def _contents(contents: Any, texts: Any) -> list[Content]:
-    if texts is not None:
-        if contents is not None:
-            raise InvalidInputError("give contents or texts, not both")
-        contents = texts
-    if contents is None:
-        raise InvalidContentError("contents is required (an iterable of str or bytes)")
-    if isinstance(contents, (str, bytes)):
-        raise InvalidContentError("contents must be an iterable of str or bytes, not one str")
-    out = list(contents)
-    for c in out:
-        if type(c) is not str and type(c) is not bytes:
-            raise InvalidContentError(f"content must be str or bytes, not {type(c).__name__}")
-    return out
-
-
-def _model(model_name: Any) -> str:
-    if not isinstance(model_name, str):
-        raise InvalidInputError(f"model_name must be a str, not {type(model_name).__name__}")
-    return model_name
-
-
-def _vector(embedding: Any) -> np.ndarray:
-    """A 1-d float32 copy of ``embedding`` (a list of numbers or an array)."""
-    if embedding is None or isinstance(embedding, (str, bytes, Mapping)):
-        raise InvalidVectorError(
-            f"embedding must be a list of floats, not {type(embedding).__name__}"
-        )
-    try:
-        arr = np.asarray(embedding)
-    except Exception as exc:
-        raise InvalidVectorError(f"embedding is not a list of numbers: {exc}") from exc
-    if arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind != "f":
-        raise InvalidVectorError(f"embedding must hold numbers, not {arr.dtype}")
-    if arr.ndim != 1 or arr.size == 0:
-        raise InvalidVectorError(f"embedding must be a non-empty flat list, got shape {arr.shape}")
-    with np.errstate(over="ignore"):
-        out = arr.astype(np.float32)
-    if not np.isfinite(out).all():
-        raise InvalidVectorError("embedding holds NaN or infinite values (or beyond float32)")
-    return out
-
-
-def _metadata(metadata: Any) -> dict[str, Any] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, Mapping):
-        raise InvalidMetadataError(
-            f"metadata must be a dict or None, not {type(metadata).__name__}"
-        )
-    out = dict(metadata)
-    for k in out:
-        if not isinstance(k, str):
-            raise InvalidMetadataError(f"metadata keys must be str, not {type(k).__name__}")
-    codec.pack_blob(out)  # raises InvalidMetadataError if msgpack cannot hold it
-    return out
-
-
-def _ttl(ttl: Any, what: str = "ttl") -> float | None:
-    """Seconds, or None for no expiry (``None`` and ``0`` both mean none, as in RedisVL)."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise InvalidTTLError(
-            f"{what} must be a number of seconds or None, not {type(ttl).__name__}"
-        )
-    if ttl == 0:
-        return None
-    if not math.isfinite(ttl) or ttl < 0 or ttl > _MAX_TTL:
-        raise InvalidTTLError(f"{what} must be >= 0 and <= {_MAX_TTL:.0f} seconds, got {ttl}")
-    return float(ttl)
-
-
-# --------------------------------------------------------------------------- store-only encoder
-
-
-class StoreOnlyEncoder(_FingerprintedEncoder):
-    """The encoder of a per-model TierCache: carries the fingerprint, never computes.
-
-    The adapter only stores vectors computed elsewhere, and never calls ``embed``; a call
-    that would reach the encoder raises :class:`~tiercache.errors.EncoderError`.
-    """
-
-    accepts: tuple[type, ...] = (str, bytes)
-
-    def __init__(self, model_name: str, dim: int) -> None:
-        self._dim = dim
-        self._fingerprint = Fingerprint(
-            model=model_name, dim=dim, revision="", pooling="", max_seq_length=0
-        )
-
-    def encode(self, contents: Sequence[Content]) -> np.ndarray:
-        raise EncoderError(
-            f"tiercache.integrations.redisvl.EmbeddingsCache stores vectors computed "
-            f"elsewhere and never encodes ({self._fingerprint.model!r}); compute the "
-            f"embedding yourself and set() it"
-        )
-
-
-def _decode_any(buf: Any) -> codec.Record | None:
-    """Decode a record of whatever dim its header states; None if not a valid record."""
-    if buf is None or len(buf) < codec.HEADER_SIZE:
-        return None
-    dim = int(codec.HEADER.unpack_from(buf, 0)[5])
-    return codec.decode_record(buf, dim) if dim > 0 else None
 
 
 # --------------------------------------------------------------------------- the cache
@@ -274,9 +110,13 @@ class EmbeddingsCache:
     without them (and without ``shared.url`` in ``config``) the cache is local only.
     ``config``: a :class:`~tiercache.config.TierCacheConfig` or a YAML path for the hot and
     warm tiers (encoder settings are ignored: this cache never computes); default: the
-    packaged defaults with ``shared.ttl: null``. ``path``: root of the warm directories
-    (overrides ``warm.path``). ``async_redis_client`` is not supported (the ``a*`` methods
-    run the sync client in a thread) and raises :class:`~tiercache.errors.ConfigError`.
+    packaged defaults with ``shared.ttl: null`` and ``warm.durability: fast``. ``path``:
+    root of the warm directories (overrides ``warm.path``). ``durability`` (overrides the
+    config's): ``"fast"`` keeps every write acknowledged to a process that is then killed
+    (as RedisVL's Redis, whose default persistence fsyncs no write, does not promise more
+    across a power cut); ``"durable"`` fsyncs each write before ``set`` returns.
+    ``async_redis_client`` is not supported (the ``a*`` methods run the sync client in a
+    thread) and raises :class:`~tiercache.errors.ConfigError`.
 
     Results are dicts ``{"entry_id", "content", "model_name", "embedding" (list of
     floats), "inserted_at", "metadata"}``; ``metadata`` is always present (``None`` when
@@ -294,6 +134,7 @@ class EmbeddingsCache:
         *,
         config: TierCacheConfig | str | os.PathLike[str] | None = None,
         path: str | os.PathLike[str] | None = None,
+        durability: str | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise InvalidInputError(f"name must be a str, not {type(name).__name__}")
@@ -316,7 +157,20 @@ class EmbeddingsCache:
         else:
             root_default = os.fspath(path) if path is not None else default_root()
             base = default_config(base_dir=root_default)
-            base = dataclasses.replace(base, shared=dataclasses.replace(base.shared, ttl=None))
+            # RedisVL's own durability is Redis's (no fsync per write by default): the
+            # drop-in's warm store keeps every write a killed process acknowledged, and
+            # fsyncs each one only when asked (durability="durable")
+            base = dataclasses.replace(
+                base,
+                shared=dataclasses.replace(base.shared, ttl=None),
+                warm=dataclasses.replace(base.warm, durability="fast"),
+            )
+        if durability is not None:
+            if durability not in ("fast", "durable"):
+                raise ConfigError("durability", durability, "expected 'fast' or 'durable'")
+            base = dataclasses.replace(
+                base, warm=dataclasses.replace(base.warm, durability=durability)
+            )
         root = (
             os.fspath(path)
             if path is not None
@@ -774,7 +628,7 @@ class EmbeddingsCache:
 
         if self._store is not None:
             try:
-                found = self._store.get_many_with(digests, _decode_any)
+                found = self._store.get_many_at(digests, _decode_any, None, None)
             except Exception:
                 found = [None] * len(digests)
             out = [fresh(r) for r in found]
@@ -794,7 +648,8 @@ class EmbeddingsCache:
             except Exception:  # fail-open: an unreachable Redis holds nothing
                 bufs = [None] * len(rest)
             for i, buf in zip(rest, bufs):
-                out[i] = fresh(_decode_any(buf))
+                rec = _decode_any(buf, 0, len(buf), None, digests[i]) if buf is not None else None
+                out[i] = fresh(rec)
         return out
 
     def mget_by_keys(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:

@@ -462,8 +462,10 @@ class LmdbTier:
         packed_first = self._packed_first
         return self._read(lambda txn, h: _lookup(txn, h, key, decode, packed_first))
 
-    def get_at(self, key: bytes, decode: Callable[[Any, int, int, A], T], arg: A, absent: T) -> T:
-        """``decode(buffer, start, end, arg)`` of the record of ``key`` (it is
+    def get_at(
+        self, key: bytes, decode: Callable[[Any, int, int, A, bytes], T], arg: A, absent: T
+    ) -> T:
+        """``decode(buffer, start, end, arg, key)`` of the record of ``key`` (it is
         ``buffer[start:end]``: a slot inside its packed segment, or a whole plain record),
         inside the read transaction; ``absent`` if the key is not stored. The single-get
         path: no slice, no closure, no lock.
@@ -541,6 +543,22 @@ class LmdbTier:
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return self.get_many_with(keys, bytes)
+
+    def get_many_at(
+        self,
+        keys: Sequence[bytes],
+        decode: Callable[[Any, int, int, A, bytes], T],
+        arg: A,
+        absent: T,
+    ) -> list[T]:
+        """Batch of :meth:`get_at` in one read transaction, results in input order: what
+        a decoder that needs the key (a record's checksum is bound to it) reads through."""
+        packed_first = self._packed_first
+
+        def run(txn: lmdb.Transaction, h: _Env) -> list[T]:
+            return [_lookup_at(txn, h, k, decode, arg, absent, packed_first) for k in keys]
+
+        return self._read(run)
 
     def exists_many(self, keys: Sequence[bytes]) -> list[bool]:
         def run(txn: lmdb.Transaction, h: _Env) -> list[bool]:

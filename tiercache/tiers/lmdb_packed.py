@@ -101,7 +101,7 @@ def _lookup_at(
     txn: lmdb.Transaction,
     h: _Env,
     key: bytes,
-    decode: Callable[[Any, int, int, A], T],
+    decode: Callable[[Any, int, int, A, bytes], T],
     arg: A,
     absent: T,
     packed_first: bool,
@@ -112,11 +112,11 @@ def _lookup_at(
         iv = get(key, None, h.index)
         if iv is None:
             buf = get(key, None, h.records)
-            return absent if buf is None else decode(buf, 0, len(buf), arg)
+            return absent if buf is None else decode(buf, 0, len(buf), arg, key)
     else:
         buf = get(key, None, h.records)
         if buf is not None:
-            return decode(buf, 0, len(buf), arg)
+            return decode(buf, 0, len(buf), arg, key)
         iv = get(key, None, h.index)
         if iv is None:
             return absent
@@ -126,8 +126,8 @@ def _lookup_at(
         if seg is not None:
             end = off + KEY_BYTES + ln
             if end <= len(seg) and _DIGEST_AT(seg, off)[0] == key:
-                return decode(seg, off + KEY_BYTES, end, arg)
-    return decode(_NO_RECORD, 0, 0, arg)  # not there, or another digest: corrupt
+                return decode(seg, off + KEY_BYTES, end, arg, key)
+    return decode(_NO_RECORD, 0, 0, arg, key)  # not there, or another digest: corrupt
 
 
 def _rows_txn(

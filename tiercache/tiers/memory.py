@@ -5,9 +5,19 @@ plus two maps: content -> slot (so a hot hit needs no digest: Python's ``str``/`
 hash is randomised per process and equality-checked, hence exact and flood-resistant) and
 digest -> slot (so the policy engine, which speaks in digests, can name victims).
 
-The tier stores; it never evicts on its own. ``put_many`` requires free slots, which the
-engine guarantees by evicting first. Thread-safe: every method takes ``self.lock``
-(a re-entrant lock that ``TierCache`` also holds around its policy bookkeeping).
+It is the :class:`~tiercache.tiers.VectorStore` protocol's tier (hence a
+:class:`~tiercache.tiers.KeyedTier`; checked by mypy, contract tests in
+tests/test_tiers.py): batch reads in two steps (``get_many``: slots, ``gather``: copies of
+their rows), ``put_many``, ``delete_many``, ``keys``. The write path admits and removes
+one entry at a time (``put``, ``delete_key``, with the engine's bookkeeping between), and
+the read path reads the slab and the maps directly (the compiled ``HotReader`` and its
+Python twin): this layout (``slab``, ``expires``, the maps) is theirs to read, under
+``self.lock``.
+
+The tier stores; it never evicts on its own. ``put``/``put_many`` require free slots,
+which the engine guarantees by evicting first (else ``RuntimeError``). Thread-safe: every
+method that writes or gathers takes ``self.lock`` (a re-entrant lock that ``TierCache``
+also holds around its policy bookkeeping); single map reads are atomic.
 
 No aliasing: every vector handed out is a copy; slab rows are never exposed.
 """
@@ -83,12 +93,14 @@ class MemoryTier:
         self,
         content: Content,
         key: bytes,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         expires_at: float = NEVER,
         meta: bytes | None = None,
         in_warm: bool = False,
     ) -> int:
-        """Store or overwrite one entry; returns its slot. Raises if no slot is free."""
+        """Store or overwrite one entry; returns its slot. Raises if no slot is free.
+        ``vector`` None: the caller copies the row into ``slab[slot]`` itself (a batch
+        does it in one scatter), before the lock it holds is released."""
         with self.lock:
             slot = self._by_key.get(key)
             if slot is None:
@@ -99,7 +111,8 @@ class MemoryTier:
                 self._by_content[content] = slot
                 self._content[slot] = content
                 self._key[slot] = key
-            self.slab[slot] = vector
+            if vector is not None:
+                self.slab[slot] = vector
             self.n_expiring += (expires_at != NEVER) - (self.expires[slot] != NEVER)
             self.expires[slot] = expires_at
             self._meta[slot] = meta
@@ -115,6 +128,7 @@ class MemoryTier:
         metas: Sequence[bytes | None],
         in_warm: Sequence[bool],
     ) -> list[int]:
+        """:meth:`put` of each row of ``matrix`` (copied in); the slots in input order."""
         with self.lock:
             return [
                 self.put(contents[i], keys[i], matrix[i], expires_at[i], metas[i], in_warm[i])
@@ -139,16 +153,19 @@ class MemoryTier:
             return True
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
+        """Delete ``keys``; how many were stored (a key given twice counts once)."""
         with self.lock:
             return sum(self.delete_key(k) for k in keys)
 
     def clear(self) -> None:
+        """Delete every entry (every slot is free again)."""
         with self.lock:
             for key in list(self._by_key):
                 self.delete_key(key)
 
     # -- introspection -----------------------------------------------------------------
     def keys(self) -> Iterator[bytes]:
+        """The digests stored now (a snapshot: later writes do not change it)."""
         with self.lock:
             return iter(list(self._by_key))
 
@@ -163,4 +180,5 @@ class MemoryTier:
         return len(self._by_key) * (4 * self.dim + ENTRY_OVERHEAD_BYTES)
 
     def close(self) -> None:
+        """Drop every entry (the slab stays allocated until the tier is freed)."""
         self.clear()

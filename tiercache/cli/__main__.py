@@ -1,0 +1,5 @@
+"""``python -m tiercache.cli``: the ``tiercache`` command."""
+
+from . import main
+
+main()
