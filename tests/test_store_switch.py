@@ -144,6 +144,7 @@ def run_rounds(root: Path, kinds: list[str], n_workers: int = 3) -> dict[str, An
             if kind == "false_alarm":
                 a("embed_many", texts=TEXTS)  # every text stored: kept through the check
                 ino = (warm / "data.mdb").stat().st_ino
+                emptied = [w("stats")["invalidation"]["overflows"] for w in workers]
                 a("seal", why=f"round {round_}: a false alarm")
                 figures["resume_s"].append(
                     serve_until(
@@ -161,11 +162,15 @@ def run_rounds(root: Path, kinds: list[str], n_workers: int = 3) -> dict[str, An
                 for w in workers:  # the data is kept: served from warm
                     tally.get(w, TEXTS)
                     assert all(v is not None for v in w("get", texts=TEXTS[-5:]))
+                # and every process emptied its hot tier once (the gap in the log)
+                after = [w("stats")["invalidation"]["overflows"] for w in workers]
+                assert [x - y for x, y in zip(after, emptied)] == [1] * len(workers)
                 figures["false_alarms"] += 1
             else:
                 folders = len(list((warm / "quarantine").iterdir())) if round_ else 0
                 # between requests (pages changing under a read in flight can crash LMDB:
                 # see docs/reliability.md), then 3 threads per process meet the damage
+                emptied = [w("stats")["invalidation"]["overflows"] for w in workers]
                 damaged_at = time.time()
                 damage(warm / "data.mdb", kind)
                 for w in workers:
@@ -193,6 +198,8 @@ def run_rounds(root: Path, kinds: list[str], n_workers: int = 3) -> dict[str, An
                 for w in workers:  # the same fingerprints (the format is 1 until a
                     # packed record is stored, if the walk could not read the old one)
                     assert w("manifest")["namespaces"] == manifest["namespaces"]
+                after = [w("stats")["invalidation"]["overflows"] for w in workers]
+                assert all(x > y for x, y in zip(after, emptied))  # hot tiers emptied
                 figures["switches"] += 1
                 # the fresh store serves: written once, read by every process
                 a("embed_many", texts=TEXTS[:100])
