@@ -58,14 +58,15 @@ test: $(STAMP) $(CORE) redis-server
 ## soak: the long fault runs (50 SIGKILL cycles, 90 s of 4 processes x 8 threads, 504 LMDB
 ## page-damage trials, 30 record-damage seeds, 1,000 state-machine examples, 1,500 overwrites
 ## raced by 3 reader processes, 1,200 fleet invalidations through a Redis restart, 120
-## simulated power cuts, a Redis Cluster failover under load) -> out/soak.json
+## simulated power cuts, a Redis Cluster failover under load, 120 rounds of run-time store
+## damage and false alarms under 3 serving processes) -> out/soak.json
 soak: $(STAMP) $(CORE) redis-server
 	mkdir -p out
 	rm -f out/soak.json
 	TIERCACHE_SOAK=1 TIERCACHE_SOAK_OUT=out/soak.json nice -n 10 $(BIN)/python -m pytest -q \
 	  -p no:cacheprovider tests/test_crash.py tests/test_faults.py tests/test_stateful.py \
 	  tests/test_concurrency.py tests/test_invalidation_procs.py tests/test_fleet.py \
-	  tests/test_powerloss.py tests/test_cluster_failover.py
+	  tests/test_powerloss.py tests/test_cluster_failover.py tests/test_store_switch.py
 	$(BIN)/python -c "import json; print(json.dumps(json.load(open('out/soak.json'))['totals'], indent=2))"
 
 ## bench: per-tier latency and footprint beside the baselines -> docs/benchmarks.md

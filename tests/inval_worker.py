@@ -99,7 +99,20 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
     if op == "hot_has":
         return [c._hot.slot(t) is not None for t in texts]
     if op == "loop":
-        return _loop(c, texts, float(cmd["seconds"]), cmd.get("method", "embed"))
+        n = int(cmd.get("threads", 1))
+        if n == 1:
+            return _loop(c, texts, float(cmd["seconds"]), cmd.get("method", "embed"))
+        outs: list[Any] = [None] * n  # a thread that raised leaves None: the test fails
+
+        def run(i: int) -> None:
+            outs[i] = _loop(c, texts, float(cmd["seconds"]), cmd.get("method", "embed"))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return outs
     if op == "writes":  # overwrite texts[0] with versions 1..n: [(version, t_returned)]
         done = []
         for n in range(1, int(cmd["n"]) + 1):
@@ -126,7 +139,32 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
     if op == "warm_state":  # the damaged-store machinery's view
         warm = c._warm
         assert warm is not None
-        return {"sealed": warm.sealed, "quarantined": len(warm.quarantined)}
+        return {
+            "sealed": warm.sealed,
+            "quarantined": len(warm.quarantined),
+            "switches": warm.switches,
+        }
+    if op == "manifest":  # the warm store's manifest (None while it is set aside)
+        try:
+            return c._warm.manifest() if c._warm is not None else None
+        except StoreError:
+            return None
+    if op == "debug_warm":
+        w = c._warm
+        inval = c._write.inval
+        return {
+            "log_seq": w.log_seq(),
+            "count": w.count(),
+            "applied": inval.applied,
+            "word": inval.gate.word,
+            "seen": inval.gate.seen,
+            "gen": w._gen,
+            "ino": w._handle.ino if w._handle else None,
+        }
+    if op == "seal":  # report damage without any (a false alarm: the check finds none)
+        assert c._warm is not None
+        c._warm._seal(cmd.get("why", "a false alarm raised by the test"))
+        return None
     if op == "stats":
         return c.stats()
     raise ValueError(f"unknown op {op!r}")

@@ -767,7 +767,8 @@ def test_inspect_pages_walks_in_a_child_and_reports_damage(
 def test_damage_met_while_serving_sets_the_store_aside_in_every_process(tmp_path: Path) -> None:
     """Pages damaged under two running worker processes: the first to meet the damage
     stops using the store and tells the other; both keep answering (misses, recomputed),
-    neither crashes; the next open checks the store and moves it aside."""
+    neither crashes; the store is checked, moved aside and replaced while they run, and
+    both move to the fresh store (tests/test_store_switch.py checks the switch itself)."""
     from tests.test_invalidation_procs import Worker
 
     hot_off = {"hot": {"enabled": False}}
@@ -782,18 +783,26 @@ def test_damage_met_while_serving_sets_the_store_aside_in_every_process(tmp_path
             f.seek(2 * PAGE)
             f.write(bytes(size - 2 * PAGE))
         assert a("get", texts=texts[:3]) == [None, None, None]  # misses, no crash
-        assert a("warm_state")["sealed"]
         computed = a("embed", texts=texts[:2])  # served by the encoder
         assert np.allclose(computed, REF.encode(texts[:2]))
         assert b("get", texts=texts[:3]) == [None, None, None]
-        assert b("warm_state")["sealed"]  # followed a's broadcast (or met it itself)
+        deadline = time.monotonic() + 60
+        while not all(w("warm_state")["switches"] == 1 for w in (a, b)):
+            assert time.monotonic() < deadline, (a("warm_state"), b("warm_state"))
+            for w in (a, b):
+                assert np.allclose(w("embed", texts=texts[5:7]), REF.encode(texts[5:7]))
+            time.sleep(0.05)
+        assert a("warm_state")["sealed"] is None and b("warm_state")["sealed"] is None
+        assert a("warm_state")["quarantined"] + b("warm_state")["quarantined"] == 1
+        assert np.allclose(a("embed", texts=["t5"]), REF.encode(["t5"]))  # stored anew
+        assert np.allclose(b("get", texts=["t5"]), REF.encode(["t5"]))
     finally:
         a.close()
         b.close()
     c = Worker(tmp_path, **hot_off).ready()
     try:
-        assert c("warm_state") == {"sealed": None, "quarantined": 1}
-        assert np.allclose(c("embed", texts=["t1"]), REF.encode(["t1"]))
+        assert c("warm_state") == {"sealed": None, "quarantined": 0, "switches": 0}
+        assert np.allclose(c("get", texts=["t5"]), REF.encode(["t5"]))  # in the fresh store
     finally:
         c.close()
     assert len(list((tmp_path / "warm" / "quarantine").iterdir())) == 1

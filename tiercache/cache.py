@@ -556,6 +556,7 @@ class TierCache(AsyncAPI):
             else:
                 warm.update(
                     quarantined=len(self._warm.quarantined),
+                    switches=self._warm.switches,
                     entries=st["entries"],
                     bytes=st["bytes_used"],
                     file_bytes=st["file_bytes"],

@@ -61,6 +61,7 @@ _COUNTERS = (
     "expired",
     "skipped",
     "quarantined",
+    "switches",
 )
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
 

@@ -184,13 +184,30 @@ class _quiet:
 # --------------------------------------------------------------------------- the walk
 
 
-def walk(path: str) -> dict[str, Any]:
+KEPT_META = ((b"format", b"iv#host"), (b"ns:", b"iv@"))
+"""(Keys, prefixes) of the ``meta`` entries a fresh store inherits from the one it replaces at run
+time (the format, the manifest's fingerprints, the store's fleet identity and the fleet
+channel's offsets; not the packing state nor the invalidation log): the walk reports them."""
+_KEPT_BYTES = 1 << 20  # at most this much of them (a damaged meta database may be anything)
+
+
+def _kept(key: bytes) -> bool:
+    return key in KEPT_META[0] or key.startswith(KEPT_META[1])
+
+
+def walk(path: str, out: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read every entry of every database of the store at ``path`` and allocate pages in
     an aborted write transaction. Run it in a child (:func:`check_in_child`): on a
-    damaged store LMDB may crash the process that does this."""
+    damaged store LMDB may crash the process that does this.
+
+    ``out`` (filled as the walk goes, so a caller sees what was read before an error):
+    ``databases``, ``entries``, ``bytes``, ``ok``; ``meta``: the ``meta`` entries of
+    :data:`KEPT_META` (hex), read first; ``log_seq``: the invalidation log's counter."""
     import lmdb
 
-    out: dict[str, Any] = {"ok": False, "databases": 0, "entries": 0, "bytes": 0}
+    if out is None:
+        out = {}
+    out.update(ok=False, databases=0, entries=0, bytes=0, meta={}, log_seq=0)
     size = os.stat(os.path.join(path, "data.mdb")).st_size
     env = lmdb.open(
         path,
@@ -210,6 +227,8 @@ def walk(path: str) -> dict[str, Any]:
         with env.begin(buffers=True) as txn:
             for key, _ in txn.cursor():
                 names.append(bytes(key))
+        names.sort(key=lambda n: n != b"meta")  # the manifest first: kept if the rest fails
+        kept = 0
         for name in [None, *names]:
             try:
                 db = env.open_db(name, create=False) if name is not None else None
@@ -220,6 +239,14 @@ def walk(path: str) -> dict[str, Any]:
                 for key, value in txn.cursor():
                     out["entries"] += 1
                     out["bytes"] += len(key) + len(value)
+                    if name != b"meta":
+                        continue
+                    k = bytes(key)
+                    if k == b"iv#" and len(value) <= 8:
+                        out["log_seq"] = int.from_bytes(bytes(value), "big")
+                    elif _kept(k) and kept + len(k) + len(value) <= _KEPT_BYTES:
+                        kept += len(k) + len(value)
+                        out["meta"][k.hex()] = bytes(value).hex()
         # a write transaction: allocate pages (LMDB reads its free list), then abort
         wtxn = env.begin(write=True)
         try:
@@ -235,6 +262,19 @@ def walk(path: str) -> dict[str, Any]:
 
 def check_in_child(path: str, timeout: float = CHECK_TIMEOUT) -> tuple[bool, str]:
     """(intact?, what was found): :func:`walk` in a child process."""
+    intact, found, _ = check_in_child_full(path, timeout)
+    return intact, found
+
+
+def _no_report() -> dict[str, Any]:
+    return {"log_seq": 0, "meta": {}}
+
+
+def check_in_child_full(
+    path: str, timeout: float = CHECK_TIMEOUT
+) -> tuple[bool, str, dict[str, Any]]:
+    """:func:`check_in_child`, and the walk's report (``meta``: the entries a fresh store
+    inherits, as bytes; ``log_seq``), as far as the walk got (empty if it crashed)."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -247,30 +287,38 @@ def check_in_child(path: str, timeout: float = CHECK_TIMEOUT) -> tuple[bool, str
             env=env,
         )
     except subprocess.TimeoutExpired:
-        return False, f"the page walk did not finish in {timeout:.0f} s"
+        return False, f"the page walk did not finish in {timeout:.0f} s", _no_report()
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
-        return False, f"the page walk crashed ({sig})"
+        return False, f"the page walk crashed ({sig})", _no_report()
     try:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return False, f"the page walk failed (exit {proc.returncode}): {proc.stderr[-300:]}"
+        failed = f"the page walk failed (exit {proc.returncode}): {proc.stderr[-300:]}"
+        return False, failed, _no_report()
+    report = _no_report()
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        report["log_seq"] = int(res.get("log_seq") or 0)
+        report["meta"] = {bytes.fromhex(k): bytes.fromhex(v) for k, v in res["meta"].items()}
     if not res.get("ok") and res.get("damage"):
-        return False, f"the page walk found damage: {res.get('error')}"
+        return False, f"the page walk found damage: {res.get('error')}", report
     if not res.get("ok"):  # the walk could not finish for another reason: keep the store
         log.warning("tiercache: the page walk of %s did not finish: %s", path, res.get("error"))
-        return True, f"not checked to the end: {res.get('error')}"
-    return True, f"{res['databases']} databases, {res['entries']:,} entries read"
+        return True, f"not checked to the end: {res.get('error')}", report
+    return True, f"{res['databases']} databases, {res['entries']:,} entries read", report
 
 
-def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
-    """Move the store's files to ``<path>/quarantine/<UTC timestamp>/`` (keeping the
-    newest ``keep``); returns that folder. The caller opens an empty store."""
+def quarantine(
+    path: str, why: str, keep: int = KEEP_QUARANTINED, files: tuple[str, ...] = STORE_FILES
+) -> str:
+    """Move the store's ``files`` to ``<path>/quarantine/<UTC timestamp>/`` (keeping the
+    newest ``keep``); returns that folder. The caller opens an empty store. (A switch at
+    run time keeps ``inval.seq`` in place: every process maps it.)"""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     base = os.path.join(path, QUARANTINE)
     dest = os.path.join(base, stamp)
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    for name in STORE_FILES:
+    for name in files:
         src = os.path.join(path, name)
         if os.path.exists(src):
             os.replace(src, os.path.join(dest, name))
@@ -296,17 +344,18 @@ def quarantine(path: str, why: str, keep: int = KEEP_QUARANTINED) -> str:
 def _is_damage(exc: BaseException) -> bool:
     """Whether an error of the walk means damaged pages (not a full map, a permission, a
     busy lock table: those say nothing about the pages, and must not cost the store)."""
-    from .lmdb import WALK_DAMAGE  # imported here: tiers/lmdb.py imports this module
+    from .lmdb_env import WALK_DAMAGE  # imported here: lmdb_env.py imports this module
 
     return isinstance(exc, WALK_DAMAGE)
 
 
 def main() -> None:
     """``python -m tiercache.tiers.guard PATH``: the page walk, one JSON line."""
+    res: dict[str, Any] = {}
     try:
-        res = walk(sys.argv[1])
+        walk(sys.argv[1], res)
     except Exception as exc:  # an LMDB error (a crash is seen by the parent)
-        res = {"ok": False, "damage": _is_damage(exc), "error": f"{type(exc).__name__}: {exc}"}
+        res.update(ok=False, damage=_is_damage(exc), error=f"{type(exc).__name__}: {exc}")
     print(json.dumps(res), flush=True)
 
 
@@ -316,7 +365,9 @@ if __name__ == "__main__":
 
 __all__ = [
     "KEEP_QUARANTINED",
+    "KEPT_META",
     "check_in_child",
+    "check_in_child_full",
     "cleared",
     "open_lock",
     "suspect",

@@ -15,13 +15,11 @@ Rules this module keeps (see docs/architecture.md):
 * the manifest (``meta`` sub-database) records the format version and, per namespace, the
   fingerprint(s) of the vectors stored, so a store is never read with another model.
 
-Packed records (``packed_record_len``; docs/record-format.md, "LMDB page geometry"): records
-of exactly that length are stored as slots (16-byte digest + record) of multi-record
-*segments* (sub-database ``segs``, 8-byte big-endian ids, appended in id order) reached
-through ``index`` (digest -> segment id, slot offset, record length). Other records stay
-one per key in ``records``. A key lives in exactly one of the two places. Segment live
-counts are in ``segmeta``; the open (partly filled) segment per record length and the
-segments waiting for relocation are in ``meta`` under ``pk:`` keys.
+Packed records (``packed_record_len``): see :mod:`tiercache.tiers.lmdb_packed`. Damage met
+at run time sets the store aside, then switches every process to a fresh store (or back
+to the same one after a false alarm): see :mod:`tiercache.tiers.lmdb_switch`. The
+environment handle is in :mod:`tiercache.tiers.lmdb_env`, the invalidation log's helpers
+in :mod:`tiercache.tiers.lmdb_log`.
 
 The tier stores bytes. Which records to evict is decided by the policy engine; the tier
 only offers ``sample(probes)`` so the engine can look at random resident keys.
@@ -29,12 +27,8 @@ only offers ``sample(probes)`` so the engine can look at random resident keys.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
-import math
 import os
-import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -43,76 +37,61 @@ import lmdb
 import msgpack
 import numpy as np
 
-from ..errors import FingerprintMismatchError, StoreError
-from ..geometry import MAX_SEGMENT_SLOTS, segment_slots
+from ..errors import StoreError, TierCacheError
 from ..keys import KEY_BYTES, Fingerprint
-from ..seqword import map_word, new_gate
-from . import guard
+from . import guard, lmdb_switch
+
+# Also re-exported (``X as X``): names other modules and the tests reach through this
+# module, defined in lmdb_env, lmdb_log and lmdb_packed.
+from .lmdb_env import (
+    _DAMAGE_ERRORS,
+    _ENVS,
+    _ENVS_LOCK,
+    _INDEX,
+    _META,
+    _MIN_MAP,
+    _RECORDS,
+    _RUNTIME_DAMAGE,
+    _SEGMETA,
+    _SEGS,
+    _acquire_env,
+    _Env,
+    _manifest_txn,
+    _release_env,
+    _unregister_env,
+)
+from .lmdb_env import PACKED_FORMAT as PACKED_FORMAT
+from .lmdb_env import STORE_FORMAT as STORE_FORMAT
+from .lmdb_env import WALK_DAMAGE as WALK_DAMAGE
+from .lmdb_log import (
+    _IV_HOST,
+    _IV_META,
+    _log_append,
+    _log_last,
+    _log_since,
+)
+from .lmdb_log import LOG_ENTRIES as LOG_ENTRIES
+from .lmdb_packed import _IDX_FULL as _IDX_FULL
+from .lmdb_packed import (
+    _NO_RECORD,
+    _clear_txn,
+    _lookup,
+    _lookup_at,
+    _Packer,
+    _rows_txn,
+    _sample_txn,
+)
+from .lmdb_packed import MAX_RELOCATIONS_PER_WRITE as MAX_RELOCATIONS_PER_WRITE
+from .lmdb_packed import SPARSE_FRACTION as SPARSE_FRACTION
+from .lmdb_packed import relocation_budget as relocation_budget
 
 T = TypeVar("T")
 A = TypeVar("A")
 
-STORE_FORMAT = 1
-"""Format of a store holding plain records only (what every earlier tiercache wrote)."""
-PACKED_FORMAT = 2
-"""Format of a store that may hold packed segments. Written in the transaction that creates
-the first segment, so an older tiercache (which reads only ``records``) refuses the store
-instead of silently missing, miscounting or failing to delete packed records. A format-1
-store opens and reads unchanged; packing is additive."""
-_READABLE_FORMATS = (str(STORE_FORMAT).encode(), str(PACKED_FORMAT).encode())
-
-_RECORDS = b"records"
-_META = b"meta"
-_INDEX = b"index"
-_SEGS = b"segs"
-_SEGMETA = b"segmeta"
-_MIN_MAP = 64 * 2**20
-
-_IDX = struct.Struct("<II")  # after the 8-byte segment id: slot byte offset, record length
-_IDX_FULL = struct.Struct("<8sII")  # the whole 16-byte index value
-_SEGMETA_V = struct.Struct("<III")  # live slots, record length, slots per segment (K)
-_SEG_ID = struct.Struct(">Q")
-_PK_OPEN = b"pk:open:"  # + u32 BE record length -> open segment id
-_PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for relocation
-# The invalidation log (tiercache/invalidation.py writes and reads its entries; the tier
-# keeps them opaque): the last sequence number, and entry n under _IV_LOG + n (u64 BE).
-_IV_SEQ = b"iv#"
-_IV_LOG = b"iv:"
-_IV_HOST = b"iv#host"  # this store's identity in a fleet
-_IV_META = b"iv@"  # + name: the fleet channel's offsets and epoch
-LOG_ENTRIES = 4096
-"""Invalidation log entries a warm store keeps (the oldest is dropped by the next)."""
-
-SPARSE_FRACTION = 0.5
-"""A closed segment with fewer live slots than this fraction of K is relocated. Under
-uniform random deletes a segment spends time ~1/live at each live count, so the average
-fill of closed segments is (1 - f) / ln(1 / f): 54% for f = 1/4 (worse than plain records
-for 384-d float32), 72% for f = 1/2, at the cost of f / (1 - f) moved records per freed
-slot (1/3 and 1). See docs/record-format.md."""
-MAX_RELOCATIONS_PER_WRITE = 2
-"""Segments relocated per write transaction at least, when some are waiting; a transaction
-that frees n packed slots may relocate ``2 * n / K`` more (see relocation_budget)."""
-_MAX_PENDING = 4096
-
-_DAMAGE_ERRORS = (
-    lmdb.CorruptedError,
-    lmdb.PageNotFoundError,
-    lmdb.InvalidError,
-    lmdb.IncompatibleError,
-    lmdb.BadValsizeError,
-    lmdb.PanicError,
-)
-"""LMDB errors that mean the files themselves are damaged (not a busy or full store)."""
-
-_RUNTIME_DAMAGE = (*_DAMAGE_ERRORS, lmdb.BadTxnError)
-"""Errors met while serving that set the store aside: the damage errors, and
-``MDB_BAD_TXN``, which is what a read transaction that met a damaged page reports."""
-
-WALK_DAMAGE = (*_RUNTIME_DAMAGE, lmdb.VersionMismatchError, lmdb.BadRslotError, lmdb.BadDbiError)
-"""Errors of the page walk (``guard.walk``) that mean damaged pages; any other failure of
-the walk (a full map, a permission, a busy lock table) says nothing about the pages."""
-
 _fork_generation = 0
+RESOLVE_WAIT = 60.0
+"""Seconds ``close()`` waits for a check of the store under way (so that a process that
+ends does not leave the others set aside)."""
 
 
 def _after_fork() -> None:
@@ -121,653 +100,8 @@ def _after_fork() -> None:
     _ENVS.clear()  # inherited handles must never be used (nor closed) in the child
 
 
-def relocation_budget(freed: int, page_size: int = 4096, record_len: int | None = None) -> int:
-    """Segments one write transaction may relocate: a constant plus twice the segments'
-    worth of slots it freed, so relocation keeps pace with deletes (a relocation reclaims
-    at least (1 - SPARSE_FRACTION) * K slots) while the work stays proportional to the
-    batch: at most ``2 + 2 * freed / K`` segments, each moving under SPARSE_FRACTION * K
-    records."""
-    k = segment_slots(record_len, page_size) if record_len else MAX_SEGMENT_SLOTS
-    return MAX_RELOCATIONS_PER_WRITE + math.ceil(2 * freed / k)
-
-
-class _Env:
-    """A process-wide handle on one LMDB environment, reference counted."""
-
-    def __init__(self, path: str, map_size: int, max_readers: int, durable: bool) -> None:
-        self.path = path
-        self.env = lmdb.open(
-            path,
-            map_size=map_size,
-            subdir=True,
-            max_dbs=8,
-            max_readers=max_readers,
-            sync=durable,
-            metasync=durable,
-            readahead=False,
-            writemap=False,
-            lock=True,
-            mode=0o600,
-        )
-        try:
-            _check_file(path, self.env)
-            self.env.reader_check()
-            self.records = self.env.open_db(_RECORDS)
-            self.meta = self.env.open_db(_META)
-            self.index = self.env.open_db(_INDEX)
-            self.segs = self.env.open_db(_SEGS)
-            self.segmeta = self.env.open_db(_SEGMETA)
-            self.psize = int(self.env.stat()["psize"])
-        except BaseException:  # a damaged store: never leave the files open in this process
-            self.env.close()
-            raise
-        self.refs = 0
-        self.write_lock = threading.Lock()
-        self.mu = threading.Lock()
-        self.idle = threading.Condition(self.mu)
-        # Read transactions of this process that are open: one list item each. list.append
-        # and list.pop are atomic under the GIL, so the hot path takes no lock.
-        self.active: list[None] = []
-        self.resizing = False
-        self.generation = _fork_generation
-        self.named: dict[bytes, Any] = {}  # LmdbTier.in_named_db's handles, by name
-        # the invalidation sequence word (seqword.py), raised to the log's own counter
-        self.seqmap = map_word(path)
-        self.publisher = new_gate(self.seqmap)
-        with self.env.begin(db=self.meta) as txn:
-            raw = txn.get(_IV_SEQ)
-        self.publisher.publish(int.from_bytes(raw, "big") if raw else 0)
-
-    def close(self) -> None:
-        self.env.close()
-        guard.closed(self.path)  # a clean close: the last one out stamps the store
-        self.publisher.release()
-        with contextlib.suppress(BufferError):  # a SeqGate still holds it: unmapped with it
-            self.seqmap.close()
-
-    # ``set_mapsize`` may run only when no transaction is open in this process (py-lmdb's
-    # requirement); readers of other processes are unaffected. A reader announces itself
-    # (append) and *then* looks at ``resizing``; the resizer sets ``resizing`` and *then*
-    # looks at the count. Under the GIL these steps are sequentially consistent, so either
-    # the reader sees the flag (and backs off) or the resizer sees the reader (and waits).
-    # The lock is taken only while a resize is pending.
-    def enter_read(self) -> None:
-        active = self.active
-        while True:
-            active.append(None)
-            if not self.resizing:
-                return
-            active.pop()
-            with self.mu:
-                self.idle.notify_all()
-                while self.resizing:
-                    self.idle.wait()
-
-    def exit_read(self) -> None:
-        self.active.pop()
-        if self.resizing:
-            self.wake()
-
-    def wake(self) -> None:
-        with self.mu:
-            self.idle.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold off this process's readers until the block ends (caller holds write_lock).
-
-        Needed for ``set_mapsize`` (no transaction may be open in this process), and for
-        aborting a write transaction: py-lmdb 3.0's abort waits until no other thread is
-        inside an LMDB call, which threads reading in a loop can postpone forever
-        (measured: a writer hung in ``trans_abort`` beside three reading threads).
-        """
-        with self.mu:
-            self.resizing = True
-            try:
-                while self.active:
-                    self.idle.wait(0.05)
-                yield
-            finally:
-                self.resizing = False
-                self.idle.notify_all()
-
-    def resize(self, new_size: int) -> None:
-        """Set the map size (0 = adopt the size another process set). Caller holds write_lock."""
-        with self.exclusive():
-            self.env.set_mapsize(new_size)
-
-
-def _check_file(path: str, env: lmdb.Environment) -> None:
-    """Refuse a ``data.mdb`` shorter than the pages its meta page says are in use, before
-    any page is read: LMDB would map the missing pages, and the first touch of one kills
-    the process (SIGBUS)."""
-    need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
-    try:
-        size = os.stat(os.path.join(path, "data.mdb")).st_size
-    except OSError:
-        return
-    if size < need:
-        raise lmdb.CorruptedError(f"data.mdb is {size} bytes, its pages need {need}: truncated")
-
-
-_ENVS: dict[str, _Env] = {}
-_ENVS_LOCK = threading.Lock()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def _acquire_env(path: str, map_size: int, max_readers: int, durable: bool) -> _Env:
-    with _ENVS_LOCK:
-        handle = _ENVS.get(path)
-        if handle is None:
-            handle = _Env(path, map_size, max_readers, durable)
-            _ENVS[path] = handle
-        handle.refs += 1
-        return handle
-
-
-def _release_env(handle: _Env) -> None:
-    with _ENVS_LOCK:
-        handle.refs -= 1
-        if handle.refs <= 0 and _ENVS.get(handle.path) is handle:
-            del _ENVS[handle.path]
-            if handle.generation == _fork_generation:
-                handle.close()
-
-
-def _lookup(
-    txn: lmdb.Transaction, h: _Env, key: bytes, decode: Callable[[Any], T], packed_first: bool
-) -> T | None:
-    """One key inside a read transaction opened with ``buffers=True`` and no default db."""
-    if packed_first:
-        iv = txn.get(key, db=h.index)
-        if iv is None:
-            buf = txn.get(key, db=h.records)
-            return None if buf is None else decode(buf)
-    else:
-        buf = txn.get(key, db=h.records)
-        if buf is not None:
-            return decode(buf)
-        iv = txn.get(key, db=h.index)
-        if iv is None:
-            return None
-    return decode(_slot(txn, h, key, iv))
-
-
-def _slot(txn: lmdb.Transaction, h: _Env, key: bytes, iv: Any) -> Any:
-    """The record an index value points to, or ``b""`` (decodes as corrupt) if it is not
-    there or its slot holds another digest: never another key's record."""
-    if len(iv) != 16:
-        return b""
-    sid, off, ln = _IDX_FULL.unpack(iv)
-    seg = txn.get(sid, db=h.segs)
-    if seg is None:
-        return b""
-    end = off + KEY_BYTES + ln
-    if end > len(seg) or seg[off : off + KEY_BYTES] != key:
-        return b""
-    return seg[off + KEY_BYTES : end]
-
-
-_IDX_UNPACK = _IDX_FULL.unpack
-_DIGEST_AT = struct.Struct(f"{KEY_BYTES}s").unpack_from
-_NO_RECORD = b""
-
-
-def _lookup_at(
-    txn: lmdb.Transaction,
-    h: _Env,
-    key: bytes,
-    decode: Callable[[Any, int, int, A, bytes], T],
-    arg: A,
-    absent: T,
-    packed_first: bool,
-) -> T:
-    """:meth:`LmdbTier.get_at` inside a read transaction (buffers=True)."""
-    get = txn.get
-    if packed_first:
-        iv = get(key, None, h.index)
-        if iv is None:
-            buf = get(key, None, h.records)
-            return absent if buf is None else decode(buf, 0, len(buf), arg, key)
-    else:
-        buf = get(key, None, h.records)
-        if buf is not None:
-            return decode(buf, 0, len(buf), arg, key)
-        iv = get(key, None, h.index)
-        if iv is None:
-            return absent
-    if len(iv) == 16:
-        sid, off, ln = _IDX_UNPACK(iv)
-        seg = get(sid, None, h.segs)
-        if seg is not None:
-            end = off + KEY_BYTES + ln
-            if end <= len(seg) and _DIGEST_AT(seg, off)[0] == key:
-                return decode(seg, off + KEY_BYTES, end, arg, key)
-    return decode(_NO_RECORD, 0, 0, arg, key)  # not there, or another digest: corrupt
-
-
-def _rows_txn(
-    txn: lmdb.Transaction, h: _Env, keys: Sequence[bytes], record_len: int, packed_first: bool
-) -> tuple[list[int], bytes, list[tuple[int, bytes]]]:
-    """:meth:`LmdbTier.get_rows` inside a read transaction (buffers=True); the rows'
-    digests are not compared yet."""
-    get = txn.get
-    index, records, segs = h.index, h.records, h.segs
-    unpack = _IDX_UNPACK
-    pos: list[int] = []
-    parts: list[Any] = []
-    others: list[tuple[int, bytes]] = []
-    add_pos, add_part, add_other = pos.append, parts.append, others.append
-    for i, k in enumerate(keys):
-        if packed_first:
-            iv = get(k, None, index)
-            buf = get(k, None, records) if iv is None else None
-        else:
-            buf = get(k, None, records)
-            iv = get(k, None, index) if buf is None else None
-        if buf is not None:  # a plain record
-            if len(buf) == record_len:
-                add_pos(i)
-                add_part(k)
-                add_part(buf)
-            else:
-                add_other((i, bytes(buf)))
-            continue
-        if iv is None:
-            continue
-        if len(iv) != 16:
-            add_other((i, _NO_RECORD))
-            continue
-        sid, off, ln = unpack(iv)
-        seg = get(sid, None, segs)
-        end = off + KEY_BYTES + ln
-        if seg is None or end > len(seg):
-            add_other((i, _NO_RECORD))
-        elif ln == record_len:
-            add_pos(i)
-            add_part(seg[off:end])  # digest + record: the digest is compared in one go
-        elif _DIGEST_AT(seg, off)[0] == k:
-            add_other((i, bytes(seg[off + KEY_BYTES : end])))
-        else:
-            add_other((i, _NO_RECORD))
-    return pos, b"".join(parts), others
-
-
-class _Packer:
-    """The packed-record bookkeeping of one write transaction.
-
-    Index entries and plain records are written to the transaction as they change; segment
-    contents and live counts are kept here and written once per segment in ``finish``, so
-    a batch rewrites each touched segment once.
-    """
-
-    def __init__(self, txn: lmdb.Transaction, h: _Env, packed_len: int | None) -> None:
-        self.txn = txn
-        self.h = h
-        self.packed_len = packed_len
-        self.bufs: dict[bytes, bytearray] = {}
-        self.metas: dict[bytes, list[int]] = {}  # sid -> [live, record_len, K]
-        self.new: set[bytes] = set()
-        self.dirty: set[bytes] = set()
-        self.dropped: set[bytes] = set()
-        self.open: dict[int, bytes | None] = {}
-        self.open_dirty: set[int] = set()
-        self.sparse: list[bytes] = []
-        self.removed = 0  # packed slots freed in this transaction
-        self.next_id: int | None = None
-        self.has_plain = txn.stat(h.records)["entries"] > 0
-        self.has_index = txn.stat(h.index)["entries"] > 0
-
-    # -- segment access --------------------------------------------------------------
-    def _meta(self, sid: bytes) -> list[int] | None:
-        m = self.metas.get(sid)
-        if m is None and sid not in self.dropped:
-            raw = self.txn.get(sid, db=self.h.segmeta)
-            if raw is None or len(raw) != _SEGMETA_V.size:
-                return None
-            m = list(_SEGMETA_V.unpack(raw))
-            self.metas[sid] = m
-        return m
-
-    def _buf(self, sid: bytes) -> bytearray | None:
-        b = self.bufs.get(sid)
-        if b is None and sid not in self.dropped:
-            raw = self.txn.get(sid, db=self.h.segs)
-            if raw is None:
-                return None
-            b = bytearray(raw)
-            self.bufs[sid] = b
-        return b
-
-    def _open_sid(self, length: int) -> bytes | None:
-        if length not in self.open:
-            raw = self.txn.get(_PK_OPEN + length.to_bytes(4, "big"), db=self.h.meta)
-            self.open[length] = bytes(raw) if raw is not None and len(raw) == 8 else None
-        return self.open[length]
-
-    def _set_open(self, length: int, sid: bytes | None) -> None:
-        self.open[length] = sid
-        self.open_dirty.add(length)
-
-    def _new_segment(self, length: int) -> bytes:
-        if self.next_id is None:
-            cur = self.txn.cursor(db=self.h.segs)
-            self.next_id = _SEG_ID.unpack(cur.key())[0] + 1 if cur.last() else 1
-        sid = _SEG_ID.pack(self.next_id)
-        self.next_id += 1
-        self.bufs[sid] = bytearray()
-        self.metas[sid] = [0, length, segment_slots(length, self.h.psize)]
-        self.new.add(sid)
-        self._set_open(length, sid)
-        return sid
-
-    def _drop_segment(self, sid: bytes) -> None:
-        m = self.metas.pop(sid, None)
-        self.bufs.pop(sid, None)
-        self.dirty.discard(sid)
-        if sid in self.new:
-            self.new.discard(sid)  # never written
-        self.dropped.add(sid)
-        if m is not None and self._open_sid(m[1]) == sid:
-            self._set_open(m[1], None)
-
-    # -- record operations -------------------------------------------------------------
-    def add(self, key: bytes, rec: bytes) -> None:
-        """Append a packed record to the open segment (a new one when it is full)."""
-        length = len(rec)
-        sid = self._open_sid(length)
-        buf = meta = None
-        if sid is not None:
-            buf, meta = self._buf(sid), self._meta(sid)
-            if (
-                buf is None
-                or meta is None
-                or meta[1] != length
-                or len(buf) >= meta[2] * (KEY_BYTES + length)
-            ):
-                buf = None
-        if sid is None or buf is None or meta is None:
-            sid = self._new_segment(length)
-            buf, meta = self.bufs[sid], self.metas[sid]
-        off = len(buf)
-        self.dirty.add(sid)
-        buf += key
-        buf += rec
-        meta[0] += 1
-        self.txn.put(key, sid + _IDX.pack(off, length), db=self.h.index)
-        self.has_index = True
-
-    def unpack(self, key: bytes) -> bool:
-        """Remove ``key`` from the packed side; True if it was there."""
-        if not self.has_index:
-            return False
-        iv = self.txn.get(key, db=self.h.index)
-        if iv is None:
-            return False
-        sid = bytes(iv[:8])
-        self.txn.delete(key, db=self.h.index)
-        meta = self._meta(sid)
-        if meta is None:
-            return True
-        meta[0] -= 1
-        self.removed += 1
-        if meta[0] <= 0:
-            self._drop_segment(sid)
-        elif meta[0] < meta[2] * SPARSE_FRACTION and self._open_sid(meta[1]) != sid:
-            self.sparse.append(sid)
-        return True
-
-    def put(self, key: bytes, rec: bytes) -> None:
-        if len(rec) == self.packed_len:
-            if self.has_index:
-                iv = self.txn.get(key, db=self.h.index)
-                if iv is not None and self._overwrite(key, bytes(iv), rec):
-                    return
-                if iv is not None:
-                    self.unpack(key)
-            if self.has_plain:
-                self.txn.delete(key, db=self.h.records)
-            self.add(key, rec)
-        else:
-            self.unpack(key)
-            self.txn.put(key, rec, db=self.h.records)
-            self.has_plain = True
-
-    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:  # noqa: C901
-        """``put`` of every item, in order (a key given twice keeps its last record).
-
-        The bulk path: records of the packed length are appended slot by slot to the open
-        segment and then to new segments built with one join each, and their index
-        entries are written with one ``putmulti`` in key order that never overwrites. A
-        key that was stored already is found by that (it is the rare case: no lookup per
-        key beforehand); its new slot is freed again and the record goes through
-        :meth:`put`, which overwrites it where it is. Other lengths go through :meth:`put`.
-        """
-        length = self.packed_len
-        if length is None or len(items) < 2:
-            for k, v in items:
-                self.put(k, v)
-            return
-        if len(set(k for k, _ in items)) != len(items):
-            items = list(dict(items).items())  # the last record per key, as put would
-        txn, h = self.txn, self.h
-        fresh: list[tuple[bytes, bytes]] = []
-        if self.has_plain:  # a plain record of one of these keys must go: put handles it
-            get, records = txn.get, h.records
-            for item in items:
-                if len(item[1]) != length or get(item[0], None, records) is not None:
-                    self.put(*item)
-                else:
-                    fresh.append(item)
-        else:
-            for item in items:
-                if len(item[1]) != length:
-                    self.put(*item)
-                else:
-                    fresh.append(item)
-        if not fresh:
-            return
-        slot = KEY_BYTES + length
-        pack = _IDX.pack
-        entries: list[tuple[bytes, bytes]] = []
-        done = 0
-        while done < len(fresh):
-            sid = self._open_sid(length)
-            buf = meta = None
-            if sid is not None:
-                buf, meta = self._buf(sid), self._meta(sid)
-                if buf is None or meta is None or meta[1] != length or len(buf) >= meta[2] * slot:
-                    buf = None
-            if sid is None or buf is None or meta is None:
-                sid = self._new_segment(length)
-                buf, meta = self.bufs[sid], self.metas[sid]
-            part = fresh[done : done + meta[2] - len(buf) // slot]
-            off = len(buf)
-            buf += b"".join(itertools.chain.from_iterable(part))
-            entries += [(k, sid + pack(off + i * slot, length)) for i, (k, _) in enumerate(part)]
-            meta[0] += len(part)
-            self.dirty.add(sid)
-            done += len(part)
-        entries.sort()  # in key order: each index page is touched once, left to right
-        _, added = txn.cursor(db=h.index).putmulti(entries, overwrite=False)
-        self.has_index = True
-        if added != len(entries):  # some keys were stored already (packed): overwrite them
-            get, index = txn.get, h.index
-            recs = dict(fresh)
-            for k, iv in entries:
-                if get(k, None, index) != iv:
-                    self._free_slot(iv[:8])  # the new slot stays unreferenced, as a delete's
-                    self.put(k, recs[k])
-
-    def _free_slot(self, sid: bytes) -> None:
-        """One slot of segment ``sid`` no longer live (its index entry points elsewhere)."""
-        meta = self._meta(sid)
-        if meta is None:
-            return
-        meta[0] -= 1
-        self.removed += 1
-        if meta[0] <= 0:
-            self._drop_segment(sid)
-        elif meta[0] < meta[2] * SPARSE_FRACTION and self._open_sid(meta[1]) != sid:
-            self.sparse.append(sid)
-
-    def _overwrite(self, key: bytes, iv: bytes, rec: bytes) -> bool:
-        sid = iv[:8]
-        off, length = _IDX.unpack_from(iv, 8)
-        if length != len(rec):
-            return False
-        buf = self._buf(sid)
-        end = off + KEY_BYTES + length
-        if buf is None or end > len(buf) or buf[off : off + KEY_BYTES] != key:
-            return False
-        buf[off + KEY_BYTES : end] = rec
-        self.dirty.add(sid)
-        return True
-
-    def delete(self, key: bytes) -> bool:
-        gone = bool(self.has_plain and self.txn.delete(key, db=self.h.records))
-        return self.unpack(key) or gone
-
-    def relocate(self, sid: bytes) -> bool:
-        """Move the live slots of a sparse closed segment to the open one; drop it."""
-        meta = self._meta(sid)
-        if meta is None or meta[0] >= meta[2] * SPARSE_FRACTION or self._open_sid(meta[1]) == sid:
-            return False
-        buf = self._buf(sid)
-        if buf is None:
-            return False
-        length = meta[1]
-        size = KEY_BYTES + length
-        get = self.txn.get
-        live: list[tuple[bytes, bytes]] = []
-        for off in range(0, len(buf) - size + 1, size):
-            key = bytes(buf[off : off + KEY_BYTES])
-            iv = get(key, db=self.h.index)
-            if iv is not None and iv[:8] == sid and _IDX.unpack_from(iv, 8) == (off, length):
-                live.append((key, bytes(buf[off + KEY_BYTES : off + size])))
-        self._drop_segment(sid)
-        for key, rec in live:
-            self.add(key, rec)
-        return True
-
-    # -- commit ------------------------------------------------------------------------
-    def finish(self) -> None:  # noqa: C901
-        txn, h = self.txn, self.h
-        raw = txn.get(_PK_SPARSE, db=h.meta)
-        if raw is not None or self.sparse:
-            pending = [bytes(raw[i : i + 8]) for i in range(0, len(raw), 8)] if raw else []
-            todo = list(dict.fromkeys(pending + self.sparse))
-            done = 0
-            budget = relocation_budget(self.removed, self.h.psize, self.packed_len)
-            rest: list[bytes] = []
-            for sid in todo:
-                if sid in self.dropped:
-                    continue
-                if done < budget:
-                    done += self.relocate(sid)
-                else:
-                    rest.append(sid)
-            rest = [s for s in rest if s not in self.dropped][:_MAX_PENDING]
-            if rest:
-                txn.put(_PK_SPARSE, b"".join(rest), db=h.meta)
-            elif raw is not None:
-                txn.delete(_PK_SPARSE, db=h.meta)
-        for sid in self.dropped:
-            if sid not in self.new:
-                txn.delete(sid, db=h.segs)
-                txn.delete(sid, db=h.segmeta)
-        for sid, m in self.metas.items():
-            if sid in self.new:
-                continue
-            txn.put(sid, _SEGMETA_V.pack(*m), db=h.segmeta)
-        for sid in self.dirty:
-            if sid not in self.new:
-                txn.put(sid, self.bufs[sid], db=h.segs)
-        for sid in sorted(self.new):  # ids above every stored one: append, dense pages
-            if not (
-                txn.put(sid, self.bufs[sid], append=True, db=h.segs)
-                and txn.put(sid, _SEGMETA_V.pack(*self.metas[sid]), append=True, db=h.segmeta)
-            ):
-                raise StoreError("warm store: segment ids out of order")
-        for length in self.open_dirty:
-            pk = _PK_OPEN + length.to_bytes(4, "big")
-            open_sid = self.open[length]
-            if open_sid is None or open_sid in self.dropped:
-                txn.delete(pk, db=h.meta)
-            else:
-                txn.put(pk, open_sid, db=h.meta)
-        if self.new and txn.get(b"format", db=h.meta) != _READABLE_FORMATS[1]:
-            txn.put(b"format", str(PACKED_FORMAT).encode(), db=h.meta)
-
-
-def _clear_txn(txn: lmdb.Transaction, h: _Env) -> None:
-    for db in (h.records, h.index, h.segs, h.segmeta):
-        txn.drop(db, delete=False)
-    cur = txn.cursor(db=h.meta)
-    if cur.set_range(b"pk:"):
-        while cur.key()[:3] == b"pk:":
-            if not cur.delete():
-                break
-
-
-def _log_last(txn: lmdb.Transaction, h: _Env) -> int:
-    raw = txn.get(_IV_SEQ, db=h.meta)
-    return int.from_bytes(raw, "big") if raw else 0
-
-
-def _log_append(txn: lmdb.Transaction, h: _Env, entry: bytes) -> int:
-    """Append ``entry`` to the invalidation log (dropping the oldest beyond LOG_ENTRIES);
-    its sequence number. Published by the caller after the commit."""
-    seq = _log_last(txn, h) + 1
-    txn.put(_IV_SEQ, seq.to_bytes(8, "big"), db=h.meta)
-    txn.put(_IV_LOG + seq.to_bytes(8, "big"), entry, db=h.meta)
-    if seq > LOG_ENTRIES:
-        txn.delete(_IV_LOG + (seq - LOG_ENTRIES).to_bytes(8, "big"), db=h.meta)
-    return seq
-
-
-def _log_since(
-    txn: lmdb.Transaction, h: _Env, after: int
-) -> tuple[int, list[tuple[int, bytes]] | None]:
-    last = _log_last(txn, h)
-    if last <= after:
-        return last, []
-    if last - after > LOG_ENTRIES - 1 or after < 0:
-        return last, None
-    out: list[tuple[int, bytes]] = []
-    cur = txn.cursor(db=h.meta)
-    if cur.set_key(_IV_LOG + (after + 1).to_bytes(8, "big")):
-        for k, v in cur:
-            if k[:3] != _IV_LOG:
-                break
-            out.append((int.from_bytes(k[3:], "big"), bytes(v)))
-    if len(out) != last - after:  # a gap: an entry is no longer kept
-        return last, None
-    return last, out
-
-
-def _sample_txn(txn: lmdb.Transaction, h: _Env, probes: Sequence[bytes]) -> list[bytes]:
-    """:meth:`LmdbTier.sample` inside an open transaction (read or write)."""
-    n_plain = txn.stat(h.records)["entries"]
-    n_packed = txn.stat(h.index)["entries"]
-    total = n_plain + n_packed
-    if not total:
-        return []
-    plain = txn.cursor(db=h.records)
-    packed = txn.cursor(db=h.index)
-    out: list[bytes] = []
-    for p in probes:
-        if not n_packed:
-            cur = plain
-        elif not n_plain:
-            cur = packed
-        else:
-            frac = int.from_bytes(bytes(p[-8:]).rjust(8, b"\0"), "big")
-            cur = plain if frac * total < n_plain << 64 else packed
-        if cur.set_range(p) or cur.first():
-            out.append(bytes(cur.key()))
-    return out
 
 
 class LmdbTier:
@@ -826,9 +160,19 @@ class LmdbTier:
         self.sealed: str | None = None  # damage met at run time: the store is not used
         self._sealed_handle: _Env | None = None
         self._handle: _Env | None = None
+        self.switches = 0  # fresh stores this tier moved to after damage met at run time
+        self._gen = 0  # the store generation its handle belongs to (lmdb_switch.py)
+        self._switch_lock = threading.RLock()
+        self._resolver: threading.Thread | None = None
+        self._retry_at = 0.0  # when to check again after a failed check (lmdb_switch)
+        self._registered = False  # this tier's fingerprint is in the store's manifest
         self._open()
         try:
             self._check_manifest()
+        except StoreError:
+            if self.sealed is None:  # (damage being settled: registered when it resumes)
+                self.close()
+                raise
         except BaseException:
             self.close()
             raise
@@ -865,11 +209,17 @@ class LmdbTier:
 
     def _acquire(self) -> _Env:
         try:
-            handle = _acquire_env(self.path, self._map_size, self._max_readers, self.durable)
+            handle = _acquire_env(
+                self.path, self._map_size, self._max_readers, self.durable, _fork_generation
+            )
         except _DAMAGE_ERRORS as exc:
             raise self._damaged(exc) from exc
         except lmdb.Error as exc:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
+        gen = lmdb_switch.generation(handle.seqmap)
+        # a handle on files a switch replaced already (opened before it, by another tier of
+        # this process): follow at the next poll
+        self._gen = gen if handle.ino == lmdb_switch.data_ino(self.path) else -1
         self._handle = handle
         return handle
 
@@ -879,11 +229,14 @@ class LmdbTier:
     @property
     def _h(self) -> _Env:
         handle = self._handle
+        if handle is None and self.sealed is not None:
+            self.poll_damage()  # settled meanwhile (resumed, or a fresh store)?
+            handle = self._handle
         if handle is None:
             if self.sealed is not None:
                 raise StoreError(
-                    f"warm store {self.path} is damaged ({self.sealed}); this process no "
-                    "longer uses it, and the next open checks it and moves it aside"
+                    f"warm store {self.path} is damaged ({self.sealed}); this process "
+                    "does not use it until it is checked (and replaced if damaged)"
                 )
             raise StoreError("warm tier is closed")
         if handle.generation != _fork_generation:  # we are a forked child: reopen
@@ -922,43 +275,106 @@ class LmdbTier:
         )
 
     def close(self) -> None:
-        handle, self._handle = self._handle, None
-        sealed, self._sealed_handle = self._sealed_handle, None
+        resolver = self._resolver
+        if resolver is not None and resolver is not threading.current_thread():
+            resolver.join(RESOLVE_WAIT)  # a check under way: let it settle for the others
+        with self._switch_lock:
+            handle, self._handle = self._handle, None
+            sealed, self._sealed_handle = self._sealed_handle, None
         for h in (handle, sealed):
             if h is not None:
-                _release_env(h)
+                _release_env(h, _fork_generation)
 
     # -- damage met at run time ----------------------------------------------------------
-    def _seal(self, why: str, *, broadcast: bool = True) -> None:
+    def _seal(self, why: str, *, broadcast: bool = True, handle: _Env | None = None) -> None:
         """Stop using the store in this process: every later call raises ``StoreError``
-        (the cache counts a miss or refuses the write), the compiled reader falls back;
+        (the cache counts a miss or refuses the write), the compiled reader falls back.
         ``broadcast``: tell the other processes on the store (the flag beside the
-        invalidation word), and leave the mark that makes the next open check it."""
-        handle = self._handle
-        if handle is None or self.sealed is not None:
-            return
-        self.sealed = why
-        self._sealed_handle, self._handle = handle, None
-        guard.suspect(self.path, why)
-        if broadcast:
-            struct.pack_into("=Q", handle.seqmap, 8, 1)
-            handle.publisher.publish(handle.publisher.word + 1)  # wakes every reader
-        guard.log.error(
-            "tiercache: warm store %s is damaged (%s); this process stops using it (misses "
-            "are recomputed) and the next open checks it and moves it aside",
-            self.path,
-            why,
-        )
+        invalidation word) and leave the mark that makes the next open check it.
+        ``handle``: the handle the error was met on (ignored if the tier moved on since).
+        With ``on_damage: quarantine`` the store is then checked off the caller's thread
+        and settled (:mod:`tiercache.tiers.lmdb_switch`): resumed, or replaced."""
+        with self._switch_lock:
+            h = self._handle
+            if h is None or self.sealed is not None or (handle is not None and handle is not h):
+                return
+            if lmdb_switch.generation(h.seqmap) != self._gen:
+                return  # settled meanwhile: the next poll follows
+            self.sealed = why
+            self._sealed_handle, self._handle = h, None
+            guard.suspect(self.path, why)
+            if broadcast:
+                lmdb_switch.raise_flag(h.seqmap)
+                h.publisher.publish(h.publisher.word + 1)  # wakes every reader
+                guard.log.error(
+                    "tiercache: warm store %s is damaged (%s); this process stops using it "
+                    "(misses are recomputed) until it is checked and, if damaged, replaced",
+                    self.path,
+                    why,
+                )
+            if self._on_damage == "quarantine":
+                lmdb_switch.start_check(self, self._gen, why)
 
     def poll_damage(self) -> bool:
-        """Whether the store is set aside; follows another process that found it damaged."""
+        """Whether the store is set aside; follows another process that found it damaged,
+        and a settled report (a false alarm: resume; a fresh store: switch to it)."""
+        h = self._handle or self._sealed_handle
+        if self.sealed is not None or (
+            h is not None and lmdb_switch.generation(h.seqmap) != self._gen
+        ):
+            self._follow()  # under the switch lock: never a state half switched
         if self.sealed is not None:
+            lmdb_switch.retry_check(self)
             return True
-        handle = self._handle
-        if handle is not None and struct.unpack_from("=Q", handle.seqmap, 8)[0]:
+        h = self._handle
+        if h is not None and lmdb_switch.flag(h.seqmap):
             self._seal("another process met damaged pages", broadcast=False)
-            return True
+            return self.sealed is not None
         return False
+
+    def _follow(self) -> None:  # noqa: C901
+        """The store generation moved: resume on the same files, or let go of the old
+        handle (closed once no thread of this process uses it) and open the fresh store."""
+        with self._switch_lock:
+            h = self._handle or self._sealed_handle
+            if h is None:
+                return
+            gen = lmdb_switch.generation(h.seqmap)
+            if gen == self._gen:
+                return
+            if not h.replaced and h.ino == lmdb_switch.data_ino(self.path):
+                self._gen = gen  # the same files: a false alarm, settled
+                if self.sealed is not None:
+                    self._handle, self._sealed_handle, self.sealed = h, None, None
+                if not self._registered:  # opened while the report was being settled
+                    self._check_manifest()
+                return
+            self._handle = self._sealed_handle = None
+            _unregister_env(h)
+            old = h
+            try:
+                self._acquire()
+                self._check_manifest()
+                self._log_above_word()
+            except (TierCacheError, lmdb.Error) as exc:
+                self.sealed = f"the fresh store could not be used: {exc}"
+                self._sealed_handle, self._handle = self._handle, None
+                self._gen = gen
+                guard.log.error("tiercache: warm store %s: %s", self.path, self.sealed)
+            else:
+                self.sealed = None
+                self.switches += 1
+        # outside the lock: closing waits for this process's readers and writer of it
+        _release_env(old, _fork_generation)
+
+    def _log_above_word(self) -> None:
+        """A fresh store's log must start above the invalidation word (the resolver seeds
+        it so), or it would publish nothing the others see: raised here if it does not
+        (files replaced by hand)."""
+        h = self._h
+        word: int = h.publisher.word
+        if lmdb_switch.raise_log(h, word + lmdb_switch.SEQ_GAP, word):
+            h.publisher.publish(word + lmdb_switch.SEQ_GAP)
 
     # -- manifest ----------------------------------------------------------------------
     def _damaged(self, what: object) -> StoreError:
@@ -971,53 +387,21 @@ class LmdbTier:
     def _check_manifest(self) -> None:
         try:
             self._write(self._check_manifest_txn)
+            self._registered = True
         except _DAMAGE_ERRORS as exc:  # e.g. MDB_CORRUPTED on the way to the manifest
             raise self._damaged(exc) from exc
         except lmdb.Error as exc:
             raise StoreError(f"cannot open warm store {self.path}: {exc}") from exc
 
     def _check_manifest_txn(self, txn: lmdb.Transaction, h: _Env) -> None:
-        ns_key = b"ns:" + self.namespace.encode()
-        mine = self.fingerprint.to_dict()
-        meta = h.meta
-        fmt = txn.get(b"format", db=meta)
-        if fmt is None:
-            txn.put(b"format", str(STORE_FORMAT).encode(), db=meta)
-        elif fmt not in _READABLE_FORMATS:
-            raise StoreError(
-                f"warm store {self.path} has format {bytes(fmt).decode(errors='replace')!r}; "
-                f"this tiercache reads formats {STORE_FORMAT} and {PACKED_FORMAT}"
-            )
-        if self._on_mismatch == "inspect":  # read-only look: register nothing
-            return
-        raw = txn.get(ns_key, db=meta)
-        known: list[dict[str, Any]] = []
-        if raw is not None:
-            try:
-                known = list(msgpack.unpackb(raw, raw=False))
-            except Exception as exc:  # a corrupt manifest must never be guessed around
-                raise StoreError(f"warm store manifest for {self.namespace!r} is corrupt") from exc
-        if mine in known:
-            return
-        if known and self._on_mismatch != "coexist":
-            other = Fingerprint.from_dict(known[-1])
-            diff = ", ".join(
-                f"{k}: stored {b!r} vs configured {a!r}"
-                for k, (a, b) in self.fingerprint.diff(other).items()
-            )
-            raise FingerprintMismatchError(
-                f"warm store {self.path} namespace {self.namespace!r} holds vectors of "
-                f"another fingerprint ({diff}); use another warm.namespace or set "
-                f"warm.on_fingerprint_mismatch: coexist"
-            )
-        known.append(mine)
-        txn.put(ns_key, msgpack.packb(known, use_bin_type=True), db=meta)
+        _manifest_txn(txn, h, self.path, self.namespace, self.fingerprint, self._on_mismatch)
 
     def manifest(self) -> dict[str, Any]:
         """The whole manifest: format version and fingerprints per namespace."""
         h = self._h
         out: dict[str, Any] = {"namespaces": {}}
-        h.enter_read()
+        while not h.enter_read():
+            h = self._h
         try:
             with h.env.begin(db=h.meta) as txn:
                 for k, v in txn.cursor():
@@ -1034,14 +418,16 @@ class LmdbTier:
         """``fn(txn, handle)`` in a read transaction (buffers=True, no default db)."""
         h = self._h
         while True:
-            h.enter_read()
+            if not h.enter_read():  # the store was replaced: read the current one
+                h = self._h
+                continue
             try:
                 with h.env.begin(buffers=True) as txn:
                     return fn(txn, h)
             except lmdb.MapResizedError:
                 pass
             except _RUNTIME_DAMAGE as exc:
-                self._seal(f"{type(exc).__name__}: {exc}")
+                self._seal(f"{type(exc).__name__}: {exc}", handle=h)
                 raise
             finally:
                 h.exit_read()
@@ -1067,7 +453,7 @@ class LmdbTier:
         except lmdb.MapResizedError:
             pass
         except _RUNTIME_DAMAGE as exc:
-            self._seal(f"{type(exc).__name__}: {exc}")
+            self._seal(f"{type(exc).__name__}: {exc}", handle=h)
             raise
         finally:
             active.pop()
@@ -1104,7 +490,7 @@ class LmdbTier:
         except lmdb.MapResizedError:
             pass
         except _RUNTIME_DAMAGE as exc:
-            self._seal(f"{type(exc).__name__}: {exc}")
+            self._seal(f"{type(exc).__name__}: {exc}", handle=h)
             raise
         finally:
             active.pop()
@@ -1264,11 +650,18 @@ class LmdbTier:
     # -- the invalidation log ----------------------------------------------------------
     def seq_buffer(self) -> Any:
         """The memory-mapped sequence word of this store (for a ``SeqGate``)."""
-        return self._h.seqmap
+        h = self._handle or self._sealed_handle  # set aside: the same page
+        return h.seqmap if h is not None else self._h.seqmap
 
     def log_seq(self) -> int:
-        """The sequence number of the last invalidation logged (0: none yet)."""
-        return self._read(lambda txn, h: _log_last(txn, h))
+        """The sequence number of the last invalidation logged (0: none yet, or the store
+        is set aside: a catch-up from 0 then finds a gap and starts over)."""
+        try:
+            return self._read(lambda txn, h: _log_last(txn, h))
+        except StoreError:
+            if self.sealed is None:
+                raise
+            return 0
 
     def read_log(self, after: int) -> tuple[int, list[tuple[int, bytes]] | None]:
         """``(last, entries)``: the entries logged after sequence number ``after``, in
@@ -1345,37 +738,47 @@ class LmdbTier:
 
     # -- writes ------------------------------------------------------------------------
     def _write(self, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
-        h = self._h
-        with h.write_lock:
-            for _ in range(32):
-                try:
-                    txn = h.env.begin(write=True)
-                except lmdb.MapResizedError:
-                    h.resize(0)
-                    continue
-                try:
-                    result = fn(txn, h)
-                    txn.commit()
-                    return result
-                except lmdb.MapFullError:
-                    # roll the whole batch back, grow, replay it; readers wait (see exclusive)
-                    with h.exclusive():
-                        txn.abort()
-                        h.env.set_mapsize(int(h.env.info()["map_size"]) * 2)
-                except lmdb.MapResizedError:
-                    with h.exclusive():
-                        txn.abort()
-                        h.env.set_mapsize(0)
-                except _RUNTIME_DAMAGE as exc:
-                    with h.exclusive():
-                        txn.abort()
-                    self._seal(f"{type(exc).__name__}: {exc}")
-                    raise
-                except BaseException:
-                    with h.exclusive():
-                        txn.abort()
-                    raise
-            raise StoreError(f"warm store {self.path}: map could not be grown")
+        while True:
+            h = self._h
+            seq = h.seqmap
+            if lmdb_switch.flag(seq) or lmdb_switch.generation(seq) != self._gen:
+                self.poll_damage()  # set aside, or settled: never write to replaced files
+                h = self._h
+            with h.write_lock:
+                if h is self._handle and not h.retired:
+                    return self._write_locked(h, fn)
+            # the store was set aside or replaced while this waited for the lock: again
+
+    def _write_locked(self, h: _Env, fn: Callable[[lmdb.Transaction, _Env], T]) -> T:
+        for _ in range(32):
+            try:
+                txn = h.env.begin(write=True)
+            except lmdb.MapResizedError:
+                h.resize(0)
+                continue
+            try:
+                result = fn(txn, h)
+                txn.commit()
+                return result
+            except lmdb.MapFullError:
+                # roll the whole batch back, grow, replay it; readers wait (see exclusive)
+                with h.exclusive():
+                    txn.abort()
+                    h.env.set_mapsize(int(h.env.info()["map_size"]) * 2)
+            except lmdb.MapResizedError:
+                with h.exclusive():
+                    txn.abort()
+                    h.env.set_mapsize(0)
+            except _RUNTIME_DAMAGE as exc:
+                with h.exclusive():
+                    txn.abort()
+                self._seal(f"{type(exc).__name__}: {exc}", handle=h)
+                raise
+            except BaseException:
+                with h.exclusive():
+                    txn.abort()
+                raise
+        raise StoreError(f"warm store {self.path}: map could not be grown")
 
     def _apply_txn(
         self,
