@@ -277,3 +277,53 @@ def test_a_created_document_drops_results_everywhere_and_no_vector(
         assert w("get", texts=["t1"]) == [vec(1.0)]
         inv = w("stats")["invalidation"]
         assert inv["hot_removed"] == 0, inv  # nothing was dropped from any hot tier
+
+
+def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
+    tmp_path: Path,
+) -> None:
+    """A ``set`` made while Redis is down is committed locally and its Redis write queued.
+    Back in contact, the host serves no local copy until it has caught up; its own queued
+    writes go out before that, so a read of the key never finds it nowhere (the soak of
+    2026-12-07 19:22 counted one such ``None``). The queued flush is slowed here to widen
+    the window: before the fix 193 of 1,133 reads in it returned None."""
+    from tests.conftest import DIM, make_config
+    from tests.redis_server import RedisServer
+    from tiercache import TierCache
+    from tiercache.encoders import HashEncoder
+
+    server = RedisServer(tmp_path / "redis").start()
+    shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
+    c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    try:
+        fleet = c._write.inval.fleet
+        assert fleet is not None
+        deadline = time.monotonic() + 10
+        while not fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+        while fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fleet.connected
+        v = np.linspace(-1, 1, DIM, dtype=np.float32)
+        c.set("mine", v)  # committed locally; the Redis write is queued
+        flush = fleet._flush
+
+        def slow_flush(conn: Any) -> None:
+            time.sleep(0.5)
+            flush(conn)
+
+        fleet._flush = slow_flush  # type: ignore[method-assign]
+        server.start()  # empty: nothing of "mine" in Redis until the queue goes out
+        reads = misses = 0
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            e = c.get("mine")
+            reads += 1
+            misses += e is None or not np.array_equal(e.vector, v)
+            time.sleep(0.002)
+        assert c.stats()["invalidation"]["fleet"]["blocked_seconds"] > 0  # it did catch up
+        assert reads > 100 and misses == 0
+    finally:
+        c.close()
+        server.stop()

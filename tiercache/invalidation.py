@@ -558,6 +558,11 @@ class Fleet:
                     conn = self._shared.listener(self.block)
                 if offset is None:
                     offset = self._start(conn)
+                    if was_down:
+                        # this host's writes queued during the outage go out first: until
+                        # they are in Redis, a blocked read would find them nowhere (they
+                        # are newer than anything this host missed)
+                        self._flush(conn)
                     if was_down and not self._inval.blocked:
                         # back in contact: apply what was missed before any local hit
                         self._blocked_at = self._clock()
