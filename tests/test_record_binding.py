@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xxhash import xxh3_64_intdigest
 
 from tiercache import TierCache, codec
 
 from .conftest import DIM, CountingEncoder, make_config
+from .test_codec import _legacy
 
 ALPHA = np.linspace(-1.0, 1.0, DIM, dtype=np.float32)
 
@@ -67,13 +67,6 @@ def test_a_record_copied_under_another_key_is_never_served(
         assert c.stats()["tiers"]["warm"]["corrupt"] >= 1
         e = c.get("alpha")  # alpha's own record is intact
         assert e is not None and np.array_equal(e.vector, ALPHA)
-
-
-def _legacy(rec: bytes) -> bytes:
-    """``rec`` as a version-1 record: version byte 1, the checksum over the rest alone."""
-    rest = bytearray(rec[4:])
-    rest[0] = codec.LEGACY_VERSION
-    return (xxh3_64_intdigest(bytes(rest)) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(rest)
 
 
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["packed", "plain"])

@@ -24,7 +24,6 @@ from .tiers.memory import NEVER, MemoryTier
 from .tiers.redis import RedisTier
 
 ABSENT = object()  # LmdbTier.get_at's value for a key not stored (readpath's too)
-_ABSENT = ABSENT
 _decode_at = codec.decode_at
 
 
@@ -84,7 +83,7 @@ class Probes:
                 with self._lock:
                     self._s_warm.errors += 1
                 rec = None
-            if rec is not None and rec is not _ABSENT and (not rec[1] or rec[1] > now):
+            if rec is not None and rec is not ABSENT and (not rec[1] or rec[1] > now):
                 return True
         if self._shared is not None:
             try:
@@ -192,7 +191,7 @@ class Probes:
                 with self._lock:
                     self._s_warm.errors += 1
                 rec = None
-            if rec is not None and rec is not _ABSENT and not (rec[1] and rec[1] <= now):
+            if rec is not None and rec is not ABSENT and not (rec[1] and rec[1] <= now):
                 blob = rec[2]
                 return new_entry(
                     key, rec[0], codec.unpack_blob(blob).get("m") if blob else None, "warm"

@@ -28,7 +28,8 @@ from .context import CacheContext
 from .entry import Entry, new_entry
 from .errors import ClosedError
 from .keys import KEY_BYTES, Content, KeyMaker
-from .probes import ABSENT, Probes
+from .probes import ABSENT as _ABSENT
+from .probes import Probes
 from .recompute import Recompute
 from .sharedreads import SharedReads
 from .tiers import lmdb as _lmdb_tier
@@ -40,7 +41,6 @@ try:
 except ImportError:  # built without a C compiler: reads stay pure Python
     _core = None  # type: ignore[assignment]
 
-_ABSENT = ABSENT  # LmdbTier.get_at's value for a key not stored (probes.py's too)
 _UNSERVED = object()  # WarmReader.record's value when the store cannot be read in C now
 _NO_MASKS = np.zeros(0, dtype="<u4")  # codec.decode_rows' key masks of no rows
 _decode_at = codec.decode_at
