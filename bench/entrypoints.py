@@ -8,9 +8,9 @@ run mean anything: every entry point is timed in alternating rounds (each round 
 slice of the same key picks on every entry point in turn, the order rotated per round) and
 each ratio is the median over rounds of the entry point's per-round p50, divided by the
 same for its reference (``embed``, ``embed_many``, a raw py-lmdb write transaction, one
-thread). Caches are built through the public API only. The markdown goes to stdout,
-progress to stderr; bench/run.py calls :func:`entry_points` and
-:func:`render_entry_points` for its report.
+thread, the policy with its reuse gate off). Caches are built through the public API
+only. The markdown goes to stdout, progress to stderr; bench/run.py calls
+:func:`entry_points` and :func:`render_entry_points` for its report.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
     "ep_redisvl_set": (1.0, "x RedisVL set", False),
     "ep_shared_get": (1.2, "x redis-py GET", False),
     "ep_gate": (1.05, "x gate detached", False),
+    "ep_reuse": (1.05, "x reuse gate off", False),
 }
 
 
@@ -126,6 +127,7 @@ def _config(
     durability: str = "fast",
     warm: bool = True,
     shared: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Any:
     cfg: dict[str, Any] = {
         "encoder": {"kind": "hash", "dim": DIM},
@@ -145,7 +147,7 @@ def _config(
             if warm
             else {"enabled": False}
         ),
-        "policy": {"seed": 1},
+        "policy": {"seed": 1, **({"params": params} if params else {})},
     }
     if shared is not None:
         cfg["shared"] = {
@@ -348,8 +350,12 @@ def entry_points(  # noqa: C901
         if keyed is None or not np.allclose(keyed.vector, vectors[probe[0]], atol=1e-6):
             raise AssertionError("warm cache: get_by_key returned a wrong or no vector")
         public = [warm.key(t) for t in texts]
+        reuse_ab = _reuse_probes(
+            n, tmp, hot_room, rounds, small, texts, items, batch_idx, batch_rounds, caches, log
+        )
+        counted = [hot, warm, *caches[-2:]]  # caches whose encoder calls are reported
         os.sync()  # no kernel writeback of the load's dirty pages inside the first round
-        enc0 = {id(c): c.stats()["encoder"]["texts"] for c in (hot, warm)}
+        enc0 = {id(c): c.stats()["encoder"]["texts"] for c in counted}
 
         def singles_of(
             fn: Callable[[str], Any], keys: Sequence[str] = texts
@@ -547,6 +553,7 @@ def entry_points(  # noqa: C901
                 target="ep_durable_threads",
                 rate="sets/s",
             ),
+            *reuse_ab,
         ]
         res["redis"] = "skipped: no redis url"
         if redis_url is not None:
@@ -565,7 +572,7 @@ def entry_points(  # noqa: C901
                 else:
                     got_lat[p.label].append(out)
             log(f"  entry points: round {r + 1}/{rounds} in {time.perf_counter() - t0:.1f}s")
-        res["encoded_texts"] = sum(c.stats()["encoder"]["texts"] - enc0[id(c)] for c in (hot, warm))
+        res["encoded_texts"] = sum(c.stats()["encoder"]["texts"] - enc0[id(c)] for c in counted)
         res["rows"] = _rows(probes, got_lat, got_rate)
     finally:
         for close in closers:
@@ -577,6 +584,132 @@ def entry_points(  # noqa: C901
     res["elapsed_s"] = time.perf_counter() - t_start
     log(f"  entry points: done in {res['elapsed_s']:.1f}s")
     return res
+
+
+def _reuse_probes(
+    n: int,
+    tmp: Path,
+    hot_room: int,
+    rounds: int,
+    small: bool,
+    texts: list[str],
+    items: list[tuple[str, np.ndarray]],
+    batch_idx: list[np.ndarray],
+    batch_rounds: list[np.ndarray],
+    caches: list[TierCache],
+    log: Callable[[str], None],
+) -> list[Probe]:
+    """Issue #17's A/B: the live default policy's hot-hit cost with its reuse gate
+    (``policy.params.reuse``, default 4) against the same policy with ``reuse: 0``.
+
+    Two caches built like the "hot" cache (hot tier sized for ``hot_room`` keys, warm LMDB
+    fast behind it, ``policy.seed`` 1), one with the default policy and one with
+    ``reuse: 0``, nothing else different, loaded with the same items by ``mset``, read
+    through once, and then touched by these probes only (the "hot" cache also takes the
+    write probes' fresh keys, which would make the two differ in more than the gate).
+
+    What it covers: hot hits, all of them. A hot hit only appends its key to the policy's
+    access buffer (the same C code either way); the gate's work on a hit (a clock tick and
+    the node's last access, on top of the sketch increment and the segment move) happens
+    when the buffer is drained, inside the call that fills it (``policy.access_buffer``,
+    1,024 by default; ``HotReader`` calls the engine's drain, as in production). A per-call
+    p50 never sees a drain, so each timed unit here is a block holding exactly one: the
+    buffer is drained (untimed) before each round's run, then ``access_buffer`` single
+    ``embed`` calls, or two ``embed_many(1000)`` calls (the second drains 2,000 accesses),
+    are timed as one unit and reported per call. Not covered: misses and admissions (the
+    gate's ghost lookups; every key here is resident, and the hot tier is never full, so
+    the hill climber does not run on either side), which the simulator's replay speed
+    measures (docs/simulator.md).
+    """
+    on = _cache(_config(tmp, "ep-hot-reuse-on", hot_entries=hot_room))
+    caches.append(on)
+    off = _cache(_config(tmp, "ep-hot-reuse-off", hot_entries=hot_room, params={"reuse": 0}))
+    caches.append(off)
+    t0 = time.perf_counter()
+    for cache in (on, off):
+        for i in range(0, n, 5000):
+            cache.mset(items[i : i + 5000])
+        for i in range(0, n, BATCH):
+            cache.embed_many(texts[i : i + BATCH])
+    got = {
+        name: getattr(c._engine.hot, "reuse_capacity", None)
+        for name, c in (("on", on), ("off", off))
+    }
+    if not got["on"] or got["off"]:
+        raise AssertionError(f"reuse A/B: ghost capacities {got}, want on > 0 and off 0")
+    for cache in (on, off):
+        k = len(texts) // 2
+        e = cache.get(texts[k])
+        if e is None or e.tier != "hot" or not np.allclose(e.vector, items[k][1], atol=1e-6):
+            raise AssertionError(f"reuse A/B: get returned {e!r}, not the hot row")
+    log(
+        f"  entry points: loaded {n} keys into the reuse A/B caches "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+    drain = on.config.policy.access_buffer  # accesses per drain (the buffer's size)
+    rng = np.random.default_rng(SEED + 17)  # its own picks: the other probes' are unchanged
+    per_round = 8 if small else 16  # blocks per round
+    idx = [rng.integers(0, n, size=(per_round, drain)) for _ in range(rounds)]
+
+    def blocks(fn: Callable[[Any], Any], units: list[list[Any]]) -> np.ndarray:
+        """ns per call of ``fn`` over each unit (a list of arguments), timed as one."""
+
+        def unit(args: list[Any]) -> None:
+            for a in args:
+                fn(a)
+
+        return time_each(unit, units) / len(units[0])
+
+    def singles_of(cache: TierCache) -> Callable[[int], np.ndarray]:
+        def run(r: int) -> np.ndarray:
+            units = [fresh(texts, row) for row in idx[r]]
+            cache._engine.drain()  # every unit then holds exactly one drain
+            return blocks(cache.embed, units)
+
+        return run
+
+    def pairs_of(cache: TierCache) -> Callable[[int], np.ndarray]:
+        def run(r: int) -> np.ndarray:
+            j = [int(b) for b in batch_rounds[r]]
+            units = [
+                [fresh(texts, batch_idx[b]), fresh(texts, batch_idx[(b + 1) % len(batch_idx)])]
+                for b in j
+            ]
+            cache._engine.drain()
+            return blocks(cache.embed_many, units)
+
+        return run
+
+    return [
+        Probe(
+            "reuse off embed",
+            f"embed, reuse gate off ({drain:,}-call blocks)",
+            "hot",
+            singles_of(off),
+        ),
+        Probe(
+            "reuse on embed",
+            f"embed, reuse gate on ({drain:,}-call blocks)",
+            "hot",
+            singles_of(on),
+            "reuse off embed",
+            "ep_reuse",
+        ),
+        Probe(
+            "reuse off embed_many",
+            f"embed_many({BATCH}), reuse gate off (2-call blocks)",
+            "hot",
+            pairs_of(off),
+        ),
+        Probe(
+            "reuse on embed_many",
+            f"embed_many({BATCH}), reuse gate on (2-call blocks)",
+            "hot",
+            pairs_of(on),
+            "reuse off embed_many",
+            "ep_reuse",
+        ),
+    ]
 
 
 def _shared_probes(
@@ -814,7 +947,14 @@ def render_entry_points(res: dict[str, Any]) -> list[str]:
         )
         + ". RedisVL drop-in: its defaults (hot, warm `durability: fast`, Redis), the "
         "embedding as a list of floats, beside RedisVL's own `EmbeddingsCache.set` on the "
-        "same server. Times in µs.",
+        "same server. Reuse gate (issue #17): two more caches built like the hot one and "
+        "loaded alike, the default policy and `policy.params.reuse: 0`, read only by "
+        "their own rows; the gate's work on a hot hit is done when the policy's access "
+        "buffer drains, inside the call that fills it, so each timed unit holds exactly "
+        "one drain (the buffer emptied, untimed, before each round's run): a block of "
+        "`access_buffer` (1,024) `embed`s or two `embed_many`s (the second drains 2,000 "
+        "accesses), reported per call. Misses and admissions are not in it (every key is "
+        "resident). Times in µs.",
         "",
         "| entry point | tier | p50 | p90 | p99 | max | ratio | target | met |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -87,8 +87,13 @@ def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
         "| mget(1000) | warm |",
         "| set | warm fast |",
         "| set, 8 threads | warm durable |",
+        "| embed, reuse gate on (1,024-call blocks) | hot |",  # issue #17's A/B
+        "| embed_many(1000), reuse gate off (2-call blocks) | hot |",
     ):
         assert row in md, row  # the entry-point table (bench/entrypoints.py)
+    targets = md.split("## Targets", 1)[1]
+    for what in ("embed, reuse gate on (1,024-call blocks)", "embed_many(1000), reuse gate on"):
+        assert f"| hot {what}" in targets, what  # ep_reuse, both A/B rows
 
 
 def test_json_has_quantiles_for_every_store(smoke: tuple[str, dict]) -> None:
