@@ -68,7 +68,8 @@ def handle(c: TierCache, cmd: dict[str, Any]) -> Any:  # noqa: C901 - a command 
         return c.mexists(texts)
     if op == "set":
         v = np.asarray(cmd["vec"], dtype=np.float32)
-        return c.set(cmd["text"], v, tags=cmd.get("tags"), doc_id=cmd.get("doc_id"))
+        meta = cmd.get("metadata")
+        return c.set(cmd["text"], v, metadata=meta, tags=cmd.get("tags"), doc_id=cmd.get("doc_id"))
     if op == "mset":
         return c.mset([(t, np.asarray(v, dtype=np.float32)) for t, v in cmd["items"]])
     if op == "drop":
