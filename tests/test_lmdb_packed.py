@@ -260,13 +260,16 @@ def test_reopen_keeps_packed_data_and_marks_format(tmp_path: Path) -> None:
     t = tier(tmp_path / "w", F16)
     assert t.get_many([k(i) for i in range(40)]) == recs
     assert t.manifest()["format"] == lmdb_tier.PACKED_FORMAT
-    t.put_many([(k(99), recs[0])])  # appends to the reopened open segment
-    assert t.count() == 41 and t.stat()["segments"] == 9
+    t.put_many([(k(99), recs[0])])  # a single write waits plain (staged)
+    assert t.count() == 41 and t.stat()["segments"] == 8 and t.stat()["packed_entries"] == 40
+    t.put_many([(k(98), recs[1]), (k(97), recs[2])])  # appends to the reopened open segment
+    assert t.count() == 43 and t.stat()["segments"] == 9 and t.stat()["packed_entries"] == 42
+    assert t.get_many([k(99), k(98), k(97)]) == [recs[0], recs[1], recs[2]]
     t.close()
     plain = tier(tmp_path / "w", None)  # a tier that packs nothing still reads everything
-    assert plain.get_many([k(i) for i in range(40)]) == recs and plain.count() == 41
+    assert plain.get_many([k(i) for i in range(40)]) == recs and plain.count() == 43
     plain.put_many([(k(0), b"plain now")])
-    assert plain.count() == 41 and plain.stat()["packed_entries"] == 40
+    assert plain.count() == 43 and plain.stat()["packed_entries"] == 41
     plain.close()
 
 
@@ -280,8 +283,10 @@ def test_old_plain_store_opens_and_stays_format_1(tmp_path: Path) -> None:
     env.close()
     t = LmdbTier(path, fingerprint=FP, packed_record_len=3)
     assert t.get_many([k(1)]) == [b"old record"] and t.manifest()["format"] == 1
-    t.put_many([(k(2), b"abc")])
-    assert t.manifest()["format"] == 2 and t.count() == 2
+    t.put_many([(k(2), b"abc")])  # a single write waits plain: still a plain store
+    assert t.manifest()["format"] == 1 and t.count() == 2
+    t.put_many([(k(3), b"abd"), (k(4), b"abe")])  # the first segment marks the format
+    assert t.manifest()["format"] == 2 and t.count() == 4
     t.close()
 
 
@@ -356,3 +361,57 @@ def test_bulk_put_over_stored_keys_keeps_live_counts(tmp_path: Path) -> None:
         live = sum(int.from_bytes(v[:4], "little") for _, v in txn.cursor(db=h.segmeta))
         assert live == txn.stat(h.index)["entries"] == 250
     t.close()
+
+
+def _waiting_plain(t: LmdbTier, length: int) -> int:
+    """Plain records of ``length`` bytes in the store (``records``, read raw)."""
+    h = t._h
+    with h.env.begin(db=h.records) as txn:
+        return sum(1 for _, v in txn.cursor() if len(v) == length)
+
+
+def test_single_writes_wait_plain_and_the_kth_packs_them(tmp_path: Path) -> None:
+    """``_Packer.stage``: a single write of a new packed-length record is stored plain and
+    queued; the write that queues the K-th moves the queue into segments. Keys deleted,
+    rewritten with another length or written again while queued are handled, and every
+    read path returns exactly the last record written for each key throughout."""
+    K = segment_slots(F32)
+    n = 3 * K + 5
+    keys = [os.urandom(16) for _ in range(n)]
+    recs = records(unit_vectors(n, seed=7), keys)
+    t = tier(tmp_path / "w", F32)
+    t.put_many(list(zip(keys[:K], recs[:K])))  # a batch packs at once
+    assert t.stat()["packed_entries"] == K
+    want = dict(zip(keys[:K], recs[:K]))
+    for i in range(K, n):
+        t.put_many([(keys[i], recs[i])])
+        want[keys[i]] = recs[i]
+        waiting = (i - K + 1) % K
+        st = t.stat()
+        assert st["entries"] == len(want) and st["entries"] - st["packed_entries"] == waiting
+        assert _waiting_plain(t, F32) == waiting
+        assert t.get_many(list(want)) == list(want.values())
+    # queued keys deleted, rewritten with another length, or written twice: the pack
+    # moves what is still a plain record of the packed length, nothing else
+    base = t.stat()["packed_entries"]
+    extra = [os.urandom(16) for _ in range(K)]
+    extra_recs = records(unit_vectors(K, seed=8), extra)
+    t.put_many([(extra[0], extra_recs[0])])
+    t.put_many([(extra[1], extra_recs[1])])
+    t.put_many([(extra[1], extra_recs[2])])  # the same key again: queued twice
+    t.delete_many([extra[0]])
+    t.put_many([(extra[2], b"a longer, unpackable record")])
+    for j in range(3, K):
+        t.put_many([(extra[j], extra_recs[j])])
+    want.update({extra[1]: extra_recs[2], extra[2]: b"a longer, unpackable record"})
+    want.update({extra[j]: extra_recs[j] for j in range(3, K)})
+    st = t.stat()
+    assert st["entries"] == len(want) and st["packed_entries"] > base
+    assert 1 <= _waiting_plain(t, F32) < K  # the queue is bounded
+    assert _waiting_plain(t, len(b"a longer, unpackable record")) == 1  # never packed
+    assert t.get_many(list(want)) == list(want.values())
+    assert t.get_many([extra[0]]) == [None]
+    t.close()
+    reopened = tier(tmp_path / "w", F32)
+    assert reopened.get_many(list(want)) == list(want.values())
+    reopened.close()

@@ -553,3 +553,28 @@ def test_float16_conversion_of_any_length_and_offset(portable: bool) -> None:
             assert got.shape == (n,)
             assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
             assert np.isnan(got[nan]).all()
+
+
+def test_row_check_agrees_with_numpy_on_every_kind_of_row() -> None:
+    """``_core.row_check`` (an explicit write's check, rows.c) against numpy's
+    ``isfinite().all()`` and ``any()``: special values anywhere, signed zeros, subnormals,
+    huge values, strided views; other arrays are refused, typed."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(DIM).astype(np.float32)
+    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, 3.4e38, -3.4e38]
+    rows = [base, np.zeros(DIM, np.float32), -np.zeros(DIM, np.float32)]
+    for value in specials:
+        for where in (0, DIM // 2, DIM - 1):
+            for fill in (base, np.zeros(DIM, np.float32)):
+                row = fill.copy()
+                row[where] = value
+                rows.append(row)
+    matrix = rng.standard_normal((DIM, 8)).astype(np.float32)
+    matrix[7, 2] = np.nan
+    rows += [matrix[:, 1], matrix[:, 2], base[::-1], base[::3], np.zeros(0, np.float32)]
+    for row in rows:
+        want = 1 if not np.isfinite(row).all() else (0 if row.any() else 2)
+        assert core.row_check(row) == want, row
+    for bad in (base.astype(np.float64), base.reshape(2, -1), base.astype(">f4"), [1.0]):
+        with pytest.raises(TypeError):
+            core.row_check(bad)

@@ -139,6 +139,7 @@ class WarmReader:
 F16C: int
 
 def f16_to_f32(buffer: Any, portable: bool = False, /) -> Any: ...
+def row_check(row: Any, /) -> int: ...
 
 class SeqGate:
     """The invalidation sequence word of a warm store (gate.c)."""

@@ -40,6 +40,14 @@ from .tags import TagIndex, check_tags, id_tag
 from .tiers.memory import NEVER
 from .tiers.redis import RedisTier, SharedUnavailable
 
+try:  # the compiled row check (tiercache/_core_src/rows.c); numpy when it is not built
+    from ._core import row_check as _row_check
+except ImportError:  # pragma: no cover - the extension is optional for pip
+
+    def _row_check(row: Any, /) -> int:
+        return 1 if not np.isfinite(row).all() else (0 if row.any() else 2)
+
+
 _BLOCK = 1024  # rows validated and encoded at a time by mset
 _F32 = np.dtype(np.float32)
 _ZERO = (
@@ -630,10 +638,11 @@ class WritePath(HotPlacement):
     ) -> str:
         """:meth:`write_entries` of one validated entry (a float32 vector of this dim):
         one record encoded, nothing stacked. Returns the public key."""
-        if not np.isfinite(vector).all():
-            raise InvalidVectorError("item 0: vector holds NaN or infinite values")
         ctx = self._ctx
-        if ctx.fingerprint.normalize and not vector.any():
+        bad = _row_check(vector)  # 1 NaN or infinite, 2 all zero
+        if bad == 1:
+            raise InvalidVectorError("item 0: vector holds NaN or infinite values")
+        if bad == 2 and ctx.fingerprint.normalize:
             raise InvalidVectorError(_ZERO.format(0))
         key = ctx.keys.digest(content)
         record = codec.encode_record(vector, self._codec, expires, blob, key=key)

@@ -1,5 +1,5 @@
 /*
- * tiercache._core, the module: its functions (defined in policy.c and float16.c), the
+ * tiercache._core, the module: its functions (defined in policy.c, float16.c and rows.c), the
  * types (WTinyLFUCore in policy.c, HotReader in hot.c, WarmReader in warm.c, Digester and
  * SealOpener in hash.c), the F16C
  * flag, and the interned names the files share. The layout of the sources: core.h.
@@ -18,6 +18,9 @@ static PyMethodDef module_methods[] = {
      "replay(policy, trace, misses_out) -> (requests, hits, admitted, rejected, evicted): "
      "the simulator's loop over a list of keys or an int64/uint64 buffer; misses_out is "
      "None or a writable bool buffer (1 = the request missed)."},
+    {"row_check", tc_mod_row_check, METH_O,
+     "row_check(row) -> 0 finite with a nonzero value, 1 NaN or infinite, 2 all zero: an "
+     "explicit write's check of a 1-d float32 array."},
     {"bind", tc_mod_bind, METH_VARARGS,
      "bind(Admission, ADMITTED, REJECTED): the result type admit returns."},
     {NULL, NULL, 0, NULL},

@@ -573,9 +573,9 @@ class LmdbTier:
 
         With uniformly distributed keys (digests) and random probes this is a uniform
         sample of resident keys. Packed keys (``index``) and plain ones (``records``) are
-        two sorted sets: each probe picks one in proportion to their sizes (its last 8 bytes
-        read as a fraction in [0, 1) against the plain share), then probes it. Empty store:
-        empty list.
+        two sorted sets searched as one (the smaller of the two ceilings), so the answer
+        does not depend on where a key lives (single writes wait plain before they are
+        packed: ``_Packer.stage``). Empty store: empty list.
         """
 
         return self._read(lambda txn, h: _sample_txn(txn, h, probes))
@@ -786,9 +786,10 @@ class LmdbTier:
         h: _Env,
         puts: Sequence[tuple[bytes, bytes]],
         deletes: Sequence[bytes],
+        counts: tuple[int, int] | None = None,
     ) -> int:
         packed_len = self.packed_record_len
-        p = _Packer(txn, h, packed_len)
+        p = _Packer(txn, h, packed_len, counts)
         n = sum(1 for k in deletes if p.delete(k))
         if packed_len is None and not p.has_index:  # plain store, plain tier
             put = txn.put
@@ -844,8 +845,8 @@ class LmdbTier:
                 puts = [kv for kv in puts if not drop(kv[0])]
             if log is not None:
                 seq = _log_append(txn, h, log)
-            count = txn.stat(h.records)["entries"] + txn.stat(h.index)["entries"]
-            excess = count + len(puts) - capacity
+            counts = (txn.stat(h.records)["entries"], txn.stat(h.index)["entries"])
+            excess = counts[0] + counts[1] + len(puts) - capacity
             if excess > 0:
                 get = txn.get
                 excess -= sum(
@@ -856,7 +857,7 @@ class LmdbTier:
             victims: Sequence[bytes] = ()
             if excess > 0:
                 victims = choose(excess, lambda probes: _sample_txn(txn, h, probes))
-            return self._apply_txn(txn, h, puts, victims)
+            return self._apply_txn(txn, h, puts, victims, counts)
 
         evicted: int = self._write(run)
         if seq:

@@ -23,8 +23,12 @@ LOG_ENTRIES = 4096
 """Invalidation log entries a warm store keeps (the oldest is dropped by the next)."""
 
 
+# py-lmdb parses keyword arguments slowly (a get with ``db=`` costs 0.55 us, positional
+# 0.18): the calls every write makes pass them by position.
+
+
 def _log_last(txn: lmdb.Transaction, h: _Env) -> int:
-    raw = txn.get(_IV_SEQ, db=h.meta)
+    raw = txn.get(_IV_SEQ, None, h.meta)
     return int.from_bytes(raw, "big") if raw else 0
 
 
@@ -32,8 +36,9 @@ def _log_append(txn: lmdb.Transaction, h: _Env, entry: bytes) -> int:
     """Append ``entry`` to the invalidation log (dropping the oldest beyond LOG_ENTRIES);
     its sequence number. Published by the caller after the commit."""
     seq = _log_last(txn, h) + 1
-    txn.put(_IV_SEQ, seq.to_bytes(8, "big"), db=h.meta)
-    txn.put(_IV_LOG + seq.to_bytes(8, "big"), entry, db=h.meta)
+    put, meta = txn.put, h.meta
+    put(_IV_SEQ, seq.to_bytes(8, "big"), True, True, False, meta)
+    put(_IV_LOG + seq.to_bytes(8, "big"), entry, True, True, False, meta)
     if seq > LOG_ENTRIES:
         txn.delete(_IV_LOG + (seq - LOG_ENTRIES).to_bytes(8, "big"), db=h.meta)
     return seq

@@ -35,6 +35,7 @@ _SEGMETA_V = struct.Struct("<III")  # live slots, record length, slots per segme
 _SEG_ID = struct.Struct(">Q")
 _PK_OPEN = b"pk:open:"  # + u32 BE record length -> open segment id
 _PK_SPARSE = b"pk:sparse"  # concatenated 8-byte ids of segments waiting for relocation
+_PK_STAGE = b"pk:stage:"  # + u32 BE record length -> digests of single writes kept plain
 
 SPARSE_FRACTION = 0.5
 """A closed segment with fewer live slots than this fraction of K is relocated. Under
@@ -185,7 +186,15 @@ class _Packer:
     a batch rewrites each touched segment once.
     """
 
-    def __init__(self, txn: lmdb.Transaction, h: _Env, packed_len: int | None) -> None:
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        h: _Env,
+        packed_len: int | None,
+        counts: tuple[int, int] | None = None,
+    ) -> None:
+        """``counts``: the entries of ``records`` and ``index`` when the caller has just
+        read them in this transaction (each ``stat`` costs ~1 us)."""
         self.txn = txn
         self.h = h
         self.packed_len = packed_len
@@ -199,8 +208,10 @@ class _Packer:
         self.sparse: list[bytes] = []
         self.removed = 0  # packed slots freed in this transaction
         self.next_id: int | None = None
-        self.has_plain = txn.stat(h.records)["entries"] > 0
-        self.has_index = txn.stat(h.index)["entries"] > 0
+        if counts is None:
+            counts = (txn.stat(h.records)["entries"], txn.stat(h.index)["entries"])
+        self.has_plain = counts[0] > 0
+        self.has_index = counts[1] > 0
 
     # -- segment access --------------------------------------------------------------
     def _meta(self, sid: bytes) -> list[int] | None:
@@ -317,6 +328,51 @@ class _Packer:
             self.txn.put(key, rec, db=self.h.records)
             self.has_plain = True
 
+    def stage(self, key: bytes, rec: bytes) -> None:
+        """A single write of a new packed-length record: stored plain (one ``put``, as a
+        hand-rolled store writes it) and its digest queued under ``pk:stage:``; the write
+        that queues the K-th packs the queue into the open segment (:meth:`_pack_staged`).
+
+        Appending one record to the open segment rewrites the whole segment (up to 7
+        pages for 384-d float32): a single ``set`` paid that on every call. Staged, it
+        pays one leaf page, and the K writes share one segment write. At most K - 1
+        records per length wait plain (docs/record-format.md, "Single writes"). A key
+        packed already is overwritten where it is (:meth:`put`).
+        """
+        txn, h = self.txn, self.h
+        if self.has_index and txn.get(key, None, h.index) is not None:
+            self.put(key, rec)
+            return
+        put, meta = txn.put, h.meta  # positional: py-lmdb's keyword parsing costs ~0.3 us
+        put(key, rec, True, True, False, h.records)
+        self.has_plain = True
+        qkey = _PK_STAGE + len(rec).to_bytes(4, "big")
+        raw = txn.get(qkey, None, meta)
+        queued = key if raw is None else bytes(raw) + key
+        if len(queued) < segment_slots(len(rec), h.psize) * KEY_BYTES:
+            put(qkey, queued, True, True, False, meta)
+            return
+        if raw is not None:
+            txn.delete(qkey, db=meta)
+        self._pack_staged(queued, len(rec))
+
+    def _pack_staged(self, queued: bytes, length: int) -> None:
+        """Move the queued keys that are still plain records of ``length`` bytes into
+        segments (a queued key since deleted, rewritten with another length or packed by a
+        batch is skipped: the queue is a hint, ``records`` the truth)."""
+        get, delete, records = self.txn.get, self.txn.delete, self.h.records
+        items: list[tuple[bytes, bytes]] = []
+        for i in range(0, len(queued) - KEY_BYTES + 1, KEY_BYTES):
+            k = queued[i : i + KEY_BYTES]
+            v = get(k, None, records)
+            if v is not None and len(v) == length:
+                items.append((k, bytes(v)))
+                delete(k, db=records)
+        if len(items) > 1:
+            self.put_many(items)
+        elif items:
+            self.put(*items[0])
+
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:  # noqa: C901
         """``put`` of every item, in order (a key given twice keeps its last record).
 
@@ -330,7 +386,10 @@ class _Packer:
         length = self.packed_len
         if length is None or len(items) < 2:
             for k, v in items:
-                self.put(k, v)
+                if len(v) == length:
+                    self.stage(k, v)
+                else:
+                    self.put(k, v)
             return
         if len(set(k for k, _ in items)) != len(items):
             items = list(dict(items).items())  # the last record per key, as put would
@@ -437,7 +496,7 @@ class _Packer:
     # -- commit ------------------------------------------------------------------------
     def finish(self) -> None:  # noqa: C901
         txn, h = self.txn, self.h
-        raw = txn.get(_PK_SPARSE, db=h.meta)
+        raw = txn.get(_PK_SPARSE, None, h.meta)
         if raw is not None or self.sparse:
             pending = [bytes(raw[i : i + 8]) for i in range(0, len(raw), 8)] if raw else []
             todo = list(dict.fromkeys(pending + self.sparse))
@@ -495,25 +554,30 @@ def _clear_txn(txn: lmdb.Transaction, h: _Env) -> None:
 
 
 def _sample_txn(txn: lmdb.Transaction, h: _Env, probes: Sequence[bytes]) -> list[bytes]:
-    """:meth:`LmdbTier.sample` inside an open transaction (read or write)."""
+    """:meth:`LmdbTier.sample` inside an open transaction (read or write): for each probe,
+    the first stored digest at or after it (wrapping to the first), plain and packed keys
+    alike, whatever mix of the two the store holds (``sim.tiers.WarmStoreModel.sample``)."""
     n_plain = txn.stat(h.records)["entries"]
     n_packed = txn.stat(h.index)["entries"]
-    total = n_plain + n_packed
-    if not total:
+    if not n_plain + n_packed:
         return []
+    out: list[bytes] = []
+    if not n_plain or not n_packed:  # one B-tree: one search a probe
+        cur = txn.cursor(db=h.index if n_packed else h.records)
+        for p in probes:
+            if cur.set_range(p) or cur.first():
+                out.append(bytes(cur.key()))
+        return out
     plain = txn.cursor(db=h.records)
     packed = txn.cursor(db=h.index)
-    out: list[bytes] = []
+    first = min(
+        bytes(plain.key()) if plain.first() else b"\xff" * 17,
+        bytes(packed.key()) if packed.first() else b"\xff" * 17,
+    )
     for p in probes:
-        if not n_packed:
-            cur = plain
-        elif not n_plain:
-            cur = packed
-        else:
-            frac = int.from_bytes(bytes(p[-8:]).rjust(8, b"\0"), "big")
-            cur = plain if frac * total < n_plain << 64 else packed
-        if cur.set_range(p) or cur.first():
-            out.append(bytes(cur.key()))
+        a = bytes(plain.key()) if plain.set_range(p) else None
+        b = bytes(packed.key()) if packed.set_range(p) else None
+        out.append(first if a is None and b is None else min(x for x in (a, b) if x is not None))
     return out
 
 
