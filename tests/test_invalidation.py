@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,38 @@ def test_cli_invalidate(tmp_path: Path) -> None:
         assert c.mexists(["a", "b", "c"]) == [False, False, False]
     r = CliRunner().invoke(main, ["invalidate", "-c", str(cfg_path)])
     assert r.exit_code == 2 and "say what to invalidate" in r.output
+
+
+def test_log_entries_are_the_bytes_msgpack_writes() -> None:
+    """``pack_entry`` (a per-thread packer, and a short path for a set's or a drop's
+    entry) writes what ``msgpack.packb`` writes for the same body, for every key count
+    (bin8, bin16 and bin32 lengths) and field mix."""
+    import msgpack
+
+    from tiercache.invalidation import pack_entry, unpack_entry
+
+    origin = os.urandom(8)
+    for n in (0, 1, 15, 16, 4095, 4097):
+        keys = [os.urandom(16) for _ in range(n)]
+        for kw in (
+            {},
+            {"event": "set"},
+            {"event": "drop", "tags": ["a", "b"]},
+            {"clear": True, "event": "clear"},
+            {"shared_pending": True},
+            {"records": [(os.urandom(16), b"rec", None), (os.urandom(16), b"r2", 5)]},
+        ):
+            body: dict[str, object] = {"o": origin, "k": b"".join(keys)}
+            if kw.get("shared_pending"):
+                body["s"] = True
+            if kw.get("records"):
+                body["r"] = [[k, r, -1 if t is None else t] for k, r, t in kw["records"]]
+            if kw.get("tags"):
+                body["t"] = kw["tags"]
+            if kw.get("clear"):
+                body["c"] = True
+            if kw.get("event"):
+                body["e"] = kw["event"]
+            raw = pack_entry(origin, keys, **kw)  # type: ignore[arg-type]
+            assert raw == msgpack.packb(body, use_bin_type=True)
+            assert unpack_entry(raw)["k"] == b"".join(keys)

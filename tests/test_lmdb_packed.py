@@ -370,16 +370,20 @@ def _waiting_plain(t: LmdbTier, length: int) -> int:
         return sum(1 for _, v in txn.cursor() if len(v) == length)
 
 
-def test_single_writes_wait_plain_and_the_kth_packs_them(tmp_path: Path) -> None:
-    """``_Packer.stage``: a single write of a new packed-length record is stored plain and
-    queued; the write that queues the K-th moves the queue into segments. Keys deleted,
-    rewritten with another length or written again while queued are handled, and every
-    read path returns exactly the last record written for each key throughout."""
+@pytest.mark.parametrize("via", ["put_many", "put_bounded"])
+def test_single_writes_wait_plain_and_the_kth_packs_them(tmp_path: Path, via: str) -> None:
+    """``_Packer.stage`` (``put_many``) and ``stage_one`` (``put_bounded``, a ``set``): a
+    single write of a new packed-length record is stored plain and queued; the write that
+    queues the K-th moves the queue into segments. Keys deleted, rewritten with another
+    length or written again while queued are handled, and every read path returns exactly
+    the last record written for each key throughout."""
     K = segment_slots(F32)
     n = 3 * K + 5
     keys = [os.urandom(16) for _ in range(n)]
     recs = records(unit_vectors(n, seed=7), keys)
     t = tier(tmp_path / "w", F32)
+    if via == "put_bounded":
+        t.put_many = lambda items: t.put_bounded(items, 10**9, lambda e, s: ())  # type: ignore[method-assign, assignment, return-value]
     t.put_many(list(zip(keys[:K], recs[:K])))  # a batch packs at once
     assert t.stat()["packed_entries"] == K
     want = dict(zip(keys[:K], recs[:K]))

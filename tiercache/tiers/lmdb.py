@@ -80,6 +80,7 @@ from .lmdb_packed import (
     _Packer,
     _rows_txn,
     _sample_txn,
+    stage_one,
 )
 from .lmdb_packed import MAX_RELOCATIONS_PER_WRITE as MAX_RELOCATIONS_PER_WRITE
 from .lmdb_packed import SPARSE_FRACTION as SPARSE_FRACTION
@@ -789,6 +790,17 @@ class LmdbTier:
         counts: tuple[int, int] | None = None,
     ) -> int:
         packed_len = self.packed_record_len
+        if (
+            counts is not None and not deletes and len(puts) == 1 and packed_len == len(puts[0][1])
+        ):  # a single set: staged without a packer (one in K packs the queue)
+            full = stage_one(txn, h, puts[0][0], puts[0][1], counts[1] > 0)
+            if full == b"":
+                return 0  # no segment touched: queued relocations wait for the next write
+            if full:
+                p = _Packer(txn, h, packed_len, (1, counts[1]))
+                p.pack_staged(full, packed_len)
+                p.finish()
+                return 0
         p = _Packer(txn, h, packed_len, counts)
         n = sum(1 for k in deletes if p.delete(k))
         if packed_len is None and not p.has_index:  # plain store, plain tier

@@ -178,6 +178,28 @@ def _rows_txn(
     return pos, b"".join(parts), others
 
 
+def stage_one(
+    txn: lmdb.Transaction, h: _Env, key: bytes, rec: bytes, has_index: bool
+) -> bytes | None:
+    """:meth:`_Packer.stage` up to the packing, without a packer (the whole of a single
+    ``set`` but one in K): None when ``key`` is packed already (nothing written: it is
+    overwritten in its slot); ``b""`` when the record was written plain and queued; else
+    the full queue (K digests, this key last), emptied, for the caller to pack."""
+    if has_index and txn.get(key, None, h.index) is not None:
+        return None
+    put, meta = txn.put, h.meta  # positional: py-lmdb's keyword parsing costs ~0.3 us
+    put(key, rec, True, True, False, h.records)
+    qkey = _PK_STAGE + len(rec).to_bytes(4, "big")
+    raw = txn.get(qkey, None, meta)
+    queued = key if raw is None else bytes(raw) + key
+    if len(queued) < segment_slots(len(rec), h.psize) * KEY_BYTES:
+        put(qkey, queued, True, True, False, meta)
+        return b""
+    if raw is not None:
+        txn.delete(qkey, db=meta)
+    return queued
+
+
 class _Packer:
     """The packed-record bookkeeping of one write transaction.
 
@@ -331,7 +353,7 @@ class _Packer:
     def stage(self, key: bytes, rec: bytes) -> None:
         """A single write of a new packed-length record: stored plain (one ``put``, as a
         hand-rolled store writes it) and its digest queued under ``pk:stage:``; the write
-        that queues the K-th packs the queue into the open segment (:meth:`_pack_staged`).
+        that queues the K-th packs the queue into the open segment (:meth:`pack_staged`).
 
         Appending one record to the open segment rewrites the whole segment (up to 7
         pages for 384-d float32): a single ``set`` paid that on every call. Staged, it
@@ -339,24 +361,15 @@ class _Packer:
         records per length wait plain (docs/record-format.md, "Single writes"). A key
         packed already is overwritten where it is (:meth:`put`).
         """
-        txn, h = self.txn, self.h
-        if self.has_index and txn.get(key, None, h.index) is not None:
+        full = stage_one(self.txn, self.h, key, rec, self.has_index)
+        if full is None:
             self.put(key, rec)
             return
-        put, meta = txn.put, h.meta  # positional: py-lmdb's keyword parsing costs ~0.3 us
-        put(key, rec, True, True, False, h.records)
         self.has_plain = True
-        qkey = _PK_STAGE + len(rec).to_bytes(4, "big")
-        raw = txn.get(qkey, None, meta)
-        queued = key if raw is None else bytes(raw) + key
-        if len(queued) < segment_slots(len(rec), h.psize) * KEY_BYTES:
-            put(qkey, queued, True, True, False, meta)
-            return
-        if raw is not None:
-            txn.delete(qkey, db=meta)
-        self._pack_staged(queued, len(rec))
+        if full:
+            self.pack_staged(full, len(rec))
 
-    def _pack_staged(self, queued: bytes, length: int) -> None:
+    def pack_staged(self, queued: bytes, length: int) -> None:
         """Move the queued keys that are still plain records of ``length`` bytes into
         segments (a queued key since deleted, rewritten with another length or packed by a
         batch is skipped: the queue is a hint, ``records`` the truth)."""
@@ -581,4 +594,4 @@ def _sample_txn(txn: lmdb.Transaction, h: _Env, probes: Sequence[bytes]) -> list
     return out
 
 
-__all__ = ["MAX_RELOCATIONS_PER_WRITE", "SPARSE_FRACTION", "relocation_budget"]
+__all__ = ["MAX_RELOCATIONS_PER_WRITE", "SPARSE_FRACTION", "relocation_budget", "stage_one"]
