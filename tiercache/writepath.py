@@ -335,12 +335,12 @@ class WritePath(HotPlacement):
         log = inval.entry([k for k, _ in items], event="set") if forced else None
         engine = self._engine
         lock = self._lock
-        new_keys = {k for k, _ in items}
         victims: list[bytes] = []
 
         def choose(excess: int, sample: Callable[[Sequence[bytes]], list[bytes]]) -> list[bytes]:
             # runs inside the warm write transaction (serialised across processes)
             nonlocal victims
+            new_keys = {k for k, _ in items}
             limit = min(excess, len(new_keys) + engine.max_evictions_per_write)
             with lock:
                 probes = engine.warm_probes(limit * engine.eviction_samples)
