@@ -77,8 +77,13 @@ def test_compiled_and_python_detectors_decide_alike_on_scans(
 def test_suite_traces_are_seeded_and_the_splits_disjoint() -> None:
     train, test = suite_traces("train"), suite_traces("test")
     assert {t.seed for t in train}.isdisjoint({t.seed for t in test if t.family != "real"})
-    assert {t.family for t in train} == set(FAMILIES)
-    assert "real" in {t.family for t in test} and "real" not in {t.family for t in train}
+    assert {t.family for t in train} == {t.family for t in test} == {*FAMILIES, "real"}
+    real_train = {t.name for t in train if t.family == "real"}
+    real_test = {t.name for t in test if t.family == "real"}
+    assert real_train and real_test and real_train.isdisjoint(real_test)
+    for t in [*train, *test]:
+        if t.family == "real":  # the files are in the repo; distinct traces, not copies
+            assert t.build(0, 0).size > 100_000
     for fam in FAMILIES:
         a = family_trace(fam, 7, 2000, 20_000)
         assert a.dtype == np.int64 and a.shape == (20_000,)
