@@ -244,6 +244,14 @@ def test_churn_through_a_redis_restart_and_a_host_restart(
         for text in kept:
             eventually([a, b, c], text, 1.0)
         assert a("stats")["invalidation"]["fleet"]["queued"] == 0
+        # a may have passed the checks above while it was still catching up (local copies
+        # blocked, reads from Redis): once it serves them again, they are its final state
+        deadline = time.monotonic() + DEADLINE
+        while a("stats")["invalidation"]["fleet"]["blocked"]:
+            assert time.monotonic() < deadline, "host a never caught up"
+            time.sleep(0.02)
+        for text in churned:
+            eventually([a], text, want.get(text, 1.0))
     finally:
         server.stop()
 
@@ -324,6 +332,84 @@ def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
             time.sleep(0.002)
         assert c.stats()["invalidation"]["fleet"]["blocked_seconds"] > 0  # it did catch up
         assert reads > 100 and misses == 0
+    finally:
+        c.close()
+        server.stop()
+
+
+def test_a_read_during_the_outage_flush_keeps_no_older_queued_record(tmp_path: Path) -> None:
+    """While Redis was down a host dropped a key, then set it twice (all queued). The
+    flush after Redis returns deletes the key in Redis, then writes the two records in
+    order, so Redis holds the first one for a moment. It used to drop the key on this
+    host again after the delete, so a read of the key here in that moment missed locally,
+    found the first record in Redis and kept it; this host never applies its own events
+    from the stream, so it served that older vector for good (the churn test above, under
+    load: host a kept 107.0 after setting 114.0). The read is made exactly there by the
+    test: it now finds this host's own last write, and so does every read after."""
+    import threading
+
+    from tests.conftest import DIM, make_config
+    from tests.redis_server import RedisServer
+    from tiercache import TierCache
+    from tiercache.encoders import HashEncoder
+    from tiercache.errors import StoreError
+
+    server = RedisServer(tmp_path / "redis").start()
+    shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
+    c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    try:
+        fleet = c._write.inval.fleet
+        assert fleet is not None
+        deadline = time.monotonic() + 10
+        while not fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        old, first, last = (np.full(DIM, x, dtype=np.float32) for x in (1.0, 2.0, 3.0))
+        c.set("k", old)  # in Redis too
+        server.stop()
+        while fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fleet.connected
+        with pytest.raises(StoreError, match="queued"):
+            c.drop("k")
+        c.set("k", first)  # committed locally, the records queued
+        c.set("k", last)
+        seen: list[Any] = []
+        flush = fleet._flush
+
+        def read() -> None:  # until the cache's own client is past its backoff
+            end = time.monotonic() + 2.0
+            while (e := c.get("k")) is None and time.monotonic() < end:
+                time.sleep(0.02)
+            seen.append(e)
+
+        def read_between_the_records(conn: Any) -> None:
+            put_many = conn.put_many
+
+            def put_then_read(items: Any, **kw: Any) -> None:
+                put_many(items, **kw)
+                if not seen:  # Redis holds `first` now: another thread reads "k"
+                    reader = threading.Thread(target=read)
+                    reader.start()
+                    reader.join()
+
+            conn.put_many = put_then_read
+            try:
+                flush(conn)
+            finally:
+                del conn.put_many
+
+        fleet._flush = read_between_the_records  # type: ignore[method-assign]
+        server.start()  # empty: the flush writes what this host queued
+        while (fleet._pending or fleet._inval.blocked) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fleet._pending and not fleet._inval.blocked
+        assert seen  # the read was made
+        end = time.monotonic() + 1.0  # well past catch-up: the host serves `last`
+        while time.monotonic() < end:
+            e = c.get("k")
+            assert e is not None and np.array_equal(e.vector, last), e and e.vector[0]
+            time.sleep(0.01)
+        assert seen[0] is not None and np.array_equal(seen[0].vector, last), seen[0]
     finally:
         c.close()
         server.stop()

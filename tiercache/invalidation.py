@@ -498,6 +498,14 @@ class Fleet:
 
     def _flush(self, conn: Any) -> None:
         with self._plock:
+            # the queue position of the last explicit write of each key: this host's
+            # copy of such a key is that write's (committed after any queued drop of it)
+            last_set: dict[bytes, int] = {}
+            for i, queued in enumerate(self._pending):
+                b = unpack_entry(queued[b"b"])
+                if b.get("e") == "set":
+                    last_set.update((k, i) for k in entry_keys(b))
+            done = 0
             while self._pending:
                 fields = self._pending[0]
                 body = unpack_entry(fields[b"b"])
@@ -508,8 +516,14 @@ class Fleet:
                         keys = entry_keys(body)
                         conn.delete_each(keys)
                         # a process of this host may have read the old record from Redis
-                        # between its return and now: drop the keys here again
-                        self._redrop(keys)
+                        # between its return and now: drop the keys here again, but not
+                        # those written here since (queued behind): until this loop writes
+                        # them to Redis, a read that missed locally would find an older
+                        # record there and keep it, and this host never applies its own
+                        # events from the stream
+                        again = [k for k in keys if last_set.get(k, -1) < done]
+                        if again:
+                            self._redrop(again)
                 if body.get("r"):  # an explicit write's records Redis did not take
                     conn.put_many([(k, r, None if t < 0 else t) for k, r, t in body["r"]])
                 if body.get("s") or body.get("r"):  # the others need the event alone
@@ -520,6 +534,7 @@ class Fleet:
                 conn.stream_add(fields, self.maxlen)
                 self._pending.popleft()
                 self.published += 1
+                done += 1
 
     # -- offsets ------------------------------------------------------------------------
     def _get(self, name: bytes) -> bytes | None:
