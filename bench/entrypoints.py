@@ -315,6 +315,14 @@ def entry_points(  # noqa: C901
         envs.append(raw_fast)
         raw_dur = lmdb.open(str(tmp / "ep-raw-durable"), map_size=4 * WARM_MAX, **lmdb_flags(True))
         envs.append(raw_dur)
+        # and one holding the same n records as the caches (a write's page copies grow with
+        # the B-tree): the set target stays against the empty one, this row is beside it
+        raw_full = lmdb.open(str(tmp / "ep-raw-full"), map_size=4 * WARM_MAX, **lmdb_flags(False))
+        envs.append(raw_full)
+        pad = bytes(RECORD - 4 * DIM)
+        with raw_full.begin(write=True) as txn:
+            for t, v in items:
+                txn.put(_digest(t), pad + v.tobytes())
 
         # read everything through once, untimed (the hot cache's entries are offered to
         # hot by mset; a first embed promotes any that were not), then check the answers
@@ -507,6 +515,19 @@ def entry_points(  # noqa: C901
                 sets_of(lambda tv: warm.set(*tv), "warm", per_round_sets),
                 "raw fast",
                 "ep_set_fast",
+            ),
+            Probe(
+                "raw fast full",
+                f"py-lmdb write txn (raw, {n:,} stored)",
+                "py-lmdb fast",
+                sets_of(_raw_put(raw_full), "raw full", per_round_sets),
+            ),
+            Probe(
+                "warm set vs full",
+                f"set (vs raw, {n:,} stored)",
+                "warm fast",
+                sets_of(lambda tv: warm.set(*tv), "warm vs full", per_round_sets),
+                "raw fast full",
             ),
             Probe(
                 "hot set",
@@ -936,7 +957,10 @@ def render_entry_points(res: dict[str, Any]) -> list[str]:
         "digest included, on an environment opened with tiercache's own flags "
         f"(`sync={fl['sync']}, metasync={fl['metasync']}, readahead={fl['readahead']}, "
         f"writemap={fl['writemap']}, lock={fl['lock']}, max_dbs={fl['max_dbs']}`, map "
-        f"{res['lmdb_map_size'] / 2**30:.0f} GiB; durable: `sync=True, metasync=True`). "
+        f"{res['lmdb_map_size'] / 2**30:.0f} GiB; durable: `sync=True, metasync=True`), "
+        "empty but for the probe's own writes (the set target's reference); a second one "
+        f"holds the same {res['n']:,} records as the caches (a write copies more B-tree "
+        "pages in a larger store: the row beside it). "
         f"mset: vectors/s = {res['batch']:,} / the block p50. Group: {res['threads']} "
         f"threads each doing single durable `set`s for {res['group_seconds']} s vs one "
         "thread, sets/s per round (median). Shared: "
