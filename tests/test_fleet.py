@@ -413,3 +413,108 @@ def test_a_read_during_the_outage_flush_keeps_no_older_queued_record(tmp_path: P
     finally:
         c.close()
         server.stop()
+
+
+@pytest.mark.parametrize("op", ["set", "drop"])
+def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op: str) -> None:
+    """Redis is back and this host's queue (two writes of "k" made during the outage) is
+    being flushed when a thread sets or drops "k" again. That write used to go to Redis
+    at once (the fleet event alone was queued), and the flush then wrote the older queued
+    record over it: Redis, and every other host reading it, held "second" for good (or the
+    dropped key came back). It now goes behind the queue: Redis ends with the newest vector
+    (or without the key), whichever moment the thread chose."""
+    import threading
+
+    from tests.conftest import DIM, make_config
+    from tests.redis_server import RedisServer
+    from tiercache import TierCache, codec
+    from tiercache.encoders import HashEncoder
+
+    server = RedisServer(tmp_path / "redis").start()
+    shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
+    c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    try:
+        fleet = c._write.inval.fleet
+        assert fleet is not None and c._write._shared is not None
+        redis = c._write._shared
+        key = c._ctx.keys.digest("k")
+
+        def in_redis() -> np.ndarray | None:
+            raw = redis.get(key)
+            rec = codec.decode_record(raw, DIM, key) if raw is not None else None
+            return None if rec is None else rec.vector
+
+        deadline = time.monotonic() + 10
+        while not fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        old, first, second, newest = (
+            np.full(DIM, x, dtype=np.float32) for x in (1.0, 2.0, 3.0, 4.0)
+        )
+        c.set("k", old)
+        server.stop()
+        while fleet.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fleet.connected
+        c.set("k", first)  # committed here, its record queued
+        c.set("k", second)
+        writer: list[threading.Thread] = []
+        flush = fleet._flush
+
+        def write_between_the_records(conn: Any) -> None:
+            put_many = conn.put_many
+
+            def put_then_write(items: Any, **kw: Any) -> None:
+                put_many(items, **kw)
+                if writer:
+                    return
+                end = time.monotonic() + 2.0  # the cache's own client past its backoff
+                while time.monotonic() < end:
+                    try:
+                        got = in_redis() if redis.available else None
+                    except Exception:
+                        got = None
+                    if got is not None:
+                        break
+                    time.sleep(0.02)
+                assert got is not None and got[0] == 2.0, got
+                # Redis holds `first`; another thread writes "k" (it waits for the
+                # queue's lock only to queue its event, or, now, its whole write)
+                t = threading.Thread(
+                    target=(lambda: c.set("k", newest)) if op == "set" else (lambda: c.drop("k"))
+                )
+                writer.append(t)
+                t.start()
+                want = newest if op == "set" else None
+                end = time.monotonic() + 0.5  # the old code wrote Redis at once
+                while time.monotonic() < end:
+                    got = in_redis()
+                    if (got is None) if want is None else (got is not None and got[0] == 4.0):
+                        break
+                    time.sleep(0.01)
+
+            conn.put_many = put_then_write
+            try:
+                flush(conn)
+            finally:
+                del conn.put_many
+
+        fleet._flush = write_between_the_records  # type: ignore[method-assign]
+        server.start()  # empty: the flush writes what this host queued
+        while not writer and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer
+        writer[0].join(10)
+        while (fleet._pending or fleet._inval.blocked) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fleet._pending
+        got = in_redis()
+        if op == "set":
+            assert got is not None and np.array_equal(got, newest), got if got is None else got[0]
+            e = c.get("k")
+            assert e is not None and np.array_equal(e.vector, newest)
+        else:
+            assert got is None, got[0]
+            assert c.get("k") is None
+    finally:
+        c.close()
+        server.stop()

@@ -350,6 +350,16 @@ class Invalidation:
         if self.fleet is not None:
             self.fleet.sent()
 
+    def queued(self) -> bool:
+        """Whether earlier invalidations of this cache wait for Redis (the fleet's queue):
+        a write or a delete made now must go behind them, not to Redis directly, or the
+        flush would put an older queued record over it."""
+        return self.fleet is not None and self.fleet.has_pending()
+
+    def connected(self) -> bool:
+        """Whether the fleet's listener is in contact with Redis (False without a fleet)."""
+        return self.fleet is not None and self.fleet.connected
+
     def close(self) -> None:
         """Stop the fleet listener; let go of the memory-mapped word (the readers dropped
         the gate first)."""
@@ -480,6 +490,9 @@ class Fleet:
 
     def sent(self) -> None:
         self.published += 1
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def publish(self, entry: bytes, *, queue_only: bool = False) -> None:
         """Publish one of this cache's log entries (queued and retried on failure;

@@ -392,6 +392,24 @@ class WritePath(HotPlacement):
             return 0
 
     # -- shared ---------------------------------------------------------------------------
+    def shared_items(
+        self, entries: list[tuple[bytes, bytes, float]]
+    ) -> list[tuple[bytes, bytes, int | None]]:
+        """``(key, record, expires_at)`` as Redis writes them: ``(key, record, ttl_ms)``
+        with the shared tier's TTL limit, entries already expired left out."""
+        now = self._ctx.clock()
+        limit = self._ctx.shared_ttl
+        items: list[tuple[bytes, bytes, int | None]] = []
+        for k, record, expires_at in entries:
+            ttl = limit
+            if expires_at:
+                left = expires_at - now
+                if left <= 0:
+                    continue
+                ttl = left if ttl is None else min(ttl, left)
+            items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
+        return items
+
     def shared_write(
         self,
         entries: list[tuple[bytes, bytes, float]],
@@ -405,17 +423,7 @@ class WritePath(HotPlacement):
         shared = self._shared
         if shared is None or not entries:
             return None
-        now = self._ctx.clock()
-        limit = self._ctx.shared_ttl
-        items: list[tuple[bytes, bytes, int | None]] = []
-        for k, record, expires_at in entries:
-            ttl = limit
-            if expires_at:
-                left = expires_at - now
-                if left <= 0:
-                    continue
-                ttl = left if ttl is None else min(ttl, left)
-            items.append((k, record, None if ttl is None else max(1, int(ttl * 1000))))
+        items = self.shared_items(entries)
         if not items:
             return None
         t0 = _perf()
@@ -684,13 +692,21 @@ class WritePath(HotPlacement):
             self.warm_write(records, forced=True)
         if self._shared is not None:
             keys = [k for k, _ in records]
+            entries = [(k, rec, exp) for (k, rec), exp in zip(records, expiries)]
             # the fleet's event rides in the records' pipeline; other hosts drop their
             # copies and read Redis: what Redis did not take is queued with the event
             # and written first when it answers again
             event = self.inval.event(keys, event="set")
-            failed = self.shared_write(
-                [(k, rec, exp) for (k, rec), exp in zip(records, expiries)], event
-            )
+            if event is None and self.inval.queued():
+                # earlier invalidations still wait for Redis: this write goes behind them
+                # (written now, the flush would put an older queued record over it)
+                items = self.shared_items(entries)
+                self.inval.publish(keys, event="set", records=items)
+                if not self.inval.connected():
+                    with self._lock:
+                        self._ctx.s_shared.skipped += len(items)
+                return
+            failed = self.shared_write(entries, event)
             if event is not None and failed == []:
                 self.inval.sent()
             else:
@@ -784,10 +800,13 @@ class WritePath(HotPlacement):
                     removed.add(k)
         shared_exc: StoreError | None = None
         event = None
+        behind = False  # the shared delete goes behind invalidations still queued
         if self._shared is not None:
             # the fleet's event rides in the delete's pipeline (one round trip); the
             # processes of this host learn of it from the warm log below
             event = self.inval.event(keys, tags=tags, event=what) if keys else None
+            behind = event is None and bool(keys) and self.inval.queued()
+        if self._shared is not None and not behind:
             try:
                 flags = self.shared_call(what, lambda r: r.delete_each(keys, event=event))
             except StoreError as exc:
@@ -816,11 +835,27 @@ class WritePath(HotPlacement):
             self._queue_shared(shared_exc, keys, tags=tags, event=what)
         if event is not None:
             self.inval.sent()
+        elif behind:
+            self._delete_behind(keys, tags, what)
         elif self._shared is not None:
             self.inval.publish(keys, tags=tags, event=what)
         if self._warm is None and tags:  # no log to carry them to this process's results
             self.inval.results_here(list(tags))
         return len(removed)
+
+    def _delete_behind(self, keys: list[bytes], tags: Sequence[str], what: str) -> None:
+        """A drop made while earlier invalidations wait for Redis: its Redis delete is
+        queued behind them (made now, a queued record of these keys written after it would
+        bring them back); raises, as a failed delete does, when Redis is down."""
+        self.inval.publish(keys, tags=tags, event=what, shared_pending=True)
+        if not self.inval.connected():
+            with self._lock:
+                self._ctx.s_shared.errors += 1
+            raise StoreError(
+                f"{what}: the local tiers are done, but the shared tier (Redis) could not be "
+                "reached, so other hosts may still serve these entries (queued: this process "
+                "deletes them from Redis and tells every host as soon as Redis answers)"
+            )
 
     def redrop(self, keys: list[bytes]) -> None:
         """Drop ``keys`` from this host again (hot, and warm with a log entry): a queued
