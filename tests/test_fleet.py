@@ -415,6 +415,10 @@ def test_a_read_during_the_outage_flush_keeps_no_older_queued_record(tmp_path: P
         server.stop()
 
 
+def _first(v: np.ndarray | None) -> float | None:
+    return None if v is None else float(v[0])
+
+
 @pytest.mark.parametrize("op", ["set", "drop"])
 def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op: str) -> None:
     """Redis is back and this host's queue (two writes of "k" made during the outage) is
@@ -422,7 +426,9 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
     at once (the fleet event alone was queued), and the flush then wrote the older queued
     record over it: Redis, and every other host reading it, held "second" for good (or the
     dropped key came back). It now goes behind the queue: Redis ends with the newest vector
-    (or without the key), whichever moment the thread chose."""
+    (or without the key), whichever moment the thread chose, and the write is in Redis
+    when the call returns (the queue is sent from the caller's thread): a read made right
+    after it, with local copies blocked, must find it."""
     import threading
 
     from tests.conftest import DIM, make_config
@@ -458,6 +464,7 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
         c.set("k", first)  # committed here, its record queued
         c.set("k", second)
         writer: list[threading.Thread] = []
+        after: list[np.ndarray | None] = []
         flush = fleet._flush
 
         def write_between_the_records(conn: Any) -> None:
@@ -477,18 +484,21 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
                         break
                     time.sleep(0.02)
                 assert got is not None and got[0] == 2.0, got
+
                 # Redis holds `first`; another thread writes "k" (it waits for the
                 # queue's lock only to queue its event, or, now, its whole write)
-                t = threading.Thread(
-                    target=(lambda: c.set("k", newest)) if op == "set" else (lambda: c.drop("k"))
-                )
+                def write() -> None:
+                    c.set("k", newest) if op == "set" else c.drop("k")
+                    after.append(in_redis())  # in Redis once the call returned
+
+                t = threading.Thread(target=write)
                 writer.append(t)
                 t.start()
                 want = newest if op == "set" else None
                 end = time.monotonic() + 0.5  # the old code wrote Redis at once
                 while time.monotonic() < end:
                     got = in_redis()
-                    if (got is None) if want is None else (got is not None and got[0] == 4.0):
+                    if _first(got) == (None if want is None else 4.0):
                         break
                     time.sleep(0.01)
 
@@ -507,14 +517,14 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
         while (fleet._pending or fleet._inval.blocked) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not fleet._pending
-        got = in_redis()
-        if op == "set":
-            assert got is not None and np.array_equal(got, newest), got if got is None else got[0]
-            e = c.get("k")
-            assert e is not None and np.array_equal(e.vector, newest)
-        else:
-            assert got is None, got[0]
-            assert c.get("k") is None
+        # a read right after the call (local copies may be blocked while the host catches
+        # up) finds the write in Redis: it was not left in the queue
+        assert len(after) == 1
+        want = 4.0 if op == "set" else None  # the newest vector's value, or no key
+        assert _first(after[0]) == want, after
+        assert _first(in_redis()) == want  # and so it stays
+        e = c.get("k")
+        assert _first(e.vector if e is not None else None) == want
     finally:
         c.close()
         server.stop()

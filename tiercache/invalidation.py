@@ -356,9 +356,12 @@ class Invalidation:
         flush would put an older queued record over it."""
         return self.fleet is not None and self.fleet.has_pending()
 
-    def connected(self) -> bool:
-        """Whether the fleet's listener is in contact with Redis (False without a fleet)."""
-        return self.fleet is not None and self.fleet.connected
+    def flush_queue(self) -> bool:
+        """Send what the fleet's queue holds now, in order, from the caller's thread (a
+        write queued behind earlier ones must reach Redis before it is acknowledged, or a
+        read made right after it, with local copies blocked, finds it nowhere); False when
+        Redis did not take all of it (the rest stays queued, in order)."""
+        return self.fleet is not None and self.fleet.flush_now()
 
     def close(self) -> None:
         """Stop the fleet listener; let go of the memory-mapped word (the readers dropped
@@ -493,6 +496,16 @@ class Fleet:
 
     def has_pending(self) -> bool:
         return bool(self._pending)
+
+    def flush_now(self) -> bool:
+        """:meth:`_flush` through the cache's own Redis client (the listener's may be
+        blocked in a read); False on a failure (what was not sent stays queued)."""
+        try:
+            self._flush(self._shared)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
 
     def publish(self, entry: bytes, *, queue_only: bool = False) -> None:
         """Publish one of this cache's log entries (queued and retried on failure;

@@ -702,7 +702,7 @@ class WritePath(HotPlacement):
                 # (written now, the flush would put an older queued record over it)
                 items = self.shared_items(entries)
                 self.inval.publish(keys, event="set", records=items)
-                if not self.inval.connected():
+                if not self.inval.flush_queue():  # sent now, in order, or left queued
                     with self._lock:
                         self._ctx.s_shared.skipped += len(items)
                 return
@@ -844,11 +844,12 @@ class WritePath(HotPlacement):
         return len(removed)
 
     def _delete_behind(self, keys: list[bytes], tags: Sequence[str], what: str) -> None:
-        """A drop made while earlier invalidations wait for Redis: its Redis delete is
-        queued behind them (made now, a queued record of these keys written after it would
-        bring them back); raises, as a failed delete does, when Redis is down."""
+        """A drop made while earlier invalidations wait for Redis: its Redis delete goes
+        behind them (made at once, a queued record of these keys written after it would
+        bring them back), and the queue is sent now; raises, as a failed delete does, when
+        Redis did not take it (it stays queued)."""
         self.inval.publish(keys, tags=tags, event=what, shared_pending=True)
-        if not self.inval.connected():
+        if not self.inval.flush_queue():  # deleted in Redis now, in order, or left queued
             with self._lock:
                 self._ctx.s_shared.errors += 1
             raise StoreError(
