@@ -287,14 +287,9 @@ def test_a_created_document_drops_results_everywhere_and_no_vector(
         assert inv["hot_removed"] == 0, inv  # nothing was dropped from any hot tier
 
 
-def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
-    tmp_path: Path,
-) -> None:
-    """A ``set`` made while Redis is down is committed locally and its Redis write queued.
-    Back in contact, the host serves no local copy until it has caught up; its own queued
-    writes go out before that, so a read of the key never finds it nowhere (the soak of
-    2026-12-07 19:22 counted one such ``None``). The queued flush is slowed here to widen
-    the window: before the fix 193 of 1,133 reads in it returned None."""
+def _one_host(tmp_path: Path) -> tuple[Any, Any, Any]:
+    """A redis-server the test owns and one host on it with a fleet channel and a fast
+    backoff, in contact: ``(server, cache, fleet)``."""
     from tests.conftest import DIM, make_config
     from tests.redis_server import RedisServer
     from tiercache import TierCache
@@ -303,12 +298,27 @@ def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
     server = RedisServer(tmp_path / "redis").start()
     shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
     c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    fleet = c._write.inval.fleet
+    assert fleet is not None
+    end = time.monotonic() + 10
+    while not fleet.connected and time.monotonic() < end:
+        time.sleep(0.02)
+    return server, c, fleet
+
+
+def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
+    tmp_path: Path,
+) -> None:
+    """A ``set`` made while Redis is down is committed locally and its Redis write queued.
+    Back in contact, the host serves no local copy until it has caught up; its own queued
+    writes go out before that, so a read of the key never finds it nowhere (the soak of
+    2026-12-07 19:22 counted one such ``None``). The queued flush is slowed here to widen
+    the window: before the fix 193 of 1,133 reads in it returned None."""
+    from tests.conftest import DIM
+
+    server, c, fleet = _one_host(tmp_path)
     try:
-        fleet = c._write.inval.fleet
-        assert fleet is not None
         deadline = time.monotonic() + 10
-        while not fleet.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
         server.stop()
         while fleet.connected and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -348,21 +358,12 @@ def test_a_read_during_the_outage_flush_keeps_no_older_queued_record(tmp_path: P
     test: it now finds this host's own last write, and so does every read after."""
     import threading
 
-    from tests.conftest import DIM, make_config
-    from tests.redis_server import RedisServer
-    from tiercache import TierCache
-    from tiercache.encoders import HashEncoder
+    from tests.conftest import DIM
     from tiercache.errors import StoreError
 
-    server = RedisServer(tmp_path / "redis").start()
-    shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
-    c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    server, c, fleet = _one_host(tmp_path)
     try:
-        fleet = c._write.inval.fleet
-        assert fleet is not None
         deadline = time.monotonic() + 10
-        while not fleet.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
         old, first, last = (np.full(DIM, x, dtype=np.float32) for x in (1.0, 2.0, 3.0))
         c.set("k", old)  # in Redis too
         server.stop()
@@ -431,17 +432,12 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
     after it, with local copies blocked, must find it."""
     import threading
 
-    from tests.conftest import DIM, make_config
-    from tests.redis_server import RedisServer
-    from tiercache import TierCache, codec
-    from tiercache.encoders import HashEncoder
+    from tests.conftest import DIM
+    from tiercache import codec
 
-    server = RedisServer(tmp_path / "redis").start()
-    shared = {"url": server.url, "timeout": "200ms", "backoff_initial": 0.05, "backoff_max": 0.2}
-    c = TierCache(make_config(tmp_path / "a", shared=shared), encoder=HashEncoder(DIM))
+    server, c, fleet = _one_host(tmp_path)
     try:
-        fleet = c._write.inval.fleet
-        assert fleet is not None and c._write._shared is not None
+        assert c._write._shared is not None
         redis = c._write._shared
         key = c._ctx.keys.digest("k")
 
@@ -451,8 +447,6 @@ def test_a_write_made_while_the_queue_flushes_goes_behind_it(tmp_path: Path, op:
             return None if rec is None else rec.vector
 
         deadline = time.monotonic() + 10
-        while not fleet.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
         old, first, second, newest = (
             np.full(DIM, x, dtype=np.float32) for x in (1.0, 2.0, 3.0, 4.0)
         )

@@ -68,15 +68,11 @@ def pack_entry(
     delete the keys (or clear) in Redis before publishing it; ``records``: ``(key,
     record, ttl_ms)`` it must write to Redis first (an explicit write Redis missed)."""
     body: dict[str, Any] = {"o": origin, "k": b"".join(keys)}
-    if not (shared_pending or records or tags or clear):  # a set's or a drop's entry
-        if event:
-            body["e"] = event
-        return cast(bytes, _packer().pack(body))
     if shared_pending:
         body["s"] = True
     if records:
         body["r"] = [[k, rec, -1 if ttl is None else ttl] for k, rec, ttl in records]
-    tag_list = list(tags)
+    tag_list = list(tags) if tags else None
     if tag_list:
         body["t"] = tag_list
     if clear:
