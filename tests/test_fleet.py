@@ -347,6 +347,71 @@ def test_a_write_made_during_an_outage_is_read_back_while_the_host_catches_up(
         server.stop()
 
 
+def test_a_host_reads_its_own_queued_writes_while_it_catches_up(tmp_path: Path) -> None:
+    """A host that is catching up (local copies blocked: every read goes to Redis) made a
+    write its own Redis client could not send (backing off after the outage, while the
+    listener's client is back): the record waits in the fleet queue. A read of the key
+    used to ask Redis alone, and found nothing (the outage soak's rare 'get after set:
+    None, blocked') or, as here, where Redis kept its data, the older vector. Reads now see
+    what the queue will write, and a queued drop as a miss, never Redis's older record;
+    once the queue is sent, Redis and the host agree."""
+    from tests.conftest import DIM
+    from tiercache.errors import StoreError
+    from tiercache.tiers.redis import SharedUnavailable
+
+    server, c, fleet = _one_host(tmp_path)
+    try:
+        redis = c._write._shared
+        assert redis is not None
+        old, new = (np.full(DIM, x, dtype=np.float32) for x in (1.0, 2.0))
+        c.set("k", old)  # in Redis too
+        c.set("gone", old)
+        c.set("other", old)
+        contact, flush = fleet._contact, fleet._flush
+        fleet._contact = lambda at_end: None  # type: ignore[method-assign]
+        fleet._flush = lambda conn: None  # type: ignore[method-assign]
+
+        def unavailable(*a: Any, **kw: Any) -> Any:
+            raise SharedUnavailable("shared tier backing off (test)")
+
+        redis.put_many = unavailable  # type: ignore[method-assign]
+        redis.delete_each = unavailable  # type: ignore[method-assign]
+        with pytest.raises(StoreError):
+            c.drop("gone")  # done here, the Redis delete queued
+        c.set("k", new)  # acknowledged: committed here, its Redis write queued
+        del redis.put_many, redis.delete_each
+        c._read._inval.block()  # as after a reconnection: catching up, nothing local
+        assert fleet.has_pending() and c._read._inval.blocked
+        e = c.get("k")
+        assert e is not None and np.array_equal(e.vector, new), e and e.vector[0]
+        assert c.get("gone") is None and not c.exists("gone")
+        by_key = c.get_by_key(c._ctx.keys.digest("k").hex())
+        assert by_key is not None and np.array_equal(by_key.vector, new)
+        got = c.mget(["k", "gone", "other"])
+        assert got[0] is not None and np.array_equal(got[0].vector, new)
+        assert got[1] is None
+        assert got[2] is not None and np.array_equal(got[2].vector, old)  # Redis's
+        assert c.mexists(["k", "gone", "other"]) == [True, False, True]
+        rows = c.embed_many(["k", "other"])  # the queued record, not a recompute
+        assert np.array_equal(rows[0], new)
+        fleet._flush = flush  # type: ignore[method-assign]
+        assert fleet.flush_now() and not fleet.has_pending()
+        assert fleet.queued_values([c._ctx.keys.digest("k")]) == {}
+        fleet._contact = contact  # type: ignore[method-assign]
+        deadline = time.monotonic() + 10
+        while c._read._inval.blocked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not c._read._inval.blocked
+        e = c.get("k")
+        assert e is not None and np.array_equal(e.vector, new)
+        assert c.get("gone") is None
+        raw = redis.get(c._ctx.keys.digest("k"))
+        assert raw is not None and redis.get(c._ctx.keys.digest("gone")) is None
+    finally:
+        c.close()
+        server.stop()
+
+
 def test_a_read_during_the_outage_flush_keeps_no_older_queued_record(tmp_path: Path) -> None:
     """While Redis was down a host dropped a key, then set it twice (all queued). The
     flush after Redis returns deletes the key in Redis, then writes the two records in

@@ -352,6 +352,12 @@ class Invalidation:
         flush would put an older queued record over it."""
         return self.fleet is not None and self.fleet.has_pending()
 
+    def queued_values(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
+        """:meth:`Fleet.queued_values` (empty without a fleet): what this host's queue
+        will write (a record) or delete (None) in Redis, for the keys it names."""
+        fleet = self.fleet
+        return {} if fleet is None else fleet.queued_values(keys)
+
     def flush_queue(self) -> bool:
         """Send what the fleet's queue holds now, in order, from the caller's thread (a
         write queued behind earlier ones must reach Redis before it is acknowledged, or a
@@ -455,6 +461,13 @@ class Fleet:
         self._mem: dict[bytes, bytes] = {}  # offsets without a warm store
         self._pending: deque[dict[bytes, bytes]] = deque()
         self._plock = threading.Lock()
+        # what the queue will make of each key it names (read-your-writes while Redis
+        # lacks it): key -> (queue serial of the last entry naming it, the record an
+        # explicit write queued, or None for a queued drop); a queued clear's serial
+        self._own: dict[bytes, tuple[int, bytes | None]] = {}
+        self._cleared = -1
+        self._serial_in = 0  # serial of the next entry queued
+        self._serial_out = 0  # serial of the next entry sent
         self._stop = threading.Event()
         self.last_contact = clock()
         self.connected = False
@@ -493,6 +506,53 @@ class Fleet:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def queued_values(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
+        """For each of ``keys`` that this host's queue will write or delete in Redis:
+        the record it will write (an explicit write Redis missed), or None (a queued
+        drop or clear). Until the queue is flushed Redis holds an older value or none:
+        a read of this host must see what the queue holds (its own acknowledged write;
+        never a record it dropped). Keys the queue does not name are left out."""
+        own = self._own
+        cleared = self._cleared >= 0
+        if not own and not cleared:
+            return {}
+        out: dict[bytes, bytes | None] = {}
+        for k in keys:
+            hit = own.get(k)
+            if hit is not None:
+                out[k] = hit[1]
+            elif cleared:
+                out[k] = None
+        return out
+
+    def _index_locked(self, body: dict[str, Any]) -> None:
+        """Index a queued entry in :attr:`_own` (under ``_plock``)."""
+        serial = self._serial_in
+        self._serial_in += 1
+        if body.get("s"):  # a delete Redis was not told of
+            if body.get("c"):
+                self._cleared = serial
+                self._own.clear()
+            else:
+                for k in entry_keys(body):
+                    self._own[k] = (serial, None)
+        for k, rec, _ in body.get("r", ()):
+            self._own[bytes(k)] = (serial, bytes(rec))
+
+    def _sent_locked(self, body: dict[str, Any]) -> None:
+        """The oldest queued entry (``body``) reached Redis: its keys are Redis's again."""
+        serial = self._serial_out
+        self._serial_out += 1
+        own = self._own
+        if own:
+            names = entry_keys(body) + [bytes(r[0]) for r in body.get("r", ())]
+            for k in names:
+                hit = own.get(k)
+                if hit is not None and hit[0] == serial:
+                    del own[k]
+        if self._cleared == serial:
+            self._cleared = -1
+
     def flush_now(self) -> bool:
         """:meth:`_flush` through the cache's own Redis client (the listener's may be
         blocked in a read); False on a failure (what was not sent stays queued)."""
@@ -516,6 +576,7 @@ class Fleet:
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
             self._pending.append(fields)
+            self._index_locked(unpack_entry(entry))
             self.queued += 1
 
     def _flush(self, conn: Any) -> None:
@@ -549,12 +610,14 @@ class Fleet:
                 if body.get("r"):  # an explicit write's records Redis did not take
                     conn.put_many([(k, r, None if t < 0 else t) for k, r, t in body["r"]])
                 if body.get("s") or body.get("r"):  # the others need the event alone
-                    body.pop("s", None)
-                    body.pop("r", None)
-                    out: bytes = msgpack.packb(body, use_bin_type=True)
+                    out: bytes = msgpack.packb(
+                        {f: v for f, v in body.items() if f not in ("s", "r")},
+                        use_bin_type=True,
+                    )
                     fields = {b"h": fields[b"h"], b"b": out}
                 conn.stream_add(fields, self.maxlen)
                 self._pending.popleft()
+                self._sent_locked(body)
                 self.published += 1
                 done += 1
 

@@ -18,6 +18,7 @@ from . import codec
 from .entry import Entry, new_entry
 from .invalidation import Invalidation
 from .keys import Content, KeyMaker, key_from_str
+from .sharedreads import shared_get, shared_get_many
 from .stats import TierStats
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import NEVER, MemoryTier
@@ -87,7 +88,7 @@ class Probes:
                 return True
         if self._shared is not None:
             try:
-                buf = self._shared.get(key)
+                buf = shared_get(self._shared, self._inval, key)
             except Exception:  # fail-open: an unreachable Redis holds nothing
                 with self._lock:
                     self._s_shared.errors += 1
@@ -123,7 +124,7 @@ class Probes:
         if rest and self._shared is not None:
             keys = self._keys.digests([contents[i] for i in rest])
             try:
-                bufs = self._shared.get_many(keys)
+                bufs = shared_get_many(self._shared, self._inval, keys)
             except Exception:  # fail-open: an unreachable Redis holds nothing
                 with self._lock:
                     self._s_shared.errors += 1
@@ -198,7 +199,7 @@ class Probes:
                 )
         if self._shared is not None:
             try:
-                buf = self._shared.get(raw)
+                buf = shared_get(self._shared, self._inval, raw)
             except Exception:
                 with self._lock:
                     self._s_shared.errors += 1

@@ -27,6 +27,35 @@ from .writepath import WritePath
 _decode_at = codec.decode_at
 
 
+def shared_get(shared: RedisTier, inval: Invalidation, key: bytes) -> bytes | None:
+    """The shared tier's value of ``key`` as this host sees it: what its fleet queue will
+    write there (its own write Redis missed) or None (a queued drop), else Redis's
+    (``RedisTier.get``: raises when Redis is unreachable). Every shared read goes
+    through this or :func:`shared_get_many`."""
+    fleet = inval.fleet
+    if fleet is not None and fleet.has_pending():
+        queued = fleet.queued_values([key])
+        if queued:
+            return queued[key]
+    return shared.get(key)
+
+
+def shared_get_many(
+    shared: RedisTier, inval: Invalidation, keys: list[bytes]
+) -> list[bytes | None]:
+    """:func:`shared_get` of many keys: one ``MGET`` for those the queue does not name
+    (none when it names them all)."""
+    fleet = inval.fleet
+    if fleet is None or not fleet.has_pending():
+        return shared.get_many(keys)
+    queued = fleet.queued_values(keys)
+    if not queued:
+        return shared.get_many(keys)
+    rest = [k for k in keys if k not in queued]
+    got = iter(shared.get_many(rest) if rest else ())
+    return [queued[k] if k in queued else next(got) for k in keys]
+
+
 class SharedReads:
     """The shared-tier reads of :class:`~tiercache.readpath.ReadPath`."""
 
@@ -52,7 +81,7 @@ class SharedReads:
         epoch = self._inval.applied
         t0 = _perf()
         try:
-            buf = shared.get(key)
+            buf = shared_get(shared, self._inval, key)
         except Exception as exc:
             with self._lock:
                 sm = self._s_shared
@@ -106,7 +135,7 @@ class SharedReads:
         keys = [k for _, (k, _) in items]
         t0 = _perf()
         try:
-            bufs = shared.get_many(keys)
+            bufs = shared_get_many(shared, self._inval, keys)
         except Exception as exc:
             with self._lock:
                 sm = self._s_shared
