@@ -355,9 +355,9 @@ def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any
     reader, gathers = fast._fast, []
 
     class Counting:  # counts the C gathers (the batch path without TTL entries)
-        def gather(self, contents: list[Any], out: np.ndarray) -> list[int]:
+        def gather(self, contents: list[Any], out: np.ndarray, *served: list[int]) -> list[int]:
             gathers.append(len(contents))
-            return reader.gather(contents, out)
+            return reader.gather(contents, out, *served)
 
         def take_hits(self) -> int:
             return reader.take_hits()
@@ -384,14 +384,19 @@ def test_the_c_hot_path_serves_exactly_what_the_python_path_serves(tmp_path: Any
         if step % 50 == 0:  # batches: the C gather (no TTL entry left) or the Python one
             batch = [texts[rnd.randrange(len(texts))] for _ in range(25)] + [t, t]
             np.testing.assert_array_equal(fast.embed_many(batch), slow.embed_many(batch))
+            for x, y in zip(fast.mget(batch), slow.mget(batch)):  # Entries: hot, then warm
+                assert (x is None) == (y is None)
+                if x is not None and y is not None:
+                    assert (x.key, x.tier, x.metadata) == (y.key, y.tier, y.metadata)
+                    np.testing.assert_array_equal(x.vector, y.vector)
     sf, ss = fast.stats(), slow.stats()
     for tier in ("hot", "warm"):
         for field in ("hits", "misses", "promotions", "expired", "evictions", "rejections"):
             assert sf["tiers"][tier][field] == ss["tiers"][tier][field], (tier, field)
-    assert sf["lookups"] == ss["lookups"] == 6000 + 60 * 27
+    assert sf["lookups"] == ss["lookups"] == 6000 + 60 * 27 * 2
     assert fast._engine.hot_keys() == slow._engine.hot_keys()
     assert sf["tiers"]["hot"]["latency_us"]["count"] > 0
-    assert 30 <= len(gathers) < 60  # all batches from step 1500 on, some before
+    assert 60 <= len(gathers) < 120  # all batches from step 1500 on, some before
     assert fast.encoder.calls == slow.encoder.calls  # type: ignore[attr-defined]
 
 
@@ -441,6 +446,14 @@ def test_the_c_gather_checks_its_output_array(tmp_path: Any) -> None:
             fast._fast.gather(["a", "b"], bad)
     out = np.zeros((2, 16), np.float32)
     assert fast._fast.gather(["a", "b"], out) == [0, 1]  # both missing
+    fast.set("a", np.full(16, 2.0, np.float32))
+    slot = fast._hot._by_content["a"]
+    out, served = np.zeros((3, 16), np.float32), [7]
+    assert fast._fast.gather(["a", "b", "a"], out, served) == [1]
+    assert served == [7, slot, slot]  # appended: the slot of each served row, in order
+    assert out[0].tolist() == out[2].tolist() == [2.0] * 16
+    with pytest.raises(TypeError):
+        fast._fast.gather(["a"], out[:1], (1,))  # a list only
 
 
 @needs_core

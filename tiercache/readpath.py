@@ -506,16 +506,18 @@ class ReadPath(Probes, SharedReads):
         ``found``, the hits' (positions, keys, blobs) for their Entries."""
         hot = self._hot
         assert self.fast is not None
-        unserved = self.fast.gather(contents, out)
         entries = None
-        if found is not None and len(unserved) < len(contents):
+        if found is None:
+            unserved = self.fast.gather(contents, out)
+        else:
+            served: list[int] = []  # the slot of each hit, in order (no second lookup)
+            unserved = self.fast.gather(contents, out, served)
+        if found is not None and served:
             if unserved:
                 skip = set(unserved)
                 hit_pos: Sequence[int] = [i for i in range(len(contents)) if i not in skip]
-                served = list(map(hot._by_content.__getitem__, [contents[i] for i in hit_pos]))
-            else:  # every content a hit: C-speed maps only
+            else:  # every content a hit
                 hit_pos = range(len(contents))
-                served = list(map(hot._by_content.__getitem__, contents))
             entries = (
                 hit_pos,
                 list(map(hot._key.__getitem__, served)),

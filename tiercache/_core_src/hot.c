@@ -270,8 +270,10 @@ static PyObject *Reader_call(PyObject *self, PyObject *args, PyObject *kwds) {
  * out[i] and record its access (draining a full buffer once at the end, as
  * record_hot_hits does). Hits are not counted here (the caller counts the batch). */
 static PyObject *Reader_gather(Reader *r, PyObject *args) {
-    PyObject *contents, *outobj;
-    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &contents, &outobj)) return NULL;
+    PyObject *contents, *outobj, *served = NULL;
+    if (!PyArg_ParseTuple(args, "O!O|O!", &PyList_Type, &contents, &outobj, &PyList_Type,
+                          &served))
+        return NULL;
     if (!r->slab_data) {
         PyErr_SetString(PyExc_RuntimeError, "HotReader is not initialised");
         return NULL;
@@ -314,6 +316,7 @@ static PyObject *Reader_gather(Reader *r, PyObject *args) {
         }
         memcpy(dst + i * r->row_bytes, r->slab_data + slot * r->row_bytes, (size_t)r->row_bytes);
         if (PyList_Append(r->buffer, PyList_GET_ITEM(r->keys, slot)) < 0) goto fail;
+        if (served && PyList_Append(served, so) < 0) goto fail; /* its slot, in order */
     }
     if (PyList_GET_SIZE(r->buffer) >= r->access_buffer) {
         PyObject *d = PyObject_CallNoArgs(r->drain);
@@ -328,8 +331,9 @@ fail:
 
 static PyMethodDef Reader_methods[] = {
     {"gather", (PyCFunction)Reader_gather, METH_VARARGS,
-     "gather(contents, out) -> indices not served: copy hot rows into out (lock held by "
-     "the caller; only when no hot entry has an expiry)."},
+     "gather(contents, out[, served]) -> indices not served: copy hot rows into out (lock "
+     "held by the caller; only when no hot entry has an expiry); served, a list, gets the "
+     "slot of each served row, in order."},
     {"set_gate", tc_reader_set_gate, METH_O,
      "set_gate(gate or None): serve only while the SeqGate has not moved."},
     {"close", tc_reader_close, METH_NOARGS,
