@@ -199,7 +199,7 @@ def run_rounds(root: Path, kinds: list[str], n_workers: int = 3) -> dict[str, An
                     # packed record is stored, if the walk could not read the old one)
                     assert w("manifest")["namespaces"] == manifest["namespaces"]
                 after = [w("stats")["invalidation"]["overflows"] for w in workers]
-                assert all(x > y for x, y in zip(after, emptied))  # hot tiers emptied
+                assert all(x > y for x, y in zip(after, emptied)), (after, emptied)  # hot emptied
                 figures["switches"] += 1
                 # the fresh store serves: written once, read by every process
                 a("embed_many", texts=TEXTS[:100])

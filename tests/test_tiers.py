@@ -381,6 +381,29 @@ class TestMemoryTier(VectorStoreContract):
         t.put("b", k(2), np.zeros(4, dtype=np.float32))
         assert t.slot("b") is not None
 
+    def test_put_new_many_takes_the_slots_one_put_after_another_would(self) -> None:
+        seq, batch = MemoryTier(4, 5), MemoryTier(4, 5)
+        for t in (seq, batch):
+            t.put("x", k(9), np.zeros(4, dtype=np.float32), 5.0)  # one slot used first
+            t.delete_key(k(9))  # and freed: the free list is not in order any more
+            t.put("y", k(8), np.zeros(4, dtype=np.float32))
+        names, keys = ["a", "b", b"c"], [k(1), k(2), k(3)]
+        exps, metas = [float("inf"), 7.0, 9.0], [None, b"m", None]
+        want = [seq.put(c, key, None, e, m, True) for c, key, e, m in zip(names, keys, exps, metas)]
+        assert batch.put_new_many(names, keys, exps, metas, True) == want
+        for t in (seq, batch):
+            assert t._free == seq._free and t.n_expiring == 2 and t.count() == 4
+            assert [t.slot(c) for c in names] == want and [t.slot_of_key(x) for x in keys] == want
+            assert [t.meta_at(s) for s in want] == metas and all(t.in_warm(s) for s in want)
+            assert [t.expires[s] for s in want] == exps
+        with pytest.raises(RuntimeError):  # two names, one free slot: nothing changes
+            batch.put_new_many(["d", "e"], [k(4), k(5)], [float("inf")] * 2, [None] * 2, False)
+        assert batch.count() == 4 and len(batch._free) == 1
+        assert batch.put_new_many([], [], [], [], False) == []
+        last = seq.put("d", k(4), None)  # the last free slot: n equal to what is free
+        assert batch.put_new_many(["d"], [k(4)], [float("inf")], [None], False) == [last]
+        assert batch._free == [] and batch.count() == 5
+
     def test_metadata_and_warm_flags(self) -> None:
         t = MemoryTier(4, 3)
         slots = t.put_many(

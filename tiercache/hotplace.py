@@ -15,9 +15,12 @@ import numpy as np
 from . import codec, placement
 from .context import CacheContext
 from .keys import Content
+from .policies import Admission
 from .policy import PolicyEngine
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import NEVER, MemoryTier
+
+_ADMITTED = Admission(True)  # engine.offer_hot's answer for a key the policy holds
 
 
 class HotPlacement:
@@ -130,21 +133,49 @@ class HotPlacement:
         pending: dict[int, int] = {}  # slot -> row index, still to copy into the slab
         demote: list[tuple[bytes, bytes]] = []
         s_hot = self._ctx.s_hot
+        # admitted entries wait here and go into the maps together (MemoryTier
+        # .put_new_many: the slots one put after another would take), before anything
+        # that reads the maps: an eviction, or the same key again in this batch
+        waiting: dict[bytes, int] = {}  # key -> index into the batch
+
+        def place_waiting() -> None:
+            idx = list(waiting.values())
+            slots = hot.put_new_many(
+                [contents[i] for i in idx],
+                list(waiting),
+                [expiries[i] or NEVER for i in idx],
+                [blobs[i] for i in idx],
+                in_warm,
+            )
+            pending.update(zip(slots, idx))
+            waiting.clear()
+
+        engine.drain()  # offer_hot's own, once: nothing is buffered under this lock
+        policy = engine.hot
+        admit = policy.admit
+        promoted = 0
         for i, key in enumerate(keys):
-            exp = expiries[i] or NEVER
+            if key in waiting:
+                place_waiting()
             slot = slot_of_key(key)
             if slot is not None:  # already resident: refresh in place
+                exp = expiries[i] or NEVER
                 hot.put(contents[i], key, None, exp, blobs[i], in_warm or hot.in_warm(slot))
                 pending[slot] = i
                 continue
-            adm = engine.offer_hot(key)
+            adm = _ADMITTED if key in policy else admit(key)  # engine.offer_hot's rule
             if adm.evicted:
+                if waiting:
+                    place_waiting()
                 demote += self._evict_locked(adm.evicted, pending, rows)
             if adm.admitted:
-                pending[hot.put(contents[i], key, None, exp, blobs[i], in_warm)] = i
-                s_hot.promotions += 1
+                waiting[key] = i
+                promoted += 1
             else:
                 s_hot.rejections[adm.reason or "rejected"] += 1
+        if waiting:
+            place_waiting()
+        s_hot.promotions += promoted
         if pending:
             slots = list(pending)
             hot.slab[slots] = rows[list(pending.values())]  # one scatter, distinct slots
