@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tiercache import TierCache, codec, load_config
 from tiercache.encoders import HashEncoder
@@ -233,6 +234,48 @@ def test_group_commit_shares_commits_between_threads(tmp_path: Path) -> None:
                 assert e is not None and e.vector[0] == t * 1000 + i + 1
     with TierCache(load_config_text(tmp_path / "f", "fast"), encoder=HashEncoder(DIM)) as c:
         assert c._write.group is None  # fast writes are not grouped
+
+
+def test_a_group_commit_leader_waits_for_the_writers_of_recent_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leader alone in the queue, after rounds of three, waits (bounded) for the two
+    others: the three writes share one commit, not one of their own and one of the
+    others'. A lone writer (the peak decayed to one) commits at once."""
+    import threading
+    import time
+
+    from tiercache.writepath import GroupCommit
+
+    monkeypatch.setattr(GroupCommit, "MAX_WAIT", 5.0)  # the test's bound, not the clock's
+    g = GroupCommit()
+    rounds: list[list[tuple[bytes, bytes]]] = []
+
+    def commit(items: list[tuple[bytes, bytes]]) -> bool:
+        rounds.append(items)
+        return True
+
+    g._peak, g._last = 3, 20.0  # as after rounds of three, each commit slow
+    t0 = time.monotonic()
+    leader = threading.Thread(target=g.run, args=([(b"a", b"1")], commit))
+    leader.start()
+    time.sleep(0.05)  # the leader is waiting: nothing committed yet
+    assert rounds == [] and leader.is_alive()
+    others = [threading.Thread(target=g.run, args=([(k, b"2")], commit)) for k in (b"b", b"c")]
+    for th in others:
+        th.start()
+    for th in [leader, *others]:
+        th.join(10)
+    assert time.monotonic() - t0 < 4.0  # it stopped waiting when the third write came
+    assert rounds == [[(b"a", b"1"), (b"b", b"2"), (b"c", b"2")]] and g.commits == 1
+    assert g._peak == 3
+    for n in range(3):  # the writer is alone now: the peak decays by one per round
+        g._last = 0.05
+        t1 = time.monotonic()
+        assert g.run([(b"d%d" % n, b"3")], commit)
+        waited = time.monotonic() - t1
+        assert (waited >= 0.02) if n < 2 else (waited < 0.02), (n, waited)
+    assert g._peak == 1 and len(rounds) == 4
 
 
 def load_config_text(tmp: Path, durability: str) -> Any:

@@ -149,12 +149,24 @@ class GroupCommit:
     round with all of theirs. A write is acknowledged only when the commit that holds it
     has returned (with ``durability: durable``, after LMDB's fsync), and a failed commit
     fails every write in it: nothing is acknowledged that was not committed.
+
+    A leader that finds fewer writes queued than the recent rounds held (``peak``: the
+    largest round, less one per round since) waits for the others, at most half the last
+    commit's time (and 1 ms): the writers a commit released are still on their way back
+    (returning, preparing the next write, one at a time under the GIL), and a round
+    taken without them leaves them the next fsync of their own. Measured on the reference
+    VM, 8 threads of single durable ``set``s: 4.5 writes per commit without the wait, 7.8
+    with it. A lone writer (``peak`` 1) never waits.
     """
+
+    MAX_WAIT = 0.001  # seconds a leader waits for the others, at most
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[list[Any]] = []  # [items, outcome, error, done]
         self._busy = False
+        self._peak = 1  # writes in the largest recent round (decays by one per round)
+        self._last = 0.0  # seconds the last commit took
         self.commits = 0  # rounds run (for tests and stats)
 
     def run(
@@ -163,13 +175,19 @@ class GroupCommit:
         me: list[Any] = [items, False, None, False]
         with self._cond:
             self._queue.append(me)
+            if self._busy:
+                self._cond.notify_all()  # a leader may be waiting for this write
             while self._busy and not me[3]:
                 self._cond.wait()
             if not me[3]:  # lead this round: everything queued, in arrival order
                 self._busy = True
+                if len(self._queue) < self._peak:
+                    self._gather_locked()
                 batch, self._queue = self._queue, []
+                self._peak = max(len(batch), self._peak - 1)
         if not me[3]:
             outcome, error = False, None
+            t0 = _perf()
             try:
                 merged = (
                     batch[0][0] if len(batch) == 1 else [it for entry in batch for it in entry[0]]
@@ -178,6 +196,7 @@ class GroupCommit:
             except BaseException as exc:  # every write of the round fails with it
                 error = exc
             with self._cond:
+                self._last = _perf() - t0
                 for entry in batch:
                     entry[1], entry[2], entry[3] = outcome, error, True
                 self._busy = False
@@ -186,6 +205,16 @@ class GroupCommit:
         if me[2] is not None:
             raise me[2]
         return bool(me[1])
+
+    def _gather_locked(self) -> None:
+        """Wait (the condition held, so writers can queue) until ``peak`` writes are
+        queued, at most half the last commit's time."""
+        end = _perf() + min(self._last * 0.5, self.MAX_WAIT)
+        while len(self._queue) < self._peak:
+            left = end - _perf()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
 
 class WritePath(HotPlacement):
