@@ -189,3 +189,33 @@ def test_log_entries_are_the_bytes_msgpack_writes() -> None:
             raw = pack_entry(origin, keys, **kw)  # type: ignore[arg-type]
             assert raw == msgpack.packb(body, use_bin_type=True)
             assert unpack_entry(raw)["k"] == b"".join(keys)
+
+
+def test_an_own_set_applied_from_its_keys_is_the_entry_applied(tmp_path: Path) -> None:
+    """``Invalidation.own(seq, entry, set_keys)`` (a set's own entry, not unpacked) leaves
+    the state applying the packed entry leaves: the same keys touched at the same number,
+    the same counters, hot copies kept."""
+    states = []
+    for fast in (False, True):
+        with TierCache(make_config(tmp_path / str(fast)), encoder=CountingEncoder()) as c:
+            inval = c._write.inval
+            c.set("a", vec(1))  # in hot: an own set keeps it there
+            keys = [c._ctx.keys.digest(t) for t in ("a", "b")]
+            entry = inval.entry(keys, event="set")
+            assert entry is not None
+            seq = inval.applied + 1  # as if committed next
+            inval.own(seq, entry, keys if fast else None)
+            states.append(
+                (
+                    inval.applied,
+                    inval.applied_entries,
+                    inval.removed,
+                    dict(inval._recent),
+                    inval._floor,
+                    c._hot.slot("a") is not None,
+                    inval.touched(keys[0], seq - 1),
+                    inval.touched(keys[0], seq),
+                )
+            )
+    assert states[0] == states[1]
+    assert states[1][5] and states[1][6] and not states[1][7]

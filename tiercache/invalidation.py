@@ -225,13 +225,18 @@ class Invalidation:
                 self.applied = last
                 self.gate.seen = FORCED if self.blocked else (word if word <= last else last)
 
-    def own(self, seq: int, entry: bytes) -> None:
+    def own(self, seq: int, entry: bytes, set_keys: list[bytes] | None = None) -> None:
         """This cache's own ``entry`` was committed as number ``seq``: apply it without
-        reading the log back when nothing else was logged in between (else :meth:`sync`)."""
+        reading the log back when nothing else was logged in between (else :meth:`sync`).
+        ``set_keys``: the entry is ``entry(set_keys, event="set")`` (an explicit write,
+        no tags): applied from them, without unpacking it."""
         with self._sync_lock:
             if seq == self.applied + 1:
                 with self._lock:
-                    self._apply_locked(seq, unpack_entry(entry))
+                    if set_keys is None:
+                        self._apply_locked(seq, unpack_entry(entry))
+                    else:
+                        self._apply_own_set_locked(seq, set_keys)
                     self.applied = seq
                     word = self.gate.word
                     self.gate.seen = FORCED if self.blocked else (word if word <= seq else seq)
@@ -246,6 +251,18 @@ class Invalidation:
         self._floor = last
         for rc in list(self._results):
             rc.clear()
+
+    def _apply_own_set_locked(self, seq: int, keys: list[bytes]) -> None:
+        """:meth:`_apply_locked` of this cache's own explicit write of ``keys`` (no tags,
+        no clear): the keys are touched at ``seq``; hot keeps its copies (the write
+        refreshes them in place right after)."""
+        self.applied_entries += 1
+        recent = self._recent
+        if len(recent) + len(keys) > _RECENT_MAX:
+            recent.clear()
+            self._floor = seq
+        for k in keys:
+            recent[k] = seq
 
     def _apply_locked(self, seq: int, body: dict[str, Any]) -> None:
         # this process's own drops and clears too: a read in flight in another thread may

@@ -361,7 +361,8 @@ class WritePath(HotPlacement):
         if warm is None or not items:
             return False
         inval = self.inval
-        log = inval.entry([k for k, _ in items], event="set") if forced else None
+        keys = [k for k, _ in items] if forced else []
+        log = inval.entry(keys, event="set") if forced else None
         engine = self._engine
         lock = self._lock
         victims: list[bytes] = []
@@ -392,7 +393,7 @@ class WritePath(HotPlacement):
                 logged=logged,
             )
             if log is not None and logged:
-                inval.own(logged[0], log)  # this process's own entry: its keys "touched"
+                inval.own(logged[0], log, keys)  # this process's own entry: its keys "touched"
             with lock:
                 s_warm = self._ctx.s_warm
                 s_warm.writes += len(items)
