@@ -1,17 +1,33 @@
 """Prototype: window chosen by miniature simulation (not shipped). Monkeypatches the
 suite's simulate with a chunked replay: the main cache (climber frozen) plus K shadow
 W-TinyLFU caches with fixed windows on a hash-sampled sub-trace."""
-import json, os, sys, time
+
+import json
+import os
+import sys
+
 import numpy as np
+
+from tiercache import _core
 from tiercache.policy import PolicyEngine, default_hasher
 from tiercache.sim import suite as S
 from tiercache.sim.simulate import SimResult, _hash_many
-from tiercache import _core
 
-CFG = dict(fracs=[0.01, 0.05, 0.1, 0.2, 0.4], M=512, N=1000, decay=0.5, margin=0.0,
-           freeze=True, smooth=1.0, start=None, minC=0, shiftreset=0)
+CFG = dict(
+    fracs=[0.01, 0.05, 0.1, 0.2, 0.4],
+    M=512,
+    N=1000,
+    decay=0.5,
+    margin=0.0,
+    freeze=True,
+    smooth=1.0,
+    start=None,
+    minC=0,
+    shiftreset=0,
+)
 CFG.update(json.loads(os.environ.get("MINI", "{}")))
 STATS = []
+
 
 def mix(a):
     z = a.astype(np.uint64) ^ np.uint64(0x5DEECE66D)
@@ -21,9 +37,19 @@ def mix(a):
         z = z ^ (z >> np.uint64(31))
     return z
 
+
 def engine(cap, params, seed):
-    return PolicyEngine(hot_capacity=cap, warm_capacity=0, policy="wtinylfu", params=params, seed=seed,
-                        hasher=default_hasher, hasher_many=_hash_many, access_buffer=1024)
+    return PolicyEngine(
+        hot_capacity=cap,
+        warm_capacity=0,
+        policy="wtinylfu",
+        params=params,
+        seed=seed,
+        hasher=default_hasher,
+        hasher_many=_hash_many,
+        access_buffer=1024,
+    )
+
 
 def mini_sim(trace, *, capacity, policy="wtinylfu", params=None, seed=0):
     params = dict(params or {})
@@ -81,6 +107,7 @@ def mini_sim(trace, *, capacity, policy="wtinylfu", params=None, seed=0):
             moves.append(round(cur_f, 3))
     STATS.append((C, mc, len(moves), moves[-5:]))
     return SimResult("mini", C, len(arr), hits, len(arr) - hits, 0, 0, 0)
+
 
 if __name__ == "__main__":
     S.simulate = mini_sim
