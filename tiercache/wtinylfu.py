@@ -352,17 +352,23 @@ class WTinyLFUPolicy(Policy):
 
     def _mini_policies(self) -> list[WTinyLFUPolicy]:
         """The shadows' specification: W-TinyLFU caches of the sampled key hashes (identity
-        hasher), fixed windows, their own sketches and jitter streams (compiled: shadow.c)."""
+        hasher), fixed windows, one shared sketch, each its jitter stream (compiled: shadow.c)."""
         mc = self._mini_capacity
         # each shadow's sketch is sized as PolicyEngine sizes a cache's of mc entries (4 x
         # max(mc, 1,024) counters a row, halved every 10 x max(mc, 1,024) additions): a
         # sketch sized to mc alone ages ~10x sooner below 1,024 entries and cost the shift
-        # family ~1 pp on the training set
+        # family ~1 pp on the training set. They index their counters as the real cache's
+        # sketch does (its seed's hash functions), as the prototype's shadows did: with
+        # other seeds the training set's real family moved by up to 0.5 pp (a cell's
+        # window decision flips; docs/simulator.md)
+        # One sketch serves every shadow: they count the same sampled accesses with the
+        # same hash functions, so their sketches would be equal (_mini_access counts once).
         base = max(mc, 1024)
+        sketch = self._mini_sketch(4 * base, 10 * base)
         return [
             WTinyLFUPolicy(
                 mc,
-                sketch=FrequencySketch(4 * base, seed=i + 1, sample_size=10 * base),
+                sketch=sketch,
                 hasher=_identity,
                 rng=_MiniRng(i + 1),  # type: ignore[arg-type]
                 window=f,
@@ -373,6 +379,16 @@ class WTinyLFUPolicy(Policy):
             )
             for i, f in enumerate(self.mini_windows)
         ]
+
+    def _mini_sketch(self, capacity: int, sample_size: int) -> FrequencySketch:
+        """The shadows' sketch: the real sketch's hash functions when it is a
+        FrequencySketch, else those of seed 1."""
+        sk = FrequencySketch(capacity, seed=1, sample_size=sample_size)
+        main = self.sketch
+        if isinstance(main, FrequencySketch):
+            sk._k0, sk._mults = main._k0, main._mults
+            sk._k0_np, sk._mults_np = main._k0_np, main._mults_np
+        return sk
 
     def _mini_specs(self) -> list[tuple[Any, ...]]:
         """The shadows' sizes for the compiled core's ``_mini_setup``."""
@@ -402,8 +418,8 @@ class WTinyLFUPolicy(Policy):
         if _splitmix64(h ^ _MINI_SALT) >> 40 >= self._mini_threshold:
             return
         hits = self._mini_hits
+        self._mini_shadows[0].sketch.increment(h)  # the shadows' one sketch
         for i, p in enumerate(self._mini_shadows):
-            p.sketch.increment(h)
             resident = h in p
             p.on_hit(h)
             if resident:

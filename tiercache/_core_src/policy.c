@@ -233,7 +233,7 @@ static int mini_decide(Core *c) {
 static int mini_access(Core *c, uint64_t h) {
     Mini *m = c->mini;
     if (mini_sample(h) >= m->threshold) return 0;
-    for (int i = 0; i < m->k; i++) tc_shadow_access(&m->sh[i], h);
+    for (int i = 0; i < m->k; i++) tc_shadow_access(&m->sh[i], h, i == 0);
     if (++m->count < m->period) return 0;
     m->count = 0;
     return mini_decide(c);
@@ -1013,7 +1013,7 @@ void tc_mini_free(Core *c) {
     Mini *m = c->mini;
     if (!m) return;
     c->mini = NULL;
-    for (int i = 0; i < m->k; i++) tc_shadow_free(&m->sh[i]);
+    for (int i = m->k - 1; i >= 0; i--) tc_shadow_free(&m->sh[i]); /* shadow 0 owns the sketch */
     PyMem_Free(m);
 }
 int tc_count_offer(Core *c, PyObject *key) { return count_offer(c, key); }

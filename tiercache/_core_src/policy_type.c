@@ -6,6 +6,8 @@
  */
 #include "policy.h"
 
+#include <string.h>
+
 /* the reuse gate's ghost (see policy.c); the gate is off after this */
 static void reuse_free(Core *c) {
     PyMem_Free(c->rg_hash);
@@ -443,15 +445,22 @@ static PyObject *Core_mini_setup(Core *c, PyObject *args) {
             goto fail;
         }
         uint64_t mult[4] = {mu[0], mu[1], mu[2], mu[3]};
+        Shadow *first = &m->sh[0];
+        if (i > 0 && (width != first->width || shift != first->shift || k0 != first->k0 ||
+                      memcmp(mult, first->mult, sizeof(mult)) != 0 ||
+                      sample_size != first->sample_size)) {
+            PyErr_SetString(PyExc_ValueError, "_mini_setup: the shadows share one sketch");
+            goto fail;
+        }
         if (tc_shadow_init(&m->sh[i], cap, wcap, pcap, jitter, ghost, width, shift, k0, mult,
-                           sample_size, seed) < 0)
+                           sample_size, seed, i > 0 ? first->sk : NULL) < 0)
             goto fail;
         m->k = (int)i + 1;
     }
     c->mini = m;
     Py_RETURN_NONE;
 fail:
-    for (int i = 0; i < m->k; i++) tc_shadow_free(&m->sh[i]);
+    for (int i = m->k - 1; i >= 0; i--) tc_shadow_free(&m->sh[i]);
     PyMem_Free(m);
     return NULL;
 }

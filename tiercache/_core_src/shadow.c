@@ -213,9 +213,10 @@ static void s_place(Shadow *s, uint64_t h, uint64_t z) {
     }
 }
 
-void tc_shadow_access(Shadow *s, uint64_t h) {
+/* one access; count: this shadow counts it in the (shared) sketch, the first one only */
+void tc_shadow_access(Shadow *s, uint64_t h, int count) {
     uint64_t z = mix64(h ^ s->k0);
-    s_increment(s, z);
+    if (count) s_increment(s, z);
     int32_t n = s_find(s, h, z);
     if (s->rcap) {
         uint32_t t = ++s->clock;
@@ -246,7 +247,7 @@ void tc_shadow_access(Shadow *s, uint64_t h) {
 void tc_shadow_free(Shadow *s) {
     PyMem_Free(s->nodes);
     PyMem_Free(s->tab);
-    PyMem_Free(s->sk);
+    if (s->own_sk) PyMem_Free(s->sk);
     PyMem_Free(s->rg_hash);
     PyMem_Free(s->rg_last);
     PyMem_Free(s->rg_tab);
@@ -255,7 +256,7 @@ void tc_shadow_free(Shadow *s) {
 
 int tc_shadow_init(Shadow *s, int32_t cap, int32_t wcap, int32_t pcap, int jitter,
                    int32_t rcap, uint64_t width, int shift, uint64_t k0, const uint64_t *mult,
-                   long long sample_size, uint64_t rng_seed) {
+                   long long sample_size, uint64_t rng_seed, uint8_t *shared_sk) {
     memset(s, 0, sizeof(*s));
     s->cap = cap;
     s->wcap = wcap;
@@ -272,7 +273,8 @@ int tc_shadow_init(Shadow *s, int32_t cap, int32_t wcap, int32_t pcap, int jitte
     while (size < 2 * ((uint64_t)cap + 1)) size <<= 1;
     s->nodes = PyMem_Calloc((size_t)cap + 1 + S_FIRST, sizeof(SNode)); /* + 1: an offer's moment over */
     s->tab = PyMem_Malloc((size_t)size * sizeof(int32_t));
-    s->sk = PyMem_Calloc((size_t)(4 * width), 1);
+    s->own_sk = shared_sk == NULL;
+    s->sk = shared_sk ? shared_sk : PyMem_Calloc((size_t)(4 * width), 1);
     if (!s->nodes || !s->tab || !s->sk) goto nomem;
     s->tmask = size - 1;
     for (uint64_t i = 0; i < size; i++) s->tab[i] = -1;
@@ -302,7 +304,7 @@ nomem:
 
 size_t tc_shadow_bytes(const Shadow *s) {
     size_t b = ((size_t)s->cap + 1 + S_FIRST) * sizeof(SNode) + (size_t)(s->tmask + 1) * 4 +
-               (size_t)(4 * s->width);
+               (s->own_sk ? (size_t)(4 * s->width) : 0);
     if (s->rcap)
         b += (size_t)s->rcap * (sizeof(uint64_t) + sizeof(uint32_t)) +
              (size_t)(s->rg_mask + 1) * 4;

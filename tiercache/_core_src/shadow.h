@@ -3,7 +3,7 @@
  * W-TinyLFU caches (shadow.c) that the W-TinyLFU core (policy.c) feeds with a
  * hash-sampled share of its accesses. A shadow holds key hashes only: an open-addressing
  * table from hash to node, the window / probation / protected lists as index-linked
- * arrays, its own count-min sketch (4 rows of saturating 4-bit counts in bytes, halved
+ * arrays, a count-min sketch (one for all shadows: 4 rows of saturating 4-bit counts in bytes, halved
  * every sample_size additions, as tiercache.sketch.FrequencySketch), a splitmix64 rng for
  * TinyLFU's jitter and, optionally, the reuse gate's ghost. Its decisions are exactly
  * those of WTinyLFUPolicy (adaptive off) over the key hashes with an identity hasher
@@ -35,7 +35,9 @@ typedef struct {
     int32_t free_head;
     int32_t *tab; /* hash -> node, linear probing, -1 empty */
     uint64_t tmask;
-    uint8_t *sk; /* 4 x width counters */
+    uint8_t *sk; /* 4 x width counters (shadow 0's, shared: every shadow counts the same
+                    sampled accesses with the same hash functions) */
+    char own_sk;
     uint64_t width, k0, mult[4];
     int shift;
     long long additions, sample_size;
@@ -68,9 +70,9 @@ static inline uint64_t mini_sample(uint64_t h) {
 
 int tc_shadow_init(Shadow *s, int32_t cap, int32_t wcap, int32_t pcap, int jitter,
                    int32_t rcap, uint64_t width, int shift, uint64_t k0, const uint64_t *mult,
-                   long long sample_size, uint64_t rng_seed);
+                   long long sample_size, uint64_t rng_seed, uint8_t *shared_sk);
 void tc_shadow_free(Shadow *s);
-void tc_shadow_access(Shadow *s, uint64_t h);
+void tc_shadow_access(Shadow *s, uint64_t h, int count);
 size_t tc_shadow_bytes(const Shadow *s);
 
 #if defined(__GNUC__)
