@@ -216,3 +216,26 @@ def test_mini_setup_is_checked() -> None:
     # the shadows' one sketch (4 x 4,096); per shadow 101 nodes of 32 bytes, their table,
     # the ghost (400 x 12 bytes and its table)
     assert 16384 + 3 * 10_000 < nbytes < 16384 + 3 * 16384
+
+
+@needs_core
+def test_shadows_are_freed_with_the_policy() -> None:
+    """The shadows' C memory (PyMem, so tracemalloc sees it) goes with the policy."""
+    import gc
+    import tracemalloc
+
+    def build() -> None:
+        PolicyEngine(hot_capacity=5000, warm_capacity=0, seed=1, params=MINI)
+
+    build()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):  # ~0.41 MB of shadows each
+            build()
+            gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 2_000_000, grown

@@ -74,6 +74,7 @@ static int Core_clear(Core *c) {
     c->buckets = NULL;
     tc_free_ghost(c);
     reuse_free(c);
+    tc_mini_free(c);
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
