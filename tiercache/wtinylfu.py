@@ -30,8 +30,38 @@ from .policies import (
     _tinylfu_admit_hashed,
     register,
 )
+from .sketch import FrequencySketch, _splitmix64
 
 __all__ = ["WTinyLFUPolicy"]
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MINI_SALT = 0x5DEECE66D
+"""sizing: mini samples a key when the top 24 bits of splitmix64(hash ^ this) fall below
+``2**24 / R``, ``R = max(1, C / mini_entries)`` (the prototype's choice, docs/simulator.md)."""
+
+_MINI_PERIOD = 1000
+"""sizing: mini scores the shadows every this many sampled accesses."""
+
+_MINI_MAX_SHADOWS = 8
+
+
+def _identity(h: int) -> int:
+    return h
+
+
+class _MiniRng:
+    """The shadows' jitter stream (as shadow.c): ``getrandbits(k)`` is the top ``k`` bits of
+    splitmix64 of a state stepped by the golden ratio."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed & _M64
+
+    def getrandbits(self, k: int) -> int:
+        self.state = (self.state + _GOLDEN) & _M64
+        return _splitmix64(self.state) >> (64 - k)
 
 
 _CLIMB_RESTART = 0.05
@@ -179,6 +209,10 @@ class WTinyLFUPolicy(Policy):
         "frequency; with the reuse gate, the last access of the last floor(reuse * C) keys "
         "to leave survives in its ghost"
     )
+    _mini_shadows: list[WTinyLFUPolicy]
+    _mini_hits: list[int]
+    _mini_count: int
+
     params: ClassVar[Mapping[str, Any]] = {
         "window": 0.01,
         "protected": 0.7,
@@ -193,6 +227,12 @@ class WTinyLFUPolicy(Policy):
         "shift_aging": 3,
         "shift_confirm": 0.2,
         "reuse": 4.0,
+        "sizing": "climb",
+        "mini_entries": 1024,
+        "mini_decay": 0.95,
+        "mini_margin": 0.03,
+        "mini_windows": (0.01, 0.1, 0.4),
+        "mini_gate": True,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -225,6 +265,7 @@ class WTinyLFUPolicy(Policy):
             )
         self.reuse = float(reuse)
         c = self.capacity
+        self._configure_mini(params)
         self.reuse_capacity = max(1, int(self.reuse * c)) if self.reuse > 0 and c > 0 else 0
         if c >= 2:
             window = min(c - 1, max(1, round(c * self.window_fraction)))
@@ -262,8 +303,153 @@ class WTinyLFUPolicy(Policy):
         """Detector sample number (1-based) of each popularity shift detected."""
         self._samples = 0
 
+    def _configure_mini(self, params: Mapping[str, Any]) -> None:
+        """``sizing: mini`` (issue #17): validate its parameters and size its shadows."""
+        sizing = params["sizing"]
+        if sizing not in ("climb", "mini"):
+            raise ConfigError("policy.params.sizing", sizing, 'must be "climb" or "mini"')
+        self.sizing = sizing
+        entries = _nonneg_int("policy.params.mini_entries", params["mini_entries"])
+        if entries < 3:
+            raise ConfigError("policy.params.mini_entries", entries, "must be an integer >= 3")
+        self.mini_entries = entries
+        self.mini_decay = _fraction(
+            "mini_decay", params["mini_decay"], low_open=False, high_open=False
+        )
+        self.mini_margin = _fraction(
+            "mini_margin", params["mini_margin"], low_open=False, high_open=False
+        )
+        windows = params["mini_windows"]
+        if (
+            isinstance(windows, (str, bytes))
+            or not isinstance(windows, Sequence)
+            or not 1 <= len(windows) <= _MINI_MAX_SHADOWS
+        ):
+            raise ConfigError(
+                "policy.params.mini_windows",
+                windows,
+                f"must be a list of 1 to {_MINI_MAX_SHADOWS} window fractions",
+            )
+        self.mini_windows = tuple(
+            _fraction("mini_windows", f, low_open=True, high_open=True) for f in windows
+        )
+        self.mini_gate = _flag("mini_gate", params["mini_gate"])
+        c = self.capacity
+        self._mini = sizing == "mini" and c >= 3
+        self.mini_moves: list[int] = []
+        """Window capacity after each move that sizing: mini made (for tests and reports)."""
+        if not self._mini:
+            return
+        k = len(self.mini_windows)
+        ratio = max(1.0, c / entries)
+        # a key is sampled when the top 24 bits of a splitmix64 of its hash fall below this
+        self._mini_threshold = 1 << 24 if ratio <= 1 else int((1 << 24) / ratio)
+        self._mini_capacity = max(3, round(c / ratio))
+        self._mini_targets = [round(f * c) for f in self.mini_windows]
+        self._mini_scores = [0.0] * k
+        wf = self.window_fraction
+        self._mini_current = min(range(k), key=lambda i: abs(self.mini_windows[i] - wf))
+
+    def _mini_policies(self) -> list[WTinyLFUPolicy]:
+        """The shadows' specification: W-TinyLFU caches of the sampled key hashes (identity
+        hasher), fixed windows, one shared sketch, each its jitter stream (compiled: shadow.c)."""
+        mc = self._mini_capacity
+        # each shadow's sketch is sized as PolicyEngine sizes a cache's of mc entries (4 x
+        # max(mc, 1,024) counters a row, halved every 10 x max(mc, 1,024) additions): a
+        # sketch sized to mc alone ages ~10x sooner below 1,024 entries and cost the shift
+        # family ~1 pp on the training set. They index their counters as the real cache's
+        # sketch does (its seed's hash functions), as the prototype's shadows did: with
+        # other seeds the training set's real family moved by up to 0.5 pp (a cell's
+        # window decision flips; docs/simulator.md)
+        # One sketch serves every shadow: they count the same sampled accesses with the
+        # same hash functions, so their sketches would be equal (_mini_access counts once).
+        base = max(mc, 1024)
+        sketch = self._mini_sketch(4 * base, 10 * base)
+        return [
+            WTinyLFUPolicy(
+                mc,
+                sketch=sketch,
+                hasher=_identity,
+                rng=_MiniRng(i + 1),  # type: ignore[arg-type]
+                window=f,
+                protected=self.protected_fraction,
+                jitter_threshold=self.jitter_threshold,
+                adaptive=False,
+                reuse=self.reuse if self.mini_gate else 0.0,
+            )
+            for i, f in enumerate(self.mini_windows)
+        ]
+
+    def _mini_sketch(self, capacity: int, sample_size: int) -> FrequencySketch:
+        """The shadows' sketch: the real sketch's hash functions when it is a
+        FrequencySketch, else those of seed 1."""
+        sk = FrequencySketch(capacity, seed=1, sample_size=sample_size)
+        main = self.sketch
+        if isinstance(main, FrequencySketch):
+            sk._k0, sk._mults = main._k0, main._mults
+            sk._k0_np, sk._mults_np = main._k0_np, main._mults_np
+        return sk
+
+    def _mini_specs(self) -> list[tuple[Any, ...]]:
+        """The shadows' sizes for the compiled core's ``_mini_setup``."""
+        out = []
+        for i, p in enumerate(self._mini_policies()):
+            sk = p.sketch
+            out.append(
+                (
+                    p.capacity,
+                    p.window_capacity,
+                    p.protected_capacity,
+                    p.jitter_threshold,
+                    p.reuse_capacity,
+                    sk.width,
+                    sk._shift,
+                    sk._k0,
+                    sk._mults,
+                    sk.sample_size,
+                    i + 1,
+                )
+            )
+        return out
+
+    def _mini_access(self, h: int) -> None:
+        """A recorded access (key hash ``h``): a sampled key runs through every shadow;
+        every ``_MINI_PERIOD`` sampled accesses the window may move (``_mini_decide``)."""
+        if _splitmix64(h ^ _MINI_SALT) >> 40 >= self._mini_threshold:
+            return
+        hits = self._mini_hits
+        self._mini_shadows[0].sketch.increment(h)  # the shadows' one sketch
+        for i, p in enumerate(self._mini_shadows):
+            resident = h in p
+            p.on_hit(h)
+            if resident:
+                hits[i] += 1
+            else:
+                p.admit(h)
+        self._mini_count += 1
+        if self._mini_count >= _MINI_PERIOD:
+            self._mini_count = 0
+            self._mini_hits = [0] * len(hits)
+            self._mini_decide(tuple(hits))
+
+    def _mini_decide(self, hits: Sequence[int]) -> None:
+        """Each shadow's score becomes ``decay * score + hits``; the window jumps to the best
+        shadow's fraction when its score beats the current one's by more than the margin."""
+        scores, d = self._mini_scores, self.mini_decay
+        for i, x in enumerate(hits):
+            scores[i] = d * scores[i] + x
+        best = max(range(len(scores)), key=scores.__getitem__)
+        cur = self._mini_current
+        if best != cur and scores[best] > scores[cur] * (1.0 + self.mini_margin):
+            self._mini_current = best
+            self.resize_window(self._mini_targets[best])
+            self.mini_moves.append(self.window_capacity)
+
     def _init_segments(self, window: int) -> None:
         """Empty segments and the initial split (the compiled subclass overrides this)."""
+        self._mini_shadows = self._mini_policies() if self._mini else []
+        self._mini_hits = [0] * len(self._mini_shadows)
+        self._mini_count = 0
         self._window: OrderedDict[Key, None] = OrderedDict()
         self._probation: OrderedDict[Key, None] = OrderedDict()
         self._protected: OrderedDict[Key, None] = OrderedDict()
@@ -335,6 +521,8 @@ class WTinyLFUPolicy(Policy):
             hit = 1
         else:
             hit = 0  # a miss the engine recorded before offering the key
+        if self._mini:
+            self._mini_access(self.hasher(key) & _M64)
         if self._climbing:
             if not self._full:
                 return  # sampling starts once the cache has filled (set by admit)
@@ -345,7 +533,7 @@ class WTinyLFUPolicy(Policy):
 
     def on_hits(self, keys: Sequence[Key]) -> None:
         """The loop of :meth:`on_hit` with its lookups hoisted (same effect, in order)."""
-        if self.reuse_capacity:
+        if self.reuse_capacity or self._mini:
             on_hit = self.on_hit
             for key in keys:
                 on_hit(key)
@@ -388,6 +576,8 @@ class WTinyLFUPolicy(Policy):
         c = self.capacity
         if self.shift > 0 and self._detect_shift(hits, recurring, n):
             return
+        if self._mini:
+            return  # sizing: mini moves the window (the detector above still runs)
         # the climber's sample: a whole number of detector samples
         self._climb_hits += hits
         self._climb_requests += n

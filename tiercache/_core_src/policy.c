@@ -203,9 +203,45 @@ static inline void reuse_tick(Core *c, Py_ssize_t n) {
     }
 }
 
-/* on_hit for node n (-1: the key is not resident, a recorded miss); 0, or 1 when the
-   climber (Python) ran, or -1 on error */
-static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
+/* sizing: mini, once per period sampled accesses: the shadows' hits since the last
+   decision go to the Python WTinyLFUPolicy._mini_decide (scores, the window's move) */
+static int mini_decide(Core *c) {
+    Mini *m = c->mini;
+    PyObject *t = PyTuple_New(m->k);
+    if (!t) return -1;
+    for (int i = 0; i < m->k; i++) {
+        PyObject *v = PyLong_FromLongLong(m->sh[i].hits);
+        if (!v) {
+            Py_DECREF(t);
+            return -1;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+        m->sh[i].hits = 0;
+    }
+    char busy = c->busy;
+    c->busy = 0; /* the decision calls resize_window */
+    PyObject *r = PyObject_CallMethod((PyObject *)c, "_mini_decide", "(O)", t);
+    c->busy = busy;
+    Py_DECREF(t);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* sizing: mini: a sampled access (key hash h) runs through every shadow (see
+   WTinyLFUPolicy._mini_access) */
+static int mini_access(Core *c, uint64_t h) {
+    Mini *m = c->mini;
+    if (mini_sample(h) >= m->threshold) return 0;
+    for (int i = 0; i < m->k; i++) tc_shadow_access(&m->sh[i], h, i == 0);
+    if (++m->count < m->period) return 0;
+    m->count = 0;
+    return mini_decide(c);
+}
+
+/* on_hit for node n (-1: the key is not resident, a recorded miss) of the key hashing to
+   h (read only with sizing: mini); 0, or 1 when the climber (Python) ran, or -1 on error */
+static inline int touch(Core *c, Py_ssize_t n, SketchSync *s, uint64_t h) {
     int hit = 0;
     if (c->reuse_cap) reuse_tick(c, n);
     if (n >= 0) {
@@ -234,6 +270,7 @@ static inline int touch(Core *c, Py_ssize_t n, SketchSync *s) {
             c->nodes[n].bucket++; /* MODE_S3FIFO: a hit counts, up to 3 */
         }
     }
+    if (c->mini && mini_access(c, h) < 0) return -1;
     if (c->climbing && c->full) {
         c->sample_hits += hit;
         c->sample_requests += 1;
@@ -842,7 +879,7 @@ PyObject *tc_mod_drain(PyObject *Py_UNUSED(m), PyObject *args) {
             break;
         }
         sk_increment(c, &s, h);
-        if (touch(c, n, &s) < 0) err = 1;
+        if (touch(c, n, &s, h) < 0) err = 1;
     }
     c->busy = 0;
     Py_DECREF(seq);
@@ -863,10 +900,10 @@ static inline int replay_one(Core *c, SketchSync *s, PyObject *k, Counts *out) {
     sk_increment(c, s, h);
     if (n >= 0) {
         out->hits++;
-        if (touch(c, n, s) < 0) return -1;
+        if (touch(c, n, s, h) < 0) return -1;
         return 1;
     }
-    int t = touch(c, -1, s);
+    int t = touch(c, -1, s, h);
     if (t < 0) return -1;
     if (t > 0) {
         /* the climber ran: an override may have admitted k, then the offer finds it */
@@ -966,7 +1003,19 @@ fail_trace:
 }
 
 /* policy_type.c's entry points into the inline hot paths above */
-int tc_policy_touch(Core *c, Py_ssize_t n, SketchSync *s) { return touch(c, n, s); }
+int tc_policy_touch(Core *c, Py_ssize_t n, SketchSync *s, PyObject *key) {
+    uint64_t h = 0;
+    if (c->mini && key_hash(c, key, &h) < 0) return -1;
+    return touch(c, n, s, h);
+}
+
+void tc_mini_free(Core *c) {
+    Mini *m = c->mini;
+    if (!m) return;
+    c->mini = NULL;
+    for (int i = m->k - 1; i >= 0; i--) tc_shadow_free(&m->sh[i]); /* shadow 0 owns the sketch */
+    PyMem_Free(m);
+}
 int tc_count_offer(Core *c, PyObject *key) { return count_offer(c, key); }
 
 PyObject *tc_AdmissionType = NULL;

@@ -10,6 +10,7 @@
 #define TIERCACHE_POLICY_H
 
 #include "core.h"
+#include "shadow.h"
 
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
@@ -117,6 +118,7 @@ typedef struct {
     uint8_t *table;
     uint64_t width, k0, mult[4];
     int shift;
+    Mini *mini; /* sizing: mini's shadows (NULL: off) */
 } Core;
 
 static inline uint8_t sk_frequency(Core *c, uint64_t h) {
@@ -219,7 +221,9 @@ static inline int not_ready(Core *c) {
 }
 
 /* defined in policy.c, used by policy_type.c */
-int tc_policy_touch(Core *c, Py_ssize_t n, SketchSync *s); /* on_hit of node n (-1: miss) */
+int tc_policy_touch(Core *c, Py_ssize_t n, SketchSync *s, PyObject *key); /* on_hit of node n
+                                                                         (-1: miss) */
+void tc_mini_free(Core *c);
 int tc_policy_place(Core *c, PyObject *key, Placed *out);  /* offer a non-resident key */
 int tc_count_offer(Core *c, PyObject *key);  /* the shift detector's count of a miss */
 PyObject *tc_drop_resident(Core *c, Py_ssize_t n);

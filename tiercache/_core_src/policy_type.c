@@ -6,6 +6,8 @@
  */
 #include "policy.h"
 
+#include <string.h>
+
 /* the reuse gate's ghost (see policy.c); the gate is off after this */
 static void reuse_free(Core *c) {
     PyMem_Free(c->rg_hash);
@@ -33,6 +35,7 @@ static void free_arrays(Core *c) {
     c->buckets = NULL;
     tc_free_ghost(c);
     reuse_free(c);
+    tc_mini_free(c);
 }
 
 static int Core_traverse(Core *c, visitproc visit, void *arg) {
@@ -71,6 +74,7 @@ static int Core_clear(Core *c) {
     c->buckets = NULL;
     tc_free_ghost(c);
     reuse_free(c);
+    tc_mini_free(c);
     Py_CLEAR(c->index);
     Py_CLEAR(c->sketch);
     Py_CLEAR(c->counts);
@@ -260,7 +264,7 @@ static PyObject *Core_on_hit_impl(Core *c, PyObject *key) {
     if (not_ready(c)) return NULL;
     Py_ssize_t n = find(c, key);
     if (n == -2) return NULL;
-    if (tc_policy_touch(c, n, NULL) < 0) return NULL;
+    if (tc_policy_touch(c, n, NULL, key) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -278,8 +282,9 @@ static PyObject *Core_on_hits_impl(Core *c, PyObject *keys) {
     if (!seq) return NULL;
     Py_ssize_t len = PyTuple_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < len; i++) {
-        Py_ssize_t n = find(c, PyTuple_GET_ITEM(seq, i));
-        if (n == -2 || tc_policy_touch(c, n, NULL) < 0) {
+        PyObject *k = PyTuple_GET_ITEM(seq, i);
+        Py_ssize_t n = find(c, k);
+        if (n == -2 || tc_policy_touch(c, n, NULL, k) < 0) {
             Py_DECREF(seq);
             return NULL;
         }
@@ -403,6 +408,90 @@ static PyObject *Core_reuse_setup(Core *c, PyObject *args) {
     c->reuse_cap = ghost;
     c->clock = 0;
     Py_RETURN_NONE;
+}
+
+/* sizing: mini: _mini_setup(threshold, period, shadows), each shadow a tuple (capacity,
+   window, protected, jitter_threshold, ghost, width, shift, k0, (m0, m1, m2, m3),
+   sample_size, rng_seed); an empty list turns it off */
+static PyObject *Core_mini_setup(Core *c, PyObject *args) {
+    unsigned long long threshold;
+    long long period;
+    PyObject *specs;
+    if (!PyArg_ParseTuple(args, "KLO!", &threshold, &period, &PyList_Type, &specs)) return NULL;
+    if (not_ready(c)) return NULL;
+    if (c->busy) return reentered();
+    Py_ssize_t k = PyList_GET_SIZE(specs);
+    if (c->mode != MODE_WTINYLFU || k > MINI_MAX_SHADOWS || period < 1) {
+        PyErr_SetString(PyExc_ValueError, "_mini_setup: mode 0, at most 8 shadows, period >= 1");
+        return NULL;
+    }
+    tc_mini_free(c);
+    if (k == 0) Py_RETURN_NONE;
+    Mini *m = PyMem_Calloc(1, sizeof(Mini));
+    if (!m) return PyErr_NoMemory();
+    m->threshold = threshold;
+    m->period = period;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        int cap, wcap, pcap, jitter, ghost, shift;
+        unsigned long long width, k0, mu[4];
+        long long sample_size;
+        unsigned long long seed;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(specs, i), "iiiiiKiK(KKKK)LK", &cap, &wcap, &pcap,
+                              &jitter, &ghost, &width, &shift, &k0, &mu[0], &mu[1], &mu[2],
+                              &mu[3], &sample_size, &seed))
+            goto fail;
+        if (cap < 3 || wcap < 1 || wcap >= cap || pcap < 0 || pcap > cap - wcap || ghost < 0 ||
+            width < 16 || (width & (width - 1)) || sample_size < 1) {
+            PyErr_SetString(PyExc_ValueError, "_mini_setup: bad shadow sizes");
+            goto fail;
+        }
+        uint64_t mult[4] = {mu[0], mu[1], mu[2], mu[3]};
+        Shadow *first = &m->sh[0];
+        if (i > 0 && (width != first->width || shift != first->shift || k0 != first->k0 ||
+                      memcmp(mult, first->mult, sizeof(mult)) != 0 ||
+                      sample_size != first->sample_size)) {
+            PyErr_SetString(PyExc_ValueError, "_mini_setup: the shadows share one sketch");
+            goto fail;
+        }
+        if (tc_shadow_init(&m->sh[i], cap, wcap, pcap, jitter, ghost, width, shift, k0, mult,
+                           sample_size, seed, i > 0 ? first->sk : NULL) < 0)
+            goto fail;
+        m->k = (int)i + 1;
+    }
+    c->mini = m;
+    Py_RETURN_NONE;
+fail:
+    for (int i = m->k - 1; i >= 0; i--) tc_shadow_free(&m->sh[i]);
+    PyMem_Free(m);
+    return NULL;
+}
+
+/* sizing: mini's state for tests and reports: (sampled accesses since the last decision,
+   (each shadow's hits since then, ...), (each shadow's resident entries, ...), bytes) */
+static PyObject *Core_mini_state(Core *c, PyObject *Py_UNUSED(ignored)) {
+    Mini *m = c->mini;
+    if (!m) Py_RETURN_NONE;
+    PyObject *hits = PyTuple_New(m->k), *lens = PyTuple_New(m->k);
+    if (!hits || !lens) goto fail;
+    size_t bytes = sizeof(Mini);
+    for (int i = 0; i < m->k; i++) {
+        Shadow *s = &m->sh[i];
+        PyObject *a = PyLong_FromLongLong(s->hits);
+        PyObject *b = PyLong_FromLong((long)(s->len[1] + s->len[2] + s->len[3]));
+        if (!a || !b) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(hits, i, a);
+        PyTuple_SET_ITEM(lens, i, b);
+        bytes += tc_shadow_bytes(s);
+    }
+    return Py_BuildValue("(LNNn)", m->count, hits, lens, (Py_ssize_t)bytes);
+fail:
+    Py_XDECREF(hits);
+    Py_XDECREF(lens);
+    return NULL;
 }
 
 static PyObject *Core_arc_setup(Core *c, PyObject *Py_UNUSED(ignored)) {
@@ -563,6 +652,10 @@ static PyMethodDef Core_methods[] = {
      "Mode 4 (S3-FIFO): _s3fifo_setup(small_capacity, ghost_capacity, move_threshold)."},
     {"_reuse_setup", (PyCFunction)Core_reuse_setup, METH_VARARGS,
      "Mode 0 (W-TinyLFU): _reuse_setup(ghost_capacity) turns the reuse gate on."},
+    {"_mini_setup", (PyCFunction)Core_mini_setup, METH_VARARGS,
+     "Mode 0 (W-TinyLFU), sizing: mini: _mini_setup(threshold, period, shadows)."},
+    {"_mini_state", (PyCFunction)Core_mini_state, METH_NOARGS,
+     "sizing: mini: (sampled since the last decision, shadow hits, shadow sizes, bytes)."},
     {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,
      "Mode 5 (ARC): allocate the ghost lists B1 and B2."},
     {"_lfu_count", (PyCFunction)Core_lfu_count, METH_O,
