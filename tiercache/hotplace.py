@@ -15,12 +15,10 @@ import numpy as np
 from . import codec, placement
 from .context import CacheContext
 from .keys import Content
-from .policies import Admission
+from .policies import _ADMITTED  # engine.offer_hot's answer for a key the policy holds
 from .policy import PolicyEngine
 from .tiers.lmdb import LmdbTier
 from .tiers.memory import NEVER, MemoryTier
-
-_ADMITTED = Admission(True)  # engine.offer_hot's answer for a key the policy holds
 
 
 class HotPlacement:

@@ -257,6 +257,11 @@ class Invalidation:
         no clear): the keys are touched at ``seq``; hot keeps its copies (the write
         refreshes them in place right after)."""
         self.applied_entries += 1
+        self._touch_locked(seq, keys)
+
+    def _touch_locked(self, seq: int, keys: list[bytes]) -> None:
+        """Remember ``keys`` as invalidated at ``seq`` (a full map is forgotten: every key
+        then counts as touched since ``seq``)."""
         recent = self._recent
         if len(recent) + len(keys) > _RECENT_MAX:
             recent.clear()
@@ -273,18 +278,14 @@ class Invalidation:
             self._cleared_at = seq
             self.removed += len(self._hot)
             self._clear_hot()
-        recent = self._recent
-        if len(recent) + len(keys) > _RECENT_MAX:
-            recent.clear()
-            self._floor = seq
+        self._touch_locked(seq, keys)
         hot_slot = self._hot.slot_of_key
         # this cache's own explicit write refreshes its hot copy in place right after
-        keep = body.get("e") == "set" and body.get("o") == self.origin
-        for k in keys:
-            recent[k] = seq
-            if not keep and hot_slot(k) is not None:
-                self._remove_hot(k, "invalidated")
-                self.removed += 1
+        if not (body.get("e") == "set" and body.get("o") == self.origin):
+            for k in keys:
+                if hot_slot(k) is not None:
+                    self._remove_hot(k, "invalidated")
+                    self.removed += 1
         tags = body.get("t")
         if tags:
             self.results_here(tags)
