@@ -93,10 +93,10 @@ def test_mini_is_off_by_default_and_validated() -> None:
 
 
 TRACES = {
-    "loop": family_trace("loop", 7, 3000, 40_000),
-    "scan": family_trace("scan", 7, 3000, 40_000),
-    "mix": family_trace("mix", 8, 3000, 40_000),
-    "shift": shifting_trace(0.9, 3000, 60_000, phases=5, seed=2),
+    "loop": family_trace("loop", 7, 3000, 15_000),
+    "scan": family_trace("scan", 7, 3000, 15_000),
+    "mix": family_trace("mix", 8, 3000, 15_000),
+    "shift": shifting_trace(0.9, 3000, 20_000, phases=5, seed=2),
 }
 VARIANTS = [
     dict(MINI),
