@@ -180,6 +180,59 @@ def _raw_put(env: lmdb.Environment) -> Callable[[tuple[str, np.ndarray]], None]:
     return put
 
 
+def _raw_put_many(env: lmdb.Environment) -> Callable[[list[tuple[str, np.ndarray]]], None]:
+    """A hand-rolled batch write: digest each text, one write transaction, one ``putmulti``
+    of values as long as tiercache's records, commit (the floor under ``mset``'s warm
+    write: LMDB's own cost of a block of random digests, nothing else)."""
+    pad = bytes(RECORD - 4 * DIM)
+
+    def put(items: list[tuple[str, np.ndarray]]) -> None:
+        rows = [
+            (hashlib.blake2b(t.encode(), digest_size=16).digest(), pad + v.tobytes())
+            for t, v in items
+        ]
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti(rows)
+
+    return put
+
+
+def _layout_put(env: lmdb.Environment) -> Callable[[tuple[str, np.ndarray]], None]:
+    """The py-lmdb calls tiercache's warm tier makes for one single ``set`` of a new key,
+    written out by hand with no tiercache code (``LmdbTier.put_bounded``: the invalidation
+    log's append, the two entry counts; ``stage_one``: the index probe, the plain record,
+    the staging queue of single writes): the floor of the store's layout in Python, a
+    lower bound (the packing that one set in K does is left out)."""
+    pad = bytes(RECORD - 4 * DIM)
+    records, index, meta = (env.open_db(name) for name in (b"records", b"index", b"meta"))
+    entry = bytes(48)  # about the size of a one-key invalidation entry
+    slots = 18 * 16  # a staging queue of 18 digests, then it is packed (and emptied here)
+
+    def put(tv: tuple[str, np.ndarray]) -> None:
+        t, v = tv
+        key = hashlib.blake2b(t.encode(), digest_size=16).digest()
+        txn = env.begin(write=True)
+        raw = txn.get(b"iv#", None, meta)
+        seq = (int.from_bytes(raw, "big") if raw else 0) + 1
+        txn.put(b"iv#", seq.to_bytes(8, "big"), True, True, False, meta)
+        txn.put(b"iv:" + seq.to_bytes(8, "big"), entry, True, True, False, meta)
+        if seq > 4096:
+            txn.delete(b"iv:" + (seq - 4096).to_bytes(8, "big"), db=meta)
+        txn.stat(records)
+        txn.stat(index)
+        txn.get(key, None, index)
+        txn.put(key, pad + v.tobytes(), True, True, False, records)
+        queued = txn.get(b"pk:stage", None, meta)
+        queued = key if queued is None else bytes(queued) + key
+        if len(queued) < slots:
+            txn.put(b"pk:stage", queued, True, True, False, meta)
+        else:
+            txn.delete(b"pk:stage", db=meta)
+        txn.commit()
+
+    return put
+
+
 def _group_rate(
     cache: TierCache, threads: int, seconds: float, tag: str, vectors: np.ndarray
 ) -> float:
@@ -319,6 +372,10 @@ def entry_points(  # noqa: C901
         # the B-tree): the set target stays against the empty one, this row is beside it
         raw_full = lmdb.open(str(tmp / "ep-raw-full"), map_size=4 * WARM_MAX, **lmdb_flags(False))
         envs.append(raw_full)
+        raw_layout = lmdb.open(
+            str(tmp / "ep-raw-layout"), map_size=4 * WARM_MAX, **lmdb_flags(False)
+        )
+        envs.append(raw_layout)
         pad = bytes(RECORD - 4 * DIM)
         with raw_full.begin(write=True) as txn:
             for t, v in items:
@@ -388,17 +445,23 @@ def entry_points(  # noqa: C901
         ) -> Callable[[int], np.ndarray]:
             return lambda r: time_each(fn, fresh_pairs(tag, r, count))
 
-        def mset_blocks_of(r: int) -> np.ndarray:
+        def bulk_blocks(r: int, tag: str) -> list[list[tuple[str, np.ndarray]]]:
             blocks = []
             for b in block_rounds[r]:
                 lo = int(b) * BATCH
                 blocks.append(
                     [
-                        (f"bulk text {i} about topic {i % 83}", pool[i % len(pool)])
+                        (f"bulk {tag}text {i} about topic {i % 83}", pool[i % len(pool)])
                         for i in range(lo, lo + BATCH)
                     ]
                 )
-            return time_each(hot.mset, blocks)
+            return blocks
+
+        def mset_blocks_of(r: int) -> np.ndarray:
+            return time_each(hot.mset, bulk_blocks(r, ""))
+
+        def raw_mset_blocks_of(r: int) -> np.ndarray:
+            return time_each(_raw_put_many(raw_full), bulk_blocks(r, "raw "))
 
         inval_gate = hot._write.inval.gate
 
@@ -535,6 +598,13 @@ def entry_points(  # noqa: C901
                 "ep_set_fast",
             ),
             Probe(
+                "raw fast layout",
+                "py-lmdb calls of one set (raw, the layout's floor)",
+                "py-lmdb fast",
+                sets_of(_layout_put(raw_layout), "raw layout", per_round_sets),
+                "raw fast",
+            ),
+            Probe(
                 "raw fast full",
                 f"py-lmdb write txn (raw, {n:,} stored)",
                 "py-lmdb fast",
@@ -567,6 +637,13 @@ def entry_points(  # noqa: C901
                 "warm durable",
                 sets_of(lambda tv: dur.set(*tv), "durable", per_round_dur),
                 "raw durable",
+            ),
+            Probe(
+                "raw mset",
+                f"py-lmdb putmulti of {BATCH} (raw, {n:,} stored)",
+                "py-lmdb fast",
+                raw_mset_blocks_of,
+                per=BATCH,
             ),
             Probe(
                 "hot mset",
