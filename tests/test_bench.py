@@ -85,7 +85,7 @@ def test_markdown_has_every_table_and_store(smoke: tuple[str, dict]) -> None:
         "| get | hot |",
         "| get_by_key(key) | warm |",
         "| mget(1000) | warm |",
-        "| set | warm fast |",
+        "| set (store empty, as the raw one) | warm fast |",
         "| set, 8 threads | warm durable |",
         "| embed, reuse gate on (1,024-call blocks) | hot |",  # issue #17's A/B
         "| embed_many(1000), reuse gate off (2-call blocks) | hot |",
