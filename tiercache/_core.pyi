@@ -144,6 +144,20 @@ F16C: int
 
 def f16_to_f32(buffer: Any, portable: bool = False, /) -> Any: ...
 def row_check(row: Any, /) -> int: ...
+def set_one_txn(
+    txn: Any,
+    records: Any,
+    index: Any,
+    meta: Any,
+    key: bytes,
+    rec: bytes,
+    log_entry: bytes,
+    capacity: int,
+    stage_key: bytes,
+    stage_limit: int,
+    log_entries: int,
+    /,
+) -> int: ...
 
 class SeqGate:
     """The invalidation sequence word of a warm store (gate.c)."""

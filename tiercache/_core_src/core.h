@@ -13,6 +13,8 @@
  *   - hash.c:    BLAKE2b (the cache key's digest) and the lookup of xxhash's own XXH3.
  *   - float16.c: the float16 -> float32 conversion (portable, and F16C), f16_to_f32.
  *   - rows.c:    row_check, an explicit write's finite-and-nonzero check of one row.
+ *   - wtxn.c:    set_one_txn, the common case of a single set's warm write transaction
+ *                (LmdbTier.put_bounded) through py-lmdb's own Transaction methods.
  *   - module.c:  the module itself (PyInit__core, its method table, F16C).
  *
  * This header holds what more than one of them needs: the includes, the inline helpers
@@ -169,6 +171,11 @@ void tc_halfs_to_floats_portable(const uint8_t *src, float *dst, npy_intp n);
 extern int tc_use_f16c; /* set by the module's init: the CPU and OS support F16C */
 PyObject *tc_mod_f16_to_f32(PyObject *m, PyObject *args);
 PyObject *tc_mod_row_check(PyObject *m, PyObject *arg);
+
+/* ---- wtxn.c ------------------------------------------------------------------------- */
+
+int tc_wtxn_init(void); /* its interned names and constants (module init) */
+PyObject *tc_mod_set_one_txn(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 
 /* n little-endian float16 values to float32: F16C where the module's init found it, else
  * the portable loop (both exact, numpy's conversion) */

@@ -1,8 +1,8 @@
 /*
- * tiercache._core, the module: its functions (defined in policy.c, float16.c and rows.c), the
- * types (WTinyLFUCore in policy.c, HotReader in hot.c, WarmReader in warm.c, Digester and
- * SealOpener in hash.c), the F16C
- * flag, and the interned names the files share. The layout of the sources: core.h.
+ * tiercache._core, the module: its functions (defined in policy.c, float16.c, rows.c and
+ * wtxn.c), the types (WTinyLFUCore in policy.c, HotReader in hot.c, WarmReader in warm.c,
+ * Digester and SealOpener in hash.c), the F16C flag, and the interned names the files
+ * share. The layout of the sources: core.h.
  */
 #define TC_IMPORT_ARRAY /* this file calls import_array(): it defines numpy's API table */
 #include "core.h"
@@ -21,6 +21,11 @@ static PyMethodDef module_methods[] = {
     {"row_check", tc_mod_row_check, METH_O,
      "row_check(row) -> 0 finite with a nonzero value, 1 NaN or infinite, 2 all zero: an "
      "explicit write's check of a 1-d float32 array."},
+    {"set_one_txn", (PyCFunction)(void (*)(void))tc_mod_set_one_txn, METH_FASTCALL,
+     "set_one_txn(txn, records, index, meta, key, rec, log_entry, capacity, stage_key, "
+     "stage_limit, log_entries) -> seq, or 0: the common case of LmdbTier.put_bounded's "
+     "write transaction for a single set (wtxn.c); 0 when it does not apply (nothing "
+     "written)."},
     {"bind", tc_mod_bind, METH_VARARGS,
      "bind(Admission, ADMITTED, REJECTED): the result type admit returns."},
     {NULL, NULL, 0, NULL},
@@ -52,6 +57,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     tc_S_fork_generation = PyUnicode_InternFromString("_fork_generation");
     if (!tc_S_handle || !tc_S_resizing || !tc_S_get || !tc_S_abort || !tc_S_fork_generation)
         return NULL;
+    if (tc_wtxn_init() < 0) return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
     const char *names[4] = {NULL, "window", "probation", "protected"};

@@ -38,8 +38,9 @@ import msgpack
 import numpy as np
 
 from ..errors import StoreError, TierCacheError
+from ..geometry import segment_slots
 from ..keys import KEY_BYTES, Fingerprint
-from . import guard, lmdb_switch
+from . import guard, lmdb_log, lmdb_switch
 
 # Also re-exported (``X as X``): names other modules and the tests reach through this
 # module, defined in lmdb_env, lmdb_log and lmdb_packed.
@@ -74,6 +75,7 @@ from .lmdb_log import LOG_ENTRIES as LOG_ENTRIES
 from .lmdb_packed import _IDX_FULL as _IDX_FULL
 from .lmdb_packed import (
     _NO_RECORD,
+    _PK_STAGE,
     _clear_txn,
     _lookup,
     _lookup_at,
@@ -88,6 +90,16 @@ from .lmdb_packed import relocation_budget as relocation_budget
 
 T = TypeVar("T")
 A = TypeVar("A")
+
+try:  # the common case of a single set's write transaction in C (_core_src/wtxn.c)
+    from .._core import set_one_txn as _set_one_txn
+except ImportError:  # pragma: no cover - the extension is optional for pip
+    _set_one_txn = None  # type: ignore[assignment]
+
+C_SET = True
+"""Whether :meth:`LmdbTier.put_bounded` hands a single set's common case to the compiled
+``set_one_txn`` (when it is built); False: the Python path for every write (the tests
+compare the two)."""
 
 _fork_generation = 0
 RESOLVE_WAIT = 60.0
@@ -150,6 +162,10 @@ class LmdbTier:
             raise ValueError("packed_record_len must be a positive number of bytes")
         self.packed_record_len = packed_record_len
         self._packed_first = packed_record_len is not None
+        # the staging queue of single writes of packed-length records (lmdb_packed.stage_one)
+        self._stage_key = (
+            _PK_STAGE + packed_record_len.to_bytes(4, "big") if packed_record_len else b""
+        )
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -848,9 +864,28 @@ class LmdbTier:
             if len(k) != KEY_BYTES:
                 raise ValueError("warm keys are 16-byte digests")
         seq = 0
+        plen = self.packed_record_len
+        # a single set of a packed-length record: its common case (a key not packed, no
+        # eviction, no packing of the staging queue) is written in C, byte for byte as
+        # below; anything else, or 0 from it ("not handled": nothing written), runs here
+        one = None
+        if C_SET and log is not None and since is None and len(puts) == 1 and plen:
+            key, rec = puts[0]
+            entry: bytes = log
+            if len(rec) == plen:
+                one = _set_one_txn
 
         def run(txn: lmdb.Transaction, h: _Env) -> int:
             nonlocal seq, puts
+            if one is not None:
+                s = one(
+                    txn, h.records, h.index, h.meta, key, rec, entry, capacity,
+                    self._stage_key, segment_slots(plen, h.psize) * KEY_BYTES,
+                    lmdb_log.LOG_ENTRIES,
+                )  # fmt: skip
+                if s:
+                    seq = s
+                    return 0
             if since is not None and stale is not None and _log_last(txn, h) > since:
                 _, entries = _log_since(txn, h, since)
                 drop = stale([e for _, e in entries] if entries is not None else [])
