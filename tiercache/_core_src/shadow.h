@@ -55,14 +55,15 @@ typedef struct {
 
 typedef struct {
     int k;
-    uint64_t threshold; /* a key is sampled when mini_sample(h) < threshold */
+    uint64_t threshold; /* a key is sampled when mini_sample(h, salt) < threshold */
+    uint64_t salt;
     long long count, period;
     Shadow sh[MINI_MAX_SHADOWS];
 } Mini;
 
-/* the sampling test: the top 24 bits of a splitmix64 of the key hash */
-static inline uint64_t mini_sample(uint64_t h) {
-    uint64_t z = h ^ 0x5DEECE66DULL;
+/* the sampling test: the top 24 bits of a splitmix64 of the key hash xor the salt */
+static inline uint64_t mini_sample(uint64_t h, uint64_t salt) {
+    uint64_t z = h ^ salt;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return (z ^ (z >> 31)) >> 40;
