@@ -66,8 +66,18 @@ def test_mini_is_off_by_default_and_validated() -> None:
     assert on._mini and on._mini_capacity == 1024
     assert on._mini_targets == [50, 500, 2000] and on._mini_current == 0
     assert on._mini_threshold == int((1 << 24) / (5000 / 1024))
+    # below mini_entries: shadows of max(mini_min_entries, mini_share * C) entries (a
+    # quarter of the keys sampled from C = 1,024 up), every key at C <= 256
     small: Any = PolicyEngine(hot_capacity=500, warm_capacity=0, seed=1, params=MINI).hot
-    assert small._mini_capacity == 500 and small._mini_threshold == 1 << 24
+    assert small._mini_capacity == 256 and small._mini_threshold == int((1 << 24) / (500 / 256))
+    quarter: Any = PolicyEngine(hot_capacity=2000, warm_capacity=0, seed=1, params=MINI).hot
+    assert quarter._mini_capacity == 500 and quarter._mini_threshold == 1 << 22
+    whole: Any = PolicyEngine(hot_capacity=200, warm_capacity=0, seed=1, params=MINI).hot
+    assert whole._mini_capacity == 200 and whole._mini_threshold == 1 << 24
+    old: Any = PolicyEngine(
+        hot_capacity=500, warm_capacity=0, seed=1, params={**MINI, "mini_share": 1.0}
+    ).hot
+    assert old._mini_capacity == 500 and old._mini_threshold == 1 << 24
     tiny: Any = PolicyEngine(hot_capacity=2, warm_capacity=0, seed=1, params=MINI).hot
     assert not tiny._mini  # below 3 entries there is no window to size
     bad: list[tuple[str, Any]] = [
@@ -86,6 +96,11 @@ def test_mini_is_off_by_default_and_validated() -> None:
         ("mini_windows", "0.1"),
         ("mini_windows", 0.1),
         ("mini_gate", 1),
+        ("mini_share", 0.0),
+        ("mini_share", 1.5),
+        ("mini_share", "0.25"),
+        ("mini_min_entries", 2),
+        ("mini_min_entries", 3.5),
     ]
     for name, value in bad:
         with pytest.raises(ConfigError, match=f"policy.params.{name}"):
@@ -103,6 +118,8 @@ VARIANTS = [
     {**MINI, "mini_entries": 64},  # sampled at C > 64
     {**MINI, "mini_entries": 100, "mini_decay": 0.5, "mini_margin": 0.0, "mini_gate": False},
     {**MINI, "mini_entries": 50, "mini_windows": [0.02, 0.3, 0.6, 0.9], "reuse": 1.0},
+    {**MINI, "mini_min_entries": 10},  # a quarter of the keys sampled at C >= 40
+    {**MINI, "mini_share": 0.5, "mini_min_entries": 20, "mini_gate": False},
 ]
 
 
@@ -148,6 +165,27 @@ def test_compiled_and_python_mini_move_the_window_alike(capacity: int) -> None:
         assert a == b, (capacity, params)
         moved += len(a[1])
     assert moved > 0 or capacity == 2000  # the parity covers moves, not only no-ops
+
+
+@needs_core
+def test_the_sampling_salt_is_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another salt samples other keys; the compiled core takes it from the policy."""
+    from tiercache import wtinylfu
+
+    trace = [int(x) for x in recency_trace(3000, 9000, seed=4)]
+    params = {**MINI, "mini_min_entries": 50}  # C = 400: a quarter of the keys sampled
+
+    def state() -> Any:
+        eng = PolicyEngine(hot_capacity=400, warm_capacity=0, seed=2, params=params)
+        _replay(eng, np.asarray(trace))
+        return eng.hot._mini_state()  # type: ignore[attr-defined]
+
+    base = state()
+    monkeypatch.setattr(wtinylfu, "_MINI_SALT", 0x1234567)
+    assert state()[:2] != base[:2]  # other keys sampled: other shadow hits
+    a = _direct(WTinyLFUPolicy, 400, trace, params)
+    b = _direct(Compiled, 400, trace, params)
+    assert a == b and a[1], "the window never moved"
 
 
 @needs_core

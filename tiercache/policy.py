@@ -143,7 +143,9 @@ if _core is not None:
             if self.reuse_capacity:
                 self._reuse_setup(self.reuse_capacity)
             if self._mini:
-                self._mini_setup(self._mini_threshold, _MINI_PERIOD, self._mini_specs())
+                self._mini_setup(
+                    self._mini_threshold, _MINI_PERIOD, self._mini_specs(), self._mini_salt
+                )
 
     # hashers whose common cases the core computes inline (bytes of 8+ bytes: the first 8,
     # little endian; ints, default_hasher only: the value mod 2**64); others are called

@@ -38,7 +38,8 @@ _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MINI_SALT = 0x5DEECE66D
 """sizing: mini samples a key when the top 24 bits of splitmix64(hash ^ this) fall below
-``2**24 / R``, ``R = max(1, C / mini_entries)`` (the prototype's choice, docs/simulator.md)."""
+``2**24 / R``, ``R = max(1, C / mini_entries, min(1 / mini_share, C / mini_min_entries))``
+(docs/policies.md)."""
 
 _MINI_PERIOD = 1000
 """sizing: mini scores the shadows every this many sampled accesses."""
@@ -233,6 +234,8 @@ class WTinyLFUPolicy(Policy):
         "mini_margin": 0.03,
         "mini_windows": (0.01, 0.1, 0.4),
         "mini_gate": True,
+        "mini_share": 0.25,
+        "mini_min_entries": 256,
     }
 
     def _configure(self, params: Mapping[str, Any]) -> None:
@@ -334,6 +337,13 @@ class WTinyLFUPolicy(Policy):
             _fraction("mini_windows", f, low_open=True, high_open=True) for f in windows
         )
         self.mini_gate = _flag("mini_gate", params["mini_gate"])
+        self.mini_share = _fraction(
+            "mini_share", params["mini_share"], low_open=True, high_open=False
+        )
+        smin = _nonneg_int("policy.params.mini_min_entries", params["mini_min_entries"])
+        if smin < 3:
+            raise ConfigError("policy.params.mini_min_entries", smin, "must be an integer >= 3")
+        self.mini_min_entries = smin
         c = self.capacity
         self._mini = sizing == "mini" and c >= 3
         self.mini_moves: list[int] = []
@@ -341,9 +351,12 @@ class WTinyLFUPolicy(Policy):
         if not self._mini:
             return
         k = len(self.mini_windows)
-        ratio = max(1.0, c / entries)
+        # shadows of min(C, mini_entries, max(mini_min_entries, mini_share * C)) entries:
+        # R = C / that, a share 1 / R of the keys sampled
+        ratio = max(1.0, c / entries, min(1.0 / self.mini_share, c / smin))
         # a key is sampled when the top 24 bits of a splitmix64 of its hash fall below this
         self._mini_threshold = 1 << 24 if ratio <= 1 else int((1 << 24) / ratio)
+        self._mini_salt = _MINI_SALT
         self._mini_capacity = max(3, round(c / ratio))
         self._mini_targets = [round(f * c) for f in self.mini_windows]
         self._mini_scores = [0.0] * k
@@ -415,7 +428,7 @@ class WTinyLFUPolicy(Policy):
     def _mini_access(self, h: int) -> None:
         """A recorded access (key hash ``h``): a sampled key runs through every shadow;
         every ``_MINI_PERIOD`` sampled accesses the window may move (``_mini_decide``)."""
-        if _splitmix64(h ^ _MINI_SALT) >> 40 >= self._mini_threshold:
+        if _splitmix64(h ^ self._mini_salt) >> 40 >= self._mini_threshold:
             return
         hits = self._mini_hits
         self._mini_shadows[0].sketch.increment(h)  # the shadows' one sketch

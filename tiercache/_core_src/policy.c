@@ -232,8 +232,9 @@ static int mini_decide(Core *c) {
    WTinyLFUPolicy._mini_access) */
 static int mini_access(Core *c, uint64_t h) {
     Mini *m = c->mini;
-    if (mini_sample(h) >= m->threshold) return 0;
-    for (int i = 0; i < m->k; i++) tc_shadow_access(&m->sh[i], h, i == 0);
+    if (mini_sample(h, m->salt) >= m->threshold) return 0;
+    uint64_t z = tc_shadow_z(&m->sh[0], h); /* the shadows share k0 (_mini_setup) */
+    for (int i = 0; i < m->k; i++) tc_shadow_access(&m->sh[i], z, i == 0);
     if (++m->count < m->period) return 0;
     m->count = 0;
     return mini_decide(c);

@@ -410,14 +410,17 @@ static PyObject *Core_reuse_setup(Core *c, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* sizing: mini: _mini_setup(threshold, period, shadows), each shadow a tuple (capacity,
-   window, protected, jitter_threshold, ghost, width, shift, k0, (m0, m1, m2, m3),
-   sample_size, rng_seed); an empty list turns it off */
+/* sizing: mini: _mini_setup(threshold, period, shadows, salt=0x5DEECE66D), each shadow a
+   tuple (capacity, window, protected, jitter_threshold, ghost, width, shift, k0, (m0, m1, m2,
+   m3), sample_size, rng_seed); an empty list turns it off; a key hashing to h is sampled
+   when mini_sample(h, salt) < threshold */
 static PyObject *Core_mini_setup(Core *c, PyObject *args) {
     unsigned long long threshold;
     long long period;
     PyObject *specs;
-    if (!PyArg_ParseTuple(args, "KLO!", &threshold, &period, &PyList_Type, &specs)) return NULL;
+    unsigned long long salt = 0x5DEECE66DULL;
+    if (!PyArg_ParseTuple(args, "KLO!|K", &threshold, &period, &PyList_Type, &specs, &salt))
+        return NULL;
     if (not_ready(c)) return NULL;
     if (c->busy) return reentered();
     Py_ssize_t k = PyList_GET_SIZE(specs);
@@ -430,6 +433,7 @@ static PyObject *Core_mini_setup(Core *c, PyObject *args) {
     Mini *m = PyMem_Calloc(1, sizeof(Mini));
     if (!m) return PyErr_NoMemory();
     m->threshold = threshold;
+    m->salt = salt;
     m->period = period;
     for (Py_ssize_t i = 0; i < k; i++) {
         int cap, wcap, pcap, jitter, ghost, shift;
@@ -653,7 +657,7 @@ static PyMethodDef Core_methods[] = {
     {"_reuse_setup", (PyCFunction)Core_reuse_setup, METH_VARARGS,
      "Mode 0 (W-TinyLFU): _reuse_setup(ghost_capacity) turns the reuse gate on."},
     {"_mini_setup", (PyCFunction)Core_mini_setup, METH_VARARGS,
-     "Mode 0 (W-TinyLFU), sizing: mini: _mini_setup(threshold, period, shadows)."},
+     "Mode 0 (W-TinyLFU), sizing: mini: _mini_setup(threshold, period, shadows, salt)."},
     {"_mini_state", (PyCFunction)Core_mini_state, METH_NOARGS,
      "sizing: mini: (sampled since the last decision, shadow hits, shadow sizes, bytes)."},
     {"_arc_setup", (PyCFunction)Core_arc_setup, METH_NOARGS,

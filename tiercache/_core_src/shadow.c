@@ -43,14 +43,15 @@ static inline void s_push(Shadow *s, int seg, int32_t n) {
 
 static inline int32_t s_lru(Shadow *s, int seg) { return s->nodes[seg].next; }
 
-/* ---- the resident table (hash -> node) ---- */
-static inline uint64_t s_home(Shadow *s, uint64_t h) { return mix64(h ^ s->k0) & s->tmask; }
-
-static inline int32_t s_find(Shadow *s, uint64_t h, uint64_t z) {
+/* ---- the resident table (z -> node) ----
+   Keys are held as z = mix64(h ^ k0), a bijection of the key hash h computed once per
+   access for every shadow (tc_shadow_z): it indexes the sketch, homes the tables and
+   identifies the key, so no table operation hashes again. */
+static inline int32_t s_find(Shadow *s, uint64_t z) {
     for (uint64_t i = z & s->tmask;; i = (i + 1) & s->tmask) {
         int32_t n = s->tab[i];
         if (n < 0) return -1;
-        if (s->nodes[n].h == h) return n;
+        if (s->nodes[n].h == z) return n;
     }
 }
 
@@ -61,14 +62,14 @@ static inline void s_tab_insert(Shadow *s, int32_t n, uint64_t z) {
 }
 
 static void s_tab_delete(Shadow *s, int32_t n) {
-    uint64_t m = s->tmask, i = s_home(s, s->nodes[n].h);
+    uint64_t m = s->tmask, i = s->nodes[n].h & m;
     while (s->tab[i] != n) i = (i + 1) & m;
     uint64_t j = i;
     for (;;) {
         j = (j + 1) & m;
         int32_t x = s->tab[j];
         if (x < 0) break;
-        uint64_t k = s_home(s, s->nodes[x].h);
+        uint64_t k = s->nodes[x].h & m;
         if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
         s->tab[i] = x;
         i = j;
@@ -85,8 +86,7 @@ static void s_remove(Shadow *s, int32_t n) {
 }
 
 /* ---- the sketch ---- */
-static inline uint8_t s_freq(Shadow *s, uint64_t h) {
-    uint64_t z = mix64(h ^ s->k0);
+static inline uint8_t s_freq(Shadow *s, uint64_t z) {
     uint8_t m = 15;
     for (int r = 0; r < 4; r++) {
         uint8_t v = s->sk[(uint64_t)r * s->width + ((z * s->mult[r]) >> s->shift)];
@@ -108,7 +108,7 @@ static inline void s_increment(Shadow *s, uint64_t z) {
 }
 
 /* ---- the reuse gate's ghost (as policy.c's rg_*) ---- */
-static inline uint64_t rg_home(Shadow *s, uint64_t h) { return mix64(h) & s->rg_mask; }
+static inline uint64_t rg_home(Shadow *s, uint64_t z) { return z & s->rg_mask; }
 
 static inline int64_t rg_find(Shadow *s, uint64_t h) {
     for (uint64_t i = rg_home(s, h);; i = (i + 1) & s->rg_mask) {
@@ -157,8 +157,8 @@ static void rg_forget(Shadow *s, uint64_t h, uint32_t last) {
 }
 
 /* ---- the policy ---- */
-static inline int s_admit(Shadow *s, uint64_t hc, uint64_t hv) {
-    uint8_t fc = s_freq(s, hc), fv = s_freq(s, hv);
+static inline int s_admit(Shadow *s, uint64_t zc, uint64_t zv) {
+    uint8_t fc = s_freq(s, zc), fv = s_freq(s, zv);
     if (fc > fv) return 1;
     if (fc >= s->jitter) {
         s->rng += S_GOLDEN;
@@ -167,16 +167,16 @@ static inline int s_admit(Shadow *s, uint64_t hc, uint64_t hv) {
     return 0;
 }
 
-static void s_place(Shadow *s, uint64_t h, uint64_t z) {
+static void s_place(Shadow *s, uint64_t z) {
     uint32_t gap = S_NO_GAP;
     int64_t gi = -1;
     if (s->rcap) {
-        gi = rg_find(s, h);
+        gi = rg_find(s, z);
         if (gi >= 0) gap = s->clock - s->rg_last[s->rg_tab[gi]];
     }
     int32_t n = s->free_head;
     s->free_head = s->nodes[n].next;
-    s->nodes[n].h = h;
+    s->nodes[n].h = z;
     s->nodes[n].last = s->clock;
     s->nodes[n].gap = gap;
     s_tab_insert(s, n, z);
@@ -213,11 +213,11 @@ static void s_place(Shadow *s, uint64_t h, uint64_t z) {
     }
 }
 
-/* one access; count: this shadow counts it in the (shared) sketch, the first one only */
-void tc_shadow_access(Shadow *s, uint64_t h, int count) {
-    uint64_t z = mix64(h ^ s->k0);
+/* one access of the key whose z is tc_shadow_z(s, h); count: this shadow counts it in the
+   (shared) sketch, the first one only */
+void tc_shadow_access(Shadow *s, uint64_t z, int count) {
     if (count) s_increment(s, z);
-    int32_t n = s_find(s, h, z);
+    int32_t n = s_find(s, z);
     if (s->rcap) {
         uint32_t t = ++s->clock;
         if (n >= 0) {
@@ -226,7 +226,7 @@ void tc_shadow_access(Shadow *s, uint64_t h, int count) {
         }
     }
     if (n < 0) {
-        s_place(s, h, z);
+        s_place(s, z);
         return;
     }
     s->hits++;

@@ -22,7 +22,7 @@
 #define MINI_MAX_SHADOWS 8
 
 typedef struct {
-    uint64_t h;
+    uint64_t h; /* the key as z = mix64(key hash ^ k0), a bijection (shadow.c) */
     int32_t prev, next;
     uint32_t last, gap; /* the reuse gate's last access and gap */
     uint8_t seg;
@@ -55,24 +55,33 @@ typedef struct {
 
 typedef struct {
     int k;
-    uint64_t threshold; /* a key is sampled when mini_sample(h) < threshold */
+    uint64_t threshold; /* a key is sampled when mini_sample(h, salt) < threshold */
+    uint64_t salt;
     long long count, period;
     Shadow sh[MINI_MAX_SHADOWS];
 } Mini;
 
-/* the sampling test: the top 24 bits of a splitmix64 of the key hash */
-static inline uint64_t mini_sample(uint64_t h) {
-    uint64_t z = h ^ 0x5DEECE66DULL;
+/* the sampling test: the top 24 bits of a splitmix64 of the key hash xor the salt */
+static inline uint64_t mini_sample(uint64_t h, uint64_t salt) {
+    uint64_t z = h ^ salt;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return (z ^ (z >> 31)) >> 40;
+}
+
+/* a key as the shadows hold it: z = splitmix64's finalizer of (key hash ^ k0), a bijection */
+static inline uint64_t tc_shadow_z(const Shadow *s, uint64_t h) {
+    uint64_t z = h ^ s->k0;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
 }
 
 int tc_shadow_init(Shadow *s, int32_t cap, int32_t wcap, int32_t pcap, int jitter,
                    int32_t rcap, uint64_t width, int shift, uint64_t k0, const uint64_t *mult,
                    long long sample_size, uint64_t rng_seed, uint8_t *shared_sk);
 void tc_shadow_free(Shadow *s);
-void tc_shadow_access(Shadow *s, uint64_t h, int count);
+void tc_shadow_access(Shadow *s, uint64_t z, int count);
 size_t tc_shadow_bytes(const Shadow *s);
 
 #if defined(__GNUC__)
