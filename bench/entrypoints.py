@@ -67,6 +67,7 @@ EP_TARGETS: dict[str, tuple[float, str, bool]] = {
     "ep_shared_get": (1.2, "x redis-py GET", False),
     "ep_gate": (1.05, "x gate detached", False),
     "ep_reuse": (1.05, "x reuse gate off", False),
+    "ep_sizing": (1.05, "x sizing: climb", False),
 }
 
 
@@ -741,14 +742,21 @@ def _reuse_probes(
     are timed as one unit and reported per call. Not covered: misses and admissions (the
     gate's ghost lookups; every key here is resident, and the hot tier is never full, so
     the hill climber does not run on either side), which the simulator's replay speed
-    measures (docs/simulator.md).
+    measures (docs/simulator.md). The third cache, ``sizing: climb``, is the A/B of the
+    default's window sizing: ``sizing: mini``'s shadows take their sampled accesses in the
+    same drains, full or not, so the blocks hold their work.
     """
     on = _cache(_config(tmp, "ep-hot-reuse-on", hot_entries=hot_room))
     caches.append(on)
     off = _cache(_config(tmp, "ep-hot-reuse-off", hot_entries=hot_room, params={"reuse": 0}))
     caches.append(off)
+    # the window sized by the hill climber (the default before issue #17 chose sizing: mini)
+    climb = _cache(
+        _config(tmp, "ep-hot-sizing-climb", hot_entries=hot_room, params={"sizing": "climb"})
+    )
+    caches.append(climb)
     t0 = time.perf_counter()
-    for cache in (on, off):
+    for cache in (on, off, climb):
         for i in range(0, n, 5000):
             cache.mset(items[i : i + 5000])
         for i in range(0, n, BATCH):
@@ -759,7 +767,9 @@ def _reuse_probes(
     }
     if not got["on"] or got["off"]:
         raise AssertionError(f"reuse A/B: ghost capacities {got}, want on > 0 and off 0")
-    for cache in (on, off):
+    if climb._engine.hot.sizing != "climb" or on._engine.hot.sizing != "mini":
+        raise AssertionError("sizing A/B: the caches do not differ in sizing as built")
+    for cache in (on, off, climb):
         k = len(texts) // 2
         e = cache.get(texts[k])
         if e is None or e.tier != "hot" or not np.allclose(e.vector, items[k][1], atol=1e-6):
@@ -816,6 +826,20 @@ def _reuse_probes(
             singles_of(on),
             "reuse off embed",
             "ep_reuse",
+        ),
+        Probe(
+            "sizing climb embed",
+            f"embed, sizing: climb ({drain:,}-call blocks)",
+            "hot",
+            singles_of(climb),
+        ),
+        Probe(
+            "sizing mini embed",
+            f"embed, sizing: mini, the default ({drain:,}-call blocks)",
+            "hot",
+            singles_of(on),
+            "sizing climb embed",
+            "ep_sizing",
         ),
         Probe(
             "reuse off embed_many",
@@ -1079,9 +1103,11 @@ def render_entry_points(res: dict[str, Any]) -> list[str]:
         )
         + ". RedisVL drop-in: its defaults (hot, warm `durability: fast`, Redis), the "
         "embedding as a list of floats, beside RedisVL's own `EmbeddingsCache.set` on the "
-        "same server. Reuse gate (issue #17): two more caches built like the hot one and "
-        "loaded alike, the default policy and `policy.params.reuse: 0`, read only by "
-        "their own rows; the gate's work on a hot hit is done when the policy's access "
+        "same server. Reuse gate and window sizing (issue #17): three more caches built "
+        "like the hot one and loaded alike, the default policy, `policy.params.reuse: 0` "
+        "and `policy.params.sizing: climb` (the default's window sizing before issue #17), "
+        "read only by their own rows; the gate's and the shadows' work on a hot hit is "
+        "done when the policy's access "
         "buffer drains, inside the call that fills it, so each timed unit holds exactly "
         "one drain (the buffer emptied, untimed, before each round's run): a block of "
         "`access_buffer` (1,024) `embed`s or two `embed_many`s (the second drains 2,000 "

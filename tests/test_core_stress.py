@@ -218,11 +218,16 @@ def _ops(n_keys: int, capacity: int) -> st.SearchStrategy[list[tuple[Any, ...]]]
 
 PARAMS: list[dict[str, Any]] = [
     {"adaptive": False},
-    {"sample_period": 7, "step": 0.3, "step_decay": 0.9, "shift": 0.0},
-    {"sample_period": 5, "shift_period": 5, "window": 0.5, "boost": 0.9},
-    {"jitter_threshold": 0, "sample_period": 9, "protected": 0.0},
-    {"protected": 1.0, "window": 0.2, "sample_period": 11},
+    {"sample_period": 7, "step": 0.3, "step_decay": 0.9, "shift": 0.0, "sizing": "climb"},
+    {"sample_period": 5, "shift_period": 5, "window": 0.5, "boost": 0.9, "sizing": "climb"},
+    {"jitter_threshold": 0, "sample_period": 9, "protected": 0.0, "sizing": "climb"},
+    {"protected": 1.0, "window": 0.2, "sample_period": 11, "sizing": "climb"},
+    {"mini_entries": 8, "mini_min_entries": 3, "mini_share": 0.5},  # the default sizing
 ]
+# sizing: mini's specification hashes a key once more per access than the compiled core
+# (which reuses the sketch's hash), so a failing hasher fails at another call there: the
+# call-for-call parity of test 1 is the climber's and the fixed window's
+CLIMB_PARAMS = [p for p in PARAMS if p.get("sizing") == "climb" or p.get("adaptive") is False]
 
 
 # -- 1. random operations with a failing hasher, against the specification -----------------
@@ -238,7 +243,7 @@ PARAMS: list[dict[str, Any]] = [
 )  # minutes-long shrinking
 @given(
     capacity=st.sampled_from([1, 2, 3, 5, 9]),
-    params=st.sampled_from(PARAMS),
+    params=st.sampled_from(CLIMB_PARAMS),
     kind=st.sampled_from(["tuple", "str", "int", "bytes"]),
     # at most 3 failures: the compiled core leaks one spare node per failed admit (see
     # test_a_failed_admit_leaves_the_policy_as_it_was); with 4+ it runs out of nodes
@@ -459,7 +464,7 @@ class P(C):
     def _climb(self):
         lst.clear()
         super()._climb()
-p = mk(4, cls=P, sample_period=1)
+p = mk(4, cls=P, sample_period=1, sizing="climb")
 for i in range(4):
     p.admit(i)
 lst.extend([("z", i) for i in range(2000)])

@@ -19,7 +19,7 @@ def drive(
         hot_capacity=capacity,
         warm_capacity=0,
         policy="wtinylfu",
-        params=params,
+        params={"sizing": "climb", **params},  # the climber's tests (the default: mini)
         seed=seed,
         access_buffer=access_buffer,
     )
@@ -184,8 +184,9 @@ def test_bad_climber_params_are_config_errors(params: dict[str, Any], key: str) 
         ("lfu", {}),
         ("tinylfu", {}),
         ("wtinylfu", {"adaptive": False}),
-        ("wtinylfu", {"sample_period": 200, "step": 0.0625, "step_decay": 0.98}),
-        ("wtinylfu", {"window": 0.5, "sample_period": 150, "boost": 0.9}),
+        ("wtinylfu", {"sample_period": 200, "step": 0.0625, "step_decay": 0.98, "sizing": "climb"}),
+        ("wtinylfu", {"window": 0.5, "sample_period": 150, "boost": 0.9, "sizing": "climb"}),
+        ("wtinylfu", {"mini_entries": 20, "mini_min_entries": 3}),  # the default sizing
     ],
 )
 def test_batched_on_hits_equals_the_on_hit_loop(name: str, params: dict[str, Any]) -> None:
@@ -224,5 +225,7 @@ def test_batched_on_hits_equals_the_on_hit_loop(name: str, params: dict[str, Any
     assert list(a.keys()) == list(b.keys())
     if isinstance(a, WTinyLFUPolicy):
         assert a.adjustments == b.adjustments and a.window_capacity == b.window_capacity
-        if params.get("adaptive", True):
+        if params.get("sizing") == "climb":
             assert a.adjustments, "the climber never ran"
+        elif params.get("adaptive", True):
+            assert a.mini_moves == b.mini_moves

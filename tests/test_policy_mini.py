@@ -59,9 +59,17 @@ def _replay(eng: PolicyEngine, trace: np.ndarray) -> int:
     return hits
 
 
-def test_mini_is_off_by_default_and_validated() -> None:
+def test_mini_is_the_default_and_validated() -> None:
     hot: Any = PolicyEngine(hot_capacity=100, warm_capacity=0, seed=1).hot
-    assert hot.sizing == "climb" and not hot._mini
+    assert hot.sizing == "mini" and hot._mini  # the default since issue #17's switch
+    climb: Any = PolicyEngine(
+        hot_capacity=100, warm_capacity=0, seed=1, params={"sizing": "climb"}
+    ).hot
+    assert climb.sizing == "climb" and not climb._mini
+    fixed: Any = PolicyEngine(
+        hot_capacity=100, warm_capacity=0, seed=1, params={"adaptive": False}
+    ).hot
+    assert not fixed._mini and not fixed._climbing  # adaptive false: a fixed window
     on: Any = PolicyEngine(hot_capacity=5000, warm_capacity=0, seed=1, params=MINI).hot
     assert on._mini and on._mini_capacity == 1024
     assert on._mini_targets == [50, 500, 2000] and on._mini_current == 0
@@ -215,7 +223,7 @@ def test_recency_moves_the_window_to_the_large_shadow() -> None:
     trace = recency_trace(20_000, 30_000)
     warm, phase = trace[:20_000], trace[20_000:]
     results = {}
-    for params in (MINI, {}):
+    for params in (MINI, {"sizing": "climb"}):
         eng = PolicyEngine(hot_capacity=5000, warm_capacity=0, seed=1, params=params)
         _replay(eng, warm)
         hot: Any = eng.hot
@@ -223,7 +231,7 @@ def test_recency_moves_the_window_to_the_large_shadow() -> None:
         _replay(eng, phase[:10_000])
         window = hot.window_capacity
         hits = _replay(eng, phase[10_000:])
-        results[bool(params)] = (window, hits)
+        results[params is MINI] = (window, hits)
     assert results[True][0] == 2000, results
     assert results[False][0] < 2000, results  # the climber: still its 1% window
     assert results[True][1] > 10 * max(1, results[False][1]), results

@@ -228,7 +228,7 @@ class WTinyLFUPolicy(Policy):
         "shift_aging": 3,
         "shift_confirm": 0.2,
         "reuse": 4.0,
-        "sizing": "climb",
+        "sizing": "mini",
         "mini_entries": 1024,
         "mini_decay": 0.95,
         "mini_margin": 0.03,
@@ -345,7 +345,7 @@ class WTinyLFUPolicy(Policy):
             raise ConfigError("policy.params.mini_min_entries", smin, "must be an integer >= 3")
         self.mini_min_entries = smin
         c = self.capacity
-        self._mini = sizing == "mini" and c >= 3
+        self._mini = sizing == "mini" and self.adaptive and c >= 3  # adaptive false: fixed
         self.mini_moves: list[int] = []
         """Window capacity after each move that sizing: mini made (for tests and reports)."""
         if not self._mini:
