@@ -75,13 +75,13 @@ from .lmdb_log import LOG_ENTRIES as LOG_ENTRIES
 from .lmdb_packed import _IDX_FULL as _IDX_FULL
 from .lmdb_packed import (
     _NO_RECORD,
-    _PK_STAGE,
     _clear_txn,
     _lookup,
     _lookup_at,
     _Packer,
     _rows_txn,
     _sample_txn,
+    stage_key,
     stage_one,
 )
 from .lmdb_packed import MAX_RELOCATIONS_PER_WRITE as MAX_RELOCATIONS_PER_WRITE
@@ -163,9 +163,7 @@ class LmdbTier:
         self.packed_record_len = packed_record_len
         self._packed_first = packed_record_len is not None
         # the staging queue of single writes of packed-length records (lmdb_packed.stage_one)
-        self._stage_key = (
-            _PK_STAGE + packed_record_len.to_bytes(4, "big") if packed_record_len else b""
-        )
+        self._stage_key = stage_key(packed_record_len) if packed_record_len else b""
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -871,7 +869,7 @@ class LmdbTier:
         one = None
         if C_SET and log is not None and since is None and len(puts) == 1 and plen:
             key, rec = puts[0]
-            entry: bytes = log
+            entry: bytes = log  # narrowed for the closure (mypy)
             if len(rec) == plen:
                 one = _set_one_txn
 

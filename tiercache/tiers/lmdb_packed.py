@@ -178,6 +178,11 @@ def _rows_txn(
     return pos, b"".join(parts), others
 
 
+def stage_key(record_len: int) -> bytes:
+    """The ``meta`` key of the staging queue of single writes of ``record_len`` bytes."""
+    return _PK_STAGE + record_len.to_bytes(4, "big")
+
+
 def stage_one(
     txn: lmdb.Transaction, h: _Env, key: bytes, rec: bytes, has_index: bool
 ) -> bytes | None:
@@ -189,7 +194,7 @@ def stage_one(
         return None
     put, meta = txn.put, h.meta  # positional: py-lmdb's keyword parsing costs ~0.3 us
     put(key, rec, True, True, False, h.records)
-    qkey = _PK_STAGE + len(rec).to_bytes(4, "big")
+    qkey = stage_key(len(rec))
     raw = txn.get(qkey, None, meta)
     queued = key if raw is None else bytes(raw) + key
     if len(queued) < segment_slots(len(rec), h.psize) * KEY_BYTES:
